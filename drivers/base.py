@@ -1,0 +1,287 @@
+"""Hardware contracts (DESIGN section 2): one Protocol per role and frozen dataclasses of readings.
+
+Rules every implementation follows:
+- every request has a timeout; no call blocks the caller for longer than that timeout;
+- errors are raised from the tree in `drivers.errors`, never raw OS or pymodbus exceptions;
+- a reading carries the monotonic and wall time at which the device answered; a device that stops
+  answering raises (or yields `stale=True`), it never republishes an old value with a new time;
+- after a communication fault the driver keeps the last setpoint and re-applies it when the device
+  is back, then the caller sees the fault clear on the next successful read.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+def now_stamps() -> tuple[float, float]:
+    """Return (monotonic, wall) seconds for a reading taken now."""
+    return time.monotonic(), time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class MeterReading:
+    """One poll of an energy meter. Values the model lacks, or marked not-available, are None."""
+
+    energy_import_wh: float
+    energy_export_wh: float | None = None
+    power_w: float | None = None
+    voltage_v: tuple[float | None, ...] = ()
+    current_a: tuple[float | None, ...] = ()
+    power_phase_w: tuple[float | None, ...] = ()
+    frequency_hz: float | None = None
+    read_monotonic: float = 0.0
+    read_wall: float = 0.0
+    stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MeterCapabilities:
+    """What a meter model can report."""
+
+    phases: int
+    export_energy: bool
+    per_phase_power: bool
+    signed: bool = False
+
+
+class EnergyMeter(Protocol):
+    """An energy meter.
+
+    `read()` returns a fresh reading or raises CommunicationFault/DeviceTimeout; after a failure,
+    `last_reading()` returns the previous values with `stale=True` and their original read time.
+    An import-energy register lower than the previous reading raises HardwareFault("energy_backwards").
+    The meter reconnects by itself with capped backoff; a read during the backoff raises at once.
+    """
+
+    name: str
+    capabilities: MeterCapabilities
+
+    async def read(self) -> MeterReading: ...
+
+    def last_reading(self) -> MeterReading | None: ...
+
+    async def close(self) -> None: ...
+
+
+class ChargeProtocol(enum.IntEnum):
+    """The DC charging protocol the controller speaks to the EV."""
+
+    NONE = 0
+    CCS = 1
+    CHADEMO = 2
+
+
+class PlugState(enum.IntEnum):
+    """Whether a vehicle connector is plugged into an EV."""
+
+    UNPLUGGED = 0
+    PLUGGED = 1
+
+
+class EvState(enum.IntEnum):
+    """IEC 61851-1 control pilot state (A to F)."""
+
+    A = 0  # not connected
+    B = 1  # connected, not ready
+    C = 2  # charging
+    D = 3  # charging, ventilation required
+    E = 4  # no power / short circuit
+    F = 5  # EVSE fault
+
+
+class Isolation(enum.IntEnum):
+    """Result of the insulation monitoring device (IMD)."""
+
+    INVALID = 0  # not measured yet
+    VALID = 1
+    WARNING = 2
+    FAULT = 3
+    NO_IMD = 4
+
+
+class DcError(enum.IntFlag):
+    """Error bits a DC controller reports; each maps to a hardware fault code."""
+
+    NONE = 0
+    ISOLATION = 1 << 0
+    OVER_VOLTAGE = 1 << 1
+    OVER_CURRENT = 1 << 2
+    OVER_TEMPERATURE = 1 << 3
+    EV_COMMUNICATION = 1 << 4
+    EV_ERROR = 1 << 5
+    POWER_MODULE = 1 << 6
+    CONTACTOR = 1 << 7
+    HOST_TIMEOUT = 1 << 8
+    PILOT_FAULT = 1 << 9
+    INTERNAL = 1 << 10
+
+
+class EstopReason(enum.IntEnum):
+    """Why the controller performed an emergency stop."""
+
+    NONE = 0
+    BUTTON = 1
+    HOST_COMMAND = 2
+    HOST_TIMEOUT = 3
+    OVER_TEMPERATURE = 4
+    HV_MALFUNCTION = 5
+    ISOLATION = 6
+
+
+@dataclass(frozen=True, slots=True)
+class DcStatus:
+    """One poll of a DC charge controller."""
+
+    protocol: ChargeProtocol
+    plug: PlugState
+    ev_state: EvState
+    chademo_step: int
+    ev_ready: bool
+    soc_pct: float | None
+    ev_target_v: float
+    ev_target_a: float
+    ev_max_v: float
+    ev_max_a: float
+    present_v: float
+    present_a: float
+    isolation: Isolation
+    errors: DcError
+    estop: EstopReason
+    charging_allowed: bool
+    limit_a: float
+    limit_w: float
+    temperature_c: float | None = None
+    read_monotonic: float = 0.0
+    read_wall: float = 0.0
+    stale: bool = False
+
+
+class DcController(Protocol):
+    """A CCS or CHAdeMO charge controller.
+
+    The host must call `heartbeat()` at least every `heartbeat_timeout_s / 2`; a controller that hears
+    nothing for `heartbeat_timeout_s` stops charging by itself (falls safe) and reports HOST_TIMEOUT.
+    `allow_charging(False)` returns once the command is written; the controller ramps the current down
+    before it opens its own contactors, so the caller never blocks on the power path.
+    """
+
+    name: str
+
+    async def read(self) -> DcStatus: ...
+
+    async def allow_charging(self, allowed: bool) -> None: ...
+
+    async def set_limits(self, current_a: float, power_w: float) -> None: ...
+
+    async def emergency_shutdown(self) -> None: ...
+
+    async def heartbeat(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Contactor(Protocol):
+    """A relay switching the charging power, with a mirror contact reporting its real position.
+
+    `open()` and `close()` drive the coil at once and return; `check()` compares the mirror contact
+    with the command after the settle time and raises HardwareFault("contactor_welded") when it stays
+    closed after an open, HardwareFault("contactor_not_closed") when it did not close.
+    `open()` is safe to call from any thread (the e-stop callback calls it).
+    """
+
+    name: str
+
+    def close(self) -> None: ...
+
+    def open(self) -> None: ...
+
+    @property
+    def commanded_closed(self) -> bool: ...
+
+    @property
+    def feedback_closed(self) -> bool | None: ...
+
+    def check(self) -> None: ...
+
+
+class EmergencyStop(Protocol):
+    """A latching emergency stop button; `on_change` callbacks run in the GPIO thread."""
+
+    name: str
+
+    @property
+    def pressed(self) -> bool: ...
+
+    def on_change(self, callback: Callable[[bool], None]) -> None: ...
+
+
+class IndicatorState(enum.Enum):
+    """What an indicator shows; the agent maps connector states onto these."""
+
+    OFF = "off"
+    AVAILABLE = "available"
+    PREPARING = "preparing"
+    CHARGING = "charging"
+    SUSPENDED = "suspended"
+    FINISHING = "finishing"
+    RESERVED = "reserved"
+    UNAVAILABLE = "unavailable"
+    FAULTED = "faulted"
+
+
+class Indicator(Protocol):
+    """LEDs showing a connector state with a colour and blink pattern."""
+
+    name: str
+
+    def show(self, state: IndicatorState) -> None: ...
+
+    @property
+    def state(self) -> IndicatorState: ...
+
+
+class ConnectorLock(Protocol):
+    """A motor lock holding the cable in the socket; raises HardwareFault("lock_failure") on a mismatch."""
+
+    name: str
+
+    def lock(self) -> None: ...
+
+    def unlock(self) -> None: ...
+
+    @property
+    def locked(self) -> bool | None: ...
+
+    def check(self) -> None: ...
+
+
+class IdReader(Protocol):
+    """An RFID reader; `read_id()` waits for the next card (debounced) and returns its idTag."""
+
+    name: str
+
+    async def read_id(self) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHealth:
+    """A device's health as the agent and evsectl show it."""
+
+    name: str
+    ok: bool
+    error: str | None = None
+    since_monotonic: float = field(default_factory=time.monotonic)
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """Anything with an async close."""
+
+    async def close(self) -> None: ...

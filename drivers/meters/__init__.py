@@ -1,0 +1,1 @@
+"""Modbus energy meters: one driver class, one register-map file per model."""
