@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 from drivers.errors import UnsupportedDriver
 
-# name -> "module:Class"; Modbus meter models are data files, so they all map to one class.
+MODBUS_METER = "drivers.meters.modbus_meter:ModbusMeter"
+MODELS_DIR = Path(__file__).parent / "meters" / "models"
+
+# name -> "module:Class". Modbus meter models are data files (meters/models/NAME.toml): each file's
+# name is a driver name mapped to ModbusMeter, so a new model needs no line here.
 DRIVERS: dict[str, str] = {
-    "eastron_sdm630": "drivers.meters.modbus_meter:ModbusMeter",
-    "eastron_sdm72d_m_v2": "drivers.meters.modbus_meter:ModbusMeter",
-    "eastron_sdm120": "drivers.meters.modbus_meter:ModbusMeter",
-    "abb_b23": "drivers.meters.modbus_meter:ModbusMeter",
-    "carlo_gavazzi_em340": "drivers.meters.modbus_meter:ModbusMeter",
     "modbus_dc": "drivers.dc.modbus_dc:ModbusDcController",
     "gpio_contactor": "drivers.gpio:GpioContactor",
     "gpio_estop": "drivers.gpio:GpioEmergencyStop",
@@ -23,15 +23,24 @@ DRIVERS: dict[str, str] = {
 }
 
 
+def meter_models() -> list[str]:
+    """Names of the Modbus meter model files."""
+    return sorted(p.stem for p in MODELS_DIR.glob("*.toml"))
+
+
+def _table() -> dict[str, str]:
+    return {**{name: MODBUS_METER for name in meter_models()}, **DRIVERS}
+
+
 def known_names() -> list[str]:
     """Every driver name a config may use, sorted."""
-    return sorted(DRIVERS)
+    return sorted(_table())
 
 
 def resolve(name: str) -> type[Any]:
     """Return the class for a config name; an unknown name is refused with the known ones."""
     try:
-        target = DRIVERS[name]
+        target = _table()[name]
     except KeyError:
         raise UnsupportedDriver(
             name, f"unknown driver {name!r}; known drivers: {', '.join(known_names())}"

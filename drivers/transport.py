@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import termios
 import time
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -106,7 +107,7 @@ class ModbusBus:
         self._client = self._make_client()
         try:
             ok = await self._client.connect()
-        except (OSError, ModbusException) as err:
+        except (OSError, termios.error, ModbusException) as err:
             ok = False
             LOGGER.debug("connect to %s failed: %s", self.endpoint.url, err)
         if not ok:
@@ -145,7 +146,7 @@ class ModbusBus:
                 self.failures += 1
                 self._on_io_error(err)
                 raise self._wrap(device, err, f"read {count} @0x{address:04X}") from err
-            except OSError as err:
+            except (OSError, termios.error) as err:
                 self.failures += 1
                 self._drop()
                 raise CommunicationFault(device, f"I/O error: {err}") from err
@@ -169,7 +170,7 @@ class ModbusBus:
                 self.failures += 1
                 self._on_io_error(err)
                 raise self._wrap(device, err, f"write @0x{address:04X}") from err
-            except OSError as err:
+            except (OSError, termios.error) as err:
                 self.failures += 1
                 self._drop()
                 raise CommunicationFault(device, f"I/O error: {err}") from err
@@ -179,10 +180,12 @@ class ModbusBus:
             raise CommunicationFault(device, f"Modbus exception {code} writing 0x{address:04X}")
 
     def _on_io_error(self, err: ModbusException) -> None:
-        # On TCP a timeout can leave a late answer in the stream that would be matched to the next
-        # request; reconnecting is the only safe resynchronisation. RTU resynchronises by frame gaps.
-        if self.endpoint.kind == "tcp" or not (self._client and self._client.connected):
-            self._drop()
+        # A late answer to a timed-out request would be matched to the next one (TCP stream, or RTU bytes
+        # still in the port): reopening the connection is the only safe resynchronisation. The device
+        # answered nothing, the line itself is fine, so reconnect at once, without backoff.
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     @staticmethod
     def _wrap(device: str, err: ModbusException, what: str) -> CommunicationFault:
