@@ -1,0 +1,231 @@
+"""Per-connector state and the pure rules on it: contactor conditions, status, fault error codes.
+
+The ChargePointCore mutates a Connector's fields in its handlers; the functions here only read them.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+
+from agent.core.events import (
+    ChargePointErrorCode,
+    ConnectorStatus,
+    DeviceRole,
+    FaultRaised,
+    IndicatorState,
+)
+from agent.core.limits import ChargingProfile
+from agent.core.session import Authorization, Reservation, Session
+
+LOGGER = logging.getLogger(__name__)
+
+ESTOP_VENDOR_CODE = "EmergencyStop"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorConfig:
+    """Static facts about a connector."""
+
+    is_dc: bool = False
+    max_current_a: float = 32.0  # config max (cable rating, installation)
+    has_lock: bool = False  # a socket with a motor lock; tethered cables have none
+    voltage_v: float = 230.0  # for W <-> A conversion of charging profiles
+    phases: int = 3
+
+
+class Blocker(enum.StrEnum):
+    """A reason the contactor may not close (empty set = it closes)."""
+
+    NOT_AUTHORIZED = "not_authorized"
+    NOT_PLUGGED = "not_plugged"
+    EV_NOT_READY = "ev_not_ready"
+    FAULT = "fault"
+    ESTOP = "estop"
+    ISOLATION = "isolation"
+    LIMIT_ZERO = "limit_zero"
+
+
+_CODE_MAP = {
+    "energy_backwards": ChargePointErrorCode.POWER_METER_FAILURE,
+    "isolation_fault": ChargePointErrorCode.GROUND_FAILURE,
+    "over_current": ChargePointErrorCode.OVER_CURRENT_FAILURE,
+    "over_voltage": ChargePointErrorCode.OVER_VOLTAGE,
+    "under_voltage": ChargePointErrorCode.UNDER_VOLTAGE,
+    "over_temperature": ChargePointErrorCode.HIGH_TEMPERATURE,
+    "lock_failure": ChargePointErrorCode.CONNECTOR_LOCK_FAILURE,
+    "ev_communication": ChargePointErrorCode.EV_COMMUNICATION_ERROR,
+    "contactor_welded": ChargePointErrorCode.POWER_SWITCH_FAILURE,
+    "contactor_not_closed": ChargePointErrorCode.POWER_SWITCH_FAILURE,
+}
+
+
+def error_code_for(fault: FaultRaised) -> ChargePointErrorCode:
+    """Map a driver fault code (and the device's role for generic codes) to an OCPP error code."""
+    if fault.code in _CODE_MAP:
+        return _CODE_MAP[fault.code]
+    if fault.code in ("communication", "timeout", "stale"):
+        if fault.role is DeviceRole.METER:
+            return ChargePointErrorCode.POWER_METER_FAILURE
+        if fault.role is DeviceRole.ID_READER:
+            return ChargePointErrorCode.READER_FAILURE
+        if fault.role is DeviceRole.LOCK:
+            return ChargePointErrorCode.CONNECTOR_LOCK_FAILURE
+    return ChargePointErrorCode.OTHER_ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class StatusView:
+    """A status with its error details, as StatusChanged reports it."""
+
+    status: ConnectorStatus
+    error_code: ChargePointErrorCode = ChargePointErrorCode.NO_ERROR
+    info: str | None = None
+    vendor_error_code: str | None = None
+
+
+def fault_view(fault: FaultRaised, status: ConnectorStatus) -> StatusView:
+    """The status view of a fault (vendorErrorCode is always the driver's code, info names the device)."""
+    info = f"{fault.source}: {fault.info}" if fault.info else fault.source
+    return StatusView(status, error_code_for(fault), info[:50], fault.code[:255])
+
+
+@dataclass(slots=True)
+class Connector:
+    """The mutable state of one connector (owned by ChargePointCore)."""
+
+    connector_id: int
+    config: ConnectorConfig = field(default_factory=ConnectorConfig)
+    plugged: bool = False
+    ev_ready: bool = False
+    isolation_valid: bool = False
+    hardware_max_a: float | None = None
+    energy_wh: float | None = None
+    power_w: float | None = None
+    faults: dict[str, FaultRaised] = field(default_factory=dict)  # by source
+    estop: bool = False
+    operative: bool = True
+    pending_operative: bool | None = None  # ChangeAvailability Scheduled until the transaction ends
+    reservation: Reservation | None = None
+    auth: Authorization | None = None
+    session: Session | None = None
+    finishing: bool = False
+    keep_locked_for: str | None = None  # the id that may release the cable (DeAuthorized, EV-side unplug)
+    pending_tx_profile: ChargingProfile | None = None  # a RemoteStart chargingProfile, installed at the start
+    # what the core last commanded / reported
+    contactor_closed: bool = False
+    locked: bool = False
+    limit_a: float | None = None
+    schedule_limit_a: float | None = None
+    schedule_next_change: float | None = None
+    schedule_evaluated_at: float | None = None
+    indicator: IndicatorState | None = None
+    candidate: StatusView | None = None
+    candidate_since: float = 0.0
+    reported: StatusView | None = None
+
+
+def stopping_fault(connector: Connector, cp_faults: dict[str, FaultRaised]) -> FaultRaised | None:
+    """The first active fault (connector or charge point) that stops charging, or None."""
+    for fault in (*connector.faults.values(), *cp_faults.values()):
+        if fault.stops_charging:
+            return fault
+    return None
+
+
+def warning_fault(connector: Connector, cp_faults: dict[str, FaultRaised]) -> FaultRaised | None:
+    """The first active fault that does not stop charging (reported with the normal status), or None."""
+    for fault in (*connector.faults.values(), *cp_faults.values()):
+        if not fault.stops_charging:
+            return fault
+    return None
+
+
+def effective_limit_a(connector: Connector) -> float:
+    """min(config max, hardware max, charging schedule), never negative."""
+    values = [connector.config.max_current_a]
+    if connector.hardware_max_a is not None:
+        values.append(connector.hardware_max_a)
+    if connector.schedule_limit_a is not None:
+        values.append(connector.schedule_limit_a)
+    return max(0.0, min(values))
+
+
+def contactor_blockers(
+    connector: Connector, cp_estop: bool, cp_faults: dict[str, FaultRaised]
+) -> frozenset[Blocker]:
+    """Every reason the contactor may not close now; it closes only when this is empty."""
+    blockers: set[Blocker] = set()
+    session = connector.session
+    if session is None or session.energy_suspended:
+        blockers.add(Blocker.NOT_AUTHORIZED)
+    if not connector.plugged:
+        blockers.add(Blocker.NOT_PLUGGED)
+    if not connector.ev_ready:
+        blockers.add(Blocker.EV_NOT_READY)
+    if stopping_fault(connector, cp_faults) is not None:
+        blockers.add(Blocker.FAULT)
+    if cp_estop or connector.estop:
+        blockers.add(Blocker.ESTOP)
+    if connector.config.is_dc and not connector.isolation_valid:
+        blockers.add(Blocker.ISOLATION)
+    if effective_limit_a(connector) <= 0:
+        blockers.add(Blocker.LIMIT_ZERO)
+    return frozenset(blockers)
+
+
+def connector_status(
+    connector: Connector, cp_estop: bool, cp_faults: dict[str, FaultRaised]
+) -> StatusView:
+    """The status the connector is in now (before MinimumStatusDuration)."""
+    if cp_estop or connector.estop:
+        # Faulted, not Unavailable: Unavailable belongs to ChangeAvailability, and the back office
+        # must see an alarm it can tell apart (vendorErrorCode "EmergencyStop").
+        return StatusView(ConnectorStatus.FAULTED, ChargePointErrorCode.OTHER_ERROR, "emergency stop",
+                          ESTOP_VENDOR_CODE)
+    fault = stopping_fault(connector, cp_faults)
+    if fault is not None:
+        return fault_view(fault, ConnectorStatus.FAULTED)
+    status = _plain_status(connector, cp_estop, cp_faults)
+    warning = warning_fault(connector, cp_faults)
+    if warning is not None:
+        return fault_view(warning, status)
+    return StatusView(status)
+
+
+def _plain_status(connector: Connector, cp_estop: bool, cp_faults: dict[str, FaultRaised]) -> ConnectorStatus:
+    session = connector.session
+    if session is not None:
+        if not connector.plugged or not connector.ev_ready:
+            return ConnectorStatus.SUSPENDED_EV
+        if connector.contactor_closed:
+            return ConnectorStatus.CHARGING
+        return ConnectorStatus.SUSPENDED_EVSE
+    if not connector.operative:
+        return ConnectorStatus.UNAVAILABLE
+    if connector.plugged and connector.finishing:
+        return ConnectorStatus.FINISHING
+    if connector.plugged or connector.auth is not None:
+        return ConnectorStatus.PREPARING
+    if connector.reservation is not None:
+        return ConnectorStatus.RESERVED
+    return ConnectorStatus.AVAILABLE
+
+
+_INDICATOR = {
+    ConnectorStatus.AVAILABLE: IndicatorState.AVAILABLE,
+    ConnectorStatus.PREPARING: IndicatorState.PREPARING,
+    ConnectorStatus.CHARGING: IndicatorState.CHARGING,
+    ConnectorStatus.SUSPENDED_EV: IndicatorState.SUSPENDED,
+    ConnectorStatus.SUSPENDED_EVSE: IndicatorState.SUSPENDED,
+    ConnectorStatus.FINISHING: IndicatorState.FINISHING,
+    ConnectorStatus.RESERVED: IndicatorState.RESERVED,
+    ConnectorStatus.UNAVAILABLE: IndicatorState.UNAVAILABLE,
+    ConnectorStatus.FAULTED: IndicatorState.FAULTED,
+}
+
+
+def indicator_for(status: ConnectorStatus) -> IndicatorState:
+    """The LED state that shows a connector status."""
+    return _INDICATOR[status]

@@ -1,0 +1,553 @@
+"""The core's API vocabulary: enums, inputs (observations and commands) and outputs (decisions).
+
+Everything here is a frozen dataclass or an enum with OCPP 1.6 compatible string values and
+protocol-neutral names, so the 1.6 adapter can pass `.value` straight into a payload and the 2.0.1
+adapter can translate. Nothing here does I/O. Times are wall seconds (epoch floats) unless the name
+says monotonic.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from drivers.base import IndicatorState
+
+__all__ = [
+    "AuthResult",
+    "AuthStatus",
+    "AuthorizationRejected",
+    "AvailabilityResult",
+    "CancelReservation",
+    "CancelReservationResult",
+    "ChangeAvailability",
+    "ChargePointErrorCode",
+    "ClearChargingProfile",
+    "ClearProfileResult",
+    "Command",
+    "ConnectorStatus",
+    "DeviceRole",
+    "EstopChanged",
+    "EvReadyChanged",
+    "FaultCleared",
+    "FaultRaised",
+    "IdPresented",
+    "IndicatorState",
+    "Input",
+    "IsolationChanged",
+    "LimitChanged",
+    "LinkChanged",
+    "MeterSample",
+    "NeedAuthorize",
+    "Output",
+    "PlugChanged",
+    "ProfileResult",
+    "RemoteStart",
+    "RemoteStartResult",
+    "RemoteStop",
+    "RemoteStopResult",
+    "ReservationEndReason",
+    "ReservationEnded",
+    "ReservationResult",
+    "ReserveNow",
+    "ResetKind",
+    "ResetRequested",
+    "ResetResult",
+    "SetChargingProfile",
+    "SetContactor",
+    "SetLimit",
+    "SetLock",
+    "ShowIndicator",
+    "StatusChanged",
+    "StopReason",
+    "Tick",
+    "TransactionConfirmed",
+    "TransactionStarted",
+    "TransactionStopped",
+    "UnlockRequested",
+    "UnlockResult",
+]
+
+
+# --------------------------------------------------------------------------------------------- enums
+
+
+class ConnectorStatus(enum.StrEnum):
+    """Connector status; values are the OCPP 1.6 ChargePointStatus strings."""
+
+    AVAILABLE = "Available"
+    PREPARING = "Preparing"
+    CHARGING = "Charging"
+    SUSPENDED_EV = "SuspendedEV"
+    SUSPENDED_EVSE = "SuspendedEVSE"
+    FINISHING = "Finishing"
+    RESERVED = "Reserved"
+    UNAVAILABLE = "Unavailable"
+    FAULTED = "Faulted"
+
+
+class ChargePointErrorCode(enum.StrEnum):
+    """Error code reported with a status; values are the OCPP 1.6 ChargePointErrorCode strings."""
+
+    NO_ERROR = "NoError"
+    CONNECTOR_LOCK_FAILURE = "ConnectorLockFailure"
+    EV_COMMUNICATION_ERROR = "EVCommunicationError"
+    GROUND_FAILURE = "GroundFailure"
+    HIGH_TEMPERATURE = "HighTemperature"
+    INTERNAL_ERROR = "InternalError"
+    LOCAL_LIST_CONFLICT = "LocalListConflict"
+    OTHER_ERROR = "OtherError"
+    OVER_CURRENT_FAILURE = "OverCurrentFailure"
+    OVER_VOLTAGE = "OverVoltage"
+    POWER_METER_FAILURE = "PowerMeterFailure"
+    POWER_SWITCH_FAILURE = "PowerSwitchFailure"
+    READER_FAILURE = "ReaderFailure"
+    RESET_FAILURE = "ResetFailure"
+    UNDER_VOLTAGE = "UnderVoltage"
+    WEAK_SIGNAL = "WeakSignal"
+
+
+class StopReason(enum.StrEnum):
+    """Why a transaction stopped; values are the OCPP 1.6 Reason strings."""
+
+    LOCAL = "Local"
+    REMOTE = "Remote"
+    EV_DISCONNECTED = "EVDisconnected"
+    EMERGENCY_STOP = "EmergencyStop"
+    POWER_LOSS = "PowerLoss"
+    REBOOT = "Reboot"
+    DEAUTHORIZED = "DeAuthorized"
+    HARD_RESET = "HardReset"
+    SOFT_RESET = "SoftReset"
+    UNLOCK_COMMAND = "UnlockCommand"
+    OTHER = "Other"
+
+
+class AuthStatus(enum.StrEnum):
+    """Authorization status of an id; values are the OCPP 1.6 AuthorizationStatus strings."""
+
+    ACCEPTED = "Accepted"
+    BLOCKED = "Blocked"
+    EXPIRED = "Expired"
+    INVALID = "Invalid"
+    CONCURRENT_TX = "ConcurrentTx"
+
+
+class DeviceRole(enum.StrEnum):
+    """Which kind of device raised a fault; decides the error code of a generic fault code."""
+
+    METER = "meter"
+    DC_CONTROLLER = "dc_controller"
+    CONTACTOR = "contactor"
+    LOCK = "lock"
+    ID_READER = "id_reader"
+    ESTOP = "estop"
+    OTHER = "other"
+
+
+class ResetKind(enum.StrEnum):
+    """Reset type; values are the OCPP 1.6 ResetType strings."""
+
+    HARD = "Hard"
+    SOFT = "Soft"
+
+
+class RemoteStartResult(enum.StrEnum):
+    """Answer to a remote start."""
+
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+
+
+RemoteStopResult = RemoteStartResult
+ResetResult = RemoteStartResult
+
+
+class AvailabilityResult(enum.StrEnum):
+    """Answer to a change of availability."""
+
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+    SCHEDULED = "Scheduled"
+
+
+class ReservationResult(enum.StrEnum):
+    """Answer to a reservation request."""
+
+    ACCEPTED = "Accepted"
+    FAULTED = "Faulted"
+    OCCUPIED = "Occupied"
+    REJECTED = "Rejected"
+    UNAVAILABLE = "Unavailable"
+
+
+class CancelReservationResult(enum.StrEnum):
+    """Answer to a reservation cancellation."""
+
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+
+
+class UnlockResult(enum.StrEnum):
+    """Answer to an unlock request."""
+
+    UNLOCKED = "Unlocked"
+    UNLOCK_FAILED = "UnlockFailed"
+    NOT_SUPPORTED = "NotSupported"
+
+
+class ProfileResult(enum.StrEnum):
+    """Answer to installing a charging profile."""
+
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+    NOT_SUPPORTED = "NotSupported"
+
+
+class ClearProfileResult(enum.StrEnum):
+    """Answer to clearing charging profiles."""
+
+    ACCEPTED = "Accepted"
+    UNKNOWN = "Unknown"
+
+
+class ReservationEndReason(enum.StrEnum):
+    """Why a reservation ended."""
+
+    USED = "Used"
+    EXPIRED = "Expired"
+    CANCELLED = "Cancelled"
+
+
+# -------------------------------------------------------------------------------------------- inputs
+# Observations from agent/hardware and from the adapter; fed through ChargePointCore.handle().
+
+
+@dataclass(frozen=True, slots=True)
+class PlugChanged:
+    """A cable was plugged into (or removed from) an EV on this connector."""
+
+    connector_id: int
+    plugged: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EvReadyChanged:
+    """The EV asks for energy (IEC 61851 state C/D, or the DC sequence reached "ready") or stopped asking."""
+
+    connector_id: int
+    ready: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IsolationChanged:
+    """The DC insulation monitor says the isolation is valid (or not, or not measured yet)."""
+
+    connector_id: int
+    valid: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IdPresented:
+    """A card was read. connector_id None: a reader shared by all connectors (the core picks one)."""
+
+    connector_id: int | None
+    id_tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """The answer to a NeedAuthorize (back office Authorize, local list, cache or offline rule)."""
+
+    id_tag: str
+    status: AuthStatus
+    parent_id_tag: str | None = None
+    expiry: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionConfirmed:
+    """The back office answered StartTransaction: its transactionId and the id's status."""
+
+    local_tx_id: int
+    transaction_id: int
+    status: AuthStatus = AuthStatus.ACCEPTED
+    parent_id_tag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRaised:
+    """A device reports a fault (connector_id 0 = the whole charge point); `code` is the driver's code."""
+
+    connector_id: int
+    source: str
+    code: str
+    stops_charging: bool = True
+    role: DeviceRole = DeviceRole.OTHER
+    info: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FaultCleared:
+    """The fault raised by `source` on this connector is gone."""
+
+    connector_id: int
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class EstopChanged:
+    """The emergency stop was pressed or released (connector_id 0 = the whole charge point)."""
+
+    pressed: bool
+    connector_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSample:
+    """A fresh meter reading for a connector (energy register and power)."""
+
+    connector_id: int
+    energy_wh: float
+    power_w: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChanged:
+    """The back office connection went up or down (only shown in the snapshot; auth is the adapter's job)."""
+
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LimitChanged:
+    """The hardware's own current ceiling changed (e.g. a DC controller derating); None = back to max."""
+
+    connector_id: int
+    hardware_max_a: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Clock tick: expire timeouts and reservations, re-evaluate limits, report held statuses."""
+
+
+# ------------------------------------------------------------------------------------------ commands
+# Back office (or evsectl) requests that need a synchronous answer; each has a ChargePointCore method.
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteStart:
+    """Start a transaction for id_tag (connector None: the core picks one)."""
+
+    connector_id: int | None
+    id_tag: str
+    tx_profile: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteStop:
+    """Stop the transaction with this back-office transactionId."""
+
+    transaction_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeAvailability:
+    """Make a connector (0 = the charge point and all connectors) operative or inoperative."""
+
+    connector_id: int
+    operative: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveNow:
+    """Reserve a connector for id_tag (or its parent) until expiry (wall seconds)."""
+
+    connector_id: int
+    expiry: float
+    id_tag: str
+    reservation_id: int
+    parent_id_tag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelReservation:
+    """Cancel a reservation."""
+
+    reservation_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnlockRequested:
+    """Unlock a connector (stops its transaction first, reason UnlockCommand)."""
+
+    connector_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResetRequested:
+    """A reset is about to happen: stop every transaction with the matching reason."""
+
+    kind: ResetKind
+
+
+@dataclass(frozen=True, slots=True)
+class SetChargingProfile:
+    """Install a charging profile (OCPP 1.6 JSON shape, parsed by agent.core.limits.parse_profile)."""
+
+    connector_id: int
+    profile: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ClearChargingProfile:
+    """Clear profiles by id, or by any combination of connector, purpose and stack level."""
+
+    profile_id: int | None = None
+    connector_id: int | None = None
+    purpose: str | None = None
+    stack_level: int | None = None
+
+
+# ------------------------------------------------------------------------------------------- outputs
+# Decisions; the hardware layer executes the actuator ones, the adapter turns the rest into messages.
+
+
+@dataclass(frozen=True, slots=True)
+class SetContactor:
+    """Close or open the power contactor (DC: allow charging on/off)."""
+
+    connector_id: int
+    closed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetLimit:
+    """Offer this current (A) to the EV; 0 means no energy."""
+
+    connector_id: int
+    current_a: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetLock:
+    """Lock or unlock the cable in the socket (only emitted for connectors with a lock)."""
+
+    connector_id: int
+    locked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ShowIndicator:
+    """Show a connector state on its LEDs (emitted at once, not delayed by MinimumStatusDuration)."""
+
+    connector_id: int
+    state: IndicatorState
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged:
+    """Report a (held) status of a connector, or of the charge point for connector_id 0."""
+
+    connector_id: int
+    status: ConnectorStatus
+    error_code: ChargePointErrorCode = ChargePointErrorCode.NO_ERROR
+    info: str | None = None
+    vendor_error_code: str | None = None
+    timestamp: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class NeedAuthorize:
+    """Resolve id_tag (agent.core.auth.decide_local, else the back office), then feed AuthResult."""
+
+    id_tag: str
+    connector_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationRejected:
+    """A presented id was refused (for a reader display or LED blink)."""
+
+    connector_id: int | None
+    id_tag: str
+    status: AuthStatus
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionStarted:
+    """A transaction began; the adapter persists it and queues the start message."""
+
+    connector_id: int
+    local_tx_id: int
+    id_tag: str
+    meter_start_wh: float
+    timestamp: float
+    reservation_id: int | None = None
+    parent_id_tag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionStopped:
+    """A transaction ended; transaction_id is the back office's id if confirmed, else None."""
+
+    connector_id: int
+    local_tx_id: int
+    meter_stop_wh: float
+    timestamp: float
+    reason: StopReason
+    id_tag: str | None = None
+    transaction_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationEnded:
+    """A reservation was used, expired or cancelled."""
+
+    reservation_id: int
+    reason: ReservationEndReason
+    connector_id: int = 0
+
+
+Input = (
+    PlugChanged
+    | EvReadyChanged
+    | IsolationChanged
+    | IdPresented
+    | AuthResult
+    | TransactionConfirmed
+    | FaultRaised
+    | FaultCleared
+    | EstopChanged
+    | MeterSample
+    | LinkChanged
+    | LimitChanged
+    | Tick
+)
+
+Command = (
+    RemoteStart
+    | RemoteStop
+    | ChangeAvailability
+    | ReserveNow
+    | CancelReservation
+    | UnlockRequested
+    | ResetRequested
+    | SetChargingProfile
+    | ClearChargingProfile
+)
+
+Output = (
+    SetContactor
+    | SetLimit
+    | SetLock
+    | ShowIndicator
+    | StatusChanged
+    | NeedAuthorize
+    | AuthorizationRejected
+    | TransactionStarted
+    | TransactionStopped
+    | ReservationEnded
+)

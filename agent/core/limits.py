@@ -1,0 +1,514 @@
+"""Smart charging, pure: charging profiles, the composite schedule (OCPP 1.6 section 3.13) and install rules.
+
+Composition at an instant t for a connector:
+1. per purpose, among the profiles valid at t, the highest stack level that has a period covering t wins
+   (a higher level whose schedule has ended or not begun yet falls through to the next level);
+2. TxProfile (for the connector's running transaction) overrides TxDefaultProfile; a TxDefaultProfile
+   installed on the connector overrides one installed on connector 0;
+3. ChargePointMaxProfile (connector 0 only) caps the result.
+Limits are converted between A and W with `watts = amps * voltage_v * phases` (the period's numberPhases,
+default 3). Times are wall seconds.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from agent.core.events import ClearProfileResult, ProfileResult
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_PHASES = 3  # OCPP 1.6: numberPhases defaults to 3 when absent
+DAY_S = 86400.0
+WEEK_S = 7 * DAY_S
+LOOKAHEAD_S = 8 * DAY_S  # a weekly recurrence changes at least once in this window, if it changes at all
+
+
+class ProfilePurpose(enum.StrEnum):
+    """chargingProfilePurpose."""
+
+    CHARGE_POINT_MAX = "ChargePointMaxProfile"
+    TX_DEFAULT = "TxDefaultProfile"
+    TX = "TxProfile"
+
+
+class ProfileKind(enum.StrEnum):
+    """chargingProfileKind."""
+
+    ABSOLUTE = "Absolute"
+    RECURRING = "Recurring"
+    RELATIVE = "Relative"
+
+
+class Recurrency(enum.StrEnum):
+    """recurrencyKind."""
+
+    DAILY = "Daily"
+    WEEKLY = "Weekly"
+
+
+class RateUnit(enum.StrEnum):
+    """chargingRateUnit."""
+
+    A = "A"
+    W = "W"
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePeriod:
+    """One period: from start_period_s (relative to the schedule start) on, at most `limit` (A or W)."""
+
+    start_period_s: float
+    limit: float
+    number_phases: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargingSchedule:
+    """A chargingSchedule; start_schedule is wall seconds or None."""
+
+    unit: RateUnit
+    periods: tuple[SchedulePeriod, ...]
+    duration_s: float | None = None
+    start_schedule: float | None = None
+    min_charging_rate: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargingProfile:
+    """A charging profile as installed on connector_id (0 = the whole charge point)."""
+
+    profile_id: int
+    stack_level: int
+    purpose: ProfilePurpose
+    kind: ProfileKind
+    schedule: ChargingSchedule
+    connector_id: int = 0
+    recurrency: Recurrency | None = None
+    valid_from: float | None = None
+    valid_to: float | None = None
+    transaction_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompositePeriod:
+    """A period of a composite schedule: absolute start (wall s), limit in the requested unit."""
+
+    start: float
+    limit: float
+    number_phases: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ElectricalSetup:
+    """What W<->A conversion needs for a connector."""
+
+    voltage_v: float = 230.0
+    phases: int = DEFAULT_PHASES
+
+
+# ------------------------------------------------------------------------------------------- parsing
+
+
+def parse_time(value: Any) -> float:
+    """Parse an OCPP date-time string (ISO 8601, 'Z' allowed) into wall seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"date-time must be a string, got {type(value).__name__}")
+    try:
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as err:
+        raise ValueError(f"bad date-time {value!r}") from err
+    if stamp.tzinfo is None:
+        raise ValueError(f"date-time {value!r} has no time zone")
+    return stamp.timestamp()
+
+
+def _field(data: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        if name in data:
+            return data[name]
+    return None
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError(f"{what} must be finite")
+    return float(value)
+
+
+def _enum(enum_type: type[enum.StrEnum], value: Any, what: str) -> Any:
+    try:
+        return enum_type(value)
+    except ValueError as err:
+        raise ValueError(f"{what} {value!r} is not one of {[m.value for m in enum_type]}") from err
+
+
+def parse_profile(data: Mapping[str, Any], connector_id: int = 0) -> ChargingProfile:
+    """Parse a csChargingProfiles object (camelCase or the ocpp library's snake_case); ValueError says why."""
+    if not isinstance(data, Mapping):
+        raise ValueError("charging profile must be an object")
+    profile_id = _field(data, "chargingProfileId", "charging_profile_id")
+    if not isinstance(profile_id, int) or isinstance(profile_id, bool):
+        raise ValueError("chargingProfileId must be an integer")
+    stack_level = _field(data, "stackLevel", "stack_level")
+    if not isinstance(stack_level, int) or isinstance(stack_level, bool) or stack_level < 0:
+        raise ValueError("stackLevel must be a non-negative integer")
+    purpose = _enum(ProfilePurpose, _field(data, "chargingProfilePurpose", "charging_profile_purpose"),
+                    "chargingProfilePurpose")
+    kind = _enum(ProfileKind, _field(data, "chargingProfileKind", "charging_profile_kind"),
+                 "chargingProfileKind")
+    raw_rec = _field(data, "recurrencyKind", "recurrency_kind")
+    recurrency = _enum(Recurrency, raw_rec, "recurrencyKind") if raw_rec is not None else None
+    if kind is ProfileKind.RECURRING and recurrency is None:
+        raise ValueError("a Recurring profile needs recurrencyKind")
+    raw_tx = _field(data, "transactionId", "transaction_id")
+    if raw_tx is not None and (not isinstance(raw_tx, int) or isinstance(raw_tx, bool)):
+        raise ValueError("transactionId must be an integer")
+    if raw_tx is not None and purpose is not ProfilePurpose.TX:
+        raise ValueError("transactionId is only allowed in a TxProfile")
+    valid_from = _field(data, "validFrom", "valid_from")
+    valid_to = _field(data, "validTo", "valid_to")
+    raw_schedule = _field(data, "chargingSchedule", "charging_schedule")
+    if not isinstance(raw_schedule, Mapping):
+        raise ValueError("chargingSchedule is missing")
+    schedule = _parse_schedule(raw_schedule)
+    if kind is ProfileKind.RECURRING and schedule.start_schedule is None:
+        raise ValueError("a Recurring profile needs startSchedule")
+    if kind is ProfileKind.RELATIVE and schedule.start_schedule is not None:
+        raise ValueError("a Relative profile must not have startSchedule")
+    return ChargingProfile(
+        profile_id=profile_id,
+        stack_level=stack_level,
+        purpose=purpose,
+        kind=kind,
+        schedule=schedule,
+        connector_id=connector_id,
+        recurrency=recurrency,
+        valid_from=parse_time(valid_from) if valid_from is not None else None,
+        valid_to=parse_time(valid_to) if valid_to is not None else None,
+        transaction_id=raw_tx,
+    )
+
+
+def _parse_schedule(data: Mapping[str, Any]) -> ChargingSchedule:
+    unit = _enum(RateUnit, _field(data, "chargingRateUnit", "charging_rate_unit"), "chargingRateUnit")
+    raw_periods = _field(data, "chargingSchedulePeriod", "charging_schedule_period")
+    if not isinstance(raw_periods, Sequence) or isinstance(raw_periods, str) or not raw_periods:
+        raise ValueError("chargingSchedulePeriod must be a non-empty list")
+    periods: list[SchedulePeriod] = []
+    for raw in raw_periods:
+        if not isinstance(raw, Mapping):
+            raise ValueError("a chargingSchedulePeriod entry must be an object")
+        start = _number(_field(raw, "startPeriod", "start_period"), "startPeriod")
+        limit = _number(raw.get("limit"), "limit")
+        if start < 0 or limit < 0:
+            raise ValueError("startPeriod and limit must not be negative")
+        phases = _field(raw, "numberPhases", "number_phases")
+        if phases is not None and (not isinstance(phases, int) or not 1 <= phases <= 3):
+            raise ValueError("numberPhases must be 1, 2 or 3")
+        periods.append(SchedulePeriod(start, limit, phases))
+    if periods[0].start_period_s != 0:
+        raise ValueError("the first startPeriod must be 0")
+    starts = [p.start_period_s for p in periods]
+    if any(b <= a for a, b in itertools.pairwise(starts)):
+        raise ValueError("startPeriod values must increase")
+    duration = _field(data, "duration")
+    start_schedule = _field(data, "startSchedule", "start_schedule")
+    min_rate = _field(data, "minChargingRate", "min_charging_rate")
+    return ChargingSchedule(
+        unit=unit,
+        periods=tuple(periods),
+        duration_s=_number(duration, "duration") if duration is not None else None,
+        start_schedule=parse_time(start_schedule) if start_schedule is not None else None,
+        min_charging_rate=_number(min_rate, "minChargingRate") if min_rate is not None else None,
+    )
+
+
+# ------------------------------------------------------------------------------------ install rules
+
+
+def install_profile(
+    installed: Sequence[ChargingProfile],
+    profile: ChargingProfile,
+    *,
+    connector_ids: Iterable[int],
+    active_tx_id: int | None,
+    has_tx: bool,
+    max_stack_level: int = 100,
+) -> tuple[ProfileResult, list[ChargingProfile]]:
+    """Apply SetChargingProfile rules; return the answer and the new installed list.
+
+    A profile with the same id, or the same stack level and purpose on the same connector, is replaced.
+    ChargePointMaxProfile only on connector 0. TxProfile only on a connector with a running transaction
+    (and, if the profile names a transactionId, that transaction).
+    """
+    if profile.connector_id != 0 and profile.connector_id not in set(connector_ids):
+        return ProfileResult.REJECTED, list(installed)
+    if profile.stack_level > max_stack_level:
+        return ProfileResult.REJECTED, list(installed)
+    if profile.purpose is ProfilePurpose.CHARGE_POINT_MAX and profile.connector_id != 0:
+        return ProfileResult.REJECTED, list(installed)
+    if profile.purpose is ProfilePurpose.TX:
+        if profile.connector_id == 0 or not has_tx:
+            return ProfileResult.REJECTED, list(installed)
+        if profile.transaction_id is not None and profile.transaction_id != active_tx_id:
+            return ProfileResult.REJECTED, list(installed)
+    kept = [
+        p
+        for p in installed
+        if p.profile_id != profile.profile_id
+        and not (
+            p.stack_level == profile.stack_level
+            and p.purpose is profile.purpose
+            and p.connector_id == profile.connector_id
+        )
+    ]
+    kept.append(profile)
+    return ProfileResult.ACCEPTED, kept
+
+
+def clear_profiles(
+    installed: Sequence[ChargingProfile],
+    *,
+    profile_id: int | None = None,
+    connector_id: int | None = None,
+    purpose: ProfilePurpose | str | None = None,
+    stack_level: int | None = None,
+) -> tuple[ClearProfileResult, list[ChargingProfile]]:
+    """Apply ClearChargingProfile: by id (other criteria ignored), else by every criterion given."""
+    if profile_id is not None:
+        kept = [p for p in installed if p.profile_id != profile_id]
+    else:
+        wanted_purpose = ProfilePurpose(purpose) if purpose is not None else None
+
+        def matches(p: ChargingProfile) -> bool:
+            return (
+                (connector_id is None or p.connector_id == connector_id)
+                and (wanted_purpose is None or p.purpose is wanted_purpose)
+                and (stack_level is None or p.stack_level == stack_level)
+            )
+
+        kept = [p for p in installed if not matches(p)]
+    result = ClearProfileResult.ACCEPTED if len(kept) < len(installed) else ClearProfileResult.UNKNOWN
+    return result, kept
+
+
+def drop_tx_profiles(installed: Sequence[ChargingProfile], connector_id: int) -> list[ChargingProfile]:
+    """TxProfiles end with their transaction (OCPP 1.6 3.13.2)."""
+    return [p for p in installed if not (p.purpose is ProfilePurpose.TX and p.connector_id == connector_id)]
+
+
+# -------------------------------------------------------------------------------------- computation
+
+
+def _schedule_start(profile: ChargingProfile, t: float, tx_start: float | None) -> float | None:
+    """The start of the schedule instance that applies at t, or None when none does."""
+    sched = profile.schedule
+    if profile.kind is ProfileKind.RELATIVE:
+        return tx_start
+    if profile.kind is ProfileKind.RECURRING:
+        assert sched.start_schedule is not None  # parse_profile guarantees it
+        period = DAY_S if profile.recurrency is Recurrency.DAILY else WEEK_S
+        if t < sched.start_schedule:
+            return None
+        return sched.start_schedule + math.floor((t - sched.start_schedule) / period) * period
+    if sched.start_schedule is not None:
+        return sched.start_schedule
+    # Absolute without startSchedule: a TxProfile starts with its transaction, anything else at the
+    # epoch (i.e. the first period holds for ever).
+    return tx_start if profile.purpose is ProfilePurpose.TX else 0.0
+
+
+def _period_at(profile: ChargingProfile, t: float, tx_start: float | None) -> SchedulePeriod | None:
+    if profile.valid_from is not None and t < profile.valid_from:
+        return None
+    if profile.valid_to is not None and t >= profile.valid_to:
+        return None
+    start = _schedule_start(profile, t, tx_start)
+    if start is None:
+        return None
+    offset = t - start
+    if offset < 0:
+        return None
+    duration = profile.schedule.duration_s
+    if profile.kind is ProfileKind.RECURRING:
+        period = DAY_S if profile.recurrency is Recurrency.DAILY else WEEK_S
+        duration = period if duration is None else min(duration, period)
+    if duration is not None and offset >= duration:
+        return None
+    found: SchedulePeriod | None = None
+    for p in profile.schedule.periods:
+        if p.start_period_s <= offset:
+            found = p
+        else:
+            break
+    return found
+
+
+def _to_amps(period: SchedulePeriod, unit: RateUnit, setup: ElectricalSetup) -> float:
+    if unit is RateUnit.A:
+        return period.limit
+    phases = period.number_phases or setup.phases
+    return period.limit / (setup.voltage_v * phases)
+
+
+def _applies(profile: ChargingProfile, connector_id: int, tx_id: int | None, has_tx: bool) -> bool:
+    if profile.purpose is ProfilePurpose.CHARGE_POINT_MAX:
+        return profile.connector_id == 0
+    if profile.purpose is ProfilePurpose.TX:
+        if profile.connector_id != connector_id or not has_tx:
+            return False
+        return profile.transaction_id is None or profile.transaction_id == tx_id
+    return profile.connector_id in (0, connector_id)
+
+
+def _winner(
+    profiles: Sequence[ChargingProfile], t: float, tx_start: float | None
+) -> tuple[ChargingProfile, SchedulePeriod] | None:
+    for profile in sorted(profiles, key=lambda p: p.stack_level, reverse=True):
+        period = _period_at(profile, t, tx_start)
+        if period is not None:
+            return profile, period
+    return None
+
+
+def _amps_at(
+    profiles: Sequence[ChargingProfile],
+    connector_id: int,
+    t: float,
+    tx_start: float | None,
+    tx_id: int | None,
+    setup: ElectricalSetup,
+) -> tuple[float | None, int | None]:
+    """The composite limit (A) and phases at t, or (None, None) when no profile limits the connector."""
+    has_tx = tx_start is not None
+    usable = [p for p in profiles if _applies(p, connector_id, tx_id, has_tx)]
+    by_purpose: dict[ProfilePurpose, list[ChargingProfile]] = {}
+    for p in usable:
+        by_purpose.setdefault(p.purpose, []).append(p)
+    chosen = _winner(by_purpose.get(ProfilePurpose.TX, []), t, tx_start)
+    if chosen is None:
+        defaults = by_purpose.get(ProfilePurpose.TX_DEFAULT, [])
+        chosen = _winner([p for p in defaults if p.connector_id == connector_id], t, tx_start)
+        if chosen is None:
+            chosen = _winner([p for p in defaults if p.connector_id == 0], t, tx_start)
+    limit: float | None = None
+    phases: int | None = None
+    if chosen is not None:
+        limit = _to_amps(chosen[1], chosen[0].schedule.unit, setup)
+        phases = chosen[1].number_phases
+    cap = _winner(by_purpose.get(ProfilePurpose.CHARGE_POINT_MAX, []), t, tx_start)
+    if cap is not None:
+        cap_a = _to_amps(cap[1], cap[0].schedule.unit, setup)
+        limit = cap_a if limit is None else min(limit, cap_a)
+    return limit, phases
+
+
+def _breakpoints(profiles: Sequence[ChargingProfile], start: float, end: float,
+                 tx_start: float | None) -> list[float]:
+    """Every instant in [start, end) where some profile may change its value."""
+    points = {start}
+
+    def add(t: float | None) -> None:
+        if t is not None and start < t < end:
+            points.add(t)
+
+    for p in profiles:
+        add(p.valid_from)
+        add(p.valid_to)
+        sched = p.schedule
+        if p.kind is ProfileKind.RECURRING:
+            assert sched.start_schedule is not None
+            period = DAY_S if p.recurrency is Recurrency.DAILY else WEEK_S
+            first = max(0, math.floor((start - sched.start_schedule) / period))
+            # A recurrence repeats itself: one lookahead window finds every distinct change.
+            last = math.floor((min(end, start + LOOKAHEAD_S) - sched.start_schedule) / period)
+            bases = [sched.start_schedule + k * period for k in range(first, last + 1)]
+            length: float | None = period if sched.duration_s is None else min(sched.duration_s, period)
+        else:
+            only = _schedule_start(p, start, tx_start)
+            bases = [] if only is None else [only]
+            length = sched.duration_s
+        for base in bases:
+            for period_entry in sched.periods:
+                add(base + period_entry.start_period_s)
+            if length is not None:
+                add(base + length)
+    return sorted(points)
+
+
+def composite_schedule(
+    profiles: Sequence[ChargingProfile],
+    connector_id: int,
+    start: float,
+    duration_s: float,
+    unit: RateUnit | str = RateUnit.A,
+    *,
+    tx_start: float | None = None,
+    tx_id: int | None = None,
+    setup: ElectricalSetup | None = None,
+    ceiling_a: float | None = None,
+) -> list[CompositePeriod]:
+    """The composite schedule for [start, start + duration) as periods with absolute start times.
+
+    tx_start is the start of the connector's running transaction (None: no transaction, so TxProfiles
+    do not apply and Relative profiles do not start). ceiling_a caps every period (hardware/config max);
+    times without any limit are reported at the ceiling, or omitted when there is no ceiling.
+    """
+    setup = setup or ElectricalSetup()
+    unit = RateUnit(unit)
+    end = start + duration_s
+    result: list[CompositePeriod] = []
+    for t in _breakpoints(profiles, start, end, tx_start):
+        amps, phases = _amps_at(profiles, connector_id, t, tx_start, tx_id, setup)
+        if ceiling_a is not None:
+            amps = ceiling_a if amps is None else min(amps, ceiling_a)
+        if amps is None:
+            continue
+        value = amps if unit is RateUnit.A else amps * setup.voltage_v * (phases or setup.phases)
+        value = round(value, 1)
+        if result and result[-1].limit == value and result[-1].number_phases == phases:
+            continue
+        result.append(CompositePeriod(t, value, phases))
+    return result
+
+
+def limit_at(
+    profiles: Sequence[ChargingProfile],
+    connector_id: int,
+    now: float,
+    *,
+    tx_start: float | None = None,
+    tx_id: int | None = None,
+    setup: ElectricalSetup | None = None,
+) -> tuple[float | None, float | None]:
+    """(limit in A at now or None if no profile limits, the next wall time the limit may change or None)."""
+    setup = setup or ElectricalSetup()
+    current, _ = _amps_at(profiles, connector_id, now, tx_start, tx_id, setup)
+    for t in _breakpoints(profiles, now, math.inf, tx_start)[1:]:
+        value, _ = _amps_at(profiles, connector_id, t, tx_start, tx_id, setup)
+        if value != current:
+            return current, t
+    return current, None
+
+
+def effective_limit(*ceilings: float | None) -> float:
+    """The minimum of the ceilings given (hardware max, config max, schedule); None ignores one."""
+    values = [max(0.0, c) for c in ceilings if c is not None]
+    return min(values) if values else 0.0
+
+
+def with_connector(profile: ChargingProfile, connector_id: int) -> ChargingProfile:
+    """A copy of profile installed on another connector."""
+    return replace(profile, connector_id=connector_id)

@@ -1,0 +1,204 @@
+"""Polls the drivers of each connector and turns readings and errors into observations for the core.
+
+A driver error never escapes this module: it becomes a fault observation (with a stable code) that
+clears itself when the device answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from drivers.base import (
+    ConnectorLock,
+    Contactor,
+    DcController,
+    DcStatus,
+    EmergencyStop,
+    EnergyMeter,
+    Indicator,
+    IndicatorState,
+    IdReader,
+    Isolation,
+    MeterReading,
+    PlugState,
+)
+from drivers.errors import DriverError, HardwareFault
+
+LOGGER = logging.getLogger(__name__)
+
+DC_ERROR_CODES = {
+    "isolation_fault": "isolation_fault",
+    "over_voltage": "over_voltage",
+    "over_current": "over_current",
+    "over_temperature": "over_temperature",
+    "ev_communication": "ev_communication",
+    "ev_error": "ev_error",
+    "power_module": "power_module",
+    "contactor": "dc_contactor",
+    "host_timeout": "host_timeout",
+    "pilot_fault": "pilot_fault",
+    "internal": "dc_internal",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """An active fault: which device, a stable code, and whether charging must stop."""
+
+    source: str
+    code: str
+    message: str
+    stops_charging: bool = True
+
+
+@dataclass
+class ConnectorDevices:
+    """The drivers wired to one connector."""
+
+    connector_id: int
+    kind: str
+    meter: EnergyMeter
+    contactor: Contactor
+    dc: DcController | None = None
+    lock: ConnectorLock | None = None
+    indicator: Indicator | None = None
+
+
+@dataclass
+class ConnectorObservation:
+    """What one poll saw on a connector."""
+
+    connector_id: int
+    meter: MeterReading | None
+    dc: DcStatus | None
+    faults: dict[tuple[str, str], Fault]
+    plugged: bool | None = None  # None: unknown (AC without a pilot board reports nothing)
+    ev_ready: bool | None = None
+    isolation_valid: bool | None = None
+    soc_pct: float | None = None
+
+
+@dataclass
+class HardwareHealth:
+    """Per-device health for status displays."""
+
+    ok: bool = True
+    error: str | None = None
+    last_ok_monotonic: float = 0.0
+    failures: int = 0
+
+
+@dataclass
+class Hardware:
+    """All devices of the charge point and their polling."""
+
+    connectors: dict[int, ConnectorDevices]
+    estop: EmergencyStop | None = None
+    reader: IdReader | None = None
+    health: dict[str, HardwareHealth] = field(default_factory=dict)
+    polls: int = 0
+    first_poll_ok: bool = False
+
+    def __post_init__(self) -> None:
+        if self.estop is not None:
+            # The press opens the contactors in gpiozero's thread, not after an event-loop round trip.
+            bind = getattr(self.estop, "bind_contactors", None)
+            contactors = [c.contactor for c in self.connectors.values()]
+            if bind is not None:
+                bind(contactors)
+            else:
+                def open_all(pressed: bool) -> None:
+                    if pressed:
+                        for contactor in contactors:
+                            contactor.open()
+
+                self.estop.on_change(open_all)
+
+    def _mark(self, name: str, error: DriverError | None) -> None:
+        health = self.health.setdefault(name, HardwareHealth())
+        if error is None:
+            if not health.ok:
+                LOGGER.info("%s recovered", name)
+            health.ok, health.error, health.last_ok_monotonic = True, None, time.monotonic()
+        else:
+            if health.ok:
+                LOGGER.warning("%s faulted: %s", name, error)
+            health.ok, health.error = False, str(error)
+            health.failures += 1
+
+    async def poll_connector(self, devices: ConnectorDevices) -> ConnectorObservation:
+        """Read the meter and the DC controller and check the contactor and lock."""
+        faults: dict[tuple[str, str], Fault] = {}
+        meter_reading: MeterReading | None = None
+        try:
+            meter_reading = await devices.meter.read()
+            self._mark(devices.meter.name, None)
+        except HardwareFault as err:
+            self._mark(devices.meter.name, err)
+            faults[(devices.meter.name, err.code)] = Fault(devices.meter.name, err.code, str(err))
+        except DriverError as err:
+            self._mark(devices.meter.name, err)
+            faults[(devices.meter.name, "communication")] = Fault(devices.meter.name, "communication", str(err))
+        obs = ConnectorObservation(devices.connector_id, meter_reading, None, faults)
+        if devices.dc is not None:
+            dc = devices.dc
+            try:
+                await dc.heartbeat()
+                status = await dc.read()
+                self._mark(dc.name, None)
+                obs.dc = status
+                obs.plugged = status.plug is PlugState.PLUGGED
+                obs.ev_ready = status.ev_ready
+                obs.isolation_valid = status.isolation in (Isolation.VALID, Isolation.WARNING)
+                obs.soc_pct = status.soc_pct
+                from drivers.dc.modbus_dc import fault_codes
+
+                codes = fault_codes(status)
+                if "host_timeout" in codes:
+                    # The controller latched our silence (a restart or a hung loop); we are alive again.
+                    LOGGER.warning("%s reports a host timeout; resetting it", dc.name)
+                    await dc.reset_faults()
+                for code in codes:
+                    mapped = DC_ERROR_CODES.get(code, code)
+                    faults[(dc.name, mapped)] = Fault(dc.name, mapped, f"{dc.name}: {code}")
+                if status.isolation is Isolation.FAULT:
+                    faults[(dc.name, "isolation_fault")] = Fault(dc.name, "isolation_fault", "isolation fault")
+            except DriverError as err:
+                self._mark(dc.name, err)
+                faults[(dc.name, "controller_communication")] = Fault(dc.name, "controller_communication", str(err))
+        for device in (devices.contactor, devices.lock):
+            if device is None:
+                continue
+            try:
+                device.check()
+                self._mark(device.name, None)
+            except HardwareFault as err:
+                self._mark(device.name, err)
+                faults[(device.name, err.code)] = Fault(device.name, err.code, str(err))
+        return obs
+
+    async def poll(self) -> dict[int, ConnectorObservation]:
+        """Poll every connector concurrently (devices on one bus serialise on its lock)."""
+        results = await asyncio.gather(*(self.poll_connector(d) for d in self.connectors.values()))
+        self.polls += 1
+        if not self.first_poll_ok and any(r.meter is not None for r in results):
+            self.first_poll_ok = True
+        return {r.connector_id: r for r in results}
+
+    def show(self, connector_id: int, state: IndicatorState) -> None:
+        """Set a connector's indicator, if it has one."""
+        indicator = self.connectors[connector_id].indicator
+        if indicator is not None:
+            indicator.show(state)
+
+    def status(self) -> dict[str, Any]:
+        """Device health for evsectl."""
+        return {
+            name: {"ok": h.ok, "error": h.error, "failures": h.failures,
+                   "age_s": round(time.monotonic() - h.last_ok_monotonic, 1) if h.last_ok_monotonic else None}
+            for name, h in sorted(self.health.items())
+        }

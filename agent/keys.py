@@ -1,0 +1,113 @@
+"""OCPP configuration keys: defaults, then the config file's [ocpp] table, then persisted changes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from agent.config import (
+    OCPP16_KEYS,
+    AgentConfig,
+    check_typed_value,
+    format_key_value,
+    validate_key_value,
+)
+from agent.store import Store
+
+LOGGER = logging.getLogger(__name__)
+
+KEY_PREFIX = "ocpp16."  # rows in the store's config table
+
+
+class ChangeResult:
+    """ChangeConfiguration answers (1.6 ConfigurationStatus)."""
+
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+    REBOOT_REQUIRED = "RebootRequired"
+    NOT_SUPPORTED = "NotSupported"
+
+
+class OcppKeys:
+    """Typed access to the 1.6 configuration keys, persisted in the store."""
+
+    def __init__(self, config: AgentConfig, store: Store) -> None:
+        self._store = store
+        self._values: dict[str, int | bool | str] = dict(config.ocpp_initial_values())
+        for key, raw in store.config_all().items():
+            if not key.startswith(KEY_PREFIX):
+                continue
+            name = key.removeprefix(KEY_PREFIX)
+            spec = OCPP16_KEYS.get(name)
+            if spec is None or spec.readonly:
+                continue
+            try:
+                self._values[name] = validate_key_value(name, raw)
+            except (ValueError, KeyError, PermissionError) as err:
+                LOGGER.warning("ignoring persisted value of %s: %s", name, err)
+        self.listeners: list[Callable[[str], None]] = []
+
+    def get(self, key: str) -> int | bool | str | None:
+        """The typed value, None when unset."""
+        return self._values.get(key)
+
+    def get_int(self, key: str, default: int = 0) -> int:
+        """An integer key."""
+        value = self._values.get(key, default)
+        return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+    def get_bool(self, key: str, default: bool = False) -> bool:
+        """A boolean key."""
+        value = self._values.get(key, default)
+        return value if isinstance(value, bool) else default
+
+    def get_str(self, key: str, default: str = "") -> str:
+        """A string or CSL key."""
+        value = self._values.get(key, default)
+        return value if isinstance(value, str) else default
+
+    def change(self, key: str, value: str) -> str:
+        """ChangeConfiguration: validate, persist, notify; return the 1.6 status."""
+        try:
+            typed = validate_key_value(key, value)
+        except KeyError:
+            return ChangeResult.NOT_SUPPORTED
+        except (PermissionError, ValueError) as err:
+            LOGGER.info("ChangeConfiguration %s refused: %s", key, err)
+            return ChangeResult.REJECTED
+        spec = OCPP16_KEYS[key]
+        if key == "SecurityProfile" and isinstance(typed, int) and typed < self.get_int("SecurityProfile"):
+            return ChangeResult.REJECTED  # the whitepaper forbids lowering the profile over OCPP
+        if spec.secret:
+            return ChangeResult.REJECTED  # secrets are handled by the security module, never stored here
+        self._store.config_set(KEY_PREFIX + key, format_key_value(typed))
+        self._values[key] = typed
+        for listener in self.listeners:
+            listener(key)
+        return ChangeResult.REBOOT_REQUIRED if spec.reboot_required else ChangeResult.ACCEPTED
+
+    def set_local(self, key: str, value: int | bool | str) -> None:
+        """Set a key from the charger itself (evsectl), with the same validation as the file."""
+        typed = check_typed_value(key, value)
+        self._store.config_set(KEY_PREFIX + key, format_key_value(typed))
+        self._values[key] = typed
+        for listener in self.listeners:
+            listener(key)
+
+    def entries(self, keys: list[str] | None = None) -> tuple[list[dict[str, object]], list[str]]:
+        """GetConfiguration: (configurationKey entries, unknownKey); secrets are never returned."""
+        wanted = keys or sorted(OCPP16_KEYS)
+        known: list[dict[str, object]] = []
+        unknown: list[str] = []
+        for key in wanted:
+            spec = OCPP16_KEYS.get(key)
+            if spec is None or spec.secret:
+                if keys:
+                    unknown.append(key)
+                continue
+            value = self._values.get(key)
+            entry: dict[str, object] = {"key": key, "readonly": spec.readonly}
+            if value is not None:
+                entry["value"] = format_key_value(value)
+            known.append(entry)
+        return known, unknown

@@ -1,0 +1,135 @@
+"""The websocket to the back office: connect, subprotocol, ping/pong, reconnect with capped backoff and jitter."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+
+LOGGER = logging.getLogger(__name__)
+
+SUBPROTOCOLS = {"1.6": "ocpp1.6", "2.0.1": "ocpp2.0.1"}
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    """How to reach the back office."""
+
+    url: str
+    charge_point_id: str
+    ocpp_version: str = "1.6"
+    ping_interval_s: float = 10.0
+    ping_timeout_s: float = 5.0
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    basic_auth_password: str | None = None
+    ssl_context: ssl.SSLContext | None = None
+    open_timeout_s: float = 10.0
+
+    @property
+    def endpoint(self) -> str:
+        """The back office URL with the charge point id as the last path segment."""
+        return self.url.rstrip("/") + "/" + self.charge_point_id
+
+
+def backoff_delays(min_s: float, max_s: float, rng: random.Random | None = None) -> Any:
+    """Yield capped exponential delays with full jitter on the upper half (avoids reconnect storms)."""
+    rng = rng or random.Random()
+    delay = min_s
+    while True:
+        yield delay / 2 + rng.random() * delay / 2
+        delay = min(max_s, delay * 2)
+
+
+Session = Callable[[ClientConnection], Awaitable[None]]
+
+
+class Link:
+    """Keeps one websocket to the back office open and runs `session(ws)` on each connection."""
+
+    def __init__(self, settings: LinkSettings, session: Session) -> None:
+        self.settings = settings
+        self._session = session
+        self.connected = asyncio.Event()
+        self.connects = 0
+        self.last_error: str | None = None
+        self._stop = asyncio.Event()
+        self._ws: ClientConnection | None = None
+
+    def _headers(self) -> dict[str, str]:
+        if self.settings.basic_auth_password is None:
+            return {}
+        raw = f"{self.settings.charge_point_id}:{self.settings.basic_auth_password}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+    async def run(self) -> None:
+        """Connect, run the session, reconnect after any loss until `stop()`."""
+        subprotocol = SUBPROTOCOLS[self.settings.ocpp_version]
+        delays = backoff_delays(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+        while not self._stop.is_set():
+            try:
+                async with connect(
+                    self.settings.endpoint,
+                    subprotocols=[subprotocol],  # type: ignore[list-item]
+                    additional_headers=self._headers(),
+                    ping_interval=self.settings.ping_interval_s or None,
+                    ping_timeout=self.settings.ping_timeout_s if self.settings.ping_interval_s else None,
+                    open_timeout=self.settings.open_timeout_s,
+                    ssl=self.settings.ssl_context,
+                    proxy=None,  # an environment proxy must never capture the back office link
+                    max_size=2**22,
+                ) as ws:
+                    if ws.subprotocol != subprotocol:
+                        self.last_error = f"back office did not accept subprotocol {subprotocol}"
+                        LOGGER.error("%s", self.last_error)
+                        await ws.close(code=1002, reason="subprotocol")
+                    else:
+                        self._ws = ws
+                        self.connects += 1
+                        self.last_error = None
+                        delays = backoff_delays(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+                        LOGGER.info("connected to %s", self.settings.endpoint)
+                        self.connected.set()
+                        try:
+                            await self._session(ws)
+                        finally:
+                            self.connected.clear()
+                            self._ws = None
+                        LOGGER.warning("connection to the back office closed")
+            except asyncio.CancelledError:
+                raise
+            except InvalidStatus as err:
+                self.last_error = f"handshake refused: HTTP {err.response.status_code}"
+                LOGGER.warning("back office refused the connection: HTTP %s", err.response.status_code)
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError, EOFError) as err:
+                self.last_error = f"{type(err).__name__}: {err}"
+                LOGGER.warning("cannot reach the back office: %s", self.last_error)
+            except Exception as err:  # the link must outlive any session bug; log it loudly
+                self.last_error = f"{type(err).__name__}: {err}"
+                LOGGER.exception("link session failed")
+            if self._stop.is_set():
+                break
+            delay = next(delays)
+            LOGGER.info("reconnecting in %.1f s", delay)
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+
+    async def drop(self) -> None:
+        """Close the current connection (a reconnect follows)."""
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def stop(self) -> None:
+        """Close and stop reconnecting."""
+        self._stop.set()
+        await self.drop()

@@ -1,0 +1,494 @@
+"""OCPP 1.6J adapter: one `V16Connection` per websocket, translating between OCPP and the core.
+
+Handlers translate and ask the core; they never decide. Calls to the back office are never awaited
+inside an `@on` handler (the library's receive loop would deadlock): they run as tasks or `@after`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
+from ocpp.exceptions import OCPPError
+from ocpp.routing import after, on
+from ocpp.v16 import ChargePoint, call, call_result
+from ocpp.v16.enums import Action
+from websockets.exceptions import ConnectionClosed
+
+from agent.core import events as ev
+from agent.keys import ChangeResult
+from agent.ocpp.v16.metering import iso, meter_value, parse_csl
+from agent.store import AuthEntry as StoreAuthEntry
+
+if TYPE_CHECKING:
+    from agent.runtime import Agent
+
+LOGGER = logging.getLogger(__name__)
+FRAMES = logging.getLogger("agent.ocpp.frames")  # every frame, for `evsectl log` and the diagnostics bundle
+
+BOOT_RETRY_DEFAULT_S = 10
+VENDOR_ID = "evse-agent"
+
+
+def _plain(result: Any) -> dict[str, Any]:
+    """A call_result dataclass as the camelCase dict that came over the wire."""
+    data = dataclasses.asdict(result)
+    return {k: v for k, v in snake_to_camel_case(data).items() if v is not None}
+
+
+class V16ChargePoint(ChargePoint):
+    """The `ocpp` library's ChargePoint with this agent's handlers."""
+
+    def __init__(self, cp_id: str, connection: Any, agent: Agent, conn: V16Connection,
+                 response_timeout: float) -> None:
+        super().__init__(cp_id, connection, response_timeout=response_timeout)
+        self.agent = agent
+        self.conn = conn
+
+    async def _send(self, message: str) -> None:
+        # The library answers schema errors with 2.0.1's "FormatViolation"; 1.6 calls it "FormationViolation".
+        if message.startswith("[4,") and '"FormatViolation"' in message:
+            message = message.replace('"FormatViolation"', '"FormationViolation"', 1)
+        FRAMES.debug("out %s", message)
+        await self._connection.send(message)
+
+    async def route_message(self, raw_msg: str) -> None:
+        FRAMES.debug("in %s", raw_msg)
+        try:
+            await super().route_message(raw_msg)
+        except Exception:  # a bad frame must never stop the receive loop
+            LOGGER.exception("handling a frame failed")
+
+    # ---- Core ------------------------------------------------------------------------------------
+
+    @on(Action.change_availability)
+    def on_change_availability(self, connector_id: int, type: str, **_: Any) -> Any:
+        result, outs = self.agent.core.change_availability(
+            ev.ChangeAvailability(connector_id, type == "Operative"), self.agent.now(), time.monotonic())
+        self.agent.execute(outs)
+        for cid, operative in self.agent.core.availability().items():
+            self.agent.store.availability_set(cid, operative)
+        return call_result.ChangeAvailability(status=result.value)
+
+    @on(Action.change_configuration)
+    def on_change_configuration(self, key: str, value: str, **_: Any) -> Any:
+        status = self.agent.keys.change(key, value)
+        if status in (ChangeResult.ACCEPTED, ChangeResult.REBOOT_REQUIRED):
+            LOGGER.info("configuration %s changed", key)
+        return call_result.ChangeConfiguration(status=status)
+
+    @after(Action.change_configuration)
+    def after_change_configuration(self, key: str, value: str, **_: Any) -> None:
+        if key == "HeartbeatInterval":
+            self.conn.heartbeat_changed.set()
+
+    @on(Action.clear_cache)
+    def on_clear_cache(self, **_: Any) -> Any:
+        self.agent.store.cache_clear()
+        return call_result.ClearCache(status="Accepted")
+
+    @on(Action.data_transfer)
+    def on_data_transfer(self, vendor_id: str, message_id: str | None = None, data: str | None = None,
+                         **_: Any) -> Any:
+        if vendor_id != VENDOR_ID:
+            return call_result.DataTransfer(status="UnknownVendorId")
+        if message_id == "ping":
+            return call_result.DataTransfer(status="Accepted", data=data)
+        return call_result.DataTransfer(status="UnknownMessageId")
+
+    @on(Action.get_configuration)
+    def on_get_configuration(self, key: list[str] | None = None, **_: Any) -> Any:
+        known, unknown = self.agent.keys.entries(key)
+        return call_result.GetConfiguration(configuration_key=known, unknown_key=unknown or None)
+
+    @on(Action.remote_start_transaction)
+    def on_remote_start_transaction(self, id_tag: str, connector_id: int | None = None,
+                                    charging_profile: dict[str, Any] | None = None, **_: Any) -> Any:
+        result, outs = self.agent.core.remote_start(ev.RemoteStart(connector_id, id_tag, charging_profile),
+                                                    self.agent.now(), time.monotonic())
+        self.agent.execute(outs)
+        return call_result.RemoteStartTransaction(status=result.value)
+
+    @on(Action.remote_stop_transaction)
+    def on_remote_stop_transaction(self, transaction_id: int, **_: Any) -> Any:
+        result, outs = self.agent.core.remote_stop(ev.RemoteStop(transaction_id), self.agent.now(),
+                                                   time.monotonic())
+        self.agent.execute(outs)
+        return call_result.RemoteStopTransaction(status=result.value)
+
+    @on(Action.reset)
+    def on_reset(self, type: str, **_: Any) -> Any:
+        return call_result.Reset(status="Accepted")
+
+    @after(Action.reset)
+    async def after_reset(self, type: str, **_: Any) -> None:
+        await self.agent_reset(ev.ResetKind(type))
+
+    async def agent_reset(self, kind: ev.ResetKind) -> None:
+        """Stop every transaction, let the stops reach the back office, then restart the process."""
+        _, outs = self.agent.core.reset(ev.ResetRequested(kind), self.agent.now(), time.monotonic())
+        self.agent.execute(outs)
+        deadline = time.monotonic() + (10.0 if kind is ev.ResetKind.SOFT else 3.0)
+        while self.agent.store.pending_count() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        LOGGER.warning("%s reset: restarting", kind.value)
+        if self.agent.exit_requested is not None and not self.agent.exit_requested.done():
+            self.agent.exit_requested.set_result(0)
+
+    @on(Action.unlock_connector)
+    async def on_unlock_connector(self, connector_id: int, **_: Any) -> Any:
+        result, outs = self.agent.core.unlock(ev.UnlockRequested(connector_id), self.agent.now(),
+                                              time.monotonic())
+        self.agent.execute(outs)
+        if result is ev.UnlockResult.UNLOCKED:
+            devices = self.agent.hw.connectors.get(connector_id)
+            lock = devices.lock if devices else None
+            if lock is not None:
+                await asyncio.sleep(float(getattr(lock, "settle_s", 0.2)) + 0.05)
+                try:
+                    lock.check()
+                except Exception as err:
+                    LOGGER.warning("connector %d did not unlock: %s", connector_id, err)
+                    result = ev.UnlockResult.UNLOCK_FAILED
+        return call_result.UnlockConnector(status=result.value)
+
+    # ---- LocalAuthListManagement -------------------------------------------------------------------
+
+    @on(Action.get_local_list_version)
+    def on_get_local_list_version(self, **_: Any) -> Any:
+        if not self.agent.keys.get_bool("LocalAuthListEnabled", True):
+            return call_result.GetLocalListVersion(list_version=-1)
+        return call_result.GetLocalListVersion(list_version=self.agent.store.local_list_version())
+
+    @on(Action.send_local_list)
+    def on_send_local_list(self, list_version: int, update_type: str,
+                           local_authorization_list: list[dict[str, Any]] | None = None, **_: Any) -> Any:
+        store, keys = self.agent.store, self.agent.keys
+        if not keys.get_bool("LocalAuthListEnabled", True):
+            return call_result.SendLocalList(status="NotSupported")
+        items = local_authorization_list or []
+        if len(items) > keys.get_int("SendLocalListMaxLength", 100):
+            return call_result.SendLocalList(status="Failed")
+        entries = []
+        for item in items:
+            info = item.get("id_tag_info") or {}
+            entries.append(StoreAuthEntry(item["id_tag"], info.get("status"), info.get("expiry_date"),
+                                          info.get("parent_id_tag")))
+        try:
+            if update_type == "Full":
+                if len(entries) > keys.get_int("LocalAuthListMaxLength", 1000):
+                    return call_result.SendLocalList(status="Failed")
+                store.replace_local_list(list_version, entries)
+            else:
+                if list_version <= store.local_list_version():
+                    return call_result.SendLocalList(status="VersionMismatch")
+                store.update_local_list(list_version, entries)
+        except Exception as err:
+            LOGGER.error("SendLocalList failed: %s", err)
+            return call_result.SendLocalList(status="Failed")
+        return call_result.SendLocalList(status="Accepted")
+
+    # ---- Reservation ---------------------------------------------------------------------------------
+
+    @on(Action.reserve_now)
+    def on_reserve_now(self, connector_id: int, expiry_date: str, id_tag: str, reservation_id: int,
+                       parent_id_tag: str | None = None, **_: Any) -> Any:
+        from agent.runtime import iso_to_epoch
+
+        expiry = iso_to_epoch(expiry_date) or 0.0
+        result, outs = self.agent.core.reserve_now(
+            ev.ReserveNow(connector_id, expiry, id_tag, reservation_id, parent_id_tag),
+            self.agent.now(), time.monotonic())
+        self.agent.execute(outs)
+        return call_result.ReserveNow(status=result.value)
+
+    @on(Action.cancel_reservation)
+    def on_cancel_reservation(self, reservation_id: int, **_: Any) -> Any:
+        result, outs = self.agent.core.cancel_reservation(ev.CancelReservation(reservation_id),
+                                                          self.agent.now(), time.monotonic())
+        self.agent.execute(outs)
+        return call_result.CancelReservation(status=result.value)
+
+    # ---- SmartCharging -----------------------------------------------------------------------------
+
+    @on(Action.set_charging_profile)
+    def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any],
+                                **_: Any) -> Any:
+        result, outs = self.agent.core.set_charging_profile(
+            ev.SetChargingProfile(connector_id, cs_charging_profiles), self.agent.now(), time.monotonic())
+        self.agent.execute(outs)
+        if result is ev.ProfileResult.ACCEPTED:
+            self._persist_profiles(connector_id, cs_charging_profiles)
+        return call_result.SetChargingProfile(status=result.value)
+
+    def _persist_profiles(self, connector_id: int | None = None, raw: dict[str, Any] | None = None) -> None:
+        """Mirror the core's non-transaction profiles into the store (TxProfiles die with their transaction)."""
+        store = self.agent.store
+        live = {p.profile_id for p in self.agent.core.profiles if p.purpose.value != "TxProfile"}
+        if raw is not None and connector_id is not None and raw.get("charging_profile_purpose") != "TxProfile":
+            store.profile_put(connector_id, snake_to_camel_case(raw))
+        for _, stored in store.profiles():
+            pid = stored.get("chargingProfileId")
+            if isinstance(pid, int) and pid not in live:
+                store.profile_delete(pid)
+
+    @on(Action.clear_charging_profile)
+    def on_clear_charging_profile(self, id: int | None = None, connector_id: int | None = None,
+                                  charging_profile_purpose: str | None = None, stack_level: int | None = None,
+                                  **_: Any) -> Any:
+        result, outs = self.agent.core.clear_charging_profile(
+            ev.ClearChargingProfile(id, connector_id, charging_profile_purpose, stack_level),
+            self.agent.now(), time.monotonic())
+        self.agent.execute(outs)
+        self._persist_profiles()
+        return call_result.ClearChargingProfile(status=result.value)
+
+    @on(Action.get_composite_schedule)
+    def on_get_composite_schedule(self, connector_id: int, duration: int,
+                                  charging_rate_unit: str | None = None, **_: Any) -> Any:
+        now = self.agent.now()
+        unit = charging_rate_unit or "A"
+        periods = self.agent.core.composite_schedule(connector_id, float(duration), unit, now)
+        if periods is None:
+            return call_result.GetCompositeSchedule(status="Rejected")
+        start = int(now)
+        schedule = {
+            "duration": duration,
+            "start_schedule": iso(start),
+            "charging_rate_unit": unit,
+            "charging_schedule_period": [
+                {"start_period": max(0, int(round(p.start - start))), "limit": round(p.limit, 1),
+                 **({"number_phases": p.number_phases} if p.number_phases else {})}
+                for p in periods
+            ],
+        }
+        if not schedule["charging_schedule_period"]:
+            schedule["charging_schedule_period"] = [{"start_period": 0, "limit": 0.0}]
+        return call_result.GetCompositeSchedule(status="Accepted", connector_id=connector_id,
+                                                schedule_start=iso(start), charging_schedule=schedule)
+
+    # ---- RemoteTrigger -----------------------------------------------------------------------------
+
+    TRIGGERABLE = ("BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification",
+                   "Heartbeat", "MeterValues", "StatusNotification")
+
+    @on(Action.trigger_message)
+    def on_trigger_message(self, requested_message: str, connector_id: int | None = None, **_: Any) -> Any:
+        if requested_message not in self.TRIGGERABLE:
+            return call_result.TriggerMessage(status="NotImplemented")
+        if connector_id is not None and connector_id not in self.agent.connectors and connector_id != 0:
+            return call_result.TriggerMessage(status="Rejected")
+        return call_result.TriggerMessage(status="Accepted")
+
+    @after(Action.trigger_message)
+    async def after_trigger_message(self, requested_message: str, connector_id: int | None = None,
+                                    **_: Any) -> None:
+        if requested_message in self.TRIGGERABLE:
+            await self.conn.triggered(requested_message, connector_id)
+
+
+class V16Connection:
+    """One websocket's session: boot, heartbeat, statuses, the outbox sender, back-office calls."""
+
+    def __init__(self, agent: Agent, ws: Any) -> None:
+        self.agent = agent
+        cfg = agent.config
+        self.timeout_s = cfg.backoffice.response_timeout_s
+        self.cp = V16ChargePoint(cfg.charge_point.id, ws, agent, self, self.timeout_s)
+        self.accepted = False
+        self.outbox_event = asyncio.Event()
+        self.heartbeat_changed = asyncio.Event()
+        self.statuses: asyncio.Queue[ev.StatusChanged] = asyncio.Queue()
+        self.heartbeat_interval_s = float(agent.keys.get_int("HeartbeatInterval", 300))
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # ---- what the runtime calls -------------------------------------------------------------------
+
+    def status_changed(self, status: ev.StatusChanged) -> None:
+        self.statuses.put_nowait(status)
+
+    def outbox_changed(self) -> None:
+        self.outbox_event.set()
+
+    async def authorize(self, id_tag: str) -> ev.AuthResult:
+        result = await self.cp.call(call.Authorize(id_tag=id_tag), suppress=False)
+        return self.agent.authorize_answered(id_tag, snake_to_camel_case(result.id_tag_info))
+
+    def send_meter_values(self, connector_id: int, payload: dict[str, Any]) -> None:
+        self._spawn(self._send_plain("MeterValues", payload), "aligned-meter-values")
+
+    # ---- the session ----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def run(self) -> None:
+        """Serve the connection until it closes."""
+        receiver = asyncio.create_task(self.cp.start(), name="ocpp-receive")
+        booter = asyncio.create_task(self._boot_then_serve(), name="ocpp-session")
+        try:
+            done, _ = await asyncio.wait({receiver, booter}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is not None and not isinstance(task.exception(), ConnectionClosed):
+                    LOGGER.error("OCPP session ended: %r", task.exception())
+        finally:
+            for task in (receiver, booter, *self._tasks):
+                task.cancel()
+            for task in (receiver, booter, *self._tasks):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if self.accepted:
+                self.agent.offline()
+
+    async def _boot_then_serve(self) -> None:
+        await self._boot()
+        self.accepted = True
+        self.agent.online(self)
+        await asyncio.gather(self._heartbeat_loop(), self._status_loop(), self._outbox_loop())
+
+    def _boot_payload(self) -> Any:
+        cp = self.agent.config.charge_point
+        return call.BootNotification(charge_point_vendor=cp.vendor, charge_point_model=cp.model,
+                                     charge_point_serial_number=cp.serial_number,
+                                     firmware_version=cp.firmware_version)
+
+    async def _boot(self) -> None:
+        while True:
+            try:
+                result = await self.cp.call(self._boot_payload(), suppress=False)
+            except TimeoutError:
+                LOGGER.warning("BootNotification unanswered; retrying")
+                await asyncio.sleep(BOOT_RETRY_DEFAULT_S)
+                continue
+            except OCPPError as err:
+                LOGGER.warning("BootNotification refused with %s; retrying", err)
+                await asyncio.sleep(BOOT_RETRY_DEFAULT_S)
+                continue
+            self.agent.set_clock(result.current_time)
+            interval = int(result.interval or 0)
+            if result.status == "Accepted":
+                if interval > 0:
+                    self.heartbeat_interval_s = float(interval)
+                    self.agent.keys.set_local("HeartbeatInterval", interval)
+                LOGGER.info("BootNotification accepted (heartbeat every %d s)", interval)
+                return
+            wait = interval if interval > 0 else BOOT_RETRY_DEFAULT_S
+            LOGGER.warning("BootNotification %s; retrying in %d s", result.status, wait)
+            await asyncio.sleep(wait)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            interval = float(self.agent.keys.get_int("HeartbeatInterval", 300)) or 300.0
+            self.heartbeat_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.heartbeat_changed.wait(), timeout=interval)
+                continue  # the interval changed: restart the wait with the new one
+            try:
+                result = await self.cp.call(call.Heartbeat(), suppress=False)
+                self.agent.set_clock(result.current_time)
+            except (TimeoutError, OCPPError) as err:
+                LOGGER.warning("Heartbeat failed: %r", err)
+
+    async def _status_loop(self) -> None:
+        while True:
+            status = await self.statuses.get()
+            await self._send_status(status)
+
+    async def _send_status(self, status: ev.StatusChanged) -> None:
+        payload = call.StatusNotification(
+            connector_id=status.connector_id, error_code=status.error_code.value, status=status.status.value,
+            info=status.info[:50] if status.info else None, timestamp=iso(status.timestamp or self.agent.now()),
+            vendor_error_code=status.vendor_error_code[:50] if status.vendor_error_code else None)
+        try:
+            await self.cp.call(payload, suppress=False)
+        except (TimeoutError, OCPPError) as err:
+            LOGGER.warning("StatusNotification failed: %r", err)
+
+    async def _send_plain(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """Send a non-queued message; None when it failed."""
+        try:
+            cls = getattr(call, action)
+            result = await self.cp.call(cls(**camel_to_snake_case(payload)), suppress=False)
+            return _plain(result)
+        except (TimeoutError, OCPPError) as err:
+            LOGGER.warning("%s failed: %r", action, err)
+            return None
+
+    async def _outbox_loop(self) -> None:
+        """Drain the outbox strictly in order, one call in flight."""
+        store = self.agent.store
+        while True:
+            msg = store.peek()
+            if msg is None:
+                self.outbox_event.clear()
+                if store.peek() is None:
+                    await self.outbox_event.wait()
+                continue
+            wait = msg.next_attempt_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(min(wait, 5.0))
+                continue
+            cls = getattr(call, msg.action)
+            try:
+                result = await self.cp.call(cls(**camel_to_snake_case(msg.payload)), suppress=False)
+            except TimeoutError:
+                LOGGER.warning("%s %d unanswered; it stays first in the queue", msg.action, msg.id)
+                continue  # not an attempt: retried for ever
+            except OCPPError as err:
+                dead = store.record_failure(
+                    msg.id, f"{err.code}: {err.description}",
+                    max_attempts=self.agent.keys.get_int("TransactionMessageAttempts", 3),
+                    retry_interval_s=float(self.agent.keys.get_int("TransactionMessageRetryInterval", 60)),
+                    now=time.monotonic())
+                LOGGER.warning("%s %d answered %s%s", msg.action, msg.id, err.code,
+                               " (moved to dead letters)" if dead else "")
+                continue
+            plain = _plain(result)
+            store.ack(msg.id, plain)
+            if msg.action == "StartTransaction" and msg.tx_local_id is not None:
+                self.agent.transaction_confirmed(msg.tx_local_id, int(plain["transactionId"]),
+                                                 plain.get("idTagInfo", {}))
+            elif msg.action == "StopTransaction" and "idTagInfo" in plain and "idTag" in msg.payload:
+                self.agent._remember_auth(msg.payload["idTag"], plain["idTagInfo"])
+
+    async def triggered(self, message: str, connector_id: int | None) -> None:
+        """Send a message the back office asked for with TriggerMessage."""
+        agent = self.agent
+        if message == "BootNotification":
+            with contextlib.suppress(TimeoutError, OCPPError):
+                await self.cp.call(self._boot_payload(), suppress=False)
+        elif message == "Heartbeat":
+            await self._send_plain("Heartbeat", {})
+        elif message == "StatusNotification":
+            for status in agent.core.current_statuses(agent.now(), time.monotonic()):
+                if connector_id is None or status.connector_id == connector_id:
+                    await self._send_status(status)
+        elif message == "MeterValues":
+            ids = [connector_id] if connector_id else list(agent.connectors)
+            measurands = parse_csl(agent.keys.get_str("MeterValuesSampledData"))
+            for cid in ids:
+                if agent.connectors[cid].reading is None:
+                    continue
+                value = meter_value(agent._sample(cid), measurands, "Trigger", agent.now())
+                payload: dict[str, Any] = {"connectorId": cid, "meterValue": [value]}
+                session = agent.core.session(cid)
+                if session is not None and session.transaction_id is not None:
+                    payload["transactionId"] = session.transaction_id
+                await self._send_plain("MeterValues", payload)
+        elif message == "DiagnosticsStatusNotification":
+            await self._send_plain("DiagnosticsStatusNotification", {"status": "Idle"})
+        elif message == "FirmwareStatusNotification":
+            await self._send_plain("FirmwareStatusNotification", {"status": "Idle"})
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON for logs."""
+    return json.dumps(value, separators=(",", ":"))

@@ -1,0 +1,599 @@
+"""The running charge point: feeds hardware observations to the core and executes its decisions.
+
+One `Agent` per process. It owns the core (pure rules), the store (SQLite), the hardware (drivers), and
+talks to the back office through whichever protocol connection is up (`self.link_session`). Transaction
+messages never go to the wire from here: they are committed to the outbox, and the connection's sender
+drains the outbox in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from agent.config import AgentConfig
+from agent.core import events as ev
+from agent.core.auth import AuthEntry as CoreAuthEntry
+from agent.core.auth import DecisionAction, cache_update, decide_local
+from agent.core.chargepoint import ChargePointCore, CoreSettings
+from agent.core.connector import ConnectorConfig as CoreConnectorConfig
+from agent.core.limits import parse_profile
+from agent.hardware import ConnectorObservation, Hardware
+from agent.keys import OcppKeys
+from agent.ocpp.v16.metering import Sample, meter_value, next_aligned, parse_csl
+from agent.store import AuthEntry as StoreAuthEntry
+from agent.store import Store
+from drivers.base import MeterReading
+from drivers.errors import DriverError
+
+LOGGER = logging.getLogger(__name__)
+
+TICK_S = 0.25  # timeouts, reservations and schedule boundaries are checked this often
+OPEN_RAMP_TIMEOUT_S = 2.0  # DC: wait this long for the current to fall before the contactor opens anyway
+OPEN_SAFE_CURRENT_A = 2.0
+BOOT_METER_ATTEMPTS = 3
+TX_ID_PLACEHOLDER = 0  # replaced by the store with the back office's id once StartTransaction is answered
+
+ROLE_BY_ATTR = {"meter": ev.DeviceRole.METER, "dc": ev.DeviceRole.DC_CONTROLLER,
+                "contactor": ev.DeviceRole.CONTACTOR, "lock": ev.DeviceRole.LOCK}
+
+
+class LinkSession(Protocol):
+    """What the runtime needs from an open back-office connection (one per OCPP version)."""
+
+    def status_changed(self, status: ev.StatusChanged) -> None: ...
+
+    def outbox_changed(self) -> None: ...
+
+    async def authorize(self, id_tag: str) -> ev.AuthResult: ...
+
+    def send_meter_values(self, connector_id: int, payload: dict[str, Any]) -> None: ...
+
+
+def iso_to_epoch(value: str | None) -> float | None:
+    """Parse an OCPP date-time (Z or offset) to epoch seconds."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass
+class ConnectorState:
+    """What the runtime last told the core about a connector's hardware."""
+
+    plugged: bool | None = None
+    ev_ready: bool | None = None
+    isolation_valid: bool | None = None
+    fault_codes: dict[str, str] = field(default_factory=dict)  # source -> code
+    reading: MeterReading | None = None
+    soc_pct: float | None = None
+    next_sample_mono: float | None = None
+    actuator: asyncio.Queue[ev.SetContactor | ev.SetLimit] = field(default_factory=asyncio.Queue)
+
+
+class Agent:
+    """The charge point at run time."""
+
+    def __init__(self, config: AgentConfig, store: Store, hardware: Hardware, keys: OcppKeys) -> None:
+        self.config = config
+        self.store = store
+        self.hw = hardware
+        self.keys = keys
+        self.clock_offset_s = 0.0
+        self.clock_trusted = False
+        self.link_session: LinkSession | None = None
+        self.connectors = {c.id: ConnectorState() for c in config.connectors}
+        self.core = ChargePointCore(self.core_settings(), tx_id_allocator=self._reserve_tx_id)
+        self.core.restore(availability=self._persisted_availability(), profiles=self._persisted_profiles())
+        self.healthy_at = 0.0  # monotonic time of the last complete main-loop pass
+        self.exit_requested: asyncio.Future[int] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._next_aligned: float | None = None
+        self.keys.listeners.append(self._on_key_changed)
+        self.sessions_started = 0
+
+    # ------------------------------------------------------------------------------------ settings
+
+    def core_settings(self) -> CoreSettings:
+        """CoreSettings from the config file and the current OCPP keys."""
+        k = self.keys
+        connectors = tuple(
+            CoreConnectorConfig(is_dc=c.kind == "dc", max_current_a=c.max_current_a, has_lock=c.lock is not None,
+                                voltage_v=c.voltage_v, phases=c.phases)
+            for c in self.config.connectors
+        )
+        free_vend = next((c.free_vend_id_tag for c in self.config.connectors if c.free_vend_id_tag), None)
+        max_energy = k.get_int("MaxEnergyOnInvalidId", 0)
+        return CoreSettings(
+            connectors=connectors,
+            connection_timeout_s=float(k.get_int("ConnectionTimeOut", 60)),
+            stop_transaction_on_invalid_id=k.get_bool("StopTransactionOnInvalidId", True),
+            max_energy_on_invalid_id_wh=float(max_energy) if max_energy > 0 else None,
+            stop_transaction_on_ev_side_disconnect=k.get_bool("StopTransactionOnEVSideDisconnect", True),
+            unlock_connector_on_ev_side_disconnect=k.get_bool("UnlockConnectorOnEVSideDisconnect", True),
+            local_pre_authorize=k.get_bool("LocalPreAuthorize", False),
+            local_authorize_offline=k.get_bool("LocalAuthorizeOffline", True),
+            allow_offline_tx_for_unknown_id=k.get_bool("AllowOfflineTxForUnknownId", False),
+            authorize_remote_tx_requests=k.get_bool("AuthorizeRemoteTxRequests", False),
+            free_vend_id=free_vend,
+            minimum_status_duration_s=float(k.get_int("MinimumStatusDuration", 0)),
+            max_stack_level=k.get_int("ChargeProfileMaxStackLevel", 10),
+        )
+
+    def _on_key_changed(self, key: str) -> None:
+        self.core.settings = self.core_settings()
+        if key in ("MeterValueSampleInterval",):
+            for state in self.connectors.values():
+                state.next_sample_mono = None
+        if key == "ClockAlignedDataInterval":
+            self._next_aligned = None
+
+    def _persisted_availability(self) -> dict[int, bool]:
+        ids = [0, *self.connectors]
+        return {i: self.store.availability_get(i) for i in ids}
+
+    def _persisted_profiles(self) -> list[Any]:
+        profiles = []
+        for connector_id, raw in self.store.profiles():
+            try:
+                profiles.append(parse_profile(raw, connector_id))
+            except ValueError as err:
+                LOGGER.warning("dropping a stored charging profile: %s", err)
+        return profiles
+
+    # --------------------------------------------------------------------------------------- clock
+
+    def now(self) -> float:
+        """Wall time corrected by the back office's clock."""
+        return time.time() + self.clock_offset_s
+
+    def set_clock(self, current_time: str) -> None:
+        """Trust the back office's currentTime; correct queued timestamps of this boot once."""
+        remote = iso_to_epoch(current_time)
+        if remote is None:
+            return
+        offset = remote - time.time()
+        if not self.clock_trusted:
+            if abs(offset) > 2.0:
+                changed = self.store.correct_untrusted_times(self.store.boot_id, offset)
+                LOGGER.warning("clock was off by %.1f s; corrected %d queued records", offset, changed)
+            else:
+                self.store.correct_untrusted_times(self.store.boot_id, 0.0)
+            self.clock_trusted = True
+        if abs(offset - self.clock_offset_s) > 2.0:
+            self.clock_offset_s = offset if abs(offset) > 2.0 else 0.0
+
+    # ------------------------------------------------------------------------------- core plumbing
+
+    def _reserve_tx_id(self) -> int:
+        return self.store.reserve_tx_id(self.now(), time.monotonic())
+
+    def feed(self, event: ev.Input) -> None:
+        """Apply an observation to the core and execute what it decides."""
+        self.execute(self.core.handle(event, self.now(), time.monotonic()))
+
+    def execute(self, outputs: list[ev.Output]) -> None:
+        """Carry out the core's decisions, in order."""
+        for out in outputs:
+            try:
+                self._execute_one(out)
+            except Exception:  # one failing output must not stop the others (e.g. the contactor opening)
+                LOGGER.exception("executing %r failed", out)
+
+    def _execute_one(self, out: ev.Output) -> None:
+        match out:
+            case ev.SetContactor() | ev.SetLimit():
+                state = self.connectors[out.connector_id]
+                if isinstance(out, ev.SetContactor) and not out.closed:
+                    # Open at once from here (safety first); the queued op then ramps the DC side down.
+                    devices = self.hw.connectors[out.connector_id]
+                    if devices.dc is None:
+                        devices.contactor.open()
+                state.actuator.put_nowait(out)
+            case ev.SetLock():
+                lock = self.hw.connectors[out.connector_id].lock
+                if lock is not None:
+                    try:
+                        lock.lock() if out.locked else lock.unlock()
+                    except DriverError as err:
+                        LOGGER.warning("connector %d lock: %s", out.connector_id, err)
+            case ev.ShowIndicator():
+                self.hw.show(out.connector_id, out.state)
+            case ev.StatusChanged():
+                LOGGER.info("connector %d: %s %s", out.connector_id, out.status.value, out.error_code.value)
+                if self.link_session is not None:
+                    self.link_session.status_changed(out)
+            case ev.NeedAuthorize():
+                self._spawn(self._authorize(out.id_tag), f"authorize-{out.id_tag}")
+            case ev.AuthorizationRejected():
+                LOGGER.info("id refused (%s) on connector %s", out.status.value, out.connector_id)
+            case ev.TransactionStarted():
+                self._on_tx_started(out)
+            case ev.TransactionStopped():
+                self._on_tx_stopped(out)
+            case ev.ReservationEnded():
+                LOGGER.info("reservation %d ended: %s", out.reservation_id, out.reason.value)
+            case _:
+                LOGGER.error("unknown core output %r", out)
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            LOGGER.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    # ------------------------------------------------------------------------------- transactions
+
+    def _sample(self, connector_id: int) -> Sample:
+        state = self.connectors[connector_id]
+        reading = state.reading or MeterReading(energy_import_wh=self.core.connectors[connector_id].energy_wh or 0.0)
+        offered = self.core.connectors[connector_id].limit_a if connector_id in self.core.connectors else None
+        return Sample(reading, offered_a=offered, soc_pct=state.soc_pct)
+
+    def _on_tx_started(self, out: ev.TransactionStarted) -> None:
+        payload: dict[str, Any] = {
+            "connectorId": out.connector_id,
+            "idTag": out.id_tag,
+            "meterStart": int(round(out.meter_start_wh)),
+            "timestamp": _iso(out.timestamp),
+        }
+        if out.reservation_id is not None:
+            payload["reservationId"] = out.reservation_id
+        self.store.begin_transaction(
+            out.local_tx_id, out.connector_id, out.id_tag, out.meter_start_wh, out.timestamp, time.monotonic(),
+            out.reservation_id, "StartTransaction", payload, clock_trusted=self.clock_trusted,
+        )
+        self.sessions_started += 1
+        begin = meter_value(self._sample(out.connector_id), parse_csl(self.keys.get_str("MeterValuesSampledData")),
+                            "Transaction.Begin", out.timestamp)
+        self._queue_meter_values(out.connector_id, out.local_tx_id, [begin])
+        interval = self.keys.get_int("MeterValueSampleInterval", 60)
+        state = self.connectors[out.connector_id]
+        state.next_sample_mono = time.monotonic() + interval if interval > 0 else None
+        self._outbox_changed()
+
+    def _on_tx_stopped(self, out: ev.TransactionStopped) -> None:
+        payload: dict[str, Any] = {
+            "transactionId": out.transaction_id if out.transaction_id is not None else TX_ID_PLACEHOLDER,
+            "meterStop": int(round(out.meter_stop_wh)),
+            "timestamp": _iso(out.timestamp),
+            "reason": out.reason.value,
+        }
+        if out.id_tag:
+            payload["idTag"] = out.id_tag
+        measurands = parse_csl(self.keys.get_str("StopTxnSampledData"))
+        if measurands:
+            end = meter_value(self._sample(out.connector_id), measurands, "Transaction.End", out.timestamp)
+            if end["sampledValue"]:
+                payload["transactionData"] = [end]
+        self.store.end_transaction(
+            out.local_tx_id, out.meter_stop_wh, out.timestamp, time.monotonic(), out.reason.value,
+            "StopTransaction", payload, clock_trusted=self.clock_trusted,
+        )
+        self.connectors[out.connector_id].next_sample_mono = None
+        self._outbox_changed()
+
+    def _queue_meter_values(self, connector_id: int, tx_local_id: int, values: list[dict[str, Any]]) -> None:
+        values = [v for v in values if v["sampledValue"]]
+        if not values:
+            return
+        payload = {"connectorId": connector_id, "transactionId": TX_ID_PLACEHOLDER, "meterValue": values}
+        self.store.enqueue("MeterValues", payload, tx_local_id=tx_local_id, wall_time=self.now(),
+                           monotonic=time.monotonic(), clock_trusted=self.clock_trusted)
+        self._outbox_changed()
+
+    def _outbox_changed(self) -> None:
+        if self.link_session is not None:
+            self.link_session.outbox_changed()
+
+    def transaction_confirmed(self, tx_local_id: int, transaction_id: int, id_tag_info: dict[str, Any]) -> None:
+        """The back office answered a StartTransaction (called by the connection after the outbox ack)."""
+        status = ev.AuthStatus(id_tag_info.get("status", "Accepted"))
+        parent = id_tag_info.get("parentIdTag")
+        row = self.store.transaction(tx_local_id)
+        if row is not None:
+            self._remember_auth(row.id_tag, id_tag_info)
+        self.feed(ev.TransactionConfirmed(tx_local_id, transaction_id, status, parent))
+
+    # ------------------------------------------------------------------------------ authorization
+
+    @staticmethod
+    def _core_entry(entry: StoreAuthEntry | None) -> CoreAuthEntry | None:
+        if entry is None or entry.status is None:
+            return None
+        try:
+            status = ev.AuthStatus(entry.status)
+        except ValueError:
+            status = ev.AuthStatus.INVALID
+        return CoreAuthEntry(status, iso_to_epoch(entry.expiry_date), entry.parent_id_tag)
+
+    def _remember_auth(self, id_tag: str, info: dict[str, Any]) -> None:
+        in_list = self.keys.get_bool("LocalAuthListEnabled", True) and self.store.local_list_get(id_tag) is not None
+        entry = cache_update(ev.AuthStatus(info.get("status", "Invalid")), iso_to_epoch(info.get("expiryDate")),
+                             info.get("parentIdTag"), in_local_list=in_list,
+                             cache_enabled=self.keys.get_bool("AuthorizationCacheEnabled", True))
+        if entry is not None:
+            self.store.cache_put(StoreAuthEntry(id_tag, entry.status.value, info.get("expiryDate"),
+                                                entry.parent_id_tag))
+
+    def local_decision(self, id_tag: str, online: bool) -> Any:
+        """decide_local with the store's list and cache entries."""
+        list_entry = self.store.local_list_get(id_tag) if self.keys.get_bool("LocalAuthListEnabled", True) else None
+        cache_entry = self.store.cache_get(id_tag) if self.keys.get_bool("AuthorizationCacheEnabled", True) else None
+        return decide_local(id_tag, self._core_entry(list_entry), self._core_entry(cache_entry), online,
+                            self.core.settings, self.now())
+
+    async def _authorize(self, id_tag: str) -> None:
+        session = self.link_session
+        decision = self.local_decision(id_tag, session is not None)
+        if decision.action is not DecisionAction.ASK_BACK_OFFICE:
+            LOGGER.info("id %s decided locally: %s (%s)", id_tag, decision.status.value, decision.source.value)
+            self.feed(decision.as_result(id_tag))
+            return
+        assert session is not None
+        try:
+            result = await session.authorize(id_tag)
+        except (TimeoutError, ConnectionError, OSError) as err:
+            LOGGER.warning("Authorize for %s got no answer (%s); deciding offline", id_tag, type(err).__name__)
+            offline = self.local_decision(id_tag, False)
+            self.feed(offline.as_result(id_tag))
+            return
+        self.feed(result)
+
+    def authorize_answered(self, id_tag: str, info: dict[str, Any]) -> ev.AuthResult:
+        """Turn an Authorize idTagInfo into an AuthResult and update the cache."""
+        self._remember_auth(id_tag, info)
+        return ev.AuthResult(id_tag, ev.AuthStatus(info.get("status", "Invalid")), info.get("parentIdTag"),
+                             iso_to_epoch(info.get("expiryDate")))
+
+    # --------------------------------------------------------------------------------- the link
+
+    def online(self, session: LinkSession) -> None:
+        """A connection was accepted by the back office (BootNotification Accepted)."""
+        self.link_session = session
+        self.feed(ev.LinkChanged(True))
+        for status in self.core.current_statuses(self.now(), time.monotonic()):
+            session.status_changed(status)
+        session.outbox_changed()
+
+    def offline(self) -> None:
+        """The connection is gone."""
+        self.link_session = None
+        self.feed(ev.LinkChanged(False))
+
+    # ---------------------------------------------------------------------------------- the loops
+
+    async def recover_power_loss(self) -> None:
+        """At boot: stop every transaction that was running when the power went (reason PowerLoss)."""
+        discarded = self.store.discard_reserved()
+        if discarded:
+            LOGGER.info("dropped %d transaction ids reserved but never started", discarded)
+        for row in self.store.unfinished_transactions():
+            meter_stop = row.last_energy_wh
+            source = "the last persisted sample"
+            devices = self.hw.connectors.get(row.connector_id)
+            if devices is not None:
+                for attempt in range(BOOT_METER_ATTEMPTS):
+                    try:
+                        reading = await devices.meter.read()
+                        # The contactor cannot have closed since the power went: this register is exact.
+                        meter_stop, source = reading.energy_import_wh, "the meter at boot"
+                        break
+                    except DriverError as err:
+                        LOGGER.warning("boot meter read %d for transaction %d failed: %s", attempt + 1,
+                                       row.tx_local_id, err)
+                        await asyncio.sleep(0.5)
+            if source != "the meter at boot":
+                LOGGER.warning("transaction %d: meter did not answer at boot; meterStop from %s (%.1f Wh)",
+                               row.tx_local_id, source, meter_stop)
+            stop_wall = row.last_wall if source != "the meter at boot" else self.now()
+            payload = {"transactionId": row.transaction_id if row.transaction_id is not None else TX_ID_PLACEHOLDER,
+                       "meterStop": int(round(meter_stop)), "timestamp": _iso(stop_wall),
+                       "reason": ev.StopReason.POWER_LOSS.value, "idTag": row.id_tag}
+            self.store.end_transaction(row.tx_local_id, meter_stop, stop_wall, time.monotonic(),
+                                       ev.StopReason.POWER_LOSS.value, "StopTransaction", payload,
+                                       clock_trusted=self.clock_trusted)
+            LOGGER.warning("transaction %d on connector %d stopped with reason PowerLoss, meterStop %.1f Wh (%s)",
+                           row.tx_local_id, row.connector_id, meter_stop, source)
+
+    async def poll_once(self) -> None:
+        """One hardware poll: observations to the core, meter samples to the outbox."""
+        observations = await self.hw.poll()
+        for connector_id, obs in observations.items():
+            self._observe(connector_id, obs)
+        self._sample_meters()
+        self.feed(ev.Tick())
+
+    def _observe(self, connector_id: int, obs: ConnectorObservation) -> None:
+        state = self.connectors[connector_id]
+        if obs.plugged is not None and obs.plugged != state.plugged:
+            state.plugged = obs.plugged
+            self.feed(ev.PlugChanged(connector_id, obs.plugged))
+        if obs.ev_ready is not None and obs.ev_ready != state.ev_ready:
+            state.ev_ready = obs.ev_ready
+            self.feed(ev.EvReadyChanged(connector_id, obs.ev_ready))
+        if obs.isolation_valid is not None and obs.isolation_valid != state.isolation_valid:
+            state.isolation_valid = obs.isolation_valid
+            self.feed(ev.IsolationChanged(connector_id, obs.isolation_valid))
+        if obs.soc_pct is not None or obs.dc is not None:
+            state.soc_pct = obs.soc_pct
+        # faults: one code per source; a source that reports nothing any more has recovered
+        current: dict[str, tuple[str, str, bool]] = {}
+        for (source, code), fault in sorted(obs.faults.items()):
+            current.setdefault(source, (code, fault.message, fault.stops_charging))
+        for source in list(state.fault_codes):
+            if source not in current:
+                del state.fault_codes[source]
+                self.feed(ev.FaultCleared(connector_id, source))
+        devices = self.hw.connectors[connector_id]
+        for source, (code, message, stops) in current.items():
+            if state.fault_codes.get(source) != code:
+                state.fault_codes[source] = code
+                role = next((ROLE_BY_ATTR[attr] for attr in ROLE_BY_ATTR
+                             if getattr(getattr(devices, attr), "name", None) == source), ev.DeviceRole.OTHER)
+                self.feed(ev.FaultRaised(connector_id, source, code, stops, role, message[:50]))
+        if obs.meter is not None:
+            state.reading = obs.meter
+            self.feed(ev.MeterSample(connector_id, obs.meter.energy_import_wh, obs.meter.power_w))
+
+    def _sample_meters(self) -> None:
+        mono = time.monotonic()
+        sampled = parse_csl(self.keys.get_str("MeterValuesSampledData"))
+        for connector_id, state in self.connectors.items():
+            session = self.core.session(connector_id)
+            if session is None or state.next_sample_mono is None or mono < state.next_sample_mono:
+                continue
+            interval = self.keys.get_int("MeterValueSampleInterval", 60)
+            state.next_sample_mono = mono + interval if interval > 0 else None
+            if state.reading is None or state.reading.stale:
+                continue  # never republish an old value with a new time
+            now = self.now()
+            self._queue_meter_values(connector_id, session.local_tx_id,
+                                     [meter_value(self._sample(connector_id), sampled, "Sample.Periodic", now)])
+            self.store.update_transaction_meter(session.local_tx_id, state.reading.energy_import_wh, now)
+        self._aligned()
+
+    def _aligned(self) -> None:
+        interval = self.keys.get_int("ClockAlignedDataInterval", 0)
+        if interval <= 0:
+            self._next_aligned = None
+            return
+        now = self.now()
+        if self._next_aligned is None:
+            self._next_aligned = next_aligned(now, interval)
+            return
+        if now < self._next_aligned:
+            return
+        self._next_aligned = next_aligned(now, interval)
+        measurands = parse_csl(self.keys.get_str("MeterValuesAlignedData"))
+        for connector_id, state in self.connectors.items():
+            if state.reading is None or state.reading.stale:
+                continue
+            value = meter_value(self._sample(connector_id), measurands, "Sample.Clock", now)
+            session = self.core.session(connector_id)
+            if session is not None:
+                self._queue_meter_values(connector_id, session.local_tx_id, [value])
+            elif self.link_session is not None and value["sampledValue"]:
+                # Not transaction-related: sent when online, never queued.
+                self.link_session.send_meter_values(connector_id, {"connectorId": connector_id,
+                                                                   "meterValue": [value]})
+
+    async def actuator_loop(self, connector_id: int) -> None:
+        """Executes contactor and limit commands of one connector in order."""
+        state = self.connectors[connector_id]
+        devices = self.hw.connectors[connector_id]
+        cfg = self.config.connector(connector_id)
+        while True:
+            op = await state.actuator.get()
+            try:
+                if isinstance(op, ev.SetLimit):
+                    if devices.dc is not None:
+                        per_volt = cfg.voltage_v * (cfg.phases if cfg.kind == "ac" else 1)
+                        power = op.current_a * max(per_volt, 1000.0 if cfg.kind == "dc" else per_volt)
+                        await devices.dc.set_limits(op.current_a, power)
+                elif op.closed:
+                    devices.contactor.close()
+                    if devices.dc is not None:
+                        await devices.dc.allow_charging(True)
+                else:
+                    if devices.dc is not None:
+                        await devices.dc.allow_charging(False)
+                        await self._wait_current_down(devices)
+                    devices.contactor.open()
+                    session = self.core.session(connector_id)
+                    if session is not None and state.reading is not None:
+                        self.store.update_transaction_meter(session.local_tx_id,
+                                                            state.reading.energy_import_wh, self.now())
+            except DriverError as err:
+                LOGGER.warning("connector %d: %r failed: %s", connector_id, op, err)
+                if not getattr(op, "closed", True):
+                    devices.contactor.open()  # whatever the controller said, the power path opens
+
+    @staticmethod
+    async def _wait_current_down(devices: Any) -> None:
+        deadline = time.monotonic() + OPEN_RAMP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                status = await devices.dc.read()
+            except DriverError:
+                return
+            if status.present_a <= OPEN_SAFE_CURRENT_A:
+                return
+            await asyncio.sleep(0.05)
+        LOGGER.warning("current still flowing after %.1f s; opening the contactor anyway", OPEN_RAMP_TIMEOUT_S)
+
+    async def reader_loop(self) -> None:
+        """Cards from the RFID reader to the core."""
+        reader = self.hw.reader
+        if reader is None:
+            return
+        start = getattr(reader, "start", None)
+        if start is not None:
+            start()
+        while True:
+            id_tag = await reader.read_id()
+            LOGGER.info("card presented")
+            self.feed(ev.IdPresented(None, id_tag))
+
+    def estop_changed(self, pressed: bool) -> None:
+        """E-stop callback, in the event loop (the contactors were already opened in the GPIO thread)."""
+        LOGGER.warning("emergency stop %s", "pressed" if pressed else "released")
+        self.feed(ev.EstopChanged(pressed))
+
+    async def run(self, poll_interval_s: float, on_first_poll: Callable[[], None] | None = None) -> None:
+        """Recover, then poll and tick until cancelled."""
+        loop = asyncio.get_running_loop()
+        if self.hw.estop is not None:
+            def from_gpio_thread(pressed: bool) -> None:
+                loop.call_soon_threadsafe(self.estop_changed, pressed)
+
+            self.hw.estop.on_change(from_gpio_thread)
+            if self.hw.estop.pressed:
+                self.feed(ev.EstopChanged(True))
+        await self.recover_power_loss()
+        for connector_id in self.connectors:
+            self._spawn(self.actuator_loop(connector_id), f"actuator-{connector_id}")
+        self._spawn(self.reader_loop(), "rfid")
+        first = True
+        try:
+            while True:
+                started = time.monotonic()
+                await self.poll_once()
+                if first and self.hw.first_poll_ok:
+                    first = False
+                    if on_first_poll is not None:
+                        on_first_poll()
+                self.healthy_at = time.monotonic()
+                elapsed = time.monotonic() - started
+                await asyncio.sleep(max(0.05, min(poll_interval_s, TICK_S * 4) - elapsed))
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+
+    # ------------------------------------------------------------------------------ views
+
+    def status(self) -> dict[str, Any]:
+        """A status picture for evsectl and logs."""
+        snap = self.core.snapshot()
+        snap["link"] = {"online": self.link_session is not None, "clock_trusted": self.clock_trusted}
+        snap["queue"] = self.store.outbox_stats()
+        snap["devices"] = self.hw.status()
+        return snap
+
+
+def _iso(ts: float) -> str:
+    from agent.ocpp.v16.metering import iso
+
+    return iso(ts)

@@ -1,0 +1,309 @@
+"""Smart charging: profile parsing, install/clear rules, composite schedules, limits in the core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agent.core import (
+    ChargingProfile,
+    ClearChargingProfile,
+    ClearProfileResult,
+    CompositePeriod,
+    ConnectorConfig,
+    ConnectorStatus,
+    ElectricalSetup,
+    IdPresented,
+    PlugChanged,
+    ProfileKind,
+    ProfilePurpose,
+    ProfileResult,
+    RateUnit,
+    Recurrency,
+    RemoteStart,
+    SetChargingProfile,
+    SetContactor,
+    SetLimit,
+    TransactionConfirmed,
+    TransactionStarted,
+    clear_profiles,
+    composite_schedule,
+    install_profile,
+    limit_at,
+    parse_profile,
+)
+from tests.agent.test_core_rig import START, Rig, one, only
+
+T0 = START
+ONE_AMP = {"startPeriod": 0, "limit": 1}
+LATE_START = {"startPeriod": 5, "limit": 1}
+
+
+def prof(pid: int = 1, level: int = 0, purpose: str = "TxDefaultProfile", kind: str = "Absolute",
+         periods: list[tuple[float, float]] | None = None, unit: str = "A", start: float | None = T0,
+         duration: float | None = None, **extra: Any) -> dict[str, Any]:
+    """A csChargingProfiles dict in OCPP 1.6 JSON shape."""
+    schedule: dict[str, Any] = {
+        "chargingRateUnit": unit,
+        "chargingSchedulePeriod": [{"startPeriod": s, "limit": lim} for s, lim in (periods or [(0, 16)])],
+    }
+    if start is not None:
+        schedule["startSchedule"] = start
+    if duration is not None:
+        schedule["duration"] = duration
+    return {"chargingProfileId": pid, "stackLevel": level, "chargingProfilePurpose": purpose,
+            "chargingProfileKind": kind, "chargingSchedule": schedule, **extra}
+
+
+def parsed(connector_id: int = 0, **kwargs: Any) -> ChargingProfile:
+    return parse_profile(prof(**kwargs), connector_id)
+
+
+# ------------------------------------------------------------------------------------------ parsing
+
+
+def test_parse_profile_ocpp_json_with_iso_times() -> None:
+    p = parse_profile({
+        "chargingProfileId": 7, "stackLevel": 2, "chargingProfilePurpose": "TxDefaultProfile",
+        "chargingProfileKind": "Recurring", "recurrencyKind": "Daily", "validTo": "2030-01-01T00:00:00Z",
+        "chargingSchedule": {"chargingRateUnit": "W", "startSchedule": "2023-11-14T22:13:20Z",
+                             "duration": 3600, "minChargingRate": 6.0,
+                             "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 11000, "numberPhases": 3},
+                                                        {"startPeriod": 1800, "limit": 7400.5}]}}, 1)
+    assert (p.profile_id, p.stack_level, p.purpose, p.kind, p.recurrency, p.connector_id) == (
+        7, 2, ProfilePurpose.TX_DEFAULT, ProfileKind.RECURRING, Recurrency.DAILY, 1)
+    assert p.schedule.start_schedule == T0 and p.schedule.unit is RateUnit.W
+    assert p.schedule.periods[1].limit == 7400.5 and p.schedule.periods[0].number_phases == 3
+    assert p.valid_to == 1893456000.0
+
+
+def test_parse_profile_accepts_snake_case_from_the_ocpp_library() -> None:
+    p = parse_profile({"charging_profile_id": 1, "stack_level": 0, "charging_profile_purpose": "TxProfile",
+                       "charging_profile_kind": "Relative", "transaction_id": 5,
+                       "charging_schedule": {"charging_rate_unit": "A",
+                                             "charging_schedule_period": [{"start_period": 0, "limit": 10}]}})
+    assert p.transaction_id == 5 and p.kind is ProfileKind.RELATIVE
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"chargingProfilePurpose": "Bogus"}, "chargingProfilePurpose"),
+    ({"stackLevel": -1}, "stackLevel"),
+    ({"chargingProfileKind": "Recurring"}, "recurrencyKind"),
+    ({"chargingProfileKind": "Relative"}, "startSchedule"),
+    ({"transactionId": 3}, "transactionId"),
+    ({"chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": []}}, "non-empty"),
+    ({"chargingSchedule": {"chargingRateUnit": "kW", "chargingSchedulePeriod": [ONE_AMP]}},
+     "chargingRateUnit"),
+    ({"chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [LATE_START]}},
+     "first startPeriod"),
+    ({"chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [
+        {"startPeriod": 0, "limit": 1}, {"startPeriod": 0, "limit": 2}]}}, "increase"),
+    ({"chargingSchedule": {"chargingRateUnit": "A", "startSchedule": "yesterday",
+                           "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 1}]}}, "date-time"),
+    ({"validFrom": "2024-01-01T00:00:00"}, "time zone"),
+])
+def test_parse_profile_rejects_with_reason(change: dict[str, Any], reason: str) -> None:
+    data = prof()
+    data.update(change)
+    with pytest.raises(ValueError, match=reason):
+        parse_profile(data)
+
+
+# ---------------------------------------------------------------------------------- install / clear
+
+
+def test_install_replaces_same_id_and_same_level_purpose_connector() -> None:
+    a = parsed(1, pid=1, level=0)
+    result, installed = install_profile([], a, connector_ids=[1, 2], active_tx_id=None, has_tx=False)
+    assert result is ProfileResult.ACCEPTED and installed == [a]
+    b = parsed(1, pid=2, level=0, periods=[(0, 10)])
+    _, installed = install_profile(installed, b, connector_ids=[1, 2], active_tx_id=None, has_tx=False)
+    assert installed == [b]
+    c = parsed(2, pid=2, level=1)
+    _, installed = install_profile(installed, c, connector_ids=[1, 2], active_tx_id=None, has_tx=False)
+    assert installed == [c]
+    d = parsed(1, pid=3, level=1)
+    _, installed = install_profile(installed, d, connector_ids=[1, 2], active_tx_id=None, has_tx=False)
+    assert installed == [c, d]
+
+
+@pytest.mark.parametrize(("profile", "has_tx", "tx_id", "expected"), [
+    (dict(connector_id=1, purpose="TxProfile"), False, None, ProfileResult.REJECTED),
+    (dict(connector_id=1, purpose="TxProfile"), True, 9, ProfileResult.ACCEPTED),
+    (dict(connector_id=1, purpose="TxProfile", transactionId=8), True, 9, ProfileResult.REJECTED),
+    (dict(connector_id=1, purpose="TxProfile", transactionId=9), True, 9, ProfileResult.ACCEPTED),
+    (dict(connector_id=0, purpose="TxProfile"), True, 9, ProfileResult.REJECTED),
+    (dict(connector_id=1, purpose="ChargePointMaxProfile"), False, None, ProfileResult.REJECTED),
+    (dict(connector_id=0, purpose="ChargePointMaxProfile"), False, None, ProfileResult.ACCEPTED),
+    (dict(connector_id=5, purpose="TxDefaultProfile"), False, None, ProfileResult.REJECTED),
+    (dict(connector_id=1, level=101), False, None, ProfileResult.REJECTED),
+])
+def test_install_rules(
+    profile: dict[str, Any], has_tx: bool, tx_id: int | None, expected: ProfileResult
+) -> None:
+    p = parsed(**profile)
+    result, _ = install_profile([], p, connector_ids=[1], active_tx_id=tx_id, has_tx=has_tx,
+                                max_stack_level=100)
+    assert result is expected
+
+
+def test_clear_by_id_or_criteria() -> None:
+    profiles = [parsed(1, pid=1, level=0), parsed(1, pid=2, level=1), parsed(0, pid=3, level=0,
+                                                                             purpose="ChargePointMaxProfile")]
+    result, kept = clear_profiles(profiles, profile_id=2, connector_id=0)
+    assert result is ClearProfileResult.ACCEPTED and [p.profile_id for p in kept] == [1, 3]
+    result, kept = clear_profiles(profiles, purpose="TxDefaultProfile", stack_level=1)
+    assert [p.profile_id for p in kept] == [1, 3]
+    result, kept = clear_profiles(profiles, connector_id=1)
+    assert [p.profile_id for p in kept] == [3]
+    result, kept = clear_profiles(profiles)
+    assert kept == []
+    result, kept = clear_profiles(profiles, profile_id=42)
+    assert result is ClearProfileResult.UNKNOWN and kept == profiles
+
+
+# --------------------------------------------------------------------------------- composite schedule
+
+
+def periods(result: list[CompositePeriod]) -> list[tuple[float, float]]:
+    return [(p.start - T0, p.limit) for p in result]
+
+
+def test_composite_highest_stack_level_wins_and_falls_through_when_it_ends() -> None:
+    low = parsed(0, pid=1, level=0, periods=[(0, 32)])
+    high = parsed(0, pid=2, level=5, periods=[(0, 10), (600, 12)], duration=1200)
+    result = composite_schedule([low, high], 1, T0, 3600)
+    assert periods(result) == [(0, 10), (600, 12), (1200, 32)]
+
+
+def test_composite_tx_profile_overrides_tx_default_and_cp_max_caps() -> None:
+    default = parsed(0, pid=1, level=9, periods=[(0, 32)])
+    tx = parsed(1, pid=2, level=0, purpose="TxProfile", kind="Relative", start=None,
+                periods=[(0, 20), (300, 8)])
+    cap = parsed(0, pid=3, level=0, purpose="ChargePointMaxProfile", periods=[(0, 16)])
+    result = composite_schedule([default, tx, cap], 1, T0, 1000, tx_start=T0 + 100)
+    assert periods(result) == [(0, 16), (400, 8)]
+    no_tx = composite_schedule([default, tx, cap], 1, T0, 1000)
+    assert periods(no_tx) == [(0, 16)]
+
+
+def test_composite_connector_default_beats_connector_zero_default() -> None:
+    everywhere = parsed(0, pid=1, level=3, periods=[(0, 30)])
+    here = parsed(2, pid=2, level=0, periods=[(0, 6)])
+    assert periods(composite_schedule([everywhere, here], 2, T0, 60)) == [(0, 6)]
+    assert periods(composite_schedule([everywhere, here], 1, T0, 60)) == [(0, 30)]
+
+
+def test_composite_watts_to_amps_and_back() -> None:
+    w = parsed(0, pid=1, unit="W", periods=[(0, 11040)])
+    setup = ElectricalSetup(230.0, 3)
+    assert periods(composite_schedule([w], 1, T0, 60, "A", setup=setup)) == [(0, 16.0)]
+    assert periods(composite_schedule([w], 1, T0, 60, "W", setup=setup)) == [(0, 11040.0)]
+    one_phase = parse_profile({**prof(unit="W"), "chargingSchedule": {
+        "chargingRateUnit": "W", "startSchedule": T0,
+        "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 3680, "numberPhases": 1}]}})
+    assert periods(composite_schedule([one_phase], 1, T0, 60, "A", setup=setup)) == [(0, 16.0)]
+
+
+def test_composite_daily_recurring_profile() -> None:
+    night = parsed(0, pid=1, kind="Recurring", recurrencyKind="Daily", start=T0,
+                   periods=[(0, 6), (8 * 3600, 32)])
+    result = composite_schedule([night], 1, T0 + 86400 + 3600, 10 * 3600)
+    assert periods(result) == [(86400 + 3600, 6), (86400 + 8 * 3600, 32)]
+
+
+def test_composite_valid_from_and_to() -> None:
+    p = parsed(0, pid=1, periods=[(0, 10)], validFrom=T0 + 100, validTo=T0 + 200)
+    assert periods(composite_schedule([p], 1, T0, 300, ceiling_a=32)) == [(0, 32), (100, 10), (200, 32)]
+    assert periods(composite_schedule([p], 1, T0, 300)) == [(100, 10)]
+
+
+def test_limit_at_gives_limit_and_next_change() -> None:
+    p = parsed(0, pid=1, periods=[(0, 10), (600, 10), (900, 20)])
+    assert limit_at([p], 1, T0 + 10) == (10, T0 + 900)
+    assert limit_at([p], 1, T0 + 900) == (20, None)
+    assert limit_at([], 1, T0) == (None, None)
+    future = parsed(0, pid=2, periods=[(0, 8)], start=T0 + 50)
+    assert limit_at([future], 1, T0) == (None, T0 + 50)
+
+
+# ---------------------------------------------------------------------------------- in the core
+
+
+def _limits(rig: Rig) -> list[float]:
+    return [o.current_a for o in only(rig.log, SetLimit)]
+
+
+def test_tx_default_profile_limits_the_offer_and_changes_at_the_period_boundary() -> None:
+    rig = Rig(config=ConnectorConfig(max_current_a=32))
+    rig.charge()
+    answer, out = rig.call("set_charging_profile", SetChargingProfile(0, prof(periods=[(0, 16), (600, 10)])))
+    assert answer is ProfileResult.ACCEPTED
+    assert SetLimit(1, 16.0) in out
+    assert not only(rig.advance(599 - (rig.wall - T0)), SetLimit)
+    assert SetLimit(1, 10.0) in rig.advance(1)
+
+
+def test_cp_max_profile_caps_hardware_and_config() -> None:
+    rig = Rig(config=ConnectorConfig(max_current_a=16))
+    rig.charge()
+    rig.call("set_charging_profile", SetChargingProfile(0, prof(purpose="ChargePointMaxProfile",
+                                                                periods=[(0, 40)])))
+    assert _limits(rig)[-1] == 16.0
+
+
+def test_schedule_limit_zero_suspends_evse() -> None:
+    rig = Rig()
+    rig.charge()
+    _, out = rig.call("set_charging_profile", SetChargingProfile(0, prof(periods=[(0, 0)])))
+    assert SetContactor(1, False) in out
+    assert rig.status() is ConnectorStatus.SUSPENDED_EVSE
+    _, out = rig.call("clear_charging_profile", ClearChargingProfile(profile_id=1))
+    assert SetContactor(1, True) in out
+
+
+def test_tx_profile_needs_a_transaction_and_ends_with_it() -> None:
+    rig = Rig()
+    tx = prof(pid=5, purpose="TxProfile", kind="Relative", start=None, periods=[(0, 8)])
+    assert rig.call("set_charging_profile", SetChargingProfile(1, tx))[0] is ProfileResult.REJECTED
+    rig.charge()
+    started = one(rig.log, TransactionStarted)
+    rig.send(TransactionConfirmed(started.local_tx_id, 31))
+    assert rig.call("set_charging_profile", SetChargingProfile(1, {**tx, "transactionId": 30}))[0] is (
+        ProfileResult.REJECTED)
+    answer, out = rig.call("set_charging_profile", SetChargingProfile(1, {**tx, "transactionId": 31}))
+    assert answer is ProfileResult.ACCEPTED and SetLimit(1, 8.0) in out
+    out = rig.send(IdPresented(1, "TAG1"))
+    assert rig.core.profiles == []
+    assert SetLimit(1, 32.0) in out
+
+
+def test_remote_start_charging_profile_applies_to_the_new_transaction() -> None:
+    rig = Rig()
+    tx = prof(pid=5, purpose="TxProfile", kind="Relative", start=None, periods=[(0, 6)])
+    rig.call("remote_start", RemoteStart(1, "R", tx))
+    out = rig.send(PlugChanged(1, True))
+    assert only(out, TransactionStarted) and SetLimit(1, 6.0) in out
+
+
+def test_core_composite_schedule_includes_local_limits() -> None:
+    rig = Rig(config=ConnectorConfig(max_current_a=20))
+    rig.call("set_charging_profile", SetChargingProfile(0, prof(periods=[(0, 32), (60, 10)])))
+    result = rig.core.composite_schedule(1, 120, "A", rig.wall)
+    assert result is not None and [(p.start - rig.wall, p.limit) for p in result] == [(0, 20), (60, 10)]
+    assert rig.core.composite_schedule(9, 120, "A", rig.wall) is None
+    assert rig.call("set_charging_profile", SetChargingProfile(0, {"bad": 1}))[0] is ProfileResult.REJECTED
+
+
+def test_limit_at_finds_a_change_far_in_the_future() -> None:
+    p = parsed(0, pid=1, periods=[(0, 10)], validTo=T0 + 60 * 86400)
+    assert limit_at([p], 1, T0) == (10, T0 + 60 * 86400)
+
+
+def test_weekly_recurring_profile_repeats_every_week() -> None:
+    weekly = parsed(0, pid=1, kind="Recurring", recurrencyKind="Weekly", start=T0,
+                    periods=[(0, 8), (86400, 16)])
+    assert limit_at([weekly], 1, T0 + 7 * 86400 + 10) == (8, T0 + 8 * 86400)
+    assert limit_at([weekly], 1, T0 + 8 * 86400) == (16, T0 + 14 * 86400)
+    assert limit_at([weekly], 1, T0 - 10) == (None, T0)
