@@ -1,0 +1,237 @@
+"""`evse-agent`: the charge point daemon. Wires config, store, drivers, core, OCPP link and systemd."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.config import AgentConfig, ConfigError, load_config
+from agent.errors import AgentError
+from agent.hardware import ConnectorDevices, Hardware
+from agent.keys import OcppKeys
+from agent.link import Link, LinkSettings
+from agent.runtime import Agent
+from agent.sdnotify import notify, watchdog_interval_s
+from agent.store import Store
+from drivers.errors import DriverError
+from drivers.registry import resolve
+from drivers.transport import BusPool
+
+LOGGER = logging.getLogger("evse-agent")
+
+DEFAULT_CONFIG = "/etc/evse-agent/agent.toml"
+FRAME_LOG_BYTES = 5_000_000  # OCPP frame log: rotated at 5 MB, 3 files kept (small SD cards)
+EXIT_CONFIG = 2
+EXIT_HARDWARE = 3
+EXIT_STORE = 4
+
+
+def setup_logging(cfg: AgentConfig | None, verbose: bool) -> None:
+    """Lines to stderr (journald adds time); OCPP frames to a rotating file in the state directory."""
+    cp_id = cfg.charge_point.id if cfg else "-"
+    fmt = f"%(asctime)s %(levelname)s {cp_id} %(name)s: %(message)s"
+    root = logging.getLogger()
+    root.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its timeouts are our faults, logged once
+    logging.getLogger("ocpp").setLevel(logging.WARNING)  # frames go to the frame log instead
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    frames = logging.getLogger("agent.ocpp.frames")
+    frames.propagate = verbose
+    if cfg is not None:
+        try:
+            Path(cfg.state.directory).mkdir(parents=True, exist_ok=True)
+            fh = logging.handlers.RotatingFileHandler(Path(cfg.state.directory) / "ocpp-frames.log",
+                                                      maxBytes=FRAME_LOG_BYTES, backupCount=3)
+            fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+            frames.addHandler(fh)
+            frames.setLevel(logging.DEBUG)
+        except OSError as err:
+            LOGGER.warning("no OCPP frame log: %s", err)
+
+
+def build_hardware(cfg: AgentConfig, pool: BusPool) -> Hardware:
+    """Instantiate every driver named in the config."""
+    from drivers.gpio import select_pin_factory
+
+    if cfg.gpio.sim_address:
+        os.environ["EVSE_SIM_GPIO"] = cfg.gpio.sim_address
+    select_pin_factory(cfg.gpio.pin_factory)
+
+    def make(kind: str, cid: int | None, device: Any) -> Any:
+        name = f"{kind}{cid}" if cid is not None else kind
+        return resolve(device.driver).from_config(name, dict(device.options), pool)
+
+    connectors = {}
+    for c in cfg.connectors:
+        connectors[c.id] = ConnectorDevices(
+            connector_id=c.id,
+            kind=str(c.kind),
+            meter=make("meter", c.id, c.meter),
+            contactor=make("contactor", c.id, c.contactor),
+            dc=make("controller", c.id, c.dc_controller) if c.dc_controller else None,
+            lock=make("lock", c.id, c.lock) if c.lock else None,
+            indicator=make("indicator", c.id, c.indicator) if c.indicator else None,
+        )
+        if c.kind == "ac" and c.dc_controller is None:
+            LOGGER.warning("connector %d: AC without a pilot controller cannot see an EV plug in", c.id)
+    estop = make("estop", None, cfg.estop) if cfg.estop else None
+    reader = make("rfid", None, cfg.rfid) if cfg.rfid else None
+    return Hardware(connectors=connectors, estop=estop, reader=reader)
+
+
+def release_hardware(hw: Hardware) -> None:
+    """Open contactors and free GPIO pins."""
+    for devices in hw.connectors.values():
+        with contextlib.suppress(Exception):
+            devices.contactor.open()
+        for device in (devices.contactor, devices.lock, devices.indicator):
+            release = getattr(device, "release", None)
+            if release is not None:
+                with contextlib.suppress(Exception):
+                    release()
+    release = getattr(hw.estop, "release", None)
+    if release is not None:
+        with contextlib.suppress(Exception):
+            release()
+
+
+async def watchdog(agent: Agent, poll_interval_s: float) -> None:
+    """WATCHDOG=1 only while the main loop completes passes: a hung driver call stops the pings."""
+    interval = watchdog_interval_s()
+    if interval is None:
+        await asyncio.Event().wait()  # no watchdog asked for: idle, so the task set stays uniform
+    assert interval is not None
+    while True:
+        await asyncio.sleep(interval)
+        if agent.healthy_at and time.monotonic() - agent.healthy_at < max(3 * poll_interval_s, 5.0):
+            notify("WATCHDOG=1")
+        else:
+            LOGGER.error("main loop stalled; withholding the watchdog ping")
+
+
+async def serve(cfg: AgentConfig) -> int:
+    """Run the daemon until a signal or a reset."""
+    state_dir = Path(cfg.state.directory)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        store = Store(state_dir / "agent.db", max_bytes=cfg.state.max_queue_bytes)
+    except AgentError as err:
+        LOGGER.error("%s", err)
+        return EXIT_STORE
+    pool = BusPool()
+    try:
+        hw = build_hardware(cfg, pool)
+    except DriverError as err:
+        LOGGER.error("hardware: %s", err)
+        store.close()
+        return EXIT_HARDWARE
+    keys = OcppKeys(cfg, store)
+    agent = Agent(cfg, store, hw, keys)
+    loop = asyncio.get_running_loop()
+    exit_future: asyncio.Future[int] = loop.create_future()
+    agent.exit_requested = exit_future
+
+    def request_exit() -> None:
+        if not exit_future.done():
+            exit_future.set_result(0)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, request_exit)
+
+    from agent.ocpp.v16.chargepoint import V16Connection
+
+    async def session(ws: Any) -> None:
+        await V16Connection(agent, ws).run()
+
+    link = Link(
+        LinkSettings(
+            url=cfg.backoffice.url, charge_point_id=cfg.charge_point.id,
+            ocpp_version=str(cfg.backoffice.ocpp_version), ping_interval_s=cfg.backoffice.ping_interval_s,
+            reconnect_min_s=cfg.backoffice.reconnect_min_s, reconnect_max_s=cfg.backoffice.reconnect_max_s,
+        ),
+        session,
+    )
+    diag = None
+    with contextlib.suppress(ImportError):
+        from agent.diag.server import DiagServer
+
+        diag = DiagServer(agent, cfg.diag.socket, cfg.diag.group)
+    def ready() -> None:
+        notify("READY=1\nSTATUS=hardware polled")
+
+    tasks: list[asyncio.Task[Any]] = [
+        asyncio.create_task(agent.run(cfg.hardware.poll_interval_s, on_first_poll=ready), name="agent"),
+        asyncio.create_task(link.run(), name="link"),
+        asyncio.create_task(watchdog(agent, cfg.hardware.poll_interval_s), name="watchdog"),
+    ]
+    if diag is not None:
+        tasks.append(asyncio.create_task(diag.run(), name="diag"))
+    LOGGER.info("evse-agent %s started for %s", cfg.charge_point.firmware_version, cfg.charge_point.id)
+    try:
+        waiters: list[asyncio.Future[Any]] = [exit_future, *tasks]
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        for task in done:
+            if task is not exit_future and task.exception() is not None:
+                LOGGER.error("task %s died", task.get_name() if isinstance(task, asyncio.Task) else task,
+                             exc_info=task.exception())
+                code = 1
+        if exit_future.done():
+            code = exit_future.result()
+        return code
+    finally:
+        notify("STOPPING=1")
+        await link.stop()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        release_hardware(hw)
+        await pool.close()
+        store.close()
+        LOGGER.info("stopped")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The evse-agent command line."""
+    parser = argparse.ArgumentParser(prog="evse-agent", description="EV charge point agent (OCPP 1.6J).")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--check-config", action="store_true", help="validate the config file and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, OCPP frames included")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of evse-agent."""
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as err:
+        print(f"evse-agent: refusing to start, config is invalid:\n{err}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check_config:
+        print(f"{args.config}: OK ({len(cfg.connectors)} connectors)")
+        return 0
+    setup_logging(cfg, args.verbose)
+    try:
+        return asyncio.run(serve(cfg))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
