@@ -1,0 +1,183 @@
+"""Integration rig: the simulator and the agent as real processes, the back office in the test's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from simulator.backoffice import BackOffice
+from simulator.httpjson import http_json
+
+HERE = Path(__file__).parent
+SIM_CONFIG = HERE / "sim.toml"
+CP_ID = "CP-TEST-1"
+CARD = "0F00A1B2C3"  # what the simulated RDM6300 reader reports for this UID
+START_TIMEOUT_S = 20.0
+CARD_GAP_S = 1.5  # > the reader driver's 1 s debounce plus the reader's repeats
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+class Rig:
+    """One simulated charger, one local back office, one agent process."""
+
+    def __init__(self, workdir: Path, office: BackOffice, ocpp: dict[str, Any] | None = None) -> None:
+        self.workdir = workdir
+        self.office = office
+        self.ocpp = dict(ocpp or {})
+        self.sim: subprocess.Popen[bytes] | None = None
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.agent_config = workdir / "agent.toml"
+        self.state_dir = workdir / "state"
+        self.control = ""
+        self.summary: dict[str, Any] = {}
+        self._last_card = 0.0
+
+    # ---- processes ------------------------------------------------------------------------------
+
+    async def start_sim(self) -> None:
+        ready = self.workdir / "sim-ready.json"
+        log = open(self.workdir / "sim.log", "ab")  # noqa: SIM115 - the process owns it
+        self.sim = subprocess.Popen(
+            [_bin("evse-sim"), "hardware", "--config", str(SIM_CONFIG), "--write-agent-config",
+             str(self.agent_config), "--state-dir", str(self.state_dir), "--ready-file", str(ready),
+             "--backoffice-url", self.office.url()],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ready.exists():
+            if self.sim.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"simulator did not start: {(self.workdir / 'sim.log').read_text()[-2000:]}")
+            await asyncio.sleep(0.05)
+        self.summary = json.loads(ready.read_text())
+        self.control = self.summary["control"]
+        if self.ocpp:
+            with open(self.agent_config, "a") as fh:
+                fh.write("\n[ocpp]\n")
+                for key, value in self.ocpp.items():
+                    text = ("true" if value else "false") if isinstance(value, bool) else (
+                        str(value) if isinstance(value, int) else json.dumps(value))
+                    fh.write(f"{key} = {text}\n")
+
+    def start_agent(self) -> None:
+        log = open(self.workdir / "agent.log", "ab")  # noqa: SIM115
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.agent = subprocess.Popen([_bin("evse-agent"), "--config", str(self.agent_config), "-v"],
+                                      stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    async def start(self) -> None:
+        await self.start_sim()
+        self.start_agent()
+        await self.office.wait_for("BootNotification", timeout=START_TIMEOUT_S, cp_id=CP_ID)
+        await self.wait_status(1, "Available")
+
+    def kill_agent(self) -> None:
+        """SIGKILL: a power cut as far as the software can tell."""
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.send_signal(signal.SIGKILL)
+            self.agent.wait(10)
+
+    async def stop_agent(self) -> int | None:
+        if self.agent is None:
+            return None
+        if self.agent.poll() is None:
+            self.agent.send_signal(signal.SIGTERM)
+            for _ in range(200):
+                if self.agent.poll() is not None:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                self.agent.kill()
+        return self.agent.wait(10)
+
+    async def close(self) -> None:
+        await self.stop_agent()
+        if self.sim is not None and self.sim.poll() is None:
+            self.sim.send_signal(signal.SIGTERM)
+            try:
+                self.sim.wait(10)
+            except subprocess.TimeoutExpired:
+                self.sim.kill()
+
+    def agent_log(self) -> str:
+        path = self.workdir / "agent.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    # ---- the simulated world --------------------------------------------------------------------
+
+    def sim_call(self, path: str, body: dict[str, Any] | None = None, method: str = "POST") -> Any:
+        return http_json(self.control, method, path, body)
+
+    def plug(self, connector: int = 1) -> None:
+        self.sim_call("/plug", {"connector": connector})
+
+    def unplug(self, connector: int = 1) -> None:
+        self.sim_call("/unplug", {"connector": connector})
+
+    def card(self, uid: str = CARD) -> None:
+        # A real reader repeats while the card lies on it; the driver debounces 1 s: take it away first.
+        wait = self._last_card + CARD_GAP_S - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self.sim_call("/card", {"uid": uid})
+        self._last_card = time.monotonic()
+
+    def fault(self, device: str, fault: str, on: bool = True, connector: int = 1, value: Any = None) -> None:
+        self.sim_call("/fault", {"connector": connector, "device": device, "fault": fault, "on": on,
+                                 "value": value})
+
+    def estop(self, pressed: bool) -> None:
+        self.sim_call("/estop", {"pressed": pressed})
+
+    def sim_state(self) -> dict[str, Any]:
+        return self.sim_call("/state", method="GET")  # type: ignore[no-any-return]
+
+    # ---- what the back office saw --------------------------------------------------------------
+
+    def statuses(self, connector: int) -> list[dict[str, Any]]:
+        return [m["payload"] for m in self.office.messages(CP_ID, "StatusNotification")
+                if m["payload"]["connectorId"] == connector]
+
+    async def wait_status(self, connector: int, status: str, timeout: float = 15.0,
+                          error_code: str | None = None) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            for payload in reversed(self.statuses(connector)):
+                if payload["status"] == status and (error_code is None or payload["errorCode"] == error_code):
+                    return payload
+            return None
+
+        try:
+            return await self.office.wait_for(found, timeout=timeout)  # type: ignore[no-any-return]
+        except TimeoutError:
+            seen = [(p["status"], p["errorCode"]) for p in self.statuses(connector)]
+            raise AssertionError(f"connector {connector} never reported {status}; saw {seen}\n"
+                                 f"{self.agent_log()[-3000:]}") from None
+
+    async def wait_call(self, action: str, count: int = 1, timeout: float = 15.0) -> dict[str, Any]:
+        try:
+            return await self.office.wait_for(action, timeout=timeout, cp_id=CP_ID, count=count)  # type: ignore[no-any-return]
+        except TimeoutError:
+            raise AssertionError(f"no {action} #{count}\n{self.agent_log()[-3000:]}") from None
+
+    def calls(self, action: str) -> list[dict[str, Any]]:
+        return self.office.messages(CP_ID, action)
+
+    async def cs_call(self, action: str, payload: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        result = await self.office.call(CP_ID, action, payload or {}, **kw)
+        return result
+
+    async def start_session(self, connector: int = 1, uid: str = CARD) -> dict[str, Any]:
+        """Card then plug; returns the StartTransaction call as the back office saw it."""
+        count = len(self.calls("StartTransaction")) + 1
+        self.card(uid)
+        self.plug(connector)
+        return await self.wait_call("StartTransaction", count=count)
