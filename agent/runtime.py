@@ -38,6 +38,7 @@ TICK_S = 0.25  # timeouts, reservations and schedule boundaries are checked this
 OPEN_RAMP_TIMEOUT_S = 2.0  # DC: wait this long for the current to fall before the contactor opens anyway
 OPEN_SAFE_CURRENT_A = 2.0
 BOOT_METER_ATTEMPTS = 3
+STOP_METER_SETTLE_S = 1.0  # meters refresh their registers about once a second after the load drops
 TX_ID_PLACEHOLDER = 0  # replaced by the store with the back office's id once StartTransaction is answered
 
 ROLE_BY_ATTR = {"meter": ev.DeviceRole.METER, "dc": ev.DeviceRole.DC_CONTROLLER,
@@ -74,7 +75,14 @@ class ConnectorState:
     reading: MeterReading | None = None
     soc_pct: float | None = None
     next_sample_mono: float | None = None
-    actuator: asyncio.Queue[ev.SetContactor | ev.SetLimit] = field(default_factory=asyncio.Queue)
+    actuator: asyncio.Queue[ev.SetContactor | ev.SetLimit | _Barrier] = field(default_factory=asyncio.Queue)
+
+
+@dataclass(frozen=True)
+class _Barrier:
+    """Resolved by the actuator loop once every command queued before it has been carried out."""
+
+    done: asyncio.Future[None]
 
 
 class Agent:
@@ -265,9 +273,28 @@ class Agent:
         self._outbox_changed()
 
     def _on_tx_stopped(self, out: ev.TransactionStopped) -> None:
+        # meterStop must be the register once the power path is open (a DC controller ramps down first):
+        # wait for the connector's actuator to finish opening, then read the meter once more.
+        barrier: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.connectors[out.connector_id].actuator.put_nowait(_Barrier(barrier))
+        self.connectors[out.connector_id].next_sample_mono = None
+        self._spawn(self._finish_stop(out, barrier), f"stop-{out.local_tx_id}")
+
+    async def _finish_stop(self, out: ev.TransactionStopped, opened: asyncio.Future[None]) -> None:
+        meter_stop = out.meter_stop_wh
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(opened, OPEN_RAMP_TIMEOUT_S + 3.0)
+            await asyncio.sleep(STOP_METER_SETTLE_S)
+            try:
+                reading = await self.hw.connectors[out.connector_id].meter.read()
+                meter_stop = reading.energy_import_wh
+                self.connectors[out.connector_id].reading = reading
+            except DriverError as err:
+                LOGGER.warning("final meter read for transaction %d failed (%s); meterStop from the last "
+                               "sample", out.local_tx_id, err)
         payload: dict[str, Any] = {
             "transactionId": out.transaction_id if out.transaction_id is not None else TX_ID_PLACEHOLDER,
-            "meterStop": int(round(out.meter_stop_wh)),
+            "meterStop": int(round(meter_stop)),
             "timestamp": _iso(out.timestamp),
             "reason": out.reason.value,
         }
@@ -279,10 +306,9 @@ class Agent:
             if end["sampledValue"]:
                 payload["transactionData"] = [end]
         self.store.end_transaction(
-            out.local_tx_id, out.meter_stop_wh, out.timestamp, time.monotonic(), out.reason.value,
+            out.local_tx_id, meter_stop, out.timestamp, time.monotonic(), out.reason.value,
             "StopTransaction", payload, clock_trusted=self.clock_trusted,
         )
-        self.connectors[out.connector_id].next_sample_mono = None
         self._outbox_changed()
 
     def _queue_meter_values(self, connector_id: int, tx_local_id: int, values: list[dict[str, Any]]) -> None:
@@ -362,8 +388,10 @@ class Agent:
 
     def online(self, session: LinkSession) -> None:
         """A connection was accepted by the back office (BootNotification Accepted)."""
-        self.link_session = session
+        # The core learns first, with no session yet: a status it reports now is in the snapshot below
+        # anyway, and sending both would tell the back office the same status twice.
         self.feed(ev.LinkChanged(True))
+        self.link_session = session
         for status in self.core.current_statuses(self.now(), time.monotonic()):
             session.status_changed(status)
         session.outbox_changed()
@@ -497,6 +525,10 @@ class Agent:
         cfg = self.config.connector(connector_id)
         while True:
             op = await state.actuator.get()
+            if isinstance(op, _Barrier):
+                if not op.done.done():
+                    op.done.set_result(None)
+                continue
             try:
                 if isinstance(op, ev.SetLimit):
                     if devices.dc is not None:
