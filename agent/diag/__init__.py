@@ -1,1 +1,1 @@
-"""diag."""
+"""The technician interface: a Unix-socket server in the daemon and its client, `evsectl`."""

@@ -1,0 +1,196 @@
+"""`evsectl`: the technician's CLI, talking to the running evse-agent over its Unix socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+DEFAULT_SOCKET = os.environ.get("EVSECTL_SOCKET", "/run/evse-agent/evsectl.sock")
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_PERMISSION = 0, 1, 2, 3, 4
+
+
+class CtlError(Exception):
+    """A failure with its exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def request(path: str, command: str, args: dict[str, Any] | None = None, timeout_s: float = 10.0) -> Any:
+    """Send one command to the daemon and return its result."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        sock.connect(path)
+    except FileNotFoundError:
+        raise CtlError(f"evse-agent is not running (no socket at {path})", EXIT_NOT_RUNNING) from None
+    except PermissionError:
+        raise CtlError(f"permission denied on {path}: add yourself to the 'evse' group", EXIT_PERMISSION) from None
+    except ConnectionRefusedError:
+        raise CtlError(f"evse-agent is not running (stale socket {path})", EXIT_NOT_RUNNING) from None
+    with sock:
+        sock.sendall(json.dumps({"cmd": command, "args": args or {}}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    answer = json.loads(data)
+    if not answer.get("ok"):
+        raise CtlError(str(answer.get("error")), EXIT_ERROR)
+    return answer["result"]
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def show_status(s: dict[str, Any]) -> str:
+    """The status as a technician reads it."""
+    link = "online" if s["link"]["online"] else "OFFLINE"
+    q = s["queue"]
+    lines = [f"charge point {s['status']}  back office {link}  queue {q['pending']} pending, {q['dead']} dead"
+             + ("  E-STOP PRESSED" if s.get("estop") else "")]
+    rows = [["connector", "status", "error", "plugged", "contactor", "limit A", "power W", "energy Wh", "session"]]
+    for cid, c in sorted(s["connectors"].items()):
+        tx = c.get("transaction")
+        rows.append([cid, c["status"], c["error_code"] if c["error_code"] != "NoError" else "-",
+                     "yes" if c["plugged"] else "no", "closed" if c["contactor_closed"] else "open",
+                     f"{c['limit_a']:.0f}", f"{c['power_w'] or 0:.0f}", f"{c['energy_wh'] or 0:.0f}",
+                     f"{tx['id_tag']} #{tx['transaction_id'] or tx['local_tx_id']}" if tx else "-"])
+    lines.append(_table(rows))
+    drows = [["device", "health", "error"]]
+    for name, d in s["devices"].items():
+        drows.append([name, "ok" if d["ok"] else "FAULT", d["error"] or "-"])
+    if len(drows) > 1:
+        lines.append(_table(drows))
+    return "\n".join(lines)
+
+
+def show(command: str, result: Any) -> str:
+    """Human-readable output of a command."""
+    if command == "status":
+        return show_status(result)
+    if command == "meter":
+        rows = [["connector", "energy Wh", "power W", "voltage V", "current A", "age s", "state"]]
+        for cid, r in sorted(result.items()):
+            if r is None:
+                rows.append([cid, "-", "-", "-", "-", "-", "no reading"])
+                continue
+            rows.append([cid, f"{r['energy_import_wh']:.1f}", f"{r['power_w'] or 0:.0f}",
+                         "/".join(f"{v:.0f}" for v in r["voltage_v"] if v is not None),
+                         "/".join(f"{v:.1f}" for v in r["current_a"] if v is not None),
+                         f"{r['age_s']:.1f}", "STALE" if r["stale"] else "fresh"])
+        return _table(rows)
+    if command == "sessions":
+        rows = [["tx", "bo id", "connector", "id tag", "start", "stop", "energy Wh", "reason"]]
+        for t in result:
+            rows.append([str(t["tx_local_id"]), str(t["transaction_id"] or "-"), str(t["connector"]), t["id_tag"],
+                         _when(t["start"]), "running" if t["running"] else _when(t["stop"]),
+                         f"{t['energy_wh']:.0f}", t["reason"] or "-"])
+        return _table(rows)
+    if command == "queue":
+        st = result["stats"]
+        out = [f"pending {st['pending']}, dead letters {st['dead']}, {st['bytes']} bytes"]
+        for title, items in (("pending", result["pending"]), ("dead letters", result["dead_letters"])):
+            if items:
+                out.append(f"{title}:")
+                out.extend(f"  #{m['id']} {m['action']} attempts {m['attempts']} {m.get('error') or ''}"
+                           for m in items)
+        return "\n".join(out)
+    if command == "config_get":
+        return "\n".join(f"{e['key']} = {e.get('value', '')}{' (readonly)' if e['readonly'] else ''}"
+                         for e in result["ocpp"])
+    if command == "log":
+        return "\n".join(result)
+    return json.dumps(result)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The evsectl command line."""
+    parser = argparse.ArgumentParser(prog="evsectl", description="Technician CLI of the evse-agent daemon.")
+    parser.add_argument("--socket", default=DEFAULT_SOCKET, help=f"daemon socket (default {DEFAULT_SOCKET})")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(dest="command", required=True)
+    status = sub.add_parser("status", help="connectors, devices, link and queue")
+    status.add_argument("--watch", action="store_true", help="refresh every second")
+    sub.add_parser("meter", help="live meter readings with their age")
+    sessions = sub.add_parser("sessions", help="current and recent sessions")
+    sessions.add_argument("--limit", type=int, default=20)
+    sub.add_parser("queue", help="the offline queue: pending messages and dead letters")
+    config = sub.add_parser("config", help="OCPP keys and settings (secrets never shown)")
+    csub = config.add_subparsers(dest="config_command", required=True)
+    get = csub.add_parser("get")
+    get.add_argument("key", nargs="?")
+    setp = csub.add_parser("set")
+    setp.add_argument("key")
+    setp.add_argument("value")
+    log = sub.add_parser("log", help="recent log lines, OCPP frames included")
+    log.add_argument("-n", "--lines", type=int, default=100)
+    log.add_argument("--follow", action="store_true")
+    card = sub.add_parser("card", help="present an id as if read by the RFID reader")
+    card.add_argument("id_tag")
+    card.add_argument("--connector", type=int)
+    start = sub.add_parser("start", help="start a session on a connector")
+    start.add_argument("connector", type=int)
+    start.add_argument("--id-tag", default="TECHNICIAN")
+    stop = sub.add_parser("stop", help="stop the session on a connector")
+    stop.add_argument("connector", type=int)
+    unlock = sub.add_parser("unlock", help="unlock a connector")
+    unlock.add_argument("connector", type=int)
+    return parser
+
+
+def _command(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    if args.command == "config":
+        if args.config_command == "get":
+            return "config_get", {"key": args.key}
+        return "config_set", {"key": args.key, "value": args.value}
+    mapping: dict[str, dict[str, Any]] = {
+        "sessions": {"limit": getattr(args, "limit", 20)},
+        "log": {"lines": getattr(args, "lines", 100)},
+        "card": {"id_tag": getattr(args, "id_tag", None), "connector": getattr(args, "connector", None)},
+        "start": {"connector": getattr(args, "connector", None), "id_tag": getattr(args, "id_tag", None)},
+        "stop": {"connector": getattr(args, "connector", None)},
+        "unlock": {"connector": getattr(args, "connector", None)},
+    }
+    return args.command, mapping.get(args.command, {})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of evsectl."""
+    args = build_parser().parse_args(argv)
+    command, cargs = _command(args)
+    watch = getattr(args, "watch", False) or getattr(args, "follow", False)
+    try:
+        while True:
+            result = request(args.socket, command, cargs)
+            text = json.dumps(result, indent=2, default=str) if args.json else show(command, result)
+            if watch and command == "status":
+                sys.stdout.write("\033[H\033[2J")  # refresh in place
+            print(text, flush=True)
+            if not watch:
+                return EXIT_OK
+            time.sleep(1.0)
+    except CtlError as err:
+        print(f"evsectl: {err}", file=sys.stderr)
+        return err.code
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""evsectl against a running daemon (simulator + back office + agent as processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.integration.harness import CARD, Rig
+
+
+def evsectl(rig: Rig, *args: str) -> subprocess.CompletedProcess[str]:
+    sock = str(rig.state_dir / "evsectl.sock")
+    return subprocess.run([str(Path(sys.executable).parent / "evsectl"), "--socket", sock, *args],
+                          capture_output=True, text=True, timeout=20)
+
+
+async def test_evsectl_not_running_exit_code(tmp_path: Path) -> None:
+    result = subprocess.run([str(Path(sys.executable).parent / "evsectl"), "--socket",
+                             str(tmp_path / "none.sock"), "status"], capture_output=True, text=True)
+    assert result.returncode == 3
+    assert "not running" in result.stderr
+
+
+async def test_evsectl_technician_flow(rig: Rig) -> None:
+    await asyncio.sleep(0.5)
+    status = evsectl(rig, "status")
+    assert status.returncode == 0, status.stderr
+    assert "back office online" in status.stdout
+    data = json.loads(evsectl(rig, "--json", "status").stdout)
+    assert set(data["connectors"]) == {"1", "2"}
+    meter = evsectl(rig, "meter")
+    assert "fresh" in meter.stdout
+    rig.plug(1)
+    await rig.wait_status(1, "Preparing")
+    card = evsectl(rig, "card", CARD)
+    assert card.returncode == 0, card.stderr
+    await rig.wait_call("StartTransaction")
+    await rig.wait_status(1, "Charging")
+    stop = evsectl(rig, "stop", "1")
+    assert stop.returncode == 0, stop.stderr
+    stopped = await rig.wait_call("StopTransaction")
+    assert stopped["payload"]["reason"] == "Local"
+    sessions = json.loads(evsectl(rig, "--json", "sessions").stdout)
+    assert sessions[0]["reason"] == "Local" and sessions[0]["id_tag"] == CARD
+    queue = json.loads(evsectl(rig, "--json", "queue").stdout)
+    assert "stats" in queue
+    config = evsectl(rig, "config", "get", "MeterValueSampleInterval")
+    assert "MeterValueSampleInterval" in config.stdout
+    assert "AuthorizationKey" not in evsectl(rig, "config", "get").stdout
+    bad = evsectl(rig, "stop", "2")
+    assert bad.returncode == 1 and "no transaction" in bad.stderr
