@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import random
 import ssl
@@ -119,10 +120,8 @@ class Link:
                 break
             delay = next(delays)
             LOGGER.info("reconnecting in %.1f s", delay)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
-            except TimeoutError:
-                pass
 
     async def drop(self) -> None:
         """Close the current connection (a reconnect follows)."""

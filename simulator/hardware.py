@@ -8,6 +8,7 @@ meter's energy grows with the power that actually flows through a closed contact
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import tomllib
@@ -242,7 +243,8 @@ class SimHardware:
         if shareable and key in shared:
             server, banks, url = shared[key]
             if endpoint.device_id in banks:
-                raise SimConfigError(f"two devices with id {endpoint.device_id} on {endpoint.transport}:{endpoint.port}")
+                raise SimConfigError(
+                    f"two devices with id {endpoint.device_id} on {endpoint.transport}:{endpoint.line or endpoint.port}")
             banks[endpoint.device_id] = bank
             return server, url
         banks = {endpoint.device_id: bank}
@@ -274,10 +276,8 @@ class SimHardware:
         """Stop everything."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         await self.control.stop()
         for server in self._servers:
             await server.stop()

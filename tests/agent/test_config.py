@@ -288,7 +288,7 @@ def test_no_connectors() -> None:
 def test_ac_connector_accepts_a_pilot_controller() -> None:
     text = BASE + '[connectors.dc_controller]\ndriver = "modbus_dc"\nurl = "tcp://127.0.0.1:5022"\n'
     cfg = parse_config(text, SRC)
-    ac = [c for c in cfg.connectors if c.kind == "ac"][0]
+    ac = next(c for c in cfg.connectors if c.kind == "ac")
     assert ac.dc_controller is not None and ac.dc_controller.driver == "modbus_dc"
 
 
