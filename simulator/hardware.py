@@ -243,8 +243,8 @@ class SimHardware:
         if shareable and key in shared:
             server, banks, url = shared[key]
             if endpoint.device_id in banks:
-                raise SimConfigError(
-                    f"two devices with id {endpoint.device_id} on {endpoint.transport}:{endpoint.line or endpoint.port}")
+                where = f"{endpoint.transport}:{endpoint.line or endpoint.port}"
+                raise SimConfigError(f"two devices with id {endpoint.device_id} on {where}")
             banks[endpoint.device_id] = bank
             return server, url
         banks = {endpoint.device_id: bank}
