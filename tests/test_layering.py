@@ -1,0 +1,59 @@
+"""The layering rules of DESIGN section 1, checked on the source."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def imports(path: Path) -> set[str]:
+    """Top-level module names imported anywhere in a file."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_drivers_never_import_agent_or_simulator() -> None:
+    for path in (ROOT / "drivers").rglob("*.py"):
+        bad = {n for n in imports(path) if n.split(".")[0] in ("agent", "simulator", "ocpp")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_core_is_pure() -> None:
+    forbidden = {"asyncio", "socket", "sqlite3", "ocpp", "websockets", "pymodbus", "serial", "gpiozero", "time"}
+    for path in (ROOT / "agent" / "core").rglob("*.py"):
+        found = imports(path)
+        bad = {n for n in found if n.split(".")[0] in forbidden}
+        bad |= {n for n in found if n.startswith("agent.") and not n.startswith("agent.core")}
+        bad |= {n for n in found if n.startswith("drivers.") and n != "drivers.base"}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_core_never_speaks_ocpp_message_names() -> None:
+    """The core is protocol-neutral: no OCPP action names in its code (docstrings may explain the mapping)."""
+    words = ("StartTransaction", "StopTransaction", "TransactionEvent", "BootNotification")
+    for path in (ROOT / "agent" / "core").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            text = None
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                text = node.value
+            elif isinstance(node, ast.Name):
+                text = node.id
+            elif isinstance(node, ast.Attribute):
+                text = node.attr
+            if text is not None:
+                for word in words:
+                    assert word not in text, f"{path.relative_to(ROOT)}:{node.lineno} uses {word}"
