@@ -108,15 +108,16 @@ def release_hardware(hw: Hardware) -> None:
             release()
 
 
-async def watchdog(agent: Agent, poll_interval_s: float) -> None:
+async def watchdog(agent: Agent, poll_interval_s: float, stall_after_s: float | None = None) -> None:
     """WATCHDOG=1 only while the main loop completes passes: a hung driver call stops the pings."""
+    stall_after_s = stall_after_s if stall_after_s is not None else max(3 * poll_interval_s, 5.0)
     interval = watchdog_interval_s()
     if interval is None:
         await asyncio.Event().wait()  # no watchdog asked for: idle, so the task set stays uniform
     assert interval is not None
     while True:
         await asyncio.sleep(interval)
-        if agent.healthy_at and time.monotonic() - agent.healthy_at < max(3 * poll_interval_s, 5.0):
+        if agent.healthy_at and time.monotonic() - agent.healthy_at < stall_after_s:
             notify("WATCHDOG=1")
         else:
             LOGGER.error("main loop stalled; withholding the watchdog ping")
