@@ -141,6 +141,15 @@ class GpioConfig:
 
 
 @dataclass(frozen=True)
+class FirmwareConfig:
+    """How firmware is installed: a command that gets the downloaded file, run when no session is active."""
+
+    installer: str = ""  # e.g. "/usr/local/sbin/evse-install-firmware {file}"; "" = updates are refused
+    download_dir: str = ""  # "" = <state directory>/firmware
+    max_bytes: int = 512_000_000
+
+
+@dataclass(frozen=True)
 class HardwareConfig:
     """Hardware polling."""
 
@@ -174,6 +183,7 @@ class AgentConfig:
     diag: DiagConfig = field(default_factory=DiagConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    firmware: FirmwareConfig = field(default_factory=FirmwareConfig)
     ocpp: dict[str, int | bool | str] = field(default_factory=dict)
     estop: DeviceConfig | None = None
     rfid: DeviceConfig | None = None
@@ -852,6 +862,7 @@ _TOP_KEYS = (
     "diag",
     "gpio",
     "hardware",
+    "firmware",
     "ocpp",
     "estop",
     "rfid",
@@ -875,6 +886,7 @@ _STATE_KEYS = ("directory", "max_queue_bytes")
 _DIAG_KEYS = ("socket", "group")
 _GPIO_KEYS = ("pin_factory", "sim_address")
 _HARDWARE_KEYS = ("poll_interval_s",)
+_FIRMWARE_KEYS = ("installer", "download_dir", "max_bytes")
 _CONNECTOR_KEYS = (
     "id",
     "kind",
@@ -941,6 +953,14 @@ class _Validator:
                 "poll_interval_s", HardwareConfig.poll_interval_s, lo=0.0, lo_open=True, hi=60.0
             )
         )
+        fw_t = self.sub(root, "firmware", _FIRMWARE_KEYS)
+        firmware = FirmwareConfig(
+            installer=fw_t.string("installer", FirmwareConfig.installer),
+            download_dir=fw_t.string("download_dir", FirmwareConfig.download_dir),
+            max_bytes=fw_t.integer("max_bytes", FirmwareConfig.max_bytes, lo=1),
+        )
+        if firmware.download_dir and not os.path.isabs(firmware.download_dir):
+            self.p.add(("firmware", "download_dir"), f"must be an absolute path, got {firmware.download_dir!r}")
         ocpp = self.ocpp(root.table("ocpp") or {})
         estop = self.device(root, "estop", ())
         rfid = self.device(root, "rfid", ())
@@ -953,6 +973,7 @@ class _Validator:
             diag=diag,
             gpio=GpioConfig(pin_factory, sim_address),
             hardware=hardware,
+            firmware=firmware,
             ocpp=ocpp,
             estop=estop,
             rfid=rfid,
@@ -1354,6 +1375,8 @@ def config_to_toml(cfg: AgentConfig) -> str:
     if cfg.gpio.pin_factory is not None:
         _emit_table(lines, "[gpio]", _dataclass_values(cfg.gpio))
     _emit_table(lines, "[hardware]", _dataclass_values(cfg.hardware))
+    if cfg.firmware != FirmwareConfig():
+        _emit_table(lines, "[firmware]", _dataclass_values(cfg.firmware))
     if cfg.ocpp:
         _emit_table(lines, "[ocpp]", cfg.ocpp)
     if cfg.estop is not None:
