@@ -14,6 +14,7 @@ CI runs a modest number of sessions; `make soak` runs EVSE_SOAK_SESSIONS (defaul
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -124,7 +125,7 @@ def _ledger(rig: Rig, final_meter_wh: float) -> dict[str, Any]:
                         wh = float(sv["value"])
                         assert start["meterStart"] - 1 <= wh <= stop["meterStop"] + 1, (tx, wh, start, stop)
         intervals.append((start["meterStart"], stop["meterStop"], stop["reason"], tx))
-    for (_, prev_stop, _, prev_tx), (next_start, _, _, next_tx) in zip(intervals, intervals[1:], strict=False):
+    for (_, prev_stop, _, prev_tx), (next_start, _, _, next_tx) in itertools.pairwise(intervals):
         assert prev_stop == next_start, f"energy gap between tx {prev_tx} (stop {prev_stop}) and {next_tx}"
     # the SDM630 carries energy as float32 kWh: at 12 MWh one register step is about 1 Wh
     assert abs(intervals[-1][1] - final_meter_wh) <= REGISTER_RESOLUTION_WH, (intervals[-1], final_meter_wh)
