@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import time
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
@@ -33,7 +34,20 @@ LOGGER = logging.getLogger(__name__)
 FRAMES = logging.getLogger("agent.ocpp.frames")  # every frame, for `evsectl log` and the diagnostics bundle
 
 BOOT_RETRY_DEFAULT_S = 10
+RESET_SOFT_WAIT_S = 12.0  # longest a reset waits for the stops to be recorded and sent
+RESET_HARD_WAIT_S = 8.0
 VENDOR_ID = "evse-agent"
+
+
+def _floats(value: Any) -> Any:
+    """The library parses JSON numbers with a fraction as Decimal; the core takes int and float."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_floats(v) for v in value]
+    return value
 
 
 def _plain(result: Any) -> dict[str, Any]:
@@ -61,9 +75,32 @@ class V16ChargePoint(ChargePoint):
     async def route_message(self, raw_msg: str) -> None:
         FRAMES.debug("in %s", raw_msg)
         try:
+            if await self._refuse_unhandled(raw_msg):
+                return
             await super().route_message(raw_msg)
         except Exception:  # a bad frame must never stop the receive loop
             LOGGER.exception("handling a frame failed")
+
+    async def _refuse_unhandled(self, raw_msg: str) -> bool:
+        """Answer a CALL whose action has no handler; True when answered.
+
+        The library swaps the two codes; OCPP-J 1.6 section 4.2.3: NotImplemented = the action is not
+        known by the receiver, NotSupported = recognized but not supported.
+        """
+        try:
+            frame = json.loads(raw_msg)
+        except ValueError:
+            return False
+        if not (isinstance(frame, list) and len(frame) == 4 and frame[0] == 2 and isinstance(frame[1], str)
+                and isinstance(frame[2], str)) or frame[2] in self.route_map:
+            return False
+        action = frame[2]
+        if action in {a.value for a in Action}:
+            code, text = "NotSupported", f"{action} is not supported by this charge point"
+        else:
+            code, text = "NotImplemented", f"{action} is not an OCPP 1.6 action"
+        await self._send(json.dumps([4, frame[1], code, text, {}], separators=(",", ":")))
+        return True
 
     # ---- Core ------------------------------------------------------------------------------------
 
@@ -110,7 +147,8 @@ class V16ChargePoint(ChargePoint):
     @on(Action.remote_start_transaction)
     def on_remote_start_transaction(self, id_tag: str, connector_id: int | None = None,
                                     charging_profile: dict[str, Any] | None = None, **_: Any) -> Any:
-        result, outs = self.agent.core.remote_start(ev.RemoteStart(connector_id, id_tag, charging_profile),
+        profile = _floats(charging_profile) if charging_profile is not None else None
+        result, outs = self.agent.core.remote_start(ev.RemoteStart(connector_id, id_tag, profile),
                                                     self.agent.now(), time.monotonic())
         self.agent.execute(outs)
         return call_result.RemoteStartTransaction(status=result.value)
@@ -134,8 +172,13 @@ class V16ChargePoint(ChargePoint):
         """Stop every transaction, let the stops reach the back office, then restart the process."""
         _, outs = self.agent.core.reset(ev.ResetRequested(kind), self.agent.now(), time.monotonic())
         self.agent.execute(outs)
-        deadline = time.monotonic() + (10.0 if kind is ev.ResetKind.SOFT else 3.0)
-        while self.agent.store.pending_count() and time.monotonic() < deadline:
+        # The runtime records a stop only once the power path is open and the meter read again: wait for
+        # the stops to be recorded, then for the outbox to reach the back office (bounded: a reset must
+        # happen even offline; the queue survives the restart).
+        deadline = time.monotonic() + (RESET_SOFT_WAIT_S if kind is ev.ResetKind.SOFT else RESET_HARD_WAIT_S)
+        store = self.agent.store
+        while time.monotonic() < deadline and (
+                any(row.connector_id for row in store.unfinished_transactions()) or store.pending_count()):
             await asyncio.sleep(0.1)
         LOGGER.warning("%s reset: restarting", kind.value)
         if self.agent.exit_requested is not None and not self.agent.exit_requested.done():
@@ -220,6 +263,7 @@ class V16ChargePoint(ChargePoint):
     @on(Action.set_charging_profile)
     def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any],
                                 **_: Any) -> Any:
+        cs_charging_profiles = _floats(cs_charging_profiles)
         result, outs = self.agent.core.set_charging_profile(
             ev.SetChargingProfile(connector_id, cs_charging_profiles), self.agent.now(), time.monotonic())
         self.agent.execute(outs)
@@ -258,18 +302,21 @@ class V16ChargePoint(ChargePoint):
         if periods is None:
             return call_result.GetCompositeSchedule(status="Rejected")
         start = int(now)
+        out_periods: list[dict[str, Any]] = []
+        for p in periods:
+            # Whole seconds from startSchedule (now, truncated); the first period always starts at 0.
+            offset = 0 if not out_periods else max(0, int(p.start - start))
+            if out_periods and offset <= out_periods[-1]["start_period"]:
+                out_periods.pop()  # two boundaries within one second: the later one wins
+                offset = 0 if not out_periods else offset
+            out_periods.append({"start_period": offset, "limit": round(p.limit, 1),
+                                **({"number_phases": p.number_phases} if p.number_phases else {})})
         schedule = {
             "duration": duration,
             "start_schedule": iso(start),
             "charging_rate_unit": unit,
-            "charging_schedule_period": [
-                {"start_period": max(0, int(round(p.start - start))), "limit": round(p.limit, 1),
-                 **({"number_phases": p.number_phases} if p.number_phases else {})}
-                for p in periods
-            ],
+            "charging_schedule_period": out_periods or [{"start_period": 0, "limit": 0.0}],
         }
-        if not schedule["charging_schedule_period"]:
-            schedule["charging_schedule_period"] = [{"start_period": 0, "limit": 0.0}]
         return call_result.GetCompositeSchedule(status="Accepted", connector_id=connector_id,
                                                 schedule_start=iso(start), charging_schedule=schedule)
 
