@@ -19,6 +19,7 @@ from agent.errors import AgentError
 from agent.hardware import ConnectorDevices, Hardware
 from agent.keys import OcppKeys
 from agent.link import Link, LinkSettings
+from agent.redact import RedactingFilter
 from agent.runtime import Agent
 from agent.sdnotify import notify, watchdog_interval_s
 from agent.store import Store
@@ -43,6 +44,7 @@ def setup_logging(cfg: AgentConfig | None, verbose: bool) -> None:
     root.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(fmt))
+    handler.addFilter(RedactingFilter())
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its timeouts are our faults, logged once
@@ -56,6 +58,7 @@ def setup_logging(cfg: AgentConfig | None, verbose: bool) -> None:
             fh = logging.handlers.RotatingFileHandler(Path(cfg.state.directory) / "ocpp-frames.log",
                                                       maxBytes=FRAME_LOG_BYTES, backupCount=3)
             fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+            fh.addFilter(RedactingFilter())
             frames.addHandler(fh)
             frames.setLevel(logging.DEBUG)
         except OSError as err:
@@ -170,6 +173,8 @@ async def serve(cfg: AgentConfig) -> int:
         from agent.diag.server import DiagServer
 
         diag = DiagServer(agent, cfg.diag.socket, cfg.diag.group)
+        ring = diag.ring
+        agent.log_lines = lambda: list(ring.lines)
     def ready() -> None:
         notify("READY=1\nSTATUS=hardware polled")
 
@@ -201,6 +206,7 @@ async def serve(cfg: AgentConfig) -> int:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        agent.firmware.cancel()
         release_hardware(hw)
         await pool.close()
         store.close()

@@ -26,6 +26,7 @@ LOGGER = logging.getLogger(__name__)
 
 INSTALL_TIMEOUT_S = 900.0
 IDLE_POLL_S = 1.0
+SETTLE_S = 10.0
 
 StatusSender = Callable[[str, str], Awaitable[None]]  # (action, status)
 
@@ -141,6 +142,7 @@ class FirmwareManager:
             return
         await self._firmware("Installed")
         await self._wait_until_idle()  # a session may have started while the installer ran
+        await self.agent.settle(SETTLE_S)  # let the last session's messages reach the back office
         LOGGER.warning("firmware installed; restarting into the new version")
         future = self.agent.exit_requested
         if future is not None and not future.done():
@@ -149,7 +151,7 @@ class FirmwareManager:
     async def _wait_until_idle(self) -> None:
         """Never cut a session: wait until no connector has a transaction."""
         logged = False
-        while any(self.agent.core.session(cid) is not None for cid in self.agent.connectors):
+        while self.agent.transactions_open():
             if not logged:
                 LOGGER.info("firmware waits for the running sessions to end")
                 logged = True

@@ -38,6 +38,7 @@ TICK_S = 0.25  # timeouts, reservations and schedule boundaries are checked this
 OPEN_RAMP_TIMEOUT_S = 2.0  # DC: wait this long for the current to fall before the contactor opens anyway
 OPEN_SAFE_CURRENT_A = 2.0
 BOOT_METER_ATTEMPTS = 3
+SAMPLE_SLACK_S = 0.1  # a sample due this much after a poll is taken at that poll (polls are not exact)
 STOP_METER_SETTLE_S = 1.0  # meters refresh their registers about once a second after the load drops
 TX_ID_PLACEHOLDER = 0  # replaced by the store with the back office's id once StartTransaction is answered
 
@@ -55,6 +56,8 @@ class LinkSession(Protocol):
     async def authorize(self, id_tag: str) -> ev.AuthResult: ...
 
     def send_meter_values(self, connector_id: int, payload: dict[str, Any]) -> None: ...
+
+    async def notify(self, action: str, payload: dict[str, Any]) -> None: ...
 
 
 def iso_to_epoch(value: str | None) -> float | None:
@@ -105,6 +108,10 @@ class Agent:
         self._next_aligned: float | None = None
         self.keys.listeners.append(self._on_key_changed)
         self.sessions_started = 0
+        self.log_lines: Callable[[], list[str]] = list  # recent log lines for diagnostics (set by the daemon)
+        from agent.firmware import FirmwareManager
+
+        self.firmware = FirmwareManager(self, self._notify_status)
 
     # ------------------------------------------------------------------------------------ settings
 
@@ -254,7 +261,7 @@ class Agent:
         payload: dict[str, Any] = {
             "connectorId": out.connector_id,
             "idTag": out.id_tag,
-            "meterStart": int(round(out.meter_start_wh)),
+            "meterStart": round(out.meter_start_wh),
             "timestamp": _iso(out.timestamp),
         }
         if out.reservation_id is not None:
@@ -294,7 +301,7 @@ class Agent:
                                "sample", out.local_tx_id, err)
         payload: dict[str, Any] = {
             "transactionId": out.transaction_id if out.transaction_id is not None else TX_ID_PLACEHOLDER,
-            "meterStop": int(round(meter_stop)),
+            "meterStop": round(meter_stop),
             "timestamp": _iso(out.timestamp),
             "reason": out.reason.value,
         }
@@ -384,6 +391,26 @@ class Agent:
         return ev.AuthResult(id_tag, ev.AuthStatus(info.get("status", "Invalid")), info.get("parentIdTag"),
                              iso_to_epoch(info.get("expiryDate")))
 
+    def transactions_open(self) -> bool:
+        """True while a transaction runs or its stop is not yet recorded (its meter read still pending)."""
+        return any(row.connector_id for row in self.store.unfinished_transactions())
+
+    async def settle(self, timeout_s: float, *, drain: bool = True) -> None:
+        """Before a restart: wait until every stop is recorded and, if drain, the outbox reached the back office.
+
+        Bounded: a restart must happen even offline (the queue survives it).
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and (
+                self.transactions_open() or (drain and self.link_session is not None and self.store.pending_count())):
+            await asyncio.sleep(0.1)
+
+    async def _notify_status(self, action: str, status: str) -> None:
+        """Firmware and diagnostics status: sent when online, not queued (a trigger asks for the current one)."""
+        session = self.link_session
+        if session is not None:
+            await session.notify(action, {"status": status})
+
     # --------------------------------------------------------------------------------- the link
 
     def online(self, session: LinkSession) -> None:
@@ -428,7 +455,7 @@ class Agent:
                                row.tx_local_id, source, meter_stop)
             stop_wall = row.last_wall if source != "the meter at boot" else self.now()
             payload = {"transactionId": row.transaction_id if row.transaction_id is not None else TX_ID_PLACEHOLDER,
-                       "meterStop": int(round(meter_stop)), "timestamp": _iso(stop_wall),
+                       "meterStop": round(meter_stop), "timestamp": _iso(stop_wall),
                        "reason": ev.StopReason.POWER_LOSS.value, "idTag": row.id_tag}
             self.store.end_transaction(row.tx_local_id, meter_stop, stop_wall, time.monotonic(),
                                        ev.StopReason.POWER_LOSS.value, "StopTransaction", payload,
@@ -477,21 +504,24 @@ class Agent:
             self.feed(ev.MeterSample(connector_id, obs.meter.energy_import_wh, obs.meter.power_w))
 
     def _sample_meters(self) -> None:
+        # Aligned first: its instant lies between the previous poll and now, so the queue stays chronological.
+        self._aligned()
         mono = time.monotonic()
         sampled = parse_csl(self.keys.get_str("MeterValuesSampledData"))
         for connector_id, state in self.connectors.items():
             session = self.core.session(connector_id)
-            if session is None or state.next_sample_mono is None or mono < state.next_sample_mono:
+            if session is None or state.next_sample_mono is None or mono + SAMPLE_SLACK_S < state.next_sample_mono:
                 continue
             interval = self.keys.get_int("MeterValueSampleInterval", 60)
-            state.next_sample_mono = mono + interval if interval > 0 else None
+            # From the due time, not from now: counting from now adds a poll period to every interval.
+            due = state.next_sample_mono + interval
+            state.next_sample_mono = (due if due > mono else mono + interval) if interval > 0 else None
             if state.reading is None or state.reading.stale:
                 continue  # never republish an old value with a new time
             now = self.now()
             self._queue_meter_values(connector_id, session.local_tx_id,
                                      [meter_value(self._sample(connector_id), sampled, "Sample.Periodic", now)])
             self.store.update_transaction_meter(session.local_tx_id, state.reading.energy_import_wh, now)
-        self._aligned()
 
     def _aligned(self) -> None:
         interval = self.keys.get_int("ClockAlignedDataInterval", 0)
@@ -505,11 +535,14 @@ class Agent:
         if now < self._next_aligned:
             return
         self._next_aligned = next_aligned(now, interval)
+        # Stamped with the aligned instant itself (the reading is at most one poll younger): the back
+        # office lines up the values of many chargers by that instant.
+        instant = self._next_aligned - interval
         measurands = parse_csl(self.keys.get_str("MeterValuesAlignedData"))
         for connector_id, state in self.connectors.items():
             if state.reading is None or state.reading.stale:
                 continue
-            value = meter_value(self._sample(connector_id), measurands, "Sample.Clock", now)
+            value = meter_value(self._sample(connector_id), measurands, "Sample.Clock", instant)
             session = self.core.session(connector_id)
             if session is not None:
                 self._queue_meter_values(connector_id, session.local_tx_id, [value])

@@ -15,6 +15,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from agent.redact import redact as redact_text
+
 LOGGER = logging.getLogger(__name__)
 
 TIMEOUT_S = 60.0
@@ -27,12 +29,8 @@ class TransferError(Exception):
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
+    """The URL without its password, for logs and error messages."""
+    return redact_text(url)
 
 
 def _opener() -> urllib.request.OpenerDirector:

@@ -45,7 +45,7 @@ def request(path: str, command: str, args: dict[str, Any] | None = None, timeout
             data += chunk
     answer = json.loads(data)
     if not answer.get("ok"):
-        raise CtlError(str(answer.get("error")), EXIT_ERROR)
+        raise CtlError(str(answer.get("error")), EXIT_PERMISSION if answer.get("permission") else EXIT_ERROR)
     return answer["result"]
 
 
@@ -116,6 +116,8 @@ def show(command: str, result: Any) -> str:
                          for e in result["ocpp"])
     if command == "log":
         return "\n".join(result)
+    if command == "bundle":
+        return f"{result['path']} ({result['bytes']} bytes)"
     return json.dumps(result)
 
 
@@ -151,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("connector", type=int)
     unlock = sub.add_parser("unlock", help="unlock a connector")
     unlock.add_argument("connector", type=int)
+    sub.add_parser("bundle", help="write the diagnostics archive (the one GetDiagnostics uploads)")
     return parser
 
 

@@ -9,21 +9,26 @@ import grp
 import json
 import logging
 import os
+import socket
+import struct
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.core import events as ev
+from agent.redact import RedactingFilter
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
 
 LOGGER = logging.getLogger(__name__)
 
-SOCKET_MODE = 0o660  # the daemon's user and the `evse` group (technicians)
+# Anyone local may read status; write commands are checked per peer (SO_PEERCRED): root, the daemon's
+# user or a member of the configured group (technicians).
+SOCKET_MODE = 0o666
 MAX_REQUEST = 64 * 1024
 LOG_LINES = 1000
-WRITE_COMMANDS = frozenset({"config_set", "card", "start", "stop", "unlock"})
+WRITE_COMMANDS = frozenset({"config_set", "card", "start", "stop", "unlock", "bundle"})
 
 
 class RingHandler(logging.Handler):
@@ -33,6 +38,7 @@ class RingHandler(logging.Handler):
         super().__init__()
         self.lines: collections.deque[str] = collections.deque(maxlen=capacity)
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.addFilter(RedactingFilter())
 
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(Exception):
@@ -70,6 +76,30 @@ class DiagServer:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
+    def _may_write(self, writer: asyncio.StreamWriter) -> bool:
+        sock = writer.get_extra_info("socket")
+        if sock is None:
+            return False
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, gid = struct.unpack("3i", creds)
+        if uid in (0, os.getuid()):
+            return True
+        if not self.group:
+            return False
+        try:
+            wanted = grp.getgrnam(self.group).gr_gid
+        except KeyError:
+            return False
+        if gid == wanted:
+            return True
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("Groups:"):
+                    return str(wanted) in line.split()[1:]
+        except OSError:
+            return False
+        return False
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await reader.readline()
@@ -77,7 +107,11 @@ class DiagServer:
                 request = json.loads(line)
                 command = str(request["cmd"])
                 args = request.get("args") or {}
+                if command in WRITE_COMMANDS and not self._may_write(writer):
+                    raise PermissionError(f"{command} needs membership of the {self.group or 'daemon'} group")
                 answer = {"ok": True, "result": await self.handle(command, args)}
+            except PermissionError as err:
+                answer = {"ok": False, "error": str(err), "permission": True}
             except (ValueError, KeyError, TypeError) as err:
                 answer = {"ok": False, "error": str(err) or type(err).__name__}
             writer.write(json.dumps(answer, default=str).encode() + b"\n")
@@ -126,6 +160,11 @@ class DiagServer:
                                                time.monotonic())
             agent.execute(outs)
             return {"status": unlocked.value}
+        if command == "bundle":
+            from agent.diag.bundle import write_bundle
+
+            path = write_bundle(agent, Path(agent.config.state.directory) / "diagnostics", list(self.ring.lines))
+            return {"path": str(path), "bytes": path.stat().st_size}
         raise ValueError(f"unknown command {command!r}")
 
     def _meters(self) -> dict[str, Any]:

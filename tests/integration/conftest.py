@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from simulator.backoffice import BackOffice
-from tests.integration.harness import CARD, Rig
+from tests.integration.harness import BLOCKED, CARD, EXPIRED, Rig
 
 
 @pytest.fixture
 async def office(tmp_path: Path) -> AsyncIterator[BackOffice]:
-    bo = BackOffice(id_tags={CARD: "Accepted", "BLOCKED01": "Blocked", "EXPIRED01": "Expired"},
+    bo = BackOffice(id_tags={CARD: "Accepted", "BLOCKED01": "Blocked", "EXPIRED01": "Expired",
+                             BLOCKED: "Blocked", EXPIRED: "Expired"},
                     heartbeat_interval=300, log_path=tmp_path / "backoffice.jsonl")
     await bo.start()
     yield bo

@@ -19,7 +19,13 @@ HERE = Path(__file__).parent
 SIM_CONFIG = HERE / "sim.toml"
 CP_ID = "CP-TEST-1"
 CARD = "0F00A1B2C3"  # what the simulated RDM6300 reader reports for this UID
+# More cards (the reader reports 5-byte UIDs as 10 hex digits); their back-office status is set in conftest.
+BLOCKED = "0B0000B10C"
+EXPIRED = "0E0000E0E0"
+UNKNOWN = "0D0000DEAD"
+LOCAL = "0C0000AA01"  # Invalid for the back office unless a test says otherwise
 START_TIMEOUT_S = 20.0
+RECONNECT_MAX_S = 1.5
 CARD_GAP_S = 1.5  # > the reader driver's 1 s debounce plus the reader's repeats
 
 
@@ -60,6 +66,9 @@ class Rig:
             await asyncio.sleep(0.05)
         self.summary = json.loads(ready.read_text())
         self.control = self.summary["control"]
+        # Offline tests wait for the reconnect: cap the backoff lower than the generated config does.
+        text = self.agent_config.read_text()
+        self.agent_config.write_text(text.replace("reconnect_max_s = 5.0", f"reconnect_max_s = {RECONNECT_MAX_S}"))
         if self.ocpp:
             with open(self.agent_config, "a") as fh:
                 fh.write("\n[ocpp]\n")
@@ -148,9 +157,10 @@ class Rig:
                 if m["payload"]["connectorId"] == connector]
 
     async def wait_status(self, connector: int, status: str, timeout: float = 15.0,
-                          error_code: str | None = None) -> dict[str, Any]:
+                          error_code: str | None = None, since: int = 0) -> dict[str, Any]:
+        """Wait for a status among the connector's StatusNotifications from index `since` on."""
         def found() -> dict[str, Any] | None:
-            for payload in reversed(self.statuses(connector)):
+            for payload in reversed(self.statuses(connector)[since:]):
                 if payload["status"] == status and (error_code is None or payload["errorCode"] == error_code):
                     return payload
             return None
@@ -174,6 +184,45 @@ class Rig:
     async def cs_call(self, action: str, payload: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
         result = await self.office.call(CP_ID, action, payload or {}, **kw)
         return result
+
+    def contactor_closed(self, connector: int = 1) -> bool:
+        return bool(self.sim_state()["connectors"][str(connector)]["contactor_closed"])
+
+    def meter_wh(self, connector: int = 1) -> float:
+        return float(self.sim_state()["connectors"][str(connector)]["meter"]["energy_import_wh"])
+
+    async def wait_sim(self, predicate: Any, what: str, timeout: float = 15.0) -> None:
+        """Wait until predicate(sim_state()) is true (for what the back office cannot see while offline)."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.sim_state()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"simulator never reached: {what}\n{self.agent_log()[-3000:]}")
+            await asyncio.sleep(0.1)
+
+    async def wait_contactor(self, closed: bool, connector: int = 1, timeout: float = 15.0) -> None:
+        await self.wait_sim(lambda s: s["connectors"][str(connector)]["contactor_closed"] == closed,
+                            f"contactor {connector} {'closed' if closed else 'open'}", timeout)
+
+    async def wait_connected(self, timeout: float = 20.0) -> None:
+        """Wait until the agent is connected again and its boot was answered."""
+        try:
+            await self.office.wait_for(lambda: self.office.connected(CP_ID), timeout=timeout)
+        except TimeoutError:
+            raise AssertionError(f"agent did not reconnect\n{self.agent_log()[-3000:]}") from None
+
+    async def send_local_list(self, entries: dict[str, str], version: int = 1) -> None:
+        """A full SendLocalList; entries map idTag -> status."""
+        result = await self.cs_call("SendLocalList", {
+            "listVersion": version, "updateType": "Full",
+            "localAuthorizationList": [{"idTag": tag, "idTagInfo": {"status": status}}
+                                       for tag, status in entries.items()]})
+        assert result == {"status": "result", "payload": {"status": "Accepted"}}, result
+
+    def tx_messages(self, transaction_id: int) -> list[dict[str, Any]]:
+        """MeterValues and StopTransaction of one transaction, in the order the back office received them."""
+        return [m for m in self.office.messages(CP_ID)
+                if m["action"] in ("MeterValues", "StopTransaction")
+                and m["payload"].get("transactionId") == transaction_id]
 
     async def start_session(self, connector: int = 1, uid: str = CARD) -> dict[str, Any]:
         """Card then plug; returns the StartTransaction call as the back office saw it."""

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from tests.integration.harness import CARD, Rig
+import asyncio
+from typing import Any
+
+from simulator.backoffice import BackOffice
+from tests.integration.harness import BLOCKED, CARD, CP_ID, EXPIRED, LOCAL, UNKNOWN, Rig
+
+
+def _tx_id(start: dict[str, Any]) -> int:
+    return int(start["response"]["payload"]["transactionId"])
 
 
 async def test_tc_001_cold_boot(rig: Rig) -> None:
@@ -10,6 +18,21 @@ async def test_tc_001_cold_boot(rig: Rig) -> None:
     assert boot["payload"]["chargePointVendor"] == "EvseSim"
     for connector in (0, 1, 2):
         await rig.wait_status(connector, "Available")
+    await asyncio.sleep(0.5)
+    for connector in (0, 1, 2):  # one status each, not the same one twice
+        assert [s["status"] for s in rig.statuses(connector)] == ["Available"], rig.statuses(connector)
+
+
+async def test_tc_002_boot_pending(office: BackOffice, rig_factory: Any) -> None:
+    office.boot_retry_interval = 1
+    office.set_boot_status("Accepted", pending_boots=1)
+    rig: Rig = await rig_factory()
+    boots = rig.calls("BootNotification")
+    assert [b["response"]["payload"]["status"] for b in boots] == ["Pending", "Accepted"]
+    accepted_at = boots[1]["response"]["ts"]
+    before = [m["action"] for m in office.messages(CP_ID) if m["ts"] < accepted_at]
+    assert set(before) == {"BootNotification"}, before
+    assert office.violations == []
 
 
 async def test_card_first_session_charges_and_stops_with_same_card(rig: Rig) -> None:
@@ -19,5 +42,168 @@ async def test_card_first_session_charges_and_stops_with_same_card(rig: Rig) -> 
     rig.card()
     stop = await rig.wait_call("StopTransaction")
     assert stop["payload"]["reason"] == "Local"
-    assert stop["payload"]["transactionId"] == start["response"]["payload"]["transactionId"]
+    assert stop["payload"]["transactionId"] == _tx_id(start)
     assert stop["payload"]["meterStop"] >= start["payload"]["meterStart"]
+
+
+async def test_tc_004_2_connection_timeout(rig_factory: Any) -> None:
+    # The reader is shared by both connectors: a card first is held for the charge point (no connector
+    # knows it is meant yet) and expires after ConnectionTimeOut; a plug-in after that must not start.
+    rig: Rig = await rig_factory(ocpp={"ConnectionTimeOut": 1})
+    rig.card()
+    authorize = await rig.wait_call("Authorize")
+    assert authorize["response"]["payload"]["idTagInfo"]["status"] == "Accepted"
+    await asyncio.sleep(1.5)
+    rig.plug()
+    await rig.wait_status(1, "Preparing")
+    await asyncio.sleep(1.5)  # the EV is ready after 0.5 s: a start would have happened by now
+    assert rig.calls("StartTransaction") == []
+    assert not rig.contactor_closed()
+    assert rig.statuses(1)[-1]["status"] == "Preparing"
+
+
+async def test_tc_007_cached_id(rig_factory: Any) -> None:
+    rig: Rig = await rig_factory(ocpp={"LocalPreAuthorize": True})
+    first = await rig.start_session()  # not cached yet: the back office is asked
+    assert len(rig.calls("Authorize")) == 1
+    rig.card()
+    await rig.wait_call("StopTransaction")
+    rig.unplug()
+    await rig.wait_status(1, "Available")
+    second = await rig.start_session()  # cached Accepted: started at once, no second Authorize
+    assert len(rig.calls("Authorize")) == 1
+    assert second["payload"]["idTag"] == CARD and _tx_id(second) != _tx_id(first)
+    await rig.wait_status(1, "Charging")
+
+
+async def test_tc_008_local_list_id(rig_factory: Any) -> None:
+    rig: Rig = await rig_factory(ocpp={"LocalPreAuthorize": True})
+    rig.office.set_id_tag(LOCAL, "Accepted")
+    await rig.send_local_list({LOCAL: "Accepted"})
+    start = await rig.start_session(uid=LOCAL)
+    assert start["payload"]["idTag"] == LOCAL
+    assert [a for a in rig.calls("Authorize") if a["payload"]["idTag"] == LOCAL] == []
+    await rig.wait_status(1, "Charging")
+
+
+async def test_tc_023_invalid_blocked_expired(rig: Rig) -> None:
+    rig.plug()
+    await rig.wait_status(1, "Preparing")
+    for n, uid in enumerate((BLOCKED, EXPIRED, UNKNOWN), start=1):
+        rig.card(uid)
+        answer = await rig.wait_call("Authorize", count=n)
+        assert answer["payload"]["idTag"] == uid
+        assert answer["response"]["payload"]["idTagInfo"]["status"] != "Accepted"
+    await asyncio.sleep(1.5)  # a wrongly accepted id would start within a poll or two
+    assert rig.calls("StartTransaction") == []
+    assert not rig.contactor_closed()
+    assert all(s["status"] != "Charging" for s in rig.statuses(1))
+
+
+async def test_plug_first_session(rig: Rig) -> None:
+    rig.plug()
+    await rig.wait_status(1, "Preparing")
+    assert rig.calls("StartTransaction") == []
+    rig.card()
+    start = await rig.wait_call("StartTransaction")
+    assert start["payload"]["idTag"] == CARD
+    await rig.wait_status(1, "Charging")
+    await rig.wait_contactor(True)
+
+
+async def test_ev_side_disconnect_stops_with_ev_disconnected(rig: Rig) -> None:
+    start = await rig.start_session()
+    await rig.wait_status(1, "Charging")
+    seen = len(rig.statuses(1))
+    rig.unplug()
+    stop = await rig.wait_call("StopTransaction")
+    assert stop["payload"]["reason"] == "EVDisconnected"
+    assert stop["payload"]["transactionId"] == _tx_id(start)
+    await rig.wait_contactor(False)
+    await rig.wait_status(1, "Available", since=seen)
+
+
+async def test_remote_start_and_remote_stop(rig: Rig) -> None:
+    result = await rig.cs_call("RemoteStartTransaction", {"connectorId": 1, "idTag": CARD})
+    assert result == {"status": "result", "payload": {"status": "Accepted"}}
+    await rig.wait_status(1, "Preparing")
+    rig.plug()
+    start = await rig.wait_call("StartTransaction")
+    assert start["payload"]["idTag"] == CARD and start["payload"]["connectorId"] == 1
+    await rig.wait_status(1, "Charging")
+    result = await rig.cs_call("RemoteStopTransaction", {"transactionId": _tx_id(start)})
+    assert result == {"status": "result", "payload": {"status": "Accepted"}}
+    stop = await rig.wait_call("StopTransaction")
+    assert stop["payload"]["reason"] == "Remote" and stop["payload"]["transactionId"] == _tx_id(start)
+    await rig.wait_contactor(False)
+    await rig.wait_status(1, "Finishing")
+
+
+async def test_remote_stop_unknown_transaction_rejected(rig: Rig) -> None:
+    result = await rig.cs_call("RemoteStopTransaction", {"transactionId": 4242})
+    assert result == {"status": "result", "payload": {"status": "Rejected"}}
+
+
+async def test_tc_041_fault_meter_silent(rig: Rig) -> None:
+    start = await rig.start_session()
+    await rig.wait_status(1, "Charging")
+    await rig.wait_contactor(True)
+    rig.fault("meter", "silent")
+    faulted = await rig.wait_status(1, "Faulted", error_code="PowerMeterFailure")
+    assert faulted["connectorId"] == 1
+    await rig.wait_contactor(False)
+    stop = await rig.wait_call("StopTransaction")
+    assert stop["payload"]["transactionId"] == _tx_id(start)
+    rig.fault("meter", "silent", on=False)
+    after = len(rig.statuses(1))
+    await rig.office.wait_for(lambda: [s for s in rig.statuses(1)[after:] if s["status"] != "Faulted"],
+                              timeout=15)
+    recovered = rig.statuses(1)[-1]
+    assert recovered["status"] in ("Finishing", "Preparing") and recovered["errorCode"] == "NoError", recovered
+    assert not rig.contactor_closed()
+
+
+async def test_tc_041_isolation_fault_is_ground_failure(rig: Rig) -> None:
+    await rig.start_session()
+    await rig.wait_status(1, "Charging")
+    rig.fault("dc", "isolation")
+    await rig.wait_status(1, "Faulted", error_code="GroundFailure")
+    await rig.wait_contactor(False)
+    stop = await rig.wait_call("StopTransaction")
+    assert stop["payload"]["reason"] in ("Other", "EmergencyStop")
+    rig.fault("dc", "isolation", on=False)
+    after = len(rig.statuses(1))
+    await rig.office.wait_for(lambda: [s for s in rig.statuses(1)[after:] if s["status"] != "Faulted"],
+                              timeout=15)
+
+
+async def test_tc_041_contactor_welded_is_faulted(rig: Rig) -> None:
+    await rig.start_session()
+    await rig.wait_status(1, "Charging")
+    rig.fault("contactor", "welded")
+    rig.card()  # stopping opens the coil, but the feedback stays closed
+    stop = await rig.wait_call("StopTransaction")
+    assert stop["payload"]["reason"] == "Local"
+    faulted = await rig.wait_status(1, "Faulted", error_code="PowerSwitchFailure")
+    assert faulted["connectorId"] == 1
+    # the other connector is unaffected
+    assert rig.statuses(2)[-1]["status"] == "Available"
+
+
+async def test_emergency_stop_during_charging(rig: Rig) -> None:
+    start = await rig.start_session()
+    await rig.wait_status(1, "Charging")
+    await rig.wait_contactor(True)
+    rig.estop(True)
+    await rig.wait_contactor(False, timeout=3)
+    stop = await rig.wait_call("StopTransaction")
+    assert stop["payload"]["reason"] == "EmergencyStop"
+    assert stop["payload"]["transactionId"] == _tx_id(start)
+    await rig.wait_status(1, "Faulted")
+    await rig.wait_status(2, "Faulted")
+    seen1, seen2 = len(rig.statuses(1)), len(rig.statuses(2))
+    rig.estop(False)
+    await rig.wait_status(1, "Finishing", since=seen1)  # the EV is still plugged in
+    await rig.wait_status(2, "Available", since=seen2)
+    assert not rig.contactor_closed()
+    assert len(rig.calls("StartTransaction")) == 1

@@ -175,11 +175,7 @@ class V16ChargePoint(ChargePoint):
         # The runtime records a stop only once the power path is open and the meter read again: wait for
         # the stops to be recorded, then for the outbox to reach the back office (bounded: a reset must
         # happen even offline; the queue survives the restart).
-        deadline = time.monotonic() + (RESET_SOFT_WAIT_S if kind is ev.ResetKind.SOFT else RESET_HARD_WAIT_S)
-        store = self.agent.store
-        while time.monotonic() < deadline and (
-                any(row.connector_id for row in store.unfinished_transactions()) or store.pending_count()):
-            await asyncio.sleep(0.1)
+        await self.agent.settle(RESET_SOFT_WAIT_S if kind is ev.ResetKind.SOFT else RESET_HARD_WAIT_S)
         LOGGER.warning("%s reset: restarting", kind.value)
         if self.agent.exit_requested is not None and not self.agent.exit_requested.done():
             self.agent.exit_requested.set_result(0)
@@ -200,6 +196,33 @@ class V16ChargePoint(ChargePoint):
                     LOGGER.warning("connector %d did not unlock: %s", connector_id, err)
                     result = ev.UnlockResult.UNLOCK_FAILED
         return call_result.UnlockConnector(status=result.value)
+
+    # ---- FirmwareManagement ------------------------------------------------------------------------
+
+    @on(Action.update_firmware)
+    def on_update_firmware(self, location: str, retrieve_date: str, retries: int | None = None,
+                           retry_interval: int | None = None, **_: Any) -> Any:
+        from agent.runtime import iso_to_epoch
+
+        self.agent.firmware.start_update(location, iso_to_epoch(retrieve_date) or self.agent.now(),
+                                         retries if retries is not None else 3,
+                                         float(retry_interval if retry_interval is not None else 30))
+        return call_result.UpdateFirmware()
+
+    @on(Action.get_diagnostics)
+    def on_get_diagnostics(self, location: str, retries: int | None = None, retry_interval: int | None = None,
+                           start_time: str | None = None, stop_time: str | None = None, **_: Any) -> Any:
+        from agent.runtime import iso_to_epoch
+
+        try:
+            name = self.agent.firmware.start_diagnostics(
+                location, retries if retries is not None else 3,
+                float(retry_interval if retry_interval is not None else 30),
+                iso_to_epoch(start_time), iso_to_epoch(stop_time), self.agent.log_lines())
+        except OSError as err:
+            LOGGER.error("diagnostics archive could not be written: %s", err)
+            return call_result.GetDiagnostics()
+        return call_result.GetDiagnostics(file_name=name)
 
     # ---- LocalAuthListManagement -------------------------------------------------------------------
 
@@ -367,6 +390,9 @@ class V16Connection:
         result = await self.cp.call(call.Authorize(id_tag=id_tag), suppress=False)
         return self.agent.authorize_answered(id_tag, snake_to_camel_case(result.id_tag_info))
 
+    async def notify(self, action: str, payload: dict[str, Any]) -> None:
+        await self._send_plain(action, payload)
+
     def send_meter_values(self, connector_id: int, payload: dict[str, Any]) -> None:
         self._spawn(self._send_plain("MeterValues", payload), "aligned-meter-values")
 
@@ -531,9 +557,9 @@ class V16Connection:
                     payload["transactionId"] = session.transaction_id
                 await self._send_plain("MeterValues", payload)
         elif message == "DiagnosticsStatusNotification":
-            await self._send_plain("DiagnosticsStatusNotification", {"status": "Idle"})
+            await self._send_plain("DiagnosticsStatusNotification", {"status": agent.firmware.diagnostics_status})
         elif message == "FirmwareStatusNotification":
-            await self._send_plain("FirmwareStatusNotification", {"status": "Idle"})
+            await self._send_plain("FirmwareStatusNotification", {"status": agent.firmware.firmware_status})
 
 
 def dumps(value: Any) -> str:

@@ -1,0 +1,102 @@
+"""Meter values: sampled, clock-aligned, Transaction.Begin/End, meterStop against the meter (OCTT-named)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from tests.integration.harness import Rig
+
+PHASES = {"Current.Import": {"L1", "L2", "L3"}, "Voltage": {"L1-N", "L2-N", "L3-N"}}
+UNITS = {"Energy.Active.Import.Register": "Wh", "Power.Active.Import": "W", "Current.Import": "A",
+         "Voltage": "V", "SoC": "Percent"}
+
+
+def _epoch(ts: str) -> float:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def _tx_id(start: dict[str, Any]) -> int:
+    return int(start["response"]["payload"]["transactionId"])
+
+
+def _values(rig: Rig, tx: int, context: str) -> list[dict[str, Any]]:
+    """Every meterValue element of a transaction whose sampled values carry this context."""
+    return [v for m in rig.calls("MeterValues") if m["payload"].get("transactionId") == tx
+            for v in m["payload"]["meterValue"] if v["sampledValue"][0].get("context") == context]
+
+
+async def test_tc_070_sampled_meter_values(rig_factory: Any) -> None:
+    rig: Rig = await rig_factory(ocpp={
+        "MeterValueSampleInterval": 1, "ClockAlignedDataInterval": 0,
+        "MeterValuesSampledData": "Energy.Active.Import.Register,Power.Active.Import,Current.Import,Voltage,SoC"})
+    start = await rig.start_session()
+    tx = _tx_id(start)
+    await rig.wait_status(1, "Charging")
+    await rig.office.wait_for(lambda: len(_values(rig, tx, "Sample.Periodic")) >= 3, timeout=10)
+    periodic = _values(rig, tx, "Sample.Periodic")
+    for value in periodic:
+        by_measurand: dict[str, list[dict[str, Any]]] = {}
+        for sv in value["sampledValue"]:
+            assert sv["context"] == "Sample.Periodic"
+            assert sv["unit"] == UNITS[sv["measurand"]], sv
+            assert sv["location"] == ("EV" if sv["measurand"] == "SoC" else "Outlet"), sv
+            float(sv["value"])
+            by_measurand.setdefault(sv["measurand"], []).append(sv)
+        assert set(by_measurand) == set(UNITS), sorted(by_measurand)
+        for measurand, phases in PHASES.items():
+            assert {sv["phase"] for sv in by_measurand[measurand]} == phases
+    stamps = [_epoch(v["timestamp"]) for v in periodic]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    energies = [float(sv["value"]) for v in periodic for sv in v["sampledValue"]
+                if sv["measurand"] == "Energy.Active.Import.Register"]
+    assert energies[-1] > energies[0], "energy did not rise while charging"
+    powers = [float(sv["value"]) for sv in periodic[-1]["sampledValue"] if sv["measurand"] == "Power.Active.Import"]
+    assert powers[0] > 1000.0
+
+
+async def test_tc_071_clock_aligned_meter_values(rig_factory: Any) -> None:
+    interval = 2
+    rig: Rig = await rig_factory(ocpp={"MeterValueSampleInterval": 0, "ClockAlignedDataInterval": interval})
+    # outside a transaction: sent without transactionId
+    await rig.office.wait_for(lambda: any("transactionId" not in m["payload"] for m in rig.calls("MeterValues")),
+                              timeout=10)
+    start = await rig.start_session()
+    tx = _tx_id(start)
+    await rig.office.wait_for(lambda: len(_values(rig, tx, "Sample.Clock")) >= 2, timeout=10)
+    for m in rig.calls("MeterValues"):
+        for value in m["payload"]["meterValue"]:
+            contexts = {sv["context"] for sv in value["sampledValue"]}
+            if contexts == {"Sample.Clock"}:
+                ts = _epoch(value["timestamp"])
+                assert ts % interval == 0, f"{value['timestamp']} is not aligned to {interval} s"
+            else:
+                assert contexts == {"Transaction.Begin"}, contexts  # no periodic samples with interval 0
+
+
+async def test_transaction_begin_end_and_meter_stop_equals_register(rig_factory: Any) -> None:
+    rig: Rig = await rig_factory(ocpp={"MeterValueSampleInterval": 0, "ClockAlignedDataInterval": 0,
+                                       "StopTxnSampledData": "Energy.Active.Import.Register,Power.Active.Import"})
+    start = await rig.start_session()
+    tx = _tx_id(start)
+    await rig.wait_status(1, "Charging")
+    begin = await rig.office.wait_for(lambda: _values(rig, tx, "Transaction.Begin"), timeout=10)
+    energy = [sv for sv in begin[0]["sampledValue"] if sv["measurand"] == "Energy.Active.Import.Register"]
+    assert round(float(energy[0]["value"])) == start["payload"]["meterStart"]
+    await asyncio.sleep(2.0)
+    rig.card()
+    stop = await rig.wait_call("StopTransaction")
+    await rig.wait_contactor(False)
+    await asyncio.sleep(0.5)
+    register = rig.meter_wh()
+    assert stop["payload"]["meterStop"] == round(register), (stop["payload"], register)
+    # enough energy per poll that a stale meterStop would differ from the register
+    assert stop["payload"]["meterStop"] - start["payload"]["meterStart"] > 10, stop["payload"]
+    data = stop["payload"]["transactionData"]
+    assert len(data) == 1
+    end = {sv["measurand"]: sv for sv in data[0]["sampledValue"]}
+    assert set(end) == {"Energy.Active.Import.Register", "Power.Active.Import"}
+    assert all(sv["context"] == "Transaction.End" for sv in end.values())
+    assert round(float(end["Energy.Active.Import.Register"]["value"])) == stop["payload"]["meterStop"]
+    assert data[0]["timestamp"] == stop["payload"]["timestamp"]
