@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from agent.core import events as ev
 from agent.keys import ChangeResult
 from agent.ocpp.v16.metering import iso, meter_value, parse_csl
+from agent.ocpp.v16.security import SecurityHandlers
 from agent.store import AuthEntry as StoreAuthEntry
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def _plain(result: Any) -> dict[str, Any]:
     return {k: v for k, v in snake_to_camel_case(data).items() if v is not None}
 
 
-class V16ChargePoint(ChargePoint):
+class V16ChargePoint(SecurityHandlers, ChargePoint):
     """The `ocpp` library's ChargePoint with this agent's handlers."""
 
     def __init__(self, cp_id: str, connection: Any, agent: Agent, conn: V16Connection,
