@@ -251,7 +251,6 @@ async def test_invalid_calls_get_the_right_callerror_and_the_daemon_survives(rig
 
 
 async def test_known_but_unsupported_action_is_not_supported(rig: Rig) -> None:
-    # OCPP-J 1.6: NotSupported = "recognized but not supported". The agent has no firmware update handler.
-    answer = await rig.cs_call("UpdateFirmware", {"location": "ftp://x/y", "retrieveDate": "2030-01-01T00:00:00Z"},
-                               timeout=10)
+    # OCPP-J 1.6: NotSupported = "recognized but not supported": a charge-point-initiated action sent to it.
+    answer = await rig.cs_call("Heartbeat", {}, timeout=10)
     assert answer["status"] == "error" and answer["code"] == "NotSupported", answer
