@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 import jsonschema
+import ocpp.messages
 import ocpp.v16
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
@@ -96,6 +97,9 @@ def _is_uri(value: object) -> bool:
     parts = urlsplit(value)
     return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*$", parts.scheme)) and " " not in value
 
+
+# The library's own validation in the event loop: its thread-pool hop costs more than the validation.
+ocpp.messages.ASYNC_VALIDATION = False
 
 FORMAT_CHECKER = jsonschema.FormatChecker(formats=())
 FORMAT_CHECKER.checks("date-time")(_is_date_time)
@@ -546,12 +550,27 @@ class BackOffice:
         cp_id = self._cp_id(request.path)
         if not cp_id:
             return connection.respond(404, "no charge point id in the path\n")
-        if self.passwords is not None and not self._authorized(cp_id, request.headers):
+        # Security profile 3: a verified TLS client certificate authenticates instead of Basic auth.
+        if self.passwords is not None and not self._client_certified(connection) \
+                and not self._authorized(cp_id, request.headers):
             LOGGER.warning("charge point %s failed Basic authentication", cp_id)
             response = connection.respond(401, "unauthorized\n")
             response.headers["WWW-Authenticate"] = 'Basic realm="ocpp"'
             return response
         return None
+
+    @staticmethod
+    def _client_certified(connection: ServerConnection) -> bool:
+        ssl_object = connection.transport.get_extra_info("ssl_object") if connection.transport else None
+        return bool(ssl_object is not None and ssl_object.getpeercert())
+
+    async def set_ssl_context(self, ssl_context: ssl.SSLContext | None) -> None:
+        """Serve the next connections with another TLS context (same port); open connections are closed."""
+        self._ssl = ssl_context
+        if self._server is not None:
+            await self._unlisten()
+            await self._listen()
+            self._notify()
 
     def _authorized(self, cp_id: str, headers: Headers) -> bool:
         assert self.passwords is not None
