@@ -115,9 +115,18 @@ def show(command: str, result: Any) -> str:
         return "\n".join(f"{e['key']} = {e.get('value', '')}{' (readonly)' if e['readonly'] else ''}"
                          for e in result["ocpp"])
     if command == "log":
-        return "\n".join(result)
+        return "\n".join(result["lines"])
     if command == "bundle":
         return f"{result['path']} ({result['bytes']} bytes)"
+    if command == "selftest":
+        rows = [["connector", "check", "result", "detail"]]
+        for cid, checks in result.items():
+            if cid == "estop":
+                rows.append(["-", "estop", "ok" if checks["ok"] else "FAIL", checks["detail"]])
+                continue
+            for name, check in checks.items():
+                rows.append([cid, name, "ok" if check["ok"] else "FAIL", check["detail"]])
+        return _table(rows)
     return json.dumps(result)
 
 
@@ -154,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     unlock = sub.add_parser("unlock", help="unlock a connector")
     unlock.add_argument("connector", type=int)
     sub.add_parser("bundle", help="write the diagnostics archive (the one GetDiagnostics uploads)")
+    selftest = sub.add_parser("selftest", help="test meters, contactor, lock, LEDs, e-stop (no session may run)")
+    selftest.add_argument("connector", type=int, nargs="?")
     return parser
 
 
@@ -169,22 +180,45 @@ def _command(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         "start": {"connector": getattr(args, "connector", None), "id_tag": getattr(args, "id_tag", None)},
         "stop": {"connector": getattr(args, "connector", None)},
         "unlock": {"connector": getattr(args, "connector", None)},
+        "selftest": {"connector": getattr(args, "connector", None)},
     }
     return args.command, mapping.get(args.command, {})
+
+
+def follow_log(path: str, cargs: dict[str, Any]) -> int:
+    """Print the tail, then new lines as they come (Ctrl-C to stop)."""
+    result = request(path, "log", cargs)
+    print("\n".join(result["lines"]), flush=True)
+    total = result["total"]
+    while True:
+        time.sleep(0.5)
+        result = request(path, "log", {"since": total})
+        if result["lines"]:
+            print("\n".join(result["lines"]), flush=True)
+        total = result["total"]
+
+
+def _selftest_ok(result: dict[str, Any]) -> bool:
+    checks = [c for cid, v in result.items() for c in ([v] if cid == "estop" else v.values())]
+    return all(c["ok"] for c in checks)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of evsectl."""
     args = build_parser().parse_args(argv)
     command, cargs = _command(args)
-    watch = getattr(args, "watch", False) or getattr(args, "follow", False)
+    watch = getattr(args, "watch", False)
     try:
+        if command == "log" and getattr(args, "follow", False):
+            return follow_log(args.socket, cargs)
         while True:
-            result = request(args.socket, command, cargs)
+            result = request(args.socket, command, cargs, timeout_s=60.0 if command == "selftest" else 10.0)
             text = json.dumps(result, indent=2, default=str) if args.json else show(command, result)
             if watch and command == "status":
                 sys.stdout.write("\033[H\033[2J")  # refresh in place
             print(text, flush=True)
+            if command == "selftest" and not _selftest_ok(result):
+                return EXIT_ERROR
             if not watch:
                 return EXIT_OK
             time.sleep(1.0)

@@ -28,7 +28,7 @@ LOGGER = logging.getLogger(__name__)
 SOCKET_MODE = 0o666
 MAX_REQUEST = 64 * 1024
 LOG_LINES = 1000
-WRITE_COMMANDS = frozenset({"config_set", "card", "start", "stop", "unlock", "bundle"})
+WRITE_COMMANDS = frozenset({"config_set", "card", "start", "stop", "unlock", "bundle", "selftest"})
 
 
 class RingHandler(logging.Handler):
@@ -37,12 +37,14 @@ class RingHandler(logging.Handler):
     def __init__(self, capacity: int = LOG_LINES) -> None:
         super().__init__()
         self.lines: collections.deque[str] = collections.deque(maxlen=capacity)
+        self.total = 0  # lines ever emitted: `log --follow` asks for what came after its last count
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self.addFilter(RedactingFilter())
 
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(Exception):
             self.lines.append(self.format(record))
+            self.total += 1
 
 
 class DiagServer:
@@ -138,7 +140,11 @@ class DiagServer:
         if command == "config_set":
             return {"status": agent.keys.change(str(args["key"]), str(args["value"]))}
         if command == "log":
-            return list(self.ring.lines)[-int(args.get("lines", 100)):]
+            lines = list(self.ring.lines)
+            if args.get("since") is not None:
+                new = max(0, self.ring.total - int(args["since"]))
+                return {"lines": lines[-new:] if new else [], "total": self.ring.total}
+            return {"lines": lines[-int(args.get("lines", 100)):], "total": self.ring.total}
         if command == "card":
             agent.feed(ev.IdPresented(args.get("connector"), str(args["id_tag"])))
             return {"presented": args["id_tag"]}
@@ -160,6 +166,11 @@ class DiagServer:
                                                time.monotonic())
             agent.execute(outs)
             return {"status": unlocked.value}
+        if command == "selftest":
+            from agent.diag.selftest import run_selftest
+
+            ids = [int(args["connector"])] if args.get("connector") else None
+            return await run_selftest(agent, ids)
         if command == "bundle":
             from agent.diag.bundle import write_bundle
 

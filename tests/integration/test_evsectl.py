@@ -52,3 +52,27 @@ async def test_evsectl_technician_flow(rig: Rig) -> None:
     assert "AuthorizationKey" not in evsectl(rig, "config", "get").stdout
     bad = evsectl(rig, "stop", "2")
     assert bad.returncode == 1 and "no transaction" in bad.stderr
+
+
+async def test_evsectl_selftest_log_and_bundle(rig: Rig) -> None:
+    await asyncio.sleep(0.5)
+    result = await asyncio.to_thread(evsectl, rig, "--json", "selftest")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["1"]["contactor"]["ok"] and report["1"]["lock"]["ok"] and report["1"]["meter"]["ok"]
+    assert report["1"]["controller"]["ok"] and report["2"]["contactor"]["ok"]
+    assert report["estop"]["ok"]
+    # a welded contactor fails the click test, and the exit code says so
+    rig.fault("contactor", "welded", connector=2)
+    failed = await asyncio.to_thread(evsectl, rig, "selftest", "2")
+    assert failed.returncode == 1 and "FAIL" in failed.stdout
+    rig.fault("contactor", "welded", on=False, connector=2)
+    # refused while an EV is plugged in: the contactor is never closed onto a vehicle outside a session
+    rig.plug(1)
+    await rig.wait_status(1, "Preparing")
+    refused = await asyncio.to_thread(evsectl, rig, "selftest", "1")
+    assert refused.returncode == 1 and "plugged" in refused.stderr
+    log = evsectl(rig, "log", "-n", "50")
+    assert "StatusNotification" in log.stdout  # OCPP frames are in the technician's log
+    bundle = json.loads(evsectl(rig, "--json", "bundle").stdout)
+    assert Path(bundle["path"]).exists() and bundle["bytes"] > 0
