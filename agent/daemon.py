@@ -22,7 +22,8 @@ from agent.link import Link, LinkSettings
 from agent.redact import RedactingFilter
 from agent.runtime import Agent
 from agent.sdnotify import notify, watchdog_interval_s
-from agent.store import Store
+from agent.security import SecurityManager, check_local_permissions
+from agent.store import open_or_recover
 from drivers.errors import DriverError
 from drivers.registry import resolve
 from drivers.transport import BusPool
@@ -131,9 +132,11 @@ async def serve(cfg: AgentConfig) -> int:
     state_dir = Path(cfg.state.directory)
     state_dir.mkdir(parents=True, exist_ok=True)
     try:
-        store = Store(state_dir / "agent.db", max_bytes=cfg.state.max_queue_bytes)
+        # A damaged file is moved aside and salvaged (the charger must keep charging); a full disk or an
+        # unwritable directory cannot be fixed from here: refuse with the reason, systemd retries.
+        store, recovery = open_or_recover(state_dir / "agent.db", max_bytes=cfg.state.max_queue_bytes)
     except AgentError as err:
-        LOGGER.error("%s", err)
+        LOGGER.critical("refusing to start: %s", err)
         return EXIT_STORE
     pool = BusPool()
     try:
@@ -144,6 +147,7 @@ async def serve(cfg: AgentConfig) -> int:
         return EXIT_HARDWARE
     keys = OcppKeys(cfg, store)
     agent = Agent(cfg, store, hw, keys)
+    agent.recovery_note = recovery
     loop = asyncio.get_running_loop()
     exit_future: asyncio.Future[int] = loop.create_future()
     agent.exit_requested = exit_future
@@ -160,6 +164,9 @@ async def serve(cfg: AgentConfig) -> int:
     async def session(ws: Any) -> None:
         await V16Connection(agent, ws).run()
 
+    # The security manager decides each attempt's URL scheme, Basic password and TLS context (profiles 1-3)
+    # and falls back to the previous profile when a raised one cannot connect.
+    security = SecurityManager.for_agent(agent)
     link = Link(
         LinkSettings(
             url=cfg.backoffice.url, charge_point_id=cfg.charge_point.id,
@@ -167,7 +174,10 @@ async def serve(cfg: AgentConfig) -> int:
             reconnect_min_s=cfg.backoffice.reconnect_min_s, reconnect_max_s=cfg.backoffice.reconnect_max_s,
         ),
         session,
+        hooks=security,
     )
+    security.attach_link(link)
+    security.startup()
     diag = None
     with contextlib.suppress(ImportError):
         from agent.diag.server import DiagServer
@@ -229,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
     except ConfigError as err:
         print(f"evse-agent: refusing to start, config is invalid:\n{err}", file=sys.stderr)
+        return EXIT_CONFIG
+    unsafe = check_local_permissions(args.config, cfg)
+    if unsafe:
+        print("evse-agent: refusing to start, unsafe file permissions:\n" + "\n".join(unsafe), file=sys.stderr)
         return EXIT_CONFIG
     if args.check_config:
         print(f"{args.config}: OK ({len(cfg.connectors)} connectors)")

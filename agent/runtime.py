@@ -108,6 +108,7 @@ class Agent:
         self._next_aligned: float | None = None
         self.keys.listeners.append(self._on_key_changed)
         self.sessions_started = 0
+        self.recovery_note: str | None = None  # set when a damaged state database was replaced at start
         self.log_lines: Callable[[], list[str]] = list  # recent log lines for diagnostics (set by the daemon)
         from agent.firmware import FirmwareManager
 
@@ -655,6 +656,8 @@ class Agent:
         snap["link"] = {"online": self.link_session is not None, "clock_trusted": self.clock_trusted}
         snap["queue"] = self.store.outbox_stats()
         snap["devices"] = self.hw.status()
+        if self.recovery_note:
+            snap["recovery"] = self.recovery_note
         return snap
 
 

@@ -427,6 +427,31 @@ class Store:
         self._outbox_bytes += self._tx_payload_bytes(conn, tx_local_id) - before
         return cursor.rowcount
 
+    def salvage(self, source: Path) -> dict[str, int]:
+        """Copy every readable row of a damaged database file into this (new) one; rows per table."""
+        counts: dict[str, int] = {}
+        for table in _SALVAGE_TABLES:
+            try:
+                columns, rows = _salvage_rows(source, table)
+            except sqlite3.DatabaseError as err:
+                LOGGER.warning("table %s of %s cannot be read: %s", table, source, err)
+                counts[table] = 0
+                continue
+            if table == "meta":
+                continue  # the schema version of the new file is its own
+            sql = f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            inserted = 0
+            with self._write() as conn:
+                for row in rows:
+                    try:
+                        conn.execute(sql, row)
+                        inserted += 1
+                    except sqlite3.DatabaseError as err:
+                        LOGGER.warning("a row of %s was not salvaged: %s", table, err)
+            counts[table] = inserted
+        self._refresh_bytes()
+        return counts
+
     def close(self) -> None:
         """Close the database; further calls raise StoreError. Idempotent."""
         with self._lock:
@@ -1174,3 +1199,49 @@ class Store:
             ).rowcount
         LOGGER.info("clock trusted: shifted %d records of boot %s by %.3f s", corrected, boot_id, offset_s)
         return corrected
+
+
+# Tables salvaged from a damaged database, in an order that keeps the foreign keys valid.
+_SALVAGE_TABLES = ("transactions", "outbox", "dead_letters", "local_list", "auth_cache", "config",
+                   "charging_profiles", "availability", "security_log", "meta")
+
+
+def open_or_recover(path: str | Path, **kwargs: Any) -> tuple[Store, str | None]:
+    """Open the state database; a damaged one is moved aside, salvaged row by row, and replaced.
+
+    Returns the store and, when a recovery happened, a sentence saying what was done (for the log and the
+    operator). DiskFull and other errors are not recoverable here and propagate.
+    """
+    path = Path(path)
+    try:
+        return Store(path, **kwargs), None
+    except DamagedDatabase as err:
+        damaged = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{path}{suffix}")
+            if source.exists():
+                source.replace(Path(f"{damaged}{suffix}"))
+        store = Store(path, **kwargs)
+        counts = store.salvage(damaged)
+        saved = ", ".join(f"{n} {table}" for table, n in counts.items() if n) or "nothing"
+        report = (f"state database was damaged ({err.detail}); moved to {damaged}, started a new one and "
+                  f"salvaged {saved}")
+        LOGGER.critical("%s", report)
+        return store, report
+
+
+def _salvage_rows(source: Path, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Every row of a table that can still be read, page errors skipped where SQLite allows."""
+    conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    try:
+        cursor = conn.execute(f"SELECT * FROM {table}")
+        columns = [d[0] for d in cursor.description]
+        rows: list[tuple[Any, ...]] = []
+        try:
+            for row in cursor:
+                rows.append(tuple(row))
+        except sqlite3.DatabaseError as err:
+            LOGGER.warning("salvage of %s stopped after %d rows: %s", table, len(rows), err)
+        return columns, rows
+    finally:
+        conn.close()
