@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from agent.clock import system_clock_synchronized
 from agent.config import AgentConfig
 from agent.core import events as ev
 from agent.core.auth import AuthEntry as CoreAuthEntry
@@ -34,6 +35,8 @@ from drivers.errors import DriverError
 
 LOGGER = logging.getLogger(__name__)
 
+CLOCK_TOLERANCE_S = 2.0  # smaller differences are jitter, not a wrong clock
+CLOCK_CHECK_S = 10.0  # how often an untrusted clock asks the kernel whether NTP has synchronized it
 TICK_S = 0.25  # timeouts, reservations and schedule boundaries are checked this often
 OPEN_RAMP_TIMEOUT_S = 2.0  # DC: wait this long for the current to fall before the contactor opens anyway
 OPEN_SAFE_CURRENT_A = 2.0
@@ -97,7 +100,11 @@ class Agent:
         self.hw = hardware
         self.keys = keys
         self.clock_offset_s = 0.0
-        self.clock_trusted = False
+        # wall minus monotonic at start: a later NTP step shows as a change of this difference
+        self._wall_minus_mono = time.time() - time.monotonic()
+        self.clock_trusted = system_clock_synchronized()
+        self.clock_source = "ntp" if self.clock_trusted else "none"
+        self._next_clock_check = 0.0
         self.link_session: LinkSession | None = None
         self.connectors = {c.id: ConnectorState() for c in config.connectors}
         self.core = ChargePointCore(self.core_settings(), tx_id_allocator=self._reserve_tx_id)
@@ -170,20 +177,37 @@ class Agent:
         return time.time() + self.clock_offset_s
 
     def set_clock(self, current_time: str) -> None:
-        """Trust the back office's currentTime; correct queued timestamps of this boot once."""
+        """The back office's currentTime: trusted unless NTP already is; corrects this boot's records once."""
         remote = iso_to_epoch(current_time)
-        if remote is None:
-            return
+        if remote is None or self.clock_source == "ntp":
+            return  # a synchronized system clock wins over the back office's
         offset = remote - time.time()
         if not self.clock_trusted:
-            if abs(offset) > 2.0:
-                changed = self.store.correct_untrusted_times(self.store.boot_id, offset)
-                LOGGER.warning("clock was off by %.1f s; corrected %d queued records", offset, changed)
-            else:
-                self.store.correct_untrusted_times(self.store.boot_id, 0.0)
-            self.clock_trusted = True
-        if abs(offset - self.clock_offset_s) > 2.0:
-            self.clock_offset_s = offset if abs(offset) > 2.0 else 0.0
+            self._trust_clock("back office", offset)
+        if abs(offset - self.clock_offset_s) > CLOCK_TOLERANCE_S:
+            self.clock_offset_s = offset if abs(offset) > CLOCK_TOLERANCE_S else 0.0
+
+    def _trust_clock(self, source: str, shift_s: float) -> None:
+        """From now on wall time is right; shift what this boot recorded while it was not."""
+        changed = self.store.correct_untrusted_times(self.store.boot_id,
+                                                     shift_s if abs(shift_s) > CLOCK_TOLERANCE_S else 0.0)
+        if abs(shift_s) > CLOCK_TOLERANCE_S:
+            LOGGER.warning("clock set by %s: it was off by %.1f s; corrected %d queued records", source, shift_s,
+                           changed)
+        self.clock_trusted = True
+        self.clock_source = "ntp" if source == "NTP" else "backoffice"
+
+    def check_system_clock(self) -> None:
+        """Once NTP has synchronized the clock, trust it and correct this boot's records by the step it made."""
+        if self.clock_source == "ntp" or time.monotonic() < self._next_clock_check:
+            return
+        self._next_clock_check = time.monotonic() + CLOCK_CHECK_S
+        if system_clock_synchronized():
+            step = (time.time() - time.monotonic()) - self._wall_minus_mono
+            if not self.clock_trusted:
+                self._trust_clock("NTP", step)
+            self.clock_source = "ntp"
+            self.clock_offset_s = 0.0
 
     # ------------------------------------------------------------------------------- core plumbing
 
@@ -469,6 +493,7 @@ class Agent:
         observations = await self.hw.poll()
         for connector_id, obs in observations.items():
             self._observe(connector_id, obs)
+        self.check_system_clock()
         self._sample_meters()
         self.feed(ev.Tick())
 
@@ -653,7 +678,8 @@ class Agent:
     def status(self) -> dict[str, Any]:
         """A status picture for evsectl and logs."""
         snap = self.core.snapshot()
-        snap["link"] = {"online": self.link_session is not None, "clock_trusted": self.clock_trusted}
+        snap["link"] = {"online": self.link_session is not None, "clock_trusted": self.clock_trusted,
+                        "clock_source": self.clock_source}
         snap["queue"] = self.store.outbox_stats()
         snap["devices"] = self.hw.status()
         if self.recovery_note:

@@ -1,0 +1,29 @@
+"""Is the system clock synchronized? A Pi has no real-time clock: until NTP (or the back office) sets it,
+wall time may be days off, so records keep monotonic time and the boot id beside it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+from pathlib import Path
+
+LOGGER = logging.getLogger(__name__)
+
+TIME_ERROR = 5  # adjtimex() clock state: not synchronized
+TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")  # written by systemd-timesyncd once synced
+
+
+def system_clock_synchronized() -> bool:
+    """True when the kernel says an NTP daemon has disciplined the clock (or timesyncd says so)."""
+    if TIMESYNCD_FLAG.exists():
+        return True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        buf = ctypes.create_string_buffer(512)  # struct timex with modes = 0: read only
+        state = libc.adjtimex(buf)
+    except (OSError, AttributeError) as err:
+        LOGGER.debug("adjtimex unavailable: %s", err)
+        return False
+    return bool(0 <= state != TIME_ERROR)
