@@ -86,7 +86,7 @@ async def start_offline_session(agent: Agent) -> None:
 
 
 async def test_back_office_time_corrects_queued_timestamps(setup) -> None:  # type: ignore[no-untyped-def]
-    agent, store, clock = setup
+    agent, store, _clock = setup
     assert not agent.clock_trusted
     await start_offline_session(agent)
     queued = store.peek()
