@@ -13,8 +13,9 @@ import shlex
 import tarfile
 import zipfile
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from agent.transfer import TransferError, download, redact, upload
@@ -33,6 +34,16 @@ StatusSender = Callable[[str, str], Awaitable[None]]  # (action, status)
 
 class FirmwareError(Exception):
     """The file cannot be installed."""
+
+
+@dataclass(frozen=True)
+class SignedFirmware:
+    """A SignedUpdateFirmware request: its id and the already verified signing certificate."""
+
+    request_id: int
+    signing_certificate: Any  # cryptography x509.Certificate
+    signature: str  # base64
+    install_at: float | None = None
 
 
 def verify_firmware(path: Path) -> None:
@@ -65,15 +76,26 @@ class FirmwareManager:
         self.diagnostics_status = "Idle"
         self._firmware_job: asyncio.Task[None] | None = None
         self._diagnostics_job: asyncio.Task[None] | None = None
+        self._signed: SignedFirmware | None = None
         cfg = agent.config
         self.download_dir = Path(cfg.firmware.download_dir or Path(cfg.state.directory) / "firmware")
         self.diagnostics_dir = Path(cfg.state.directory) / "diagnostics"
+
+    @property
+    def signed(self) -> SignedFirmware | None:
+        """The SignedUpdateFirmware request of the current or last job; None for a plain UpdateFirmware."""
+        return self._signed
 
     async def _firmware(self, status: str) -> None:
         if status != self.firmware_status:
             self.firmware_status = status
             LOGGER.info("firmware: %s", status)
-            await self.send("FirmwareStatusNotification", status)
+            signed = self._signed
+            if signed is None:
+                await self.send("FirmwareStatusNotification", status)
+            elif self.agent.link_session is not None:
+                await self.agent.link_session.notify(
+                    "SignedFirmwareStatusNotification", {"status": status, "requestId": signed.request_id})
 
     async def _diagnostics(self, status: str) -> None:
         if status != self.diagnostics_status:
@@ -83,15 +105,21 @@ class FirmwareManager:
 
     # ---- firmware -----------------------------------------------------------------------------
 
-    def start_update(self, location: str, retrieve_at: float, retries: int, retry_interval_s: float) -> None:
-        """Begin an update in the background (a newer request replaces a pending one)."""
-        if self._firmware_job is not None and not self._firmware_job.done():
+    def start_update(self, location: str, retrieve_at: float, retries: int, retry_interval_s: float,
+                     signed: SignedFirmware | None = None) -> bool:
+        """Begin an update in the background (a newer request replaces a pending one); True if one was replaced."""
+        replaced = self._firmware_job is not None and not self._firmware_job.done()
+        if self._firmware_job is not None and replaced:
             self._firmware_job.cancel()
+        self._signed = signed
+        if signed is not None:
+            self.firmware_status = "Idle"  # a new request: its first status is always sent
         self._firmware_job = asyncio.create_task(
             self.update(location, retrieve_at, retries, retry_interval_s), name="firmware-update")
+        return replaced
 
     async def update(self, location: str, retrieve_at: float, retries: int, retry_interval_s: float) -> None:
-        """Download (with retries), verify, wait for no session, install, restart."""
+        """Download (with retries), verify (the signature too when signed), wait for no session, install."""
         delay = retrieve_at - self.agent.now()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -114,6 +142,23 @@ class FirmwareManager:
             self.firmware_status = "Idle"  # Idle is only reported when triggered
             return
         await self._firmware("Downloaded")
+        signed = self._signed
+        if signed is not None:
+            from agent.security import SecurityError, SecurityManager
+
+            try:
+                SecurityManager.for_agent(self.agent).check_firmware(path, signed.signing_certificate,
+                                                                      signed.signature)
+            except SecurityError as err:
+                LOGGER.error("firmware refused: %s", err)
+                await self._firmware("InvalidSignature")
+                self.firmware_status = "Idle"
+                path.unlink(missing_ok=True)
+                return
+            await self._firmware("SignatureVerified")
+            if signed.install_at is not None and signed.install_at > self.agent.now():
+                await self._firmware("InstallScheduled")
+                await asyncio.sleep(signed.install_at - self.agent.now())
         installer = self.agent.config.firmware.installer
         try:
             verify_firmware(path)
@@ -141,6 +186,9 @@ class FirmwareManager:
             self.firmware_status = "Idle"  # Idle is only reported when triggered
             return
         await self._firmware("Installed")
+        from agent.security import SecurityEventType, SecurityManager
+
+        SecurityManager.for_agent(self.agent).event(SecurityEventType.FIRMWARE_UPDATED, f"installed {name}")
         await self._wait_until_idle()  # a session may have started while the installer ran
         await self.agent.settle(SETTLE_S)  # let the last session's messages reach the back office
         LOGGER.warning("firmware installed; restarting into the new version")

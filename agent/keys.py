@@ -42,10 +42,18 @@ class OcppKeys:
             if spec is None or spec.readonly:
                 continue
             try:
-                self._values[name] = validate_key_value(name, raw)
+                typed = validate_key_value(name, raw)
             except (ValueError, KeyError, PermissionError) as err:
                 LOGGER.warning("ignoring persisted value of %s: %s", name, err)
+                continue
+            if name == "SecurityProfile" and isinstance(typed, int):
+                # Raised over OCPP it stays raised; raised in the file (by root) it is raised too.
+                typed = max(typed, config.backoffice.security_profile)
+            self._values[name] = typed
         self.listeners: list[Callable[[str], None]] = []
+        # Set by the security module: may refuse a change (returns a status), and stores secrets.
+        self.change_guard: Callable[[str, int | bool | str], str | None] | None = None
+        self.secret_setter: Callable[[str, str], str] | None = None
 
     def get(self, key: str) -> int | bool | str | None:
         """The typed value, None when unset."""
@@ -78,12 +86,21 @@ class OcppKeys:
         spec = OCPP16_KEYS[key]
         if key == "SecurityProfile" and isinstance(typed, int) and typed < self.get_int("SecurityProfile"):
             return ChangeResult.REJECTED  # the whitepaper forbids lowering the profile over OCPP
+        if self.change_guard is not None:
+            refused = self.change_guard(key, typed)
+            if refused is not None:
+                return refused
         if spec.secret:
-            return ChangeResult.REJECTED  # secrets are handled by the security module, never stored here
+            # Secrets never enter the config table: the security module keeps them in a 0600 file.
+            if self.secret_setter is None or not isinstance(typed, str):
+                return ChangeResult.REJECTED
+            return self.secret_setter(key, typed)
         self._store.config_set(KEY_PREFIX + key, format_key_value(typed))
         self._values[key] = typed
         for listener in self.listeners:
             listener(key)
+        if key == "SecurityProfile":
+            return ChangeResult.ACCEPTED  # the whitepaper: Accepted, then reconnect with the new profile
         return ChangeResult.REBOOT_REQUIRED if spec.reboot_required else ChangeResult.ACCEPTED
 
     def set_local(self, key: str, value: int | bool | str) -> None:

@@ -10,7 +10,7 @@ import random
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
@@ -53,11 +53,29 @@ def backoff_delays(min_s: float, max_s: float, rng: random.Random | None = None)
 Session = Callable[[ClientConnection], Awaitable[None]]
 
 
+class LinkHooks(Protocol):
+    """What the security module decides per attempt (agent/security.py SecurityManager)."""
+
+    def prepare(self, base: LinkSettings) -> LinkSettings:
+        """The settings of the next attempt (profile, password, TLS context); may raise to skip it."""
+        ...
+
+    def connected(self) -> None:
+        """The websocket handshake succeeded."""
+        ...
+
+    def failed(self, err: BaseException) -> None:
+        """A connection attempt failed before the handshake completed."""
+        ...
+
+
 class Link:
     """Keeps one websocket to the back office open and runs `session(ws)` on each connection."""
 
-    def __init__(self, settings: LinkSettings, session: Session) -> None:
+    def __init__(self, settings: LinkSettings, session: Session, hooks: LinkHooks | None = None) -> None:
+        self.base_settings = settings
         self.settings = settings
+        self.hooks = hooks
         self._session = session
         self.connected = asyncio.Event()
         self.connects = 0
@@ -76,7 +94,10 @@ class Link:
         subprotocol = SUBPROTOCOLS[self.settings.ocpp_version]
         delays = backoff_delays(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
         while not self._stop.is_set():
+            handshake_done = False
             try:
+                if self.hooks is not None:
+                    self.settings = self.hooks.prepare(self.base_settings)
                 async with connect(
                     self.settings.endpoint,
                     subprotocols=[subprotocol],  # type: ignore[list-item]
@@ -88,6 +109,9 @@ class Link:
                     proxy=None,  # an environment proxy must never capture the back office link
                     max_size=2**22,
                 ) as ws:
+                    handshake_done = True
+                    if self.hooks is not None:
+                        self.hooks.connected()
                     if ws.subprotocol != subprotocol:
                         self.last_error = f"back office did not accept subprotocol {subprotocol}"
                         LOGGER.error("%s", self.last_error)
@@ -110,18 +134,32 @@ class Link:
             except InvalidStatus as err:
                 self.last_error = f"handshake refused: HTTP {err.response.status_code}"
                 LOGGER.warning("back office refused the connection: HTTP %s", err.response.status_code)
+                self._failed(err, handshake_done)
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError, EOFError) as err:
                 self.last_error = f"{type(err).__name__}: {err}"
                 LOGGER.warning("cannot reach the back office: %s", self.last_error)
+                self._failed(err, handshake_done)
             except Exception as err:  # the link must outlive any session bug; log it loudly
                 self.last_error = f"{type(err).__name__}: {err}"
-                LOGGER.exception("link session failed")
+                if handshake_done:
+                    LOGGER.exception("link session failed")
+                else:  # e.g. the security settings cannot be built: a failed attempt, backoff applies
+                    LOGGER.error("cannot connect: %s", self.last_error)
+                    self._failed(err, handshake_done)
             if self._stop.is_set():
                 break
             delay = next(delays)
             LOGGER.info("reconnecting in %.1f s", delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
+
+    def _failed(self, err: BaseException, handshake_done: bool) -> None:
+        if self.hooks is None or handshake_done:
+            return
+        try:
+            self.hooks.failed(err)
+        except Exception:  # recording an event must never stop the reconnect loop
+            LOGGER.exception("security hook failed")
 
     async def drop(self) -> None:
         """Close the current connection (a reconnect follows)."""

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.clock import system_clock_synchronized
 from agent.config import AgentConfig
@@ -28,10 +28,14 @@ from agent.core.limits import parse_profile
 from agent.hardware import ConnectorObservation, Hardware
 from agent.keys import OcppKeys
 from agent.ocpp.v16.metering import Sample, meter_value, next_aligned, parse_csl
+from agent.security import SecurityEventType
 from agent.store import AuthEntry as StoreAuthEntry
 from agent.store import Store
 from drivers.base import MeterReading
 from drivers.errors import DriverError
+
+if TYPE_CHECKING:
+    from agent.security import SecurityManager
 
 LOGGER = logging.getLogger(__name__)
 
@@ -116,6 +120,7 @@ class Agent:
         self.keys.listeners.append(self._on_key_changed)
         self.sessions_started = 0
         self.recovery_note: str | None = None  # set when a damaged state database was replaced at start
+        self.security: SecurityManager | None = None  # attached by SecurityManager.for_agent
         self.log_lines: Callable[[], list[str]] = list  # recent log lines for diagnostics (set by the daemon)
         from agent.firmware import FirmwareManager
 
@@ -185,7 +190,9 @@ class Agent:
         if not self.clock_trusted:
             self._trust_clock("back office", offset)
         if abs(offset - self.clock_offset_s) > CLOCK_TOLERANCE_S:
+            moved = offset - self.clock_offset_s
             self.clock_offset_s = offset if abs(offset) > CLOCK_TOLERANCE_S else 0.0
+            self.security_manager().clock_set(moved)
 
     def _trust_clock(self, source: str, shift_s: float) -> None:
         """From now on wall time is right; shift what this boot recorded while it was not."""
@@ -206,6 +213,8 @@ class Agent:
             step = (time.time() - time.monotonic()) - self._wall_minus_mono
             if not self.clock_trusted:
                 self._trust_clock("NTP", step)
+                if abs(step) > CLOCK_TOLERANCE_S:
+                    self.security_manager().clock_set(step)
             self.clock_source = "ntp"
             self.clock_offset_s = 0.0
 
@@ -350,6 +359,13 @@ class Agent:
         payload = {"connectorId": connector_id, "transactionId": TX_ID_PLACEHOLDER, "meterValue": values}
         self.store.enqueue("MeterValues", payload, tx_local_id=tx_local_id, wall_time=self.now(),
                            monotonic=time.monotonic(), clock_trusted=self.clock_trusted)
+        thinned = self.store.take_thinned()
+        if thinned:
+            stats = self.store.outbox_stats()
+            self.security_manager().event(
+                SecurityEventType.MEMORY_EXHAUSTION,
+                f"queue at its disk cap ({stats['bytes']} of {stats['max_bytes']} bytes): {thinned} "
+                "intermediate meter samples thinned")
         self._outbox_changed()
 
     def _outbox_changed(self) -> None:
@@ -415,6 +431,12 @@ class Agent:
         self._remember_auth(id_tag, info)
         return ev.AuthResult(id_tag, ev.AuthStatus(info.get("status", "Invalid")), info.get("parentIdTag"),
                              iso_to_epoch(info.get("expiryDate")))
+
+    def security_manager(self) -> SecurityManager:
+        """The security event recorder (created on first use)."""
+        from agent.security import SecurityManager
+
+        return SecurityManager.for_agent(self)
 
     def transactions_open(self) -> bool:
         """True while a transaction runs or its stop is not yet recorded (its meter read still pending)."""

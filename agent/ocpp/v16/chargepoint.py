@@ -28,6 +28,7 @@ from agent.core import events as ev
 from agent.keys import ChangeResult
 from agent.ocpp.v16.metering import iso, meter_value, parse_csl
 from agent.ocpp.v16.security import SecurityHandlers
+from agent.security import SecurityEventType
 from agent.store import AuthEntry as StoreAuthEntry
 from agent.store import OutboxMessage
 
@@ -193,6 +194,7 @@ class V16ChargePoint(SecurityHandlers, ChargePoint):
 
     @after(Action.reset)
     async def after_reset(self, type: str, **_: Any) -> None:
+        self.agent.security_manager().reset_requested(type)
         await self.agent_reset(ev.ResetKind(type))
 
     async def agent_reset(self, kind: ev.ResetKind) -> None:
@@ -564,6 +566,10 @@ class V16Connection:
                 now=time.monotonic())
             LOGGER.warning("%s %d answered %s%s", msg.action, msg.id, err.code,
                            " (moved to dead letters)" if dead else "")
+            if dead:
+                self.agent.security_manager().event(
+                    SecurityEventType.INVALID_MESSAGES,
+                    f"{msg.action} {msg.id} refused {err.code} every time: kept as a dead letter")
             return
         store.ack(msg.id, answer)
         if msg.action == "StartTransaction" and msg.tx_local_id is not None:

@@ -1,0 +1,830 @@
+"""OCPP 1.6 Security Whitepaper: profiles 1-3, the AuthorizationKey, certificates, security events and log.
+
+The charge point's TLS key pair is generated here (EC P-256) and never leaves the state directory. CA
+certificates installed over OCPP live next to it. A raised SecurityProfile or a new AuthorizationKey takes
+effect on the next connection; if that connection cannot be made, the previous profile and key come back
+(Security Whitepaper, "Upgrade security profile").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import enum
+import hashlib
+import itertools
+import logging
+import os
+import ssl
+import stat
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.x509.oid import NameOID
+from websockets.exceptions import InvalidMessage, InvalidStatus
+
+from agent.config import AgentConfig
+from agent.keys import ChangeResult, OcppKeys
+from agent.link import LinkSettings
+from agent.store import Store
+
+if TYPE_CHECKING:
+    from agent.link import Link
+    from agent.runtime import Agent
+
+LOGGER = logging.getLogger(__name__)
+
+FALLBACK_AFTER_FAILURES = 3  # connection attempts with a new profile/key before the old one comes back
+RECONNECT_DELAY_S = 0.5  # lets the ChangeConfiguration answer reach the back office before the close
+EVENT_REPEAT_S = 300.0  # the same connection failure is logged again at most this often (backoff storms)
+TECH_INFO_MAX = 255  # SecurityEventNotification.techInfo maxLength
+KEY_FILE = "authorization_key"  # AuthorizationKey set over OCPP, in the state directory, mode 0600
+CERT_DIR = "certs"
+
+
+class SecurityEventType(enum.StrEnum):
+    """Security Whitepaper edition 3, appendix 1."""
+
+    FIRMWARE_UPDATED = "FirmwareUpdated"
+    FAILED_TO_AUTHENTICATE_AT_CENTRAL_SYSTEM = "FailedToAuthenticateAtCentralSystem"
+    CENTRAL_SYSTEM_FAILED_TO_AUTHENTICATE = "CentralSystemFailedToAuthenticate"
+    SETTING_SYSTEM_TIME = "SettingSystemTime"
+    STARTUP_OF_THE_DEVICE = "StartupOfTheDevice"
+    RESET_OR_REBOOT = "ResetOrReboot"
+    SECURITY_LOG_WAS_CLEARED = "SecurityLogWasCleared"
+    RECONFIGURATION_OF_SECURITY_PARAMETERS = "ReconfigurationOfSecurityParameters"
+    MEMORY_EXHAUSTION = "MemoryExhaustion"
+    INVALID_MESSAGES = "InvalidMessages"
+    ATTEMPTED_REPLAY_ATTACKS = "AttemptedReplayAttacks"
+    TAMPER_DETECTION_ACTIVATED = "TamperDetectionActivated"
+    INVALID_FIRMWARE_SIGNATURE = "InvalidFirmwareSignature"
+    INVALID_FIRMWARE_SIGNING_CERTIFICATE = "InvalidFirmwareSigningCertificate"
+    INVALID_CENTRAL_SYSTEM_CERTIFICATE = "InvalidCentralSystemCertificate"
+    INVALID_CHARGE_POINT_CERTIFICATE = "InvalidChargePointCertificate"
+    INVALID_TLS_VERSION = "InvalidTLSVersion"
+    INVALID_TLS_CIPHER_SUITE = "InvalidTLSCipherSuite"
+
+
+CRITICAL_EVENTS = frozenset({
+    SecurityEventType.FIRMWARE_UPDATED, SecurityEventType.SETTING_SYSTEM_TIME,
+    SecurityEventType.STARTUP_OF_THE_DEVICE, SecurityEventType.RESET_OR_REBOOT,
+    SecurityEventType.SECURITY_LOG_WAS_CLEARED, SecurityEventType.MEMORY_EXHAUSTION,
+    SecurityEventType.TAMPER_DETECTION_ACTIVATED,
+})
+
+
+class CertificateUse(enum.StrEnum):
+    """CA certificates the back office may install (1.6 CertificateUseEnumType)."""
+
+    CENTRAL_SYSTEM_ROOT = "CentralSystemRootCertificate"
+    MANUFACTURER_ROOT = "ManufacturerRootCertificate"
+
+
+class SecurityError(Exception):
+    """A certificate, signature or credential is not acceptable; the message says why."""
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as an OCPP date-time."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+# ---- files ------------------------------------------------------------------------------------------------
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write a file atomically with mode 0600 (never readable by anyone else, not even for a moment)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name)  # mkstemp creates it 0600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def check_local_permissions(config_path: str | Path, cfg: AgentConfig) -> list[str]:
+    """Problems with who may change the config or read the secrets; empty when the start is safe."""
+    problems: list[str] = []
+
+    def mode_of(path: Path) -> int | None:
+        try:
+            return stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            return None
+
+    config = Path(config_path)
+    mode = mode_of(config)
+    if mode is not None and mode & stat.S_IWOTH:
+        problems.append(f"{config} is writable by every user (mode {mode:04o}): run chmod o-w {config}")
+    secrets = [cfg.backoffice.authorization_key_file, cfg.backoffice.client_key_file,
+               str(Path(cfg.state.directory) / KEY_FILE), str(Path(cfg.state.directory) / CERT_DIR / "cp" / "key.pem")]
+    for name in secrets:
+        if not name:
+            continue
+        path = Path(name)
+        mode = mode_of(path)
+        if mode is not None and mode & 0o077:
+            problems.append(f"{path} holds a secret but is readable or writable by group or others "
+                            f"(mode {mode:04o}): run chmod 600 {path}")
+    return problems
+
+
+def read_key_file(path: Path) -> str:
+    """An AuthorizationKey file: the key on its first line."""
+    try:
+        return path.read_text(encoding="utf-8").strip().splitlines()[0].strip()
+    except (OSError, IndexError, UnicodeDecodeError) as err:
+        raise SecurityError(f"cannot read the AuthorizationKey from {path}: {err}") from err
+
+
+# ---- certificates -----------------------------------------------------------------------------------------
+
+
+def load_pem_chain(text: str | bytes) -> list[x509.Certificate]:
+    """Every certificate in a PEM text, in order; SecurityError when there is none or one is damaged."""
+    data = text.encode() if isinstance(text, str) else text
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as err:
+        raise SecurityError(f"not a PEM certificate: {err}") from err
+    if not certs:
+        raise SecurityError("no certificate in the PEM text")
+    return certs
+
+
+def _der_length(data: bytes, pos: int) -> tuple[int, int]:
+    first = data[pos]
+    if first < 0x80:
+        return first, pos + 1
+    count = first & 0x7F
+    return int.from_bytes(data[pos + 1:pos + 1 + count], "big"), pos + 1 + count
+
+
+def public_key_bits(key: Any) -> bytes:
+    """The subjectPublicKey BIT STRING contents of a public key (what issuerKeyHash is computed over)."""
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    # SubjectPublicKeyInfo ::= SEQUENCE { algorithm AlgorithmIdentifier, subjectPublicKey BIT STRING }
+    _, pos = _der_length(der, 1)
+    alg_len, alg_start = _der_length(der, pos + 1)
+    pos = alg_start + alg_len
+    bits_len, bits_start = _der_length(der, pos + 1)
+    return der[bits_start + 1:bits_start + bits_len]  # the first byte counts unused bits
+
+
+@dataclass(frozen=True)
+class CertificateHash:
+    """1.6 CertificateHashDataType (SHA256)."""
+
+    issuer_name_hash: str
+    issuer_key_hash: str
+    serial_number: str
+    hash_algorithm: str = "SHA256"
+
+    def to_ocpp(self) -> dict[str, str]:
+        """The camelCase dict."""
+        return {"hashAlgorithm": self.hash_algorithm, "issuerNameHash": self.issuer_name_hash,
+                "issuerKeyHash": self.issuer_key_hash, "serialNumber": self.serial_number}
+
+    def matches(self, other: dict[str, Any]) -> bool:
+        """Whether an OCPP certificateHashData (camelCase) names this certificate."""
+        try:
+            serial = int(str(other.get("serialNumber", "")), 16)
+        except ValueError:
+            return False
+        return (str(other.get("hashAlgorithm")) == self.hash_algorithm
+                and str(other.get("issuerNameHash", "")).lower() == self.issuer_name_hash
+                and str(other.get("issuerKeyHash", "")).lower() == self.issuer_key_hash
+                and serial == int(self.serial_number, 16))
+
+
+def certificate_hash(cert: x509.Certificate, issuer: x509.Certificate | None = None) -> CertificateHash:
+    """The hash data of cert; a root (or a cert whose issuer is unknown) uses its own key."""
+    key = (issuer or cert).public_key()
+    return CertificateHash(
+        issuer_name_hash=hashlib.sha256(cert.issuer.public_bytes()).hexdigest(),
+        issuer_key_hash=hashlib.sha256(public_key_bits(key)).hexdigest(),
+        serial_number=format(cert.serial_number, "x"),
+    )
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+        return True
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+
+
+def verify_chain(chain: list[x509.Certificate], roots: list[x509.Certificate], now: float | None = None) -> None:
+    """Check a chain (leaf first): dates, each link's signature, and the top issued by one of the roots."""
+    if not chain:
+        raise SecurityError("empty certificate chain")
+    moment = datetime.fromtimestamp(now if now is not None else time.time(), UTC)
+    for cert in chain:
+        if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
+            raise SecurityError(f"certificate {cert.subject.rfc4514_string()} is not valid now "
+                                f"({cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d})")
+    for child, parent in itertools.pairwise(chain):
+        if not _issued_by(child, parent):
+            raise SecurityError(f"{child.subject.rfc4514_string()} is not signed by "
+                                f"{parent.subject.rfc4514_string()}")
+    top = chain[-1]
+    for root in roots:
+        if top == root or _issued_by(top, root):
+            moment_ok = root.not_valid_before_utc <= moment <= root.not_valid_after_utc
+            if moment_ok:
+                return
+    raise SecurityError(f"{top.issuer.rfc4514_string()} is not an installed root certificate")
+
+
+def verify_firmware_signature(path: Path, signing_certificate: x509.Certificate, signature_b64: str) -> None:
+    """Check the base64 signature over SHA-256 of the file with the signing certificate's key (RSA or ECDSA)."""
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+    except ValueError as err:
+        raise SecurityError(f"the signature is not base64: {err}") from err
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 16):
+            digest.update(chunk)
+    key = signing_certificate.public_key()
+    prehashed = utils.Prehashed(hashes.SHA256())
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, digest.digest(), padding.PKCS1v15(), prehashed)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, digest.digest(), ec.ECDSA(prehashed))
+        else:
+            raise SecurityError(f"unsupported signing key type {type(key).__name__}")
+    except InvalidSignature as err:
+        raise SecurityError(f"the signature over {path.name} does not match its signing certificate") from err
+
+
+class CertificateStore:
+    """CA certificates installed over OCPP and the charge point's own key and certificate chain."""
+
+    def __init__(self, directory: Path, max_count: int = 20) -> None:
+        self.directory = directory
+        self.max_count = max_count
+        self.cp_dir = directory / "cp"
+
+    def _use_dir(self, use: CertificateUse) -> Path:
+        return self.directory / use.value
+
+    def installed(self, use: CertificateUse) -> list[x509.Certificate]:
+        """The installed CA certificates of one use."""
+        out: list[x509.Certificate] = []
+        folder = self._use_dir(use)
+        for path in sorted(folder.glob("*.pem")) if folder.is_dir() else []:
+            try:
+                out.extend(load_pem_chain(path.read_bytes()))
+            except (OSError, SecurityError) as err:
+                LOGGER.warning("ignoring installed certificate %s: %s", path, err)
+        return out
+
+    def count(self) -> int:
+        """How many CA certificates are installed."""
+        return sum(len(self.installed(use)) for use in CertificateUse)
+
+    def _hash(self, cert: x509.Certificate) -> CertificateHash:
+        issuer = None
+        if cert.issuer != cert.subject:
+            issuer = next((c for use in CertificateUse for c in self.installed(use)
+                           if c.subject == cert.issuer and _issued_by(cert, c)), None)
+        return certificate_hash(cert, issuer)
+
+    def install(self, use: CertificateUse, pem: str) -> str:
+        """InstallCertificate: Accepted, Rejected (store full, not a CA) or Failed (unreadable)."""
+        try:
+            certs = load_pem_chain(pem)
+        except SecurityError as err:
+            LOGGER.warning("InstallCertificate %s failed: %s", use.value, err)
+            return "Failed"
+        cert = certs[0]
+        try:
+            is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = cert.issuer == cert.subject
+        if not is_ca:
+            LOGGER.warning("InstallCertificate %s refused: %s is not a CA certificate", use.value,
+                           cert.subject.rfc4514_string())
+            return "Rejected"
+        moment = datetime.now(UTC)
+        if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
+            LOGGER.warning("InstallCertificate %s refused: %s is expired or not yet valid", use.value,
+                           cert.subject.rfc4514_string())
+            return "Rejected"
+        name = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()[:32] + ".pem"
+        target = self._use_dir(use) / name
+        if not target.exists() and self.count() >= self.max_count:
+            return "Rejected"  # CertificateStoreMaxLength
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        tmp.replace(target)
+        LOGGER.info("installed %s %s", use.value, cert.subject.rfc4514_string())
+        return "Accepted"
+
+    def hashes(self, uses: list[CertificateUse]) -> list[CertificateHash]:
+        """GetInstalledCertificateIds."""
+        return [self._hash(cert) for use in uses for cert in self.installed(use)]
+
+    def delete(self, hash_data: dict[str, Any]) -> str:
+        """DeleteCertificate: Accepted, NotFound, or Failed (the file could not be removed)."""
+        for use in CertificateUse:
+            folder = self._use_dir(use)
+            for path in sorted(folder.glob("*.pem")) if folder.is_dir() else []:
+                try:
+                    cert = load_pem_chain(path.read_bytes())[0]
+                except (OSError, SecurityError):
+                    continue
+                if self._hash(cert).matches(hash_data):
+                    try:
+                        path.unlink()
+                    except OSError as err:
+                        LOGGER.error("cannot delete %s: %s", path, err)
+                        return "Failed"
+                    LOGGER.info("deleted %s %s", use.value, cert.subject.rfc4514_string())
+                    return "Accepted"
+        return "NotFound"
+
+    def roots_pem(self, use: CertificateUse) -> str:
+        """The installed certificates of one use as one PEM text."""
+        return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in self.installed(use))
+
+    # ---- the charge point certificate ------------------------------------------------------------
+
+    def generate_csr(self, common_name: str, organization: str | None) -> str:
+        """A new EC P-256 key pair (kept here, mode 0600) and its CSR in PEM."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        write_secret(self.cp_dir / "pending-key.pem", key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        names = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+        if organization:
+            names.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+        csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(names)).sign(key, hashes.SHA256())
+        return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+    def _pending_key(self) -> Any:
+        path = self.cp_dir / "pending-key.pem"
+        try:
+            return serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (OSError, ValueError) as err:
+            raise SecurityError("no key pair is waiting for a certificate (send SignCertificate first)") from err
+
+    def accept_signed_chain(self, pem: str, roots: list[x509.Certificate]) -> None:
+        """CertificateSigned: the leaf must carry our pending key and the chain lead to a trusted root."""
+        chain = load_pem_chain(pem)
+        key = self._pending_key()
+        ours = public_key_bits(key.public_key())
+        if public_key_bits(chain[0].public_key()) != ours:
+            raise SecurityError("the certificate does not carry this charge point's public key")
+        verify_chain(chain, roots)
+        self.cp_dir.mkdir(parents=True, exist_ok=True)
+        (self.cp_dir / "chain.tmp").write_text(pem if pem.endswith("\n") else pem + "\n")
+        os.replace(self.cp_dir / "pending-key.pem", self.cp_dir / "key.pem")
+        os.replace(self.cp_dir / "chain.tmp", self.cp_dir / "chain.pem")
+        LOGGER.info("charge point certificate %s installed (valid until %s)",
+                    chain[0].subject.rfc4514_string(), chain[0].not_valid_after_utc.isoformat())
+
+    def client_certificate(self) -> tuple[Path, Path] | None:
+        """(chain, key) installed with CertificateSigned while the leaf is valid, else None."""
+        chain, key = self.cp_dir / "chain.pem", self.cp_dir / "key.pem"
+        if not (chain.exists() and key.exists()):
+            return None
+        try:
+            leaf = load_pem_chain(chain.read_bytes())[0]
+        except (OSError, SecurityError):
+            return None
+        moment = datetime.now(UTC)
+        return (chain, key) if leaf.not_valid_before_utc <= moment <= leaf.not_valid_after_utc else None
+
+
+# ---- TLS and connection failures ----------------------------------------------------------------------------
+
+
+def client_ssl_context(*, ca_file: str | None, ca_data: str, client_cert: tuple[str, str] | None) -> ssl.SSLContext:
+    """TLS 1.2 or newer, the server verified (host name included) against ca_file and installed roots."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED by default
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file or ca_data:
+        if ca_file:
+            ctx.load_verify_locations(cafile=ca_file)
+        if ca_data:
+            ctx.load_verify_locations(cadata=ca_data)
+    else:
+        ctx.load_default_certs()
+    if client_cert is not None:
+        ctx.load_cert_chain(certfile=client_cert[0], keyfile=client_cert[1])
+    return ctx
+
+
+_TLS_VERSION_MARKS = ("PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "WRONG_SSL_VERSION", "WRONG_VERSION_NUMBER",
+                      "NO_PROTOCOLS_AVAILABLE", "VERSION_TOO_LOW", "VERSION_TOO_HIGH")
+_CIPHER_MARKS = ("NO_SHARED_CIPHER", "NO_CIPHERS", "HANDSHAKE_FAILURE", "INSUFFICIENT_SECURITY")
+_CLIENT_CERT_MARKS = ("UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "CERTIFICATE_UNKNOWN",
+                      "CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED", "ACCESS_DENIED", "UNSUPPORTED_CERTIFICATE")
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def classify_failure(err: BaseException) -> tuple[SecurityEventType, str] | None:
+    """The security event a failed connection attempt stands for, with its tech info; None for plain outages."""
+    for cause in _causes(err):
+        if isinstance(cause, InvalidStatus) and cause.response.status_code in (401, 403):
+            return (SecurityEventType.FAILED_TO_AUTHENTICATE_AT_CENTRAL_SYSTEM,
+                    f"HTTP {cause.response.status_code} at the websocket handshake")
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return SecurityEventType.INVALID_CENTRAL_SYSTEM_CERTIFICATE, str(cause.verify_message or cause)
+        if isinstance(cause, ssl.SSLError):
+            text = f"{cause.reason or ''} {cause}".upper()
+            if any(mark in text for mark in _TLS_VERSION_MARKS):
+                return SecurityEventType.INVALID_TLS_VERSION, str(cause.reason or cause)
+            if any(mark in text for mark in _CLIENT_CERT_MARKS):
+                return (SecurityEventType.FAILED_TO_AUTHENTICATE_AT_CENTRAL_SYSTEM,
+                        f"the back office refused the client certificate: {cause.reason or cause}")
+            if any(mark in text for mark in _CIPHER_MARKS):
+                return SecurityEventType.INVALID_TLS_CIPHER_SUITE, str(cause.reason or cause)
+    return None
+
+
+# ---- the manager ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """A profile or key change on trial: what to go back to if the new one cannot connect."""
+
+    profile: int
+    key: str | None  # None: the key file in the state directory did not exist
+    failures: int = 0
+
+
+Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class SecurityManager:
+    """Security profile, AuthorizationKey, certificates and the security log of one charge point."""
+
+    def __init__(self, config: AgentConfig, store: Store, keys: OcppKeys, *, now: Callable[[], float] = time.time,
+                 clock_trusted: Callable[[], bool] = lambda: False,
+                 outbox_changed: Callable[[], None] = lambda: None, notify: Notify | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.keys = keys
+        self._now = now
+        self._clock_trusted = clock_trusted
+        self._outbox_changed = outbox_changed
+        self._notify = notify
+        self.state_dir = Path(config.state.directory)
+        self.certs = CertificateStore(self.state_dir / CERT_DIR, keys.get_int("CertificateStoreMaxLength", 20))
+        self.profile = keys.get_int("SecurityProfile", config.backoffice.security_profile)
+        self.link: Link | None = None
+        self.agent: Agent | None = None
+        self.log_status = "Idle"
+        self._pending: _Pending | None = None
+        self._last_failure: tuple[str, str, float] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        keys.listeners.append(self._on_key_changed)
+        keys.change_guard = self.guard_change
+        keys.secret_setter = self.set_authorization_key
+
+    @classmethod
+    def for_agent(cls, agent: Agent) -> SecurityManager:
+        """The agent's manager (created and attached on first use)."""
+        existing = getattr(agent, "security", None)
+        if isinstance(existing, SecurityManager):
+            return existing
+
+        def outbox_changed() -> None:
+            if agent.link_session is not None:
+                agent.link_session.outbox_changed()
+
+        async def notify(action: str, payload: dict[str, Any]) -> None:
+            if agent.link_session is not None:
+                await agent.link_session.notify(action, payload)
+
+        mgr = cls(agent.config, agent.store, agent.keys, now=agent.now, clock_trusted=lambda: agent.clock_trusted,
+                  outbox_changed=outbox_changed, notify=notify)
+        mgr.agent = agent
+        agent.security = mgr
+        return mgr
+
+    # ---- events -----------------------------------------------------------------------------------
+
+    def event(self, kind: SecurityEventType, tech_info: str | None = None) -> None:
+        """Record a security event; a critical one is also queued as SecurityEventNotification."""
+        now, trusted = self._now(), self._clock_trusted()
+        info = tech_info[:TECH_INFO_MAX] if tech_info else None
+        self.store.security_log_append(kind.value, info, wall_time=now, clock_trusted=trusted)
+        LOGGER.warning("security event %s%s", kind.value, f": {info}" if info else "")
+        if kind in CRITICAL_EVENTS:
+            payload: dict[str, Any] = {"type": kind.value, "timestamp": iso(now)}
+            if info:
+                payload["techInfo"] = info
+            self.store.enqueue("SecurityEventNotification", payload, wall_time=now, monotonic=time.monotonic(),
+                               clock_trusted=trusted)
+            self._outbox_changed()
+
+    def startup(self) -> None:
+        """At boot: StartupOfTheDevice."""
+        self.event(SecurityEventType.STARTUP_OF_THE_DEVICE, f"security profile {self.profile}")
+
+    def reset_requested(self, kind: str) -> None:
+        """Reset (Soft/Hard) accepted: ResetOrReboot."""
+        self.event(SecurityEventType.RESET_OR_REBOOT, f"{kind} reset requested by the back office")
+
+    def clock_set(self, offset_s: float) -> None:
+        """The clock was moved by the back office's time: SettingSystemTime."""
+        self.event(SecurityEventType.SETTING_SYSTEM_TIME, f"clock moved by {offset_s:+.1f} s")
+
+    def security_log_text(self, oldest: float | None = None, latest: float | None = None) -> str:
+        """The local security log, oldest first, one event a line."""
+        lines = []
+        for row in reversed(self.store.security_log(limit=10_000)):
+            if (oldest is not None and row.wall_time < oldest) or (latest is not None and row.wall_time > latest):
+                continue
+            trusted = "" if row.clock_trusted else " (clock not synchronised)"
+            lines.append(f"{iso(row.wall_time)} {row.event_type}{trusted} {row.tech_info or ''}".rstrip())
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    # ---- credentials and profiles -------------------------------------------------------------------
+
+    @property
+    def key_path(self) -> Path:
+        """Where an AuthorizationKey set over OCPP is kept."""
+        return self.state_dir / KEY_FILE
+
+    def authorization_key(self) -> str | None:
+        """The Basic auth password: the one set over OCPP, else the configured file's."""
+        if self.key_path.exists():
+            return read_key_file(self.key_path)
+        if self.config.backoffice.authorization_key_file:
+            return read_key_file(Path(self.config.backoffice.authorization_key_file))
+        return None
+
+    def _has_key(self) -> bool:
+        try:
+            return self.authorization_key() is not None
+        except SecurityError:
+            return False
+
+    def _client_cert(self) -> tuple[str, str] | None:
+        installed = self.certs.client_certificate()
+        if installed is not None:
+            return str(installed[0]), str(installed[1])
+        bo = self.config.backoffice
+        if bo.client_cert_file and bo.client_key_file:
+            return bo.client_cert_file, bo.client_key_file
+        return None
+
+    def guard_change(self, key: str, value: int | bool | str) -> str | None:
+        """Refuse a SecurityProfile the charge point has no credentials for; None lets the change go on."""
+        if key != "SecurityProfile" or not isinstance(value, int) or value <= self.profile:
+            return None
+        if value in (1, 2) and not self._has_key():
+            LOGGER.warning("SecurityProfile %d refused: no AuthorizationKey is set", value)
+            return ChangeResult.REJECTED
+        if value == 3 and self._client_cert() is None:
+            LOGGER.warning("SecurityProfile 3 refused: no charge point certificate is installed")
+            return ChangeResult.REJECTED
+        return None
+
+    def _begin_trial(self) -> None:
+        if self._pending is None:
+            old_key = read_key_file(self.key_path) if self.key_path.exists() else None
+            self._pending = _Pending(self.profile, old_key)
+        self._pending.failures = 0
+
+    def set_authorization_key(self, key: str, value: str) -> str:
+        """ChangeConfiguration AuthorizationKey: persist (0600) and use it from the next connection."""
+        if key != "AuthorizationKey":
+            return ChangeResult.REJECTED
+        try:
+            self._begin_trial()
+            write_secret(self.key_path, value.encode() + b"\n")
+        except (OSError, SecurityError) as err:
+            LOGGER.error("the new AuthorizationKey could not be stored: %s", err)
+            return ChangeResult.REJECTED
+        self.event(SecurityEventType.RECONFIGURATION_OF_SECURITY_PARAMETERS, "AuthorizationKey changed")
+        self._reconnect_soon()
+        return ChangeResult.ACCEPTED
+
+    def _on_key_changed(self, key: str) -> None:
+        if key != "SecurityProfile":
+            return
+        new = self.keys.get_int("SecurityProfile")
+        if new == self.profile:
+            return
+        self._begin_trial()
+        old, self.profile = self.profile, new
+        self.event(SecurityEventType.RECONFIGURATION_OF_SECURITY_PARAMETERS,
+                   f"SecurityProfile {old} -> {new}")
+        self._reconnect_soon()
+
+    def _reconnect_soon(self) -> None:
+        link = self.link
+        if link is None:
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing is connected either
+            loop = asyncio.get_running_loop()
+
+            def drop() -> None:
+                task = loop.create_task(link.drop(), name="security-reconnect")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+            loop.call_later(RECONNECT_DELAY_S, drop)
+
+    def _fall_back(self) -> None:
+        pending, self._pending = self._pending, None
+        assert pending is not None
+        failed = self.profile
+        self.profile = pending.profile  # first, so the key listener sees no change
+        self.keys.set_local("SecurityProfile", pending.profile)
+        if pending.key is None:
+            self.key_path.unlink(missing_ok=True)
+        else:
+            write_secret(self.key_path, pending.key.encode() + b"\n")
+        LOGGER.error("cannot connect with the new security settings (profile %d); back to profile %d",
+                     failed, pending.profile)
+        self.event(SecurityEventType.RECONFIGURATION_OF_SECURITY_PARAMETERS,
+                   f"fallback from profile {failed} to {pending.profile} after {FALLBACK_AFTER_FAILURES} failures")
+
+    # ---- link hooks -------------------------------------------------------------------------------
+
+    def attach_link(self, link: Link) -> None:
+        """The link whose connection is renewed after a change."""
+        self.link = link
+
+    def prepare(self, base: LinkSettings) -> LinkSettings:
+        """The settings of the next attempt for the current profile (credentials re-read each time)."""
+        profile = self.profile
+        parts = urlsplit(base.url)
+        scheme = {1: "ws", 2: "wss", 3: "wss"}.get(profile, parts.scheme)
+        url = urlunsplit((scheme, *parts[1:]))
+        password = self.authorization_key() if profile in (1, 2) else None
+        if profile in (1, 2) and password is None:
+            raise SecurityError(f"security profile {profile} needs an AuthorizationKey")
+        ctx = None
+        if scheme == "wss":
+            client = self._client_cert() if profile == 3 else None
+            if profile == 3 and client is None:
+                raise SecurityError("security profile 3 needs a charge point certificate")
+            try:
+                ctx = client_ssl_context(ca_file=self.config.backoffice.ca_file,
+                                         ca_data=self.certs.roots_pem(CertificateUse.CENTRAL_SYSTEM_ROOT),
+                                         client_cert=client)
+            except (OSError, ValueError, ssl.SSLError) as err:
+                raise SecurityError(f"TLS settings cannot be loaded: {err}") from err
+        return dataclasses.replace(base, url=url, basic_auth_password=password, ssl_context=ctx)
+
+    def connected(self) -> None:
+        """The websocket handshake succeeded: a change on trial is now in force."""
+        self._last_failure = None
+        if self._pending is not None:
+            LOGGER.info("connected with security profile %d; the change is in force", self.profile)
+            self._pending = None
+
+    def failed(self, err: BaseException) -> None:
+        """A connection attempt failed: record its security event, fall back after repeated failures."""
+        found = classify_failure(err)
+        if found is None and self.profile == 3 and isinstance(err, InvalidMessage):
+            # TLS 1.3 checks the client certificate after the handshake: a server that refuses it often
+            # just closes (no alert reaches us), so the HTTP answer never comes.
+            found = (SecurityEventType.FAILED_TO_AUTHENTICATE_AT_CENTRAL_SYSTEM,
+                     "the back office closed the connection after TLS (client certificate refused?)")
+        if found is not None:
+            kind, info = found
+            now = time.monotonic()
+            last = self._last_failure
+            if last is None or last[:2] != (kind.value, info) or now - last[2] > EVENT_REPEAT_S:
+                self._last_failure = (kind.value, info, now)
+                self.event(kind, info)
+        if self._pending is not None:
+            self._pending.failures += 1
+            if self._pending.failures >= FALLBACK_AFTER_FAILURES:
+                self._fall_back()
+
+    # ---- GetLog ----------------------------------------------------------------------------------
+
+    async def _log_status(self, status: str, request_id: int) -> None:
+        self.log_status = status
+        if self._notify is not None:
+            await self._notify("LogStatusNotification", {"status": status, "requestId": request_id})
+
+    def start_get_log(self, log_type: str, request_id: int, location: str, retries: int,
+                      retry_interval_s: float, oldest: float | None, latest: float | None) -> str:
+        """Write the log file now (its name is the answer) and upload it in the background."""
+        from agent.diag.bundle import write_bundle
+
+        folder = self.state_dir / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        if log_type == "SecurityLog":
+            path = folder / f"security-{self.config.charge_point.id}-{stamp}.log"
+            path.write_text(self.security_log_text(oldest, latest))
+        else:
+            if self.agent is None:
+                raise OSError("no agent to take the diagnostics from")
+            path = write_bundle(self.agent, folder, self.agent.log_lines(), start=oldest, stop=latest)
+        task = asyncio.get_running_loop().create_task(
+            self._upload_log(location, path, request_id, retries, retry_interval_s), name="get-log")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return path.name
+
+    async def _upload_log(self, location: str, path: Path, request_id: int, retries: int,
+                          retry_interval_s: float) -> None:
+        from agent.transfer import TransferError, redact, upload
+
+        await self._log_status("Uploading", request_id)
+        for attempt in range(retries + 1):
+            try:
+                target = await asyncio.to_thread(upload, location, path)
+                LOGGER.info("log uploaded to %s", redact(target))
+                await self._log_status("Uploaded", request_id)
+                break
+            except TransferError as err:
+                LOGGER.warning("log upload attempt %d/%d failed: %s", attempt + 1, retries + 1, err)
+                if attempt < retries:
+                    await asyncio.sleep(retry_interval_s)
+        else:
+            await self._log_status("UploadFailure", request_id)
+        self.log_status = "Idle"
+        with contextlib.suppress(OSError):
+            for pattern in ("security-*.log", "diagnostics-*.tar.gz"):
+                for old in sorted(path.parent.glob(pattern))[:-3]:
+                    old.unlink()
+
+    # ---- firmware ---------------------------------------------------------------------------------
+
+    def check_signing_certificate(self, pem: str) -> x509.Certificate:
+        """The firmware signing certificate, verified against the installed ManufacturerRootCertificates."""
+        try:
+            chain = load_pem_chain(pem)
+            verify_chain(chain, self.certs.installed(CertificateUse.MANUFACTURER_ROOT))
+        except SecurityError as err:
+            self.event(SecurityEventType.INVALID_FIRMWARE_SIGNING_CERTIFICATE, str(err))
+            raise
+        return chain[0]
+
+    def check_firmware(self, path: Path, signing_certificate: x509.Certificate, signature_b64: str) -> None:
+        """The signature over the downloaded file; InvalidFirmwareSignature when it does not match."""
+        try:
+            verify_firmware_signature(path, signing_certificate, signature_b64)
+        except (SecurityError, OSError) as err:
+            self.event(SecurityEventType.INVALID_FIRMWARE_SIGNATURE, str(err))
+            raise SecurityError(str(err)) from err
+
+    # ---- charge point certificate -------------------------------------------------------------------
+
+    def certificate_signing_request(self) -> str:
+        """A new key pair's CSR for SignCertificate (CN = charge point id, O = CpoName)."""
+        org = self.keys.get_str("CpoName") or None
+        return self.certs.generate_csr(self.config.charge_point.id, org)
+
+    def certificate_signed(self, chain_pem: str) -> str:
+        """CertificateSigned: Accepted once the chain is valid for our key, else Rejected with the event."""
+        max_size = self.keys.get_int("CertificateSignedMaxChainSize", 10000)
+        try:
+            if len(chain_pem) > max_size:
+                raise SecurityError(f"chain of {len(chain_pem)} bytes exceeds CertificateSignedMaxChainSize")
+            roots = self.certs.installed(CertificateUse.CENTRAL_SYSTEM_ROOT)
+            if self.config.backoffice.ca_file:
+                with contextlib.suppress(OSError, SecurityError):
+                    roots += load_pem_chain(Path(self.config.backoffice.ca_file).read_bytes())
+            self.certs.accept_signed_chain(chain_pem, roots)
+        except SecurityError as err:
+            self.event(SecurityEventType.INVALID_CHARGE_POINT_CERTIFICATE, str(err))
+            return "Rejected"
+        except OSError as err:
+            LOGGER.error("the charge point certificate could not be stored: %s", err)
+            return "Rejected"
+        return "Accepted"
