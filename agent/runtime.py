@@ -420,6 +420,7 @@ class Agent:
         try:
             result = await session.authorize(id_tag)
         except (TimeoutError, ConnectionError, OSError) as err:
+            # no answer (timeout, or the socket closed under the call): the offline rules decide
             LOGGER.warning("Authorize for %s got no answer (%s); deciding offline", id_tag, type(err).__name__)
             offline = self.local_decision(id_tag, False)
             self.feed(offline.as_result(id_tag))

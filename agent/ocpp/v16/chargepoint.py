@@ -31,6 +31,7 @@ from agent.ocpp.v16.security import SecurityHandlers
 from agent.security import SecurityEventType
 from agent.store import AuthEntry as StoreAuthEntry
 from agent.store import OutboxMessage
+from drivers.errors import DriverError
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -416,7 +417,12 @@ class V16Connection:
         self.outbox_event.set()
 
     async def authorize(self, id_tag: str) -> ev.AuthResult:
-        result = await self.cp.call(call.Authorize(id_tag=id_tag), suppress=False)
+        try:
+            result = await self.cp.call(call.Authorize(id_tag=id_tag), suppress=False)
+        except ConnectionClosed as err:
+            raise ConnectionError(f"connection closed during Authorize: {err}") from err
+        except OCPPError as err:  # no usable answer: the offline rules decide, as without a connection
+            raise ConnectionError(f"Authorize answered {err.code}") from err
         return self.agent.authorize_answered(id_tag, snake_to_camel_case(result.id_tag_info))
 
     async def notify(self, action: str, payload: dict[str, Any]) -> None:
@@ -594,8 +600,14 @@ class V16Connection:
             ids = [connector_id] if connector_id else list(agent.connectors)
             measurands = parse_csl(agent.keys.get_str("MeterValuesSampledData"))
             for cid in ids:
-                if agent.connectors[cid].reading is None:
-                    continue
+                # a triggered value is read now: the last poll may be up to a poll interval old, or missing
+                try:
+                    agent.connectors[cid].reading = await agent.hw.connectors[cid].meter.read()
+                except DriverError as err:
+                    LOGGER.warning("triggered MeterValues for connector %d: %s", cid, err)
+                    last = agent.connectors[cid].reading
+                    if last is None or last.stale:
+                        continue
                 value = meter_value(agent._sample(cid), measurands, "Trigger", agent.now())
                 payload: dict[str, Any] = {"connectorId": cid, "meterValue": [value]}
                 session = agent.core.session(cid)
