@@ -217,6 +217,10 @@ async def serve(cfg: AgentConfig) -> int:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         agent.firmware.cancel()
+        if hw.reader is not None:
+            # close the serial port while the loop's executor still runs (pyserial-asyncio closes in it)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(hw.reader.close(), 2.0)
         release_hardware(hw)
         await pool.close()
         store.close()

@@ -423,6 +423,7 @@ class Agent:
             # no answer (timeout, or the socket closed under the call): the offline rules decide
             LOGGER.warning("Authorize for %s got no answer (%s); deciding offline", id_tag, type(err).__name__)
             offline = self.local_decision(id_tag, False)
+            LOGGER.info("id %s decided locally: %s (%s)", id_tag, offline.status.value, offline.source.value)
             self.feed(offline.as_result(id_tag))
             return
         self.feed(result)
