@@ -39,7 +39,7 @@ ARCHIVE = _make_archive()
 class Files(http.server.SimpleHTTPRequestHandler):
     """GET serves the directory; PUT stores uploads in it."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     def do_PUT(self) -> None:

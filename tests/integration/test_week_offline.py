@@ -127,8 +127,9 @@ async def test_week_offline_then_drain_in_order_memory_flat(tmp_path: Path, monk
     store = Store(tmp_path / "agent.db")
     meters = {i: StepMeter(f"meter{i}") for i in range(1, CONNECTORS + 1)}
     contactors = {i: GpioContactor(f"contactor{i}", 20 + i) for i in meters}
-    hw = Hardware(connectors={i: ConnectorDevices(i, "ac", meter=meters[i], contactor=contactors[i])  # type: ignore[arg-type]
-                              for i in meters})
+    devices = {i: ConnectorDevices(i, "ac", meter=meters[i], contactor=contactors[i])  # type: ignore[arg-type]
+               for i in meters}
+    hw = Hardware(connectors=devices)
     agent = Agent(cfg, store, hw, OcppKeys(cfg, store))
     actuators = [asyncio.create_task(agent.actuator_loop(i)) for i in meters]
     office: subprocess.Popen[bytes] | None = None
@@ -140,7 +141,7 @@ async def test_week_offline_then_drain_in_order_memory_flat(tmp_path: Path, monk
             agent.feed(ev.PlugChanged(i, True))
             agent.feed(ev.EvReadyChanged(i, True))
             agent.feed(ev.IdPresented(i, f"{CARD[:-1]}{i}"))
-            await asyncio.sleep(0.05)  # the offline authorization runs as a task  # the offline authorization runs as a task
+            await asyncio.sleep(0.05)  # the offline authorization runs as a task
         assert all(agent.core.session(i) is not None for i in meters)
         # --- a week of samples, one simulated minute at a time
         baseline = 0
@@ -166,9 +167,9 @@ async def test_week_offline_then_drain_in_order_memory_flat(tmp_path: Path, monk
             await asyncio.sleep(0.1)
         # --- the back office comes back (its own process: its memory is not ours)
         log = open(tmp_path / "backoffice.log", "wb")  # noqa: SIM115
+        tags = [f"--id-tag={CARD[:-1]}{i}=Accepted" for i in meters]
         office = subprocess.Popen([str(Path(sys.executable).parent / "evse-sim"), "backoffice", "--port", "0",
-                                   "--control-port", "0", *[f"--id-tag={CARD[:-1]}{i}=Accepted" for i in meters]], stdout=log,
-                                  stderr=subprocess.STDOUT)
+                                   "--control-port", "0", *tags], stdout=log, stderr=subprocess.STDOUT)
         info: dict[str, Any] = {}
         for _ in range(200):
             text = (tmp_path / "backoffice.log").read_text(errors="replace")
@@ -180,7 +181,8 @@ async def test_week_offline_then_drain_in_order_memory_flat(tmp_path: Path, monk
         assert info, "back office did not start"
         client = BackOfficeClient(f"http://127.0.0.1:{info['control_port']}")
         peak_draining = 0
-        async with connect(info["ocpp_url"] + "/CP-WEEK", subprotocols=["ocpp1.6"], proxy=None) as ws:  # type: ignore[list-item]
+        url = info["ocpp_url"] + "/CP-WEEK"
+        async with connect(url, subprotocols=["ocpp1.6"], proxy=None) as ws:  # type: ignore[list-item]
             session = asyncio.create_task(V16Connection(agent, ws).run())
             started = real_time.monotonic()
             while store.pending_count() and real_time.monotonic() - started < 600:
