@@ -23,19 +23,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
+from agent.certificates import certificate_hash, load_pem_chain, verify_chain, verify_firmware_signature
 from agent.config import AgentConfig, parse_config
 from agent.keys import OcppKeys
 from agent.link import Link, LinkSettings
-from agent.security import (
-    CertificateUse,
-    SecurityError,
-    SecurityManager,
-    certificate_hash,
-    check_local_permissions,
-    load_pem_chain,
-    verify_chain,
-    verify_firmware_signature,
-)
+from agent.security import CertificateUse, SecurityError, SecurityManager, check_local_permissions
 from agent.store import Store
 from simulator.backoffice import BackOffice
 
