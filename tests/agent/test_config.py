@@ -487,7 +487,7 @@ def test_round_trip_of_awkward_values(tmp_path: Path) -> None:
             id="CP_9.x", vendor='Ac"me\\', model="Ünïcode", firmware_version="2.0"
         ),
         backoffice=BackofficeConfig(
-            url="wss://h.example/ocpp/", ocpp_version=OcppVersion.V201, ping_interval_s=0.0
+            url="wss://h.example/ocpp/", ping_interval_s=0.0
         ),
         state=StateConfig(directory="/tmp/evse state", max_queue_bytes=1234),
         gpio=GpioConfig("evsesim"),
@@ -655,3 +655,9 @@ def test_ocpp_initial_values() -> None:
     assert values["MeterValueSampleInterval"] == 60
     assert values["WebSocketPingInterval"] == 10
     assert "AuthorizationKey" not in values
+
+
+def test_ocpp_201_is_refused_until_implemented() -> None:
+    text = BASE.replace('ocpp_version = "1.6"', 'ocpp_version = "2.0.1"') if 'ocpp_version = "1.6"' in BASE \
+        else BASE.replace("[backoffice]\n", '[backoffice]\nocpp_version = "2.0.1"\n', 1)
+    assert "OCPP 2.0.1 is not implemented" in refusal(text)
