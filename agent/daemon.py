@@ -210,6 +210,7 @@ async def serve(cfg: AgentConfig) -> int:
         return code
     finally:
         notify("STOPPING=1")
+        await agent.power_down()  # DC: ramp the current down before the contactors open
         await link.stop()
         for task in tasks:
             task.cancel()

@@ -116,6 +116,7 @@ class FirmwareManager:
             self.firmware_status = "Idle"  # a new request: its first status is always sent
         self._firmware_job = asyncio.create_task(
             self.update(location, retrieve_at, retries, retry_interval_s), name="firmware-update")
+        self._firmware_job.add_done_callback(_log_failure)
         return replaced
 
     async def update(self, location: str, retrieve_at: float, retries: int, retry_interval_s: float) -> None:
@@ -172,6 +173,7 @@ class FirmwareManager:
         await self._wait_until_idle()
         await self._firmware("Installing")
         command = installer.replace("{file}", shlex.quote(str(path)))
+        proc: asyncio.subprocess.Process | None = None
         try:
             proc = await asyncio.create_subprocess_shell(
                 command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -179,6 +181,11 @@ class FirmwareManager:
             ok = proc.returncode == 0
         except (TimeoutError, OSError) as err:
             output, ok = str(err).encode(), False
+        finally:
+            if proc is not None and proc.returncode is None:  # timed out or cancelled: no orphan installer
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
         LOGGER.log(logging.INFO if ok else logging.ERROR, "installer exited %s: %s",
                    "ok" if ok else "with an error", output.decode(errors="replace")[-2000:])
         if not ok:
@@ -217,6 +224,7 @@ class FirmwareManager:
             self._diagnostics_job.cancel()
         self._diagnostics_job = asyncio.create_task(
             self._upload(location, path, retries, retry_interval_s), name="diagnostics-upload")
+        self._diagnostics_job.add_done_callback(_log_failure)
         return path.name
 
     async def _upload(self, location: str, path: Path, retries: int, retry_interval_s: float) -> None:
@@ -244,3 +252,8 @@ class FirmwareManager:
             if job is not None:
                 job.cancel()
 
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """A job that died is logged with its traceback, not lost as 'exception never retrieved'."""
+    if not task.cancelled() and task.exception() is not None:
+        LOGGER.error("%s failed", task.get_name(), exc_info=task.exception())

@@ -46,6 +46,7 @@ OPEN_RAMP_TIMEOUT_S = 2.0  # DC: wait this long for the current to fall before t
 OPEN_SAFE_CURRENT_A = 2.0
 BOOT_METER_ATTEMPTS = 3
 SAMPLE_SLACK_S = 0.1  # a sample due this much after a poll is taken at that poll (polls are not exact)
+STOP_HOLD_TIMEOUT_S = 10.0  # the longest a connector is held for its stop record (bounded: never stuck)
 STOP_METER_SETTLE_S = 1.0  # meters refresh their registers about once a second after the load drops
 TX_ID_PLACEHOLDER = 0  # replaced by the store with the back office's id once StartTransaction is answered
 
@@ -85,14 +86,20 @@ class ConnectorState:
     reading: MeterReading | None = None
     soc_pct: float | None = None
     next_sample_mono: float | None = None
+    stop_recorded: asyncio.Future[None] | None = None  # set while a stop waits for its final meter read
     actuator: asyncio.Queue[ev.SetContactor | ev.SetLimit | _Barrier] = field(default_factory=asyncio.Queue)
 
 
 @dataclass(frozen=True)
 class _Barrier:
-    """Resolved by the actuator loop once every command queued before it has been carried out."""
+    """Resolved by the actuator loop once every command queued before it has been carried out.
+
+    The loop then holds the connector until `release` is resolved (the stop is recorded), so nothing queued
+    behind it (the next session's close) runs before the previous meterStop has been read.
+    """
 
     done: asyncio.Future[None]
+    release: asyncio.Future[None]
 
 
 class Agent:
@@ -263,7 +270,11 @@ class Agent:
             case ev.AuthorizationRejected():
                 LOGGER.info("id refused (%s) on connector %s", out.status.value, out.connector_id)
             case ev.TransactionStarted():
-                self._on_tx_started(out)
+                try:
+                    self._on_tx_started(out)
+                except Exception:
+                    LOGGER.exception("transaction %d could not be recorded", out.local_tx_id)
+                    self._start_failed(out)
             case ev.TransactionStopped():
                 self._on_tx_stopped(out)
             case ev.ReservationEnded():
@@ -292,16 +303,37 @@ class Agent:
         return Sample(reading, offered_a=offered, soc_pct=state.soc_pct)
 
     def _on_tx_started(self, out: ev.TransactionStarted) -> None:
+        pending = self.connectors[out.connector_id].stop_recorded
+        if pending is not None and not pending.done():
+            # the previous session's StopTransaction is not queued yet: this start goes behind it, so the
+            # back office sees them in order and one meter reading closes one session and opens the next
+            self._spawn(self._start_after_stop(out, pending), f"start-{out.local_tx_id}")
+            return
+        self._record_start(out, out.meter_start_wh)
+
+    async def _start_after_stop(self, out: ev.TransactionStarted, pending: asyncio.Future[None]) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(pending), STOP_HOLD_TIMEOUT_S)
+        reading = self.connectors[out.connector_id].reading
+        # the contactor stayed open between the two (the actuator held it): the register did not move
+        meter_start = reading.energy_import_wh if reading is not None else out.meter_start_wh
+        try:
+            self._record_start(out, meter_start)
+        except Exception:
+            LOGGER.exception("transaction %d could not be recorded", out.local_tx_id)
+            self._start_failed(out)
+
+    def _record_start(self, out: ev.TransactionStarted, meter_start_wh: float) -> None:
         payload: dict[str, Any] = {
             "connectorId": out.connector_id,
             "idTag": out.id_tag,
-            "meterStart": round(out.meter_start_wh),
+            "meterStart": round(meter_start_wh),
             "timestamp": _iso(out.timestamp),
         }
         if out.reservation_id is not None:
             payload["reservationId"] = out.reservation_id
         self.store.begin_transaction(
-            out.local_tx_id, out.connector_id, out.id_tag, out.meter_start_wh, out.timestamp, time.monotonic(),
+            out.local_tx_id, out.connector_id, out.id_tag, meter_start_wh, out.timestamp, time.monotonic(),
             out.reservation_id, "StartTransaction", payload, clock_trusted=self.clock_trusted,
         )
         self.sessions_started += 1
@@ -313,13 +345,28 @@ class Agent:
         state.next_sample_mono = time.monotonic() + interval if interval > 0 else None
         self._outbox_changed()
 
+    def _start_failed(self, out: ev.TransactionStarted) -> None:
+        """A start that cannot be recorded must not deliver energy: a stopping fault opens the contactor."""
+        self.feed(ev.FaultRaised(out.connector_id, "state_database", "storage_failure", True, ev.DeviceRole.OTHER,
+                                 "transaction could not be recorded"))
+
     def _on_tx_stopped(self, out: ev.TransactionStopped) -> None:
         # meterStop must be the register once the power path is open (a DC controller ramps down first):
         # wait for the connector's actuator to finish opening, then read the meter once more.
-        barrier: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.connectors[out.connector_id].actuator.put_nowait(_Barrier(barrier))
-        self.connectors[out.connector_id].next_sample_mono = None
-        self._spawn(self._finish_stop(out, barrier), f"stop-{out.local_tx_id}")
+        loop = asyncio.get_running_loop()
+        barrier: asyncio.Future[None] = loop.create_future()
+        recorded: asyncio.Future[None] = loop.create_future()
+        state = self.connectors[out.connector_id]
+        state.actuator.put_nowait(_Barrier(barrier, recorded))
+        state.next_sample_mono = None
+        state.stop_recorded = recorded
+        task = self._spawn(self._finish_stop(out, barrier), f"stop-{out.local_tx_id}")
+        # whatever happens in the task (even an error), the connector is released and a waiting start goes on
+        def release(_: asyncio.Task[Any]) -> None:
+            if not recorded.done():
+                recorded.set_result(None)
+
+        task.add_done_callback(release)
 
     async def _finish_stop(self, out: ev.TransactionStopped, opened: asyncio.Future[None]) -> None:
         meter_stop = out.meter_stop_wh
@@ -592,6 +639,8 @@ class Agent:
         for connector_id, state in self.connectors.items():
             if state.reading is None or state.reading.stale:
                 continue
+            if state.stop_recorded is not None and not state.stop_recorded.done():
+                continue  # between a stop and its record: a new session's start is not queued yet
             value = meter_value(self._sample(connector_id), measurands, "Sample.Clock", instant)
             session = self.core.session(connector_id)
             if session is not None:
@@ -602,7 +651,7 @@ class Agent:
                                                                    "meterValue": [value]})
 
     async def actuator_loop(self, connector_id: int) -> None:
-        """Executes contactor and limit commands of one connector in order."""
+        """Executes contactor and limit commands of one connector in order; never dies."""
         state = self.connectors[connector_id]
         devices = self.hw.connectors[connector_id]
         cfg = self.config.connector(connector_id)
@@ -611,7 +660,12 @@ class Agent:
             if isinstance(op, _Barrier):
                 if not op.done.done():
                     op.done.set_result(None)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(op.release), STOP_HOLD_TIMEOUT_S)
                 continue
+            wanted = self.core.connectors[connector_id].contactor_closed
+            if isinstance(op, ev.SetContactor) and op.closed and not wanted:
+                continue  # superseded: the core decided to open since (a fault, an unplug in the same poll)
             try:
                 if isinstance(op, ev.SetLimit):
                     if devices.dc is not None:
@@ -627,14 +681,30 @@ class Agent:
                         await devices.dc.allow_charging(False)
                         await self._wait_current_down(devices)
                     devices.contactor.open()
-                    session = self.core.session(connector_id)
-                    if session is not None and state.reading is not None:
-                        self.store.update_transaction_meter(session.local_tx_id,
-                                                            state.reading.energy_import_wh, self.now())
-            except DriverError as err:
-                LOGGER.warning("connector %d: %r failed: %s", connector_id, op, err)
+            except Exception as err:  # the loop must outlive any error: it is the only way to open on DC
+                LOGGER.error("connector %d: %r failed: %s", connector_id, op, err)
                 if not getattr(op, "closed", True):
-                    devices.contactor.open()  # whatever the controller said, the power path opens
+                    with contextlib.suppress(Exception):
+                        devices.contactor.open()  # whatever the controller said, the power path opens
+                continue
+            if isinstance(op, ev.SetContactor) and not op.closed:
+                session = self.core.session(connector_id)
+                if session is not None and state.reading is not None:
+                    try:  # the transaction row follows every contactor opening (power-loss fallback)
+                        self.store.update_transaction_meter(session.local_tx_id, state.reading.energy_import_wh,
+                                                            self.now())
+                    except Exception as err:
+                        LOGGER.error("transaction %d meter not persisted: %s", session.local_tx_id, err)
+
+    async def power_down(self, timeout_s: float = OPEN_RAMP_TIMEOUT_S) -> None:
+        """Before the process exits: ramp every DC controller down, then open every contactor."""
+        for devices in self.hw.connectors.values():
+            if devices.dc is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(devices.dc.allow_charging(False), timeout_s)
+                    await asyncio.wait_for(self._wait_current_down(devices), timeout_s + 0.5)
+            with contextlib.suppress(Exception):
+                devices.contactor.open()
 
     @staticmethod
     async def _wait_current_down(devices: Any) -> None:

@@ -517,7 +517,7 @@ class V16Connection:
             vendor_error_code=status.vendor_error_code[:50] if status.vendor_error_code else None)
         try:
             await self.cp.call(payload, suppress=False)
-        except (TimeoutError, OCPPError) as err:
+        except (TimeoutError, OCPPError, ConnectionClosed) as err:
             LOGGER.warning("StatusNotification failed: %r", err)
 
     async def _send_plain(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
@@ -526,7 +526,7 @@ class V16Connection:
             cls = getattr(call, action)
             result = await self.cp.call(cls(**camel_to_snake_case(payload)), suppress=False)
             return _plain(result)
-        except (TimeoutError, OCPPError) as err:
+        except (TimeoutError, OCPPError, ConnectionClosed) as err:  # not queued: the next trigger asks again
             LOGGER.warning("%s failed: %r", action, err)
             return None
 

@@ -1,0 +1,137 @@
+"""Runtime actuation rules: a superseded close never energizes, a stop is recorded before the next start."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import agent.runtime as runtime_module
+from agent.config import parse_config
+from agent.core import events as ev
+from agent.hardware import ConnectorDevices, Hardware
+from agent.keys import OcppKeys
+from agent.runtime import Agent
+from agent.store import Store
+from drivers.base import MeterCapabilities, MeterReading
+from tests.agent.test_watchdog import CONFIG
+
+CARD = "0F00A1B2C3"
+
+
+class RecordingContactor:
+    """A contactor that records what it was told (the core's decisions as they reach the coil)."""
+
+    name = "contactor1"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.closed = False
+
+    def close(self) -> None:
+        self.calls.append("close")
+        self.closed = True
+
+    def open(self) -> None:
+        self.calls.append("open")
+        self.closed = False
+
+    @property
+    def commanded_closed(self) -> bool:
+        return self.closed
+
+    @property
+    def feedback_closed(self) -> bool | None:
+        return self.closed
+
+    def check(self) -> None:
+        return None
+
+
+class CountingMeter:
+    """Energy flows only while the contactor is closed, a little more after each read."""
+
+    name = "meter1"
+    capabilities = MeterCapabilities(phases=3, export_energy=False, per_phase_power=False)
+
+    def __init__(self, contactor: RecordingContactor) -> None:
+        self.contactor = contactor
+        self.energy_wh = 10_000.0
+
+    async def read(self) -> MeterReading:
+        if self.contactor.closed:
+            self.energy_wh += 7.0
+        return MeterReading(energy_import_wh=self.energy_wh, power_w=0.0)
+
+    def last_reading(self) -> MeterReading | None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setattr(runtime_module, "STOP_METER_SETTLE_S", 0.05)
+    text = CONFIG.format(state=tmp_path / "state") + '\n[ocpp]\nAllowOfflineTxForUnknownId = true\n'
+    cfg = parse_config(text)
+    store = Store(tmp_path / "agent.db")
+    contactor = RecordingContactor()
+    meter = CountingMeter(contactor)
+    hw = Hardware(connectors={1: ConnectorDevices(1, "ac", meter=meter, contactor=contactor)})  # type: ignore[arg-type]
+    agent = Agent(cfg, store, hw, OcppKeys(cfg, store))
+    loop_task = asyncio.create_task(agent.actuator_loop(1))
+    yield agent, store, contactor, meter
+    loop_task.cancel()
+    await asyncio.gather(loop_task, return_exceptions=True)
+    store.close()
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0.02)
+
+
+async def observe(agent: Agent, meter: CountingMeter) -> None:
+    reading = await meter.read()
+    agent.connectors[1].reading = reading
+    agent.feed(ev.MeterSample(1, reading.energy_import_wh, 0.0))
+
+
+async def test_a_close_superseded_in_the_same_poll_never_reaches_the_coil(rig: Any) -> None:
+    agent, _, contactor, meter = rig
+    await observe(agent, meter)
+    agent.feed(ev.PlugChanged(1, True))
+    agent.feed(ev.IdPresented(1, CARD))
+    await settle()
+    assert agent.core.session(1) is not None and contactor.calls == []
+    # one poll: the EV becomes ready (close) and the meter faults (open), before the actuator runs
+    agent.feed(ev.EvReadyChanged(1, True))
+    agent.feed(ev.FaultRaised(1, "meter1", "communication", True, ev.DeviceRole.METER))
+    await settle()
+    assert "close" not in contactor.calls and not contactor.closed
+
+
+async def test_stop_is_recorded_before_the_next_start_and_the_meter_tiles(rig: Any) -> None:
+    agent, store, contactor, meter = rig
+    await observe(agent, meter)
+    agent.feed(ev.PlugChanged(1, True))
+    agent.feed(ev.EvReadyChanged(1, True))
+    agent.feed(ev.IdPresented(1, CARD))
+    await settle()
+    assert contactor.closed
+    await observe(agent, meter)  # energy flowed
+    agent.feed(ev.IdPresented(1, CARD))  # stop (same card) ...
+    await asyncio.sleep(0)
+    agent.feed(ev.IdPresented(1, CARD))  # ... and at once a new start on the still-plugged connector
+    for _ in range(100):
+        if store.pending_count() >= 4 and not agent.transactions_open() or len(
+                [m for m in store.pending(50) if m.action == "StartTransaction"]) == 2:
+            break
+        await asyncio.sleep(0.05)
+    actions = [(m.action, m.payload) for m in store.pending(50) if m.action != "MeterValues"]
+    assert [a for a, _ in actions] == ["StartTransaction", "StopTransaction", "StartTransaction"], actions
+    stop, start2 = actions[1][1], actions[2][1]
+    assert stop["meterStop"] == start2["meterStart"]  # no energy counted twice, none lost
