@@ -158,11 +158,11 @@ class Demo:
         tx_id = start["response"]["payload"]["transactionId"]
         values = [m for m in self._calls("MeterValues") if m["payload"].get("transactionId") == tx_id]
         stamps = [mv["timestamp"] for m in values for mv in m["payload"]["meterValue"]]
-        meter_wh = self.sim("/state")["connectors"]["1"]["meter"]["energy_import_wh"]
+        meter_wh = self.sim("/state")["connectors"]["1"]["meter"]["register_wh"]
         meter_stop = stop["payload"]["meterStop"]
         energy = meter_stop - start["payload"]["meterStart"]
         violations = self.office.violations()
-        ok = (abs(meter_stop - meter_wh) <= 1.0 and stop["payload"]["transactionId"] == tx_id
+        ok = (meter_stop == round(meter_wh) and stop["payload"]["transactionId"] == tx_id
               and stamps == sorted(stamps) and not violations)
         print("\nwhat the back office received:")
         print(f"  StartTransaction  transactionId {tx_id}, idTag {start['payload']['idTag']}, "
@@ -170,7 +170,7 @@ class Demo:
         print(f"  MeterValues       {len(values)} messages, {len(stamps)} samples, in chronological order: "
               f"{stamps == sorted(stamps)}")
         print(f"  StopTransaction   reason {stop['payload']['reason']}, meterStop {meter_stop} Wh "
-              f"(meter register {meter_wh:.1f} Wh: {'equal' if abs(meter_stop - meter_wh) <= 1.0 else 'DIFFERENT'})")
+              f"(meter register {meter_wh:.1f} Wh: {'equal' if meter_stop == round(meter_wh) else 'DIFFERENT'})")
         print(f"  energy delivered  {energy / 1000:.3f} kWh; schema violations: {len(violations)}")
         print("demo OK" if ok else "demo FAILED")
         return ok

@@ -462,7 +462,9 @@ class SimHardware:
                 "power_w": round(conn.power_w, 1),
                 "meter": {"url": conn.meter_url, "device_id": conn.config.meter.device_id,
                           "model": conn.config.meter.model,
-                          "energy_import_wh": round(conn.meter.energy_import_wh, 3)},
+                          "energy_import_wh": round(conn.meter.energy_import_wh, 3),
+                          # what the meter's register says (float32 kWh on an SDM630: about 1 Wh steps)
+                          "register_wh": conn.meter.register_energy_wh()},
             }
             if conn.dc is not None:
                 entry["dc"] = {"url": conn.dc_url, "device_id": conn.config.dc.device_id if conn.config.dc else 1,

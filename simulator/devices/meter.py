@@ -54,6 +54,14 @@ class SimMeter:
             values[f"power_l{n + 1}"] = self.power_w[n]
         return values
 
+    def register_energy_wh(self) -> float | None:
+        """The import energy exactly as a Modbus client reads it (register encoding and resolution included)."""
+        spec = self.model.value("energy_import")
+        if spec is None:
+            return None
+        table = self._table()
+        return spec.decode([table.get(spec.address + i, 0) for i in range(spec.count)])
+
     def update(self) -> None:
         """Encode the state into the bank (unless the meter is stuck)."""
         if self.stuck:

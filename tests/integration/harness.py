@@ -189,7 +189,8 @@ class Rig:
         return bool(self.sim_state()["connectors"][str(connector)]["contactor_closed"])
 
     def meter_wh(self, connector: int = 1) -> float:
-        return float(self.sim_state()["connectors"][str(connector)]["meter"]["energy_import_wh"])
+        """The energy register as a Modbus client reads it from the simulated meter."""
+        return float(self.sim_state()["connectors"][str(connector)]["meter"]["register_wh"])
 
     async def wait_sim(self, predicate: Any, what: str, timeout: float = 15.0) -> None:
         """Wait until predicate(sim_state()) is true (for what the back office cannot see while offline)."""
