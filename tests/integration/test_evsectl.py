@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+from agent.diag.cli import EXIT_PERMISSION, CtlError, request
 from tests.integration.harness import CARD, Rig
 
 
@@ -76,3 +78,48 @@ async def test_evsectl_selftest_log_and_bundle(rig: Rig) -> None:
     assert "StatusNotification" in log.stdout  # OCPP frames are in the technician's log
     bundle = json.loads(evsectl(rig, "--json", "bundle").stdout)
     assert Path(bundle["path"]).exists() and bundle["bytes"] > 0
+
+
+async def test_evsectl_start_and_unlock(rig: Rig) -> None:
+    rig.plug(1)
+    await rig.wait_status(1, "Preparing")
+    started = evsectl(rig, "start", "1", "--id-tag", CARD)
+    assert started.returncode == 0 and "Accepted" in started.stdout, started.stdout + started.stderr
+    start = await rig.wait_call("StartTransaction")
+    assert start["payload"]["idTag"] == CARD and start["payload"]["connectorId"] == 1
+    await rig.wait_status(1, "Charging")
+    unlocked = evsectl(rig, "unlock", "1")
+    assert unlocked.returncode == 0 and "Unlocked" in unlocked.stdout, unlocked.stdout + unlocked.stderr
+    stop = await rig.wait_call("StopTransaction")
+    assert stop["payload"]["reason"] == "UnlockCommand"
+    # outside the group: reads are allowed, write commands refused (SO_PEERCRED on the socket)
+    for parent in [rig.state_dir, *rig.state_dir.parents]:
+        if str(parent) in ("/", "/tmp"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o011)  # let "nobody" reach the socket in the test's tmp dir
+    sock = str(rig.state_dir / "evsectl.sock")
+    assert await asyncio.to_thread(as_nobody, sock, "status") == "ok"
+    assert await asyncio.to_thread(as_nobody, sock, "card") == "permission"
+
+
+def as_nobody(path: str, command: str) -> str:
+    """Send one evsectl request from a forked child running as nobody; 'ok', 'permission' or the error."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop every privilege, then ask
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            result = request(path, command, {"id_tag": CARD})
+            os.write(write_end, b"ok" if result is not None else b"none")
+        except CtlError as err:
+            os.write(write_end, b"permission" if err.code == EXIT_PERMISSION else str(err).encode())
+        except BaseException as err:  # report anything to the parent, never run the parent's code
+            os.write(write_end, repr(err).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as fh:
+        return fh.read().decode()
