@@ -26,6 +26,7 @@ from drivers.base import (
     MeterReading,
     PlugState,
 )
+from drivers.dc.modbus_dc import fault_codes
 from drivers.errors import DriverError, HardwareFault
 
 LOGGER = logging.getLogger(__name__)
@@ -155,8 +156,6 @@ class Hardware:
                 obs.ev_ready = status.ev_ready
                 obs.isolation_valid = status.isolation in (Isolation.VALID, Isolation.WARNING)
                 obs.soc_pct = status.soc_pct
-                from drivers.dc.modbus_dc import fault_codes
-
                 codes = fault_codes(status)
                 if "host_timeout" in codes:
                     # The controller latched our silence (a restart or a hung loop); we are alive again.

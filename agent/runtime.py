@@ -27,7 +27,7 @@ from agent.core.connector import ConnectorConfig as CoreConnectorConfig
 from agent.core.limits import parse_profile
 from agent.hardware import ConnectorObservation, Hardware
 from agent.keys import OcppKeys
-from agent.ocpp.v16.metering import Sample, meter_value, next_aligned, parse_csl
+from agent.ocpp.v16.metering import Sample, iso, meter_value, next_aligned, parse_csl
 from agent.security import SecurityEventType
 from agent.store import AuthEntry as StoreAuthEntry
 from agent.store import Store
@@ -328,7 +328,7 @@ class Agent:
             "connectorId": out.connector_id,
             "idTag": out.id_tag,
             "meterStart": round(meter_start_wh),
-            "timestamp": _iso(out.timestamp),
+            "timestamp": iso(out.timestamp),
         }
         if out.reservation_id is not None:
             payload["reservationId"] = out.reservation_id
@@ -383,7 +383,7 @@ class Agent:
         payload: dict[str, Any] = {
             "transactionId": out.transaction_id if out.transaction_id is not None else TX_ID_PLACEHOLDER,
             "meterStop": round(meter_stop),
-            "timestamp": _iso(out.timestamp),
+            "timestamp": iso(out.timestamp),
             "reason": out.reason.value,
         }
         if out.id_tag:
@@ -551,7 +551,7 @@ class Agent:
                                row.tx_local_id, source, meter_stop)
             stop_wall = row.last_wall if source != "the meter at boot" else self.now()
             payload = {"transactionId": row.transaction_id if row.transaction_id is not None else TX_ID_PLACEHOLDER,
-                       "meterStop": round(meter_stop), "timestamp": _iso(stop_wall),
+                       "meterStop": round(meter_stop), "timestamp": iso(stop_wall),
                        "reason": ev.StopReason.POWER_LOSS.value, "idTag": row.id_tag}
             self.store.end_transaction(row.tx_local_id, meter_stop, stop_wall, time.monotonic(),
                                        ev.StopReason.POWER_LOSS.value, "StopTransaction", payload,
@@ -780,8 +780,3 @@ class Agent:
             snap["recovery"] = self.recovery_note
         return snap
 
-
-def _iso(ts: float) -> str:
-    from agent.ocpp.v16.metering import iso
-
-    return iso(ts)
