@@ -31,19 +31,8 @@ from drivers.errors import DriverError, HardwareFault
 
 LOGGER = logging.getLogger(__name__)
 
-DC_ERROR_CODES = {
-    "isolation_fault": "isolation_fault",
-    "over_voltage": "over_voltage",
-    "over_current": "over_current",
-    "over_temperature": "over_temperature",
-    "ev_communication": "ev_communication",
-    "ev_error": "ev_error",
-    "power_module": "power_module",
-    "contactor": "dc_contactor",
-    "host_timeout": "host_timeout",
-    "pilot_fault": "pilot_fault",
-    "internal": "dc_internal",
-}
+# Driver fault codes that would read like another device's on the connector get a "dc_" prefix.
+DC_CODE_RENAMES = {"contactor": "dc_contactor", "internal": "dc_internal"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +151,7 @@ class Hardware:
                     LOGGER.warning("%s reports a host timeout; resetting it", dc.name)
                     await dc.reset_faults()
                 for code in codes:
-                    mapped = DC_ERROR_CODES.get(code, code)
+                    mapped = DC_CODE_RENAMES.get(code, code)
                     faults[(dc.name, mapped)] = Fault(dc.name, mapped, f"{dc.name}: {code}")
                 if status.isolation is Isolation.FAULT:
                     faults[(dc.name, "isolation_fault")] = Fault(dc.name, "isolation_fault", "isolation fault")

@@ -125,7 +125,6 @@ class Agent:
         self._tasks: list[asyncio.Task[Any]] = []
         self._next_aligned: float | None = None
         self.keys.listeners.append(self._on_key_changed)
-        self.sessions_started = 0
         self.recovery_note: str | None = None  # set when a damaged state database was replaced at start
         self.security: SecurityManager | None = None  # attached by SecurityManager.for_agent
         self.log_lines: Callable[[], list[str]] = list  # recent log lines for diagnostics (set by the daemon)
@@ -336,7 +335,6 @@ class Agent:
             out.local_tx_id, out.connector_id, out.id_tag, meter_start_wh, out.timestamp, time.monotonic(),
             out.reservation_id, "StartTransaction", payload, clock_trusted=self.clock_trusted,
         )
-        self.sessions_started += 1
         begin = meter_value(self._sample(out.connector_id), parse_csl(self.keys.get_str("MeterValuesSampledData")),
                             "Transaction.Begin", out.timestamp)
         self._queue_meter_values(out.connector_id, out.local_tx_id, [begin])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ftplib
 import logging
-import shutil
 import ssl
 import urllib.error
 import urllib.request
@@ -116,7 +115,3 @@ def upload(location: str, path: Path, *, timeout_s: float = TIMEOUT_S) -> str:
     except (OSError, urllib.error.URLError, ftplib.Error, EOFError, ValueError) as err:
         raise TransferError(f"upload to {redact(target)} failed: {err}") from err
 
-
-def copy_limited(src: Path, dest: Path) -> None:
-    """Copy a local file (used for file:// style tests and staging)."""
-    shutil.copyfile(src, dest)

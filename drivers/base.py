@@ -15,7 +15,7 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 
 def now_stamps() -> tuple[float, float]:
@@ -281,9 +281,3 @@ class DeviceHealth:
     error: str | None = None
     since_monotonic: float = field(default_factory=time.monotonic)
 
-
-@runtime_checkable
-class Closable(Protocol):
-    """Anything with an async close."""
-
-    async def close(self) -> None: ...

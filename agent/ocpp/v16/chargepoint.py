@@ -619,7 +619,3 @@ class V16Connection:
         elif message == "FirmwareStatusNotification":
             await self._send_plain("FirmwareStatusNotification", {"status": agent.firmware.firmware_status})
 
-
-def dumps(value: Any) -> str:
-    """Compact JSON for logs."""
-    return json.dumps(value, separators=(",", ":"))
