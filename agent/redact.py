@@ -1,4 +1,12 @@
-"""Secrets never reach a log: URL passwords and the OCPP AuthorizationKey are masked in every record."""
+"""Secrets never reach a log: URL passwords and the OCPP AuthorizationKey are masked in every record.
+
+Every pattern here runs on text from outside (frames, URLs, exception messages) and must stay linear in
+its length: each one starts with a literal (the regex engine skips ahead to it) and every repeat after it
+stops at a character the next part needs, so no start position rescans a long run. A scheme such as
+`[a-zA-Z][a-zA-Z0-9+.-]*://` breaks that rule (every letter of a long run starts a new scan to its end:
+quadratic, minutes for 1 MB); the URL pattern therefore anchors on `://` and leaves the scheme alone.
+Oversized records are clipped to their head and length (`clip`) so that one big frame cannot flood a log.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +14,17 @@ import logging
 import re
 
 MASK = "***"
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s\"']*):[^@/\s\"']*@")
-_AUTH_KEY = re.compile(r'(?P<head>"key"\s*:\s*"AuthorizationKey"\s*,\s*"value"\s*:\s*")[^"]*(?P<tail>")')
-_AUTH_KEY_KW = re.compile(r"(?P<head>AuthorizationKey['\"]?\s*[,:=]\s*(?:value\s*[:=]\s*)?['\"]?)[^'\"\s,}]+")
+LOG_HEAD_CHARS = 4096  # a clipped record keeps this much of its head, enough to read any OCPP frame's action
+LOG_MAX_CHARS = 8192  # longer records are clipped (the frame log, the diagnostics ring, journald)
+REDACT_MARGIN_CHARS = 512  # the head is redacted with this much beyond it, so no secret is cut in half unmasked
+
+# ://user:password@  (the scheme before it is kept as it is)
+_URL_PASSWORD = re.compile(r"(?P<head>://[^:/@\s\"']*):[^@/\s\"']*@")
+# "key":"AuthorizationKey","value":"..."  (the closing quote may be missing in a clipped frame)
+_AUTH_KEY = re.compile(r'(?P<head>"key"\s*:\s*"AuthorizationKey"\s*,\s*"value"\s*:\s*")[^"]*(?P<tail>"?)')
+# AuthorizationKey=..., AuthorizationKey: value=..., and the JSON form again (its value is masked already)
+_AUTH_KEY_KW = re.compile(
+    r"(?P<head>AuthorizationKey['\"]?\s*[,:=]\s*(?:['\"]?value['\"]?\s*[:=]\s*)?['\"]?)[^'\"\s,}]+")
 _BASIC = re.compile(r"(?P<head>Authorization['\"]?\s*[:=]\s*['\"]?Basic\s+)[A-Za-z0-9+/=]+")
 
 
@@ -20,14 +36,23 @@ def redact(text: str) -> str:
     return _BASIC.sub(lambda m: f"{m['head']}{MASK}", text)
 
 
+def clip(text: str, head_chars: int = LOG_HEAD_CHARS) -> str:
+    """The text redacted, cut to its head and its length when it is longer than head_chars."""
+    if len(text) <= head_chars:
+        return redact(text)
+    head = redact(text[: head_chars + REDACT_MARGIN_CHARS])[:head_chars]
+    return f"{head}... [clipped: {len(text)} chars in all]"
+
+
 class RedactingFilter(logging.Filter):
-    """A handler filter that masks secrets in the final message (arguments included)."""
+    """A handler filter that masks secrets in the final message (arguments included) and clips huge ones."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = redact(message)
+        cleaned = clip(message) if len(message) > LOG_MAX_CHARS else redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, ()
         if record.exc_info and record.exc_text is None and record.exc_info[1] is not None:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = clip(text, LOG_MAX_CHARS) if len(text) > LOG_MAX_CHARS else redact(text)
         return True
