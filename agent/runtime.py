@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,7 +28,7 @@ from agent.core.connector import ConnectorConfig as CoreConnectorConfig
 from agent.core.limits import parse_profile
 from agent.hardware import ConnectorObservation, Hardware
 from agent.keys import OcppKeys
-from agent.ocpp.v16.metering import Sample, iso, meter_value, next_aligned, parse_csl
+from agent.ocpp.v16.metering import Sample, billed_wh, iso, meter_value, next_aligned, parse_csl
 from agent.security import SecurityEventType
 from agent.store import AuthEntry as StoreAuthEntry
 from agent.store import Store
@@ -139,10 +140,9 @@ class Agent:
         k = self.keys
         connectors = tuple(
             CoreConnectorConfig(is_dc=c.kind == "dc", max_current_a=c.max_current_a, has_lock=c.lock is not None,
-                                voltage_v=c.voltage_v, phases=c.phases)
+                                voltage_v=c.voltage_v, phases=c.phases, free_vend_id=c.free_vend_id_tag)
             for c in self.config.connectors
         )
-        free_vend = next((c.free_vend_id_tag for c in self.config.connectors if c.free_vend_id_tag), None)
         max_energy = k.get_int("MaxEnergyOnInvalidId", 0)
         return CoreSettings(
             connectors=connectors,
@@ -155,7 +155,6 @@ class Agent:
             local_authorize_offline=k.get_bool("LocalAuthorizeOffline", True),
             allow_offline_tx_for_unknown_id=k.get_bool("AllowOfflineTxForUnknownId", False),
             authorize_remote_tx_requests=k.get_bool("AuthorizeRemoteTxRequests", False),
-            free_vend_id=free_vend,
             minimum_status_duration_s=float(k.get_int("MinimumStatusDuration", 0)),
             max_stack_level=k.get_int("ChargeProfileMaxStackLevel", 10),
         )
@@ -295,9 +294,18 @@ class Agent:
 
     # ------------------------------------------------------------------------------- transactions
 
-    def _sample(self, connector_id: int) -> Sample:
+    def _sample(self, connector_id: int, energy_wh: float | None = None) -> Sample:
+        """The connector's last reading as a sample; energy_wh pins the register (the Begin and End samples
+        carry exactly the value of meterStart and meterStop). Never invents a reading: no zero fallback."""
         state = self.connectors[connector_id]
-        reading = state.reading or MeterReading(energy_import_wh=self.core.connectors[connector_id].energy_wh or 0.0)
+        reading = state.reading
+        if reading is None:
+            known = energy_wh if energy_wh is not None else self.core.connectors[connector_id].energy_wh
+            if known is None:
+                raise LookupError(f"connector {connector_id} has no meter reading yet")
+            reading = MeterReading(energy_import_wh=known)
+        elif energy_wh is not None and reading.energy_import_wh != energy_wh:
+            reading = replace(reading, energy_import_wh=energy_wh)
         offered = self.core.connectors[connector_id].limit_a if connector_id in self.core.connectors else None
         return Sample(reading, offered_a=offered, soc_pct=state.soc_pct)
 
@@ -326,7 +334,7 @@ class Agent:
         payload: dict[str, Any] = {
             "connectorId": out.connector_id,
             "idTag": out.id_tag,
-            "meterStart": round(meter_start_wh),
+            "meterStart": billed_wh(meter_start_wh),
             "timestamp": iso(out.timestamp),
         }
         if out.reservation_id is not None:
@@ -335,8 +343,8 @@ class Agent:
             out.local_tx_id, out.connector_id, out.id_tag, meter_start_wh, out.timestamp, time.monotonic(),
             out.reservation_id, "StartTransaction", payload, clock_trusted=self.clock_trusted,
         )
-        begin = meter_value(self._sample(out.connector_id), parse_csl(self.keys.get_str("MeterValuesSampledData")),
-                            "Transaction.Begin", out.timestamp)
+        begin = meter_value(self._sample(out.connector_id, meter_start_wh),
+                            parse_csl(self.keys.get_str("MeterValuesSampledData")), "Transaction.Begin", out.timestamp)
         self._queue_meter_values(out.connector_id, out.local_tx_id, [begin])
         interval = self.keys.get_int("MeterValueSampleInterval", 60)
         state = self.connectors[out.connector_id]
@@ -380,7 +388,7 @@ class Agent:
                                "sample", out.local_tx_id, err)
         payload: dict[str, Any] = {
             "transactionId": out.transaction_id if out.transaction_id is not None else TX_ID_PLACEHOLDER,
-            "meterStop": round(meter_stop),
+            "meterStop": billed_wh(meter_stop),
             "timestamp": iso(out.timestamp),
             "reason": out.reason.value,
         }
@@ -388,7 +396,8 @@ class Agent:
             payload["idTag"] = out.id_tag
         measurands = parse_csl(self.keys.get_str("StopTxnSampledData"))
         if measurands:
-            end = meter_value(self._sample(out.connector_id), measurands, "Transaction.End", out.timestamp)
+            end = meter_value(self._sample(out.connector_id, meter_stop), measurands, "Transaction.End",
+                              out.timestamp)
             if end["sampledValue"]:
                 payload["transactionData"] = [end]
         self.store.end_transaction(
@@ -549,7 +558,7 @@ class Agent:
                                row.tx_local_id, source, meter_stop)
             stop_wall = row.last_wall if source != "the meter at boot" else self.now()
             payload = {"transactionId": row.transaction_id if row.transaction_id is not None else TX_ID_PLACEHOLDER,
-                       "meterStop": round(meter_stop), "timestamp": iso(stop_wall),
+                       "meterStop": billed_wh(meter_stop), "timestamp": iso(stop_wall),
                        "reason": ev.StopReason.POWER_LOSS.value, "idTag": row.id_tag}
             self.store.end_transaction(row.tx_local_id, meter_stop, stop_wall, time.monotonic(),
                                        ev.StopReason.POWER_LOSS.value, "StopTransaction", payload,
@@ -667,9 +676,7 @@ class Agent:
             try:
                 if isinstance(op, ev.SetLimit):
                     if devices.dc is not None:
-                        per_volt = cfg.voltage_v * (cfg.phases if cfg.kind == "ac" else 1)
-                        power = op.current_a * max(per_volt, 1000.0 if cfg.kind == "dc" else per_volt)
-                        await devices.dc.set_limits(op.current_a, power)
+                        await devices.dc.set_limits(op.current_a, self._power_limit_w(op, cfg))
                 elif op.closed:
                     devices.contactor.close()
                     if devices.dc is not None:
@@ -693,6 +700,14 @@ class Agent:
                                                             self.now())
                     except Exception as err:
                         LOGGER.error("transaction %d meter not persisted: %s", session.local_tx_id, err)
+
+    @staticmethod
+    def _power_limit_w(op: ev.SetLimit, cfg: Any) -> float:
+        """The controller's power register: the core's W on DC (no limit: the controller's own rating);
+        on AC the pilot board's, the offered current on every real phase at nominal voltage."""
+        if cfg.kind == "dc":
+            return op.power_w if op.power_w is not None else math.inf
+        return op.current_a * cfg.voltage_v * cfg.phases
 
     async def power_down(self, timeout_s: float = OPEN_RAMP_TIMEOUT_S) -> None:
         """Before the process exits: ramp every DC controller down, then open every contactor."""

@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from agent.ocpp.v16.metering import billed_wh
 from simulator.backoffice_client import BackOfficeClient
 from simulator.httpjson import http_json
 
@@ -162,7 +163,7 @@ class Demo:
         meter_stop = stop["payload"]["meterStop"]
         energy = meter_stop - start["payload"]["meterStart"]
         violations = self.office.violations()
-        ok = (meter_stop == round(meter_wh) and stop["payload"]["transactionId"] == tx_id
+        ok = (meter_stop == billed_wh(meter_wh) and stop["payload"]["transactionId"] == tx_id
               and stamps == sorted(stamps) and not violations)
         print("\nwhat the back office received:")
         print(f"  StartTransaction  transactionId {tx_id}, idTag {start['payload']['idTag']}, "
@@ -170,7 +171,7 @@ class Demo:
         print(f"  MeterValues       {len(values)} messages, {len(stamps)} samples, in chronological order: "
               f"{stamps == sorted(stamps)}")
         print(f"  StopTransaction   reason {stop['payload']['reason']}, meterStop {meter_stop} Wh "
-              f"(meter register {meter_wh:.1f} Wh: {'equal' if meter_stop == round(meter_wh) else 'DIFFERENT'})")
+              f"(meter register {meter_wh:.1f} Wh: {'equal' if meter_stop == billed_wh(meter_wh) else 'DIFFERENT'})")
         print(f"  energy delivered  {energy / 1000:.3f} kWh; schema violations: {len(violations)}")
         print("demo OK" if ok else "demo FAILED")
         return ok

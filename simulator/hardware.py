@@ -393,7 +393,7 @@ class SimHardware:
 
     async def _h_ev(self, body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
         conn = self._conn(body)
-        for key in ("soc_pct", "target_soc_pct", "max_current_a"):
+        for key in ("soc_pct", "target_soc_pct", "max_current_a", "pack_voltage_v", "max_voltage_v"):
             if key in body:
                 setattr(conn.ev, key, float(body[key]))
         return self.state()
@@ -468,7 +468,8 @@ class SimHardware:
             }
             if conn.dc is not None:
                 entry["dc"] = {"url": conn.dc_url, "device_id": conn.config.dc.device_id if conn.config.dc else 1,
-                               "allowed": conn.dc.charging_allowed, "limit_a": conn.dc.limit_a}
+                               "allowed": conn.dc.charging_allowed, "limit_a": conn.dc.limit_a,
+                               "limit_w": conn.dc.limit_w}
             connectors[str(cid)] = entry
         return {
             "connectors": connectors,

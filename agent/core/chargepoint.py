@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from agent.core.connector import (
     connector_status,
     contactor_blockers,
     effective_limit_a,
+    effective_limit_w,
     fault_view,
     indicator_for,
     stopping_fault,
@@ -91,6 +93,7 @@ from agent.core.limits import (
     clear_profiles,
     composite_schedule,
     drop_tx_profiles,
+    floor_tenth,
     install_profile,
     limit_at,
     parse_profile,
@@ -126,7 +129,7 @@ class CoreSettings:
     local_authorize_offline: bool = True
     allow_offline_tx_for_unknown_id: bool = False
     authorize_remote_tx_requests: bool = False
-    free_vend_id: str | None = None  # set: every plug-in starts a transaction for this id
+    free_vend_id: str | None = None  # set: a plug-in on any connector starts a transaction for this id
     minimum_status_duration_s: float = 0.0
     max_stack_level: int = 100  # ChargeProfileMaxStackLevel
 
@@ -488,9 +491,9 @@ class ChargePointCore:
     def composite_schedule(
         self, connector_id: int, duration_s: float, unit: RateUnit | str, now: float
     ) -> list[CompositePeriod] | None:
-        """GetCompositeSchedule: periods from now (None for an unknown connector)."""
+        """GetCompositeSchedule: periods from now (None for an unknown connector); 0 is the charge point's total."""
         if connector_id == 0:
-            return composite_schedule(self.profiles, 0, now, duration_s, unit)
+            return composite_schedule(self.profiles, 0, now, duration_s, unit, setup=self._station_setup())
         c = self.connectors.get(connector_id)
         if c is None:
             return None
@@ -501,7 +504,7 @@ class ChargePointCore:
         return composite_schedule(
             self.profiles, connector_id, now, duration_s, unit,
             tx_start=s.start_wall if s else None, tx_id=s.transaction_id if s else None,
-            setup=ElectricalSetup(c.config.voltage_v, c.config.phases), ceiling_a=ceiling,
+            setup=_setup(c), ceiling_a=ceiling, share=self._share(c),
         )
 
     # ------------------------------------------------------------------------------ input handlers
@@ -516,7 +519,7 @@ class ChargePointCore:
                     and self._startable(c) and self._reservation_ok(c, self._cp_auth.id_tag,
                                                                     self._cp_auth.parent_id_tag)):
                 c.auth, self._cp_auth = self._cp_auth, None
-            free_vend = self.settings.free_vend_id
+            free_vend = c.config.free_vend_id or self.settings.free_vend_id
             if (free_vend and c.session is None and c.auth is None and self._startable(c)
                     and self._reservation_ok(c, free_vend, None)):
                 c.auth = Authorization(free_vend, None, AuthSource.FREE_VEND, run.clock.mono)
@@ -779,7 +782,8 @@ class ChargePointCore:
             reservation_id = c.reservation.reservation_id
             c.reservation = None
             run.out.append(ReservationEnded(reservation_id, ReservationEndReason.USED, c.connector_id))
-        meter_start = c.energy_wh if c.energy_wh is not None else 0.0
+        assert c.energy_wh is not None  # _reconcile starts only with a reading
+        meter_start = c.energy_wh
         c.session = Session(
             local_tx_id=self._allocate(), connector_id=c.connector_id, id_tag=auth.id_tag,
             parent_id_tag=auth.parent_id_tag, start_wall=run.clock.wall, start_monotonic=run.clock.mono,
@@ -832,7 +836,9 @@ class ChargePointCore:
             self._cp_auth = None
         for c in self.connectors.values():
             if c.auth is not None and c.session is None:
-                if c.plugged and self._startable(c):
+                if c.plugged and self._startable(c) and c.energy_wh is not None:
+                    # meterStart needs a reading: before the first one the start waits (a meter that does
+                    # not answer raises its fault, which ends the authorization: no charging)
                     self._start(c, c.auth, run)
                 elif not c.plugged and clock.mono - c.auth.granted_monotonic >= timeout:
                     LOGGER.info("connector %d: ConnectionTimeOut for %s", c.connector_id, c.auth.id_tag)
@@ -843,11 +849,22 @@ class ChargePointCore:
                                                 c.connector_id))
                 c.reservation = None
             self._apply_invalid_id(c, run)
+        # Limits after every start and stop of this call: the shared cap is split by the final count, and
+        # every decrease is commanded before any increase or contactor closing.
+        for c in self.connectors.values():
             self._apply_schedule(c, clock)
-            limit = round(effective_limit_a(c), 1)
-            if limit != c.limit_a:
-                c.limit_a = limit
-                run.out.append(SetLimit(c.connector_id, limit))
+        wanted = {i: self._limit(c) for i, c in self.connectors.items()}
+        for lowering in (True, False):
+            for i, c in self.connectors.items():
+                limit_a, limit_w = wanted[i]
+                if (limit_a, limit_w) == (c.limit_a, c.limit_w):
+                    continue
+                lower = c.limit_a is None or limit_a < c.limit_a or (
+                    limit_w is not None and (c.limit_w is None or limit_w < c.limit_w))
+                if lower is lowering:
+                    c.limit_a, c.limit_w = limit_a, limit_w
+                    run.out.append(SetLimit(c.connector_id, limit_a, limit_w))
+        for c in self.connectors.values():
             close = not contactor_blockers(c, self.cp_estop, self.cp_faults)
             if close != c.contactor_closed:
                 c.contactor_closed = close
@@ -884,18 +901,41 @@ class ChargePointCore:
             s.energy_suspended = True
             self._open(c, run)
 
+    def _share(self, c: Connector) -> int:
+        """How many connectors split the ChargePointMaxProfile, seen from c: those with a transaction,
+        counting c as one of them (a connector about to start gets the share it will have)."""
+        others = sum(1 for o in self.connectors.values() if o is not c and o.session is not None)
+        return others + 1
+
+    def _station_setup(self) -> ElectricalSetup:
+        """W<->A for connector 0 (the charge point's total): the AC connectors' phases and voltage."""
+        ac = [c.config for c in self.connectors.values() if not c.config.is_dc]
+        first = ac[0] if ac else next(iter(self.connectors.values())).config
+        return ElectricalSetup(first.voltage_v, max((cfg.phases for cfg in ac), default=first.phases),
+                               is_dc=not ac)
+
     def _apply_schedule(self, c: Connector, clock: _Clock) -> None:
+        share = self._share(c)
         due = (c.schedule_evaluated_at is None or clock.wall < c.schedule_evaluated_at
+               or share != c.schedule_share
                or (c.schedule_next_change is not None and clock.wall >= c.schedule_next_change))
         if not due:
             return
         s = c.session
-        c.schedule_limit_a, c.schedule_next_change = limit_at(
+        limit, c.schedule_next_change = limit_at(
             self.profiles, c.connector_id, clock.wall,
             tx_start=s.start_wall if s else None, tx_id=s.transaction_id if s else None,
-            setup=ElectricalSetup(c.config.voltage_v, c.config.phases),
+            setup=_setup(c), share=share,
         )
+        c.schedule_limit_a, c.schedule_limit_w = limit.amps, limit.watts
+        c.schedule_share = share
         c.schedule_evaluated_at = clock.wall
+
+    @staticmethod
+    def _limit(c: Connector) -> tuple[float, float | None]:
+        """(A, W or None) to command: rounded down, so the sum of shares never exceeds the cap."""
+        limit_w = effective_limit_w(c)
+        return floor_tenth(effective_limit_a(c)), None if limit_w is None else math.floor(limit_w)
 
     def _cp_view(self) -> StatusView:
         if self.cp_estop:
@@ -910,6 +950,10 @@ class ChargePointCore:
     def _status_out(connector_id: int, view: StatusView, run: _Run) -> StatusChanged:
         return StatusChanged(connector_id, view.status, view.error_code, view.info, view.vendor_error_code,
                              run.clock.wall)
+
+
+def _setup(c: Connector) -> ElectricalSetup:
+    return ElectricalSetup(c.config.voltage_v, c.config.phases, is_dc=c.config.is_dc)
 
 
 def connector_ids(settings: CoreSettings) -> Sequence[int]:

@@ -33,6 +33,8 @@ class ConnectorConfig:
     has_lock: bool = False  # a socket with a motor lock; tethered cables have none
     voltage_v: float = 230.0  # for W <-> A conversion of charging profiles
     phases: int = 3
+    min_current_a: float = 6.0  # AC: IEC 61851-1 has no PWM duty cycle below 6 A (ignored on DC)
+    free_vend_id: str | None = None  # set: a plug-in on this connector starts a transaction for this id
 
 
 class Blocker(enum.StrEnum):
@@ -45,6 +47,7 @@ class Blocker(enum.StrEnum):
     ESTOP = "estop"
     ISOLATION = "isolation"
     LIMIT_ZERO = "limit_zero"
+    LIMIT_BELOW_MINIMUM = "limit_below_minimum"  # AC: above 0 but below the 6 A the pilot can offer
 
 
 _CODE_MAP = {
@@ -117,7 +120,10 @@ class Connector:
     contactor_closed: bool = False
     locked: bool = False
     limit_a: float | None = None
+    limit_w: float | None = None  # DC only: the power limit sent to the controller (None: unlimited)
     schedule_limit_a: float | None = None
+    schedule_limit_w: float | None = None  # DC only: AC folds W into schedule_limit_a
+    schedule_share: int = 1  # how many connectors the ChargePointMaxProfile was split between
     schedule_next_change: float | None = None
     schedule_evaluated_at: float | None = None
     indicator: IndicatorState | None = None
@@ -152,6 +158,13 @@ def effective_limit_a(connector: Connector) -> float:
     return max(0.0, min(values))
 
 
+def effective_limit_w(connector: Connector) -> float | None:
+    """DC: the charging schedule's power limit (W), never negative; None when no profile limits power."""
+    if not connector.config.is_dc or connector.schedule_limit_w is None:
+        return None
+    return max(0.0, connector.schedule_limit_w)
+
+
 def contactor_blockers(
     connector: Connector, cp_estop: bool, cp_faults: dict[str, FaultRaised]
 ) -> frozenset[Blocker]:
@@ -170,8 +183,11 @@ def contactor_blockers(
         blockers.add(Blocker.ESTOP)
     if connector.config.is_dc and not connector.isolation_valid:
         blockers.add(Blocker.ISOLATION)
-    if effective_limit_a(connector) <= 0:
+    limit_a, limit_w = effective_limit_a(connector), effective_limit_w(connector)
+    if limit_a <= 0 or (limit_w is not None and limit_w <= 0):
         blockers.add(Blocker.LIMIT_ZERO)
+    elif not connector.config.is_dc and limit_a < connector.config.min_current_a:
+        blockers.add(Blocker.LIMIT_BELOW_MINIMUM)
     return frozenset(blockers)
 
 

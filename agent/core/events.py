@@ -425,10 +425,11 @@ class SetContactor:
 
 @dataclass(frozen=True, slots=True)
 class SetLimit:
-    """Offer this current (A) to the EV; 0 means no energy."""
+    """Offer this current (A) and, on DC, this power (W; None: no power limit) to the EV; 0 means no energy."""
 
     connector_id: int
     current_a: float
+    power_w: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,11 @@ Composition at an instant t for a connector:
    (a higher level whose schedule has ended or not begun yet falls through to the next level);
 2. TxProfile (for the connector's running transaction) overrides TxDefaultProfile; a TxDefaultProfile
    installed on the connector overrides one installed on connector 0;
-3. ChargePointMaxProfile (connector 0 only) caps the result.
-Limits are converted between A and W with `watts = amps * voltage_v * phases` (the period's numberPhases,
-default 3). Times are wall seconds.
+3. ChargePointMaxProfile (connector 0 only) is one limit for the whole charge point: each connector that
+   shares it gets an even part (OCPP 1.6 3.13.1: "shared by all Connectors").
+AC folds W into A with the connector's real phases and nominal voltage (`watts = amps * voltage_v * phases`;
+a period's numberPhases counts only where the charge point can switch phases). DC keeps A and W apart: a
+power limit goes to the controller as W. Times are wall seconds.
 """
 
 from __future__ import annotations
@@ -108,10 +110,51 @@ class CompositePeriod:
 
 @dataclass(frozen=True, slots=True)
 class ElectricalSetup:
-    """What W<->A conversion needs for a connector."""
+    """What W<->A conversion needs for a connector: its real phases and nominal voltage."""
 
     voltage_v: float = 230.0
     phases: int = DEFAULT_PHASES
+    is_dc: bool = False
+    # ConnectorSwitch3to1PhaseSupported: only then may a period's numberPhases change the conversion
+    phase_switching: bool = False
+
+    def volts_per_amp(self, number_phases: int | None = None) -> float:
+        """Watts per ampere of limit: V x phases on AC, V on DC."""
+        if self.is_dc:
+            return self.voltage_v
+        phases = number_phases if self.phase_switching and number_phases else self.phases
+        return self.voltage_v * phases
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A limit in A, in W, or both at once (None: not limited in that unit)."""
+
+    amps: float | None = None
+    watts: float | None = None
+    number_phases: int | None = None  # the period's numberPhases, used only where phases can switch
+
+    def tighter(self, other: Limit) -> Limit:
+        """Both limits at once: the smaller in each unit."""
+        return Limit(_min(self.amps, other.amps), _min(self.watts, other.watts), self.number_phases)
+
+    def in_amps(self, setup: ElectricalSetup, number_phases: int | None = None) -> float | None:
+        """The limit as one current (W converted with the setup's phases and voltage), None if unlimited."""
+        from_w = None if self.watts is None else self.watts / setup.volts_per_amp(number_phases)
+        return _min(self.amps, from_w)
+
+    def in_unit(self, unit: RateUnit, setup: ElectricalSetup) -> float | None:
+        """The limit as one value in unit (A or W), None if unlimited."""
+        amps = self.in_amps(setup, self.number_phases)
+        if unit is RateUnit.A or amps is None:
+            return amps
+        return amps * setup.volts_per_amp(self.number_phases)
+
+
+def _min(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 # ------------------------------------------------------------------------------------------- parsing
@@ -356,13 +399,6 @@ def _period_at(profile: ChargingProfile, t: float, tx_start: float | None) -> Sc
     return found
 
 
-def _to_amps(period: SchedulePeriod, unit: RateUnit, setup: ElectricalSetup) -> float:
-    if unit is RateUnit.A:
-        return period.limit
-    phases = period.number_phases or setup.phases
-    return period.limit / (setup.voltage_v * phases)
-
-
 def _applies(profile: ChargingProfile, connector_id: int, tx_id: int | None, has_tx: bool) -> bool:
     if profile.purpose is ProfilePurpose.CHARGE_POINT_MAX:
         return profile.connector_id == 0
@@ -383,15 +419,27 @@ def _winner(
     return None
 
 
-def _amps_at(
+def _as_limit(chosen: tuple[ChargingProfile, SchedulePeriod] | None) -> Limit:
+    if chosen is None:
+        return Limit()
+    profile, period = chosen
+    if profile.schedule.unit is RateUnit.A:
+        return Limit(amps=period.limit, number_phases=period.number_phases)
+    return Limit(watts=period.limit, number_phases=period.number_phases)
+
+
+def schedule_limits(
     profiles: Sequence[ChargingProfile],
     connector_id: int,
     t: float,
-    tx_start: float | None,
-    tx_id: int | None,
-    setup: ElectricalSetup,
-) -> tuple[float | None, int | None]:
-    """The composite limit (A) and phases at t, or (None, None) when no profile limits the connector."""
+    *,
+    tx_start: float | None = None,
+    tx_id: int | None = None,
+) -> tuple[Limit, Limit]:
+    """At t: (the connector's own limit from TxProfile/TxDefaultProfile, the whole charge point's cap).
+
+    Both in the unit their profile gave; the cap is the ChargePointMaxProfile, shared by every connector.
+    """
     has_tx = tx_start is not None
     usable = [p for p in profiles if _applies(p, connector_id, tx_id, has_tx)]
     by_purpose: dict[ProfilePurpose, list[ChargingProfile]] = {}
@@ -403,16 +451,23 @@ def _amps_at(
         chosen = _winner([p for p in defaults if p.connector_id == connector_id], t, tx_start)
         if chosen is None:
             chosen = _winner([p for p in defaults if p.connector_id == 0], t, tx_start)
-    limit: float | None = None
-    phases: int | None = None
-    if chosen is not None:
-        limit = _to_amps(chosen[1], chosen[0].schedule.unit, setup)
-        phases = chosen[1].number_phases
     cap = _winner(by_purpose.get(ProfilePurpose.CHARGE_POINT_MAX, []), t, tx_start)
-    if cap is not None:
-        cap_a = _to_amps(cap[1], cap[0].schedule.unit, setup)
-        limit = cap_a if limit is None else min(limit, cap_a)
-    return limit, phases
+    return _as_limit(chosen), _as_limit(cap)
+
+
+def connector_limit(own: Limit, cap: Limit, share: int, setup: ElectricalSetup) -> Limit:
+    """The connector's limit: its own schedule and its even share of the charge point's cap.
+
+    AC folds everything into amperes (the pilot offers a current); DC keeps A and W apart, so a power limit
+    reaches the controller's power register as W whatever the battery voltage.
+    """
+    share = max(1, share)
+    portion = Limit(None if cap.amps is None else cap.amps / share,
+                    None if cap.watts is None else cap.watts / share)
+    merged = own.tighter(portion)
+    if setup.is_dc:
+        return Limit(merged.amps, merged.watts)
+    return Limit(merged.in_amps(setup, own.number_phases))
 
 
 def _breakpoints(profiles: Sequence[ChargingProfile], start: float, end: float,
@@ -459,25 +514,31 @@ def composite_schedule(
     tx_id: int | None = None,
     setup: ElectricalSetup | None = None,
     ceiling_a: float | None = None,
+    share: int = 1,
 ) -> list[CompositePeriod]:
     """The composite schedule for [start, start + duration) as periods with absolute start times.
 
-    tx_start is the start of the connector's running transaction (None: no transaction, so TxProfiles
-    do not apply and Relative profiles do not start). ceiling_a caps every period (hardware/config max);
-    times without any limit are reported at the ceiling, or omitted when there is no ceiling.
+    Connector 0 reports the charge point's total (the ChargePointMaxProfile). For a connector, tx_start is
+    the start of its running transaction (None: TxProfiles do not apply and Relative profiles do not start),
+    share is how many connectors split the charge point's cap, ceiling_a caps every period (hardware and
+    config max); times without any limit are reported at the ceiling, or omitted when there is no ceiling.
+    Every value is converted with the connector's own phases and voltage and rounded down, so the report
+    never exceeds a limit that produced it.
     """
     setup = setup or ElectricalSetup()
     unit = RateUnit(unit)
     end = start + duration_s
     result: list[CompositePeriod] = []
     for t in _breakpoints(profiles, start, end, tx_start):
-        amps, phases = _amps_at(profiles, connector_id, t, tx_start, tx_id, setup)
+        own, cap = schedule_limits(profiles, connector_id, t, tx_start=tx_start, tx_id=tx_id)
+        limit = cap if connector_id == 0 else connector_limit(own, cap, share, setup)
         if ceiling_a is not None:
-            amps = ceiling_a if amps is None else min(amps, ceiling_a)
-        if amps is None:
+            limit = limit.tighter(Limit(amps=ceiling_a))
+        value = limit.in_unit(unit, setup)
+        if value is None:
             continue
-        value = amps if unit is RateUnit.A else amps * setup.voltage_v * (phases or setup.phases)
-        value = round(value, 1)
+        value = floor_tenth(value)
+        phases = None if setup.is_dc else setup.phases
         if result and result[-1].limit == value and result[-1].number_phases == phases:
             continue
         result.append(CompositePeriod(t, value, phases))
@@ -492,15 +553,28 @@ def limit_at(
     tx_start: float | None = None,
     tx_id: int | None = None,
     setup: ElectricalSetup | None = None,
-) -> tuple[float | None, float | None]:
-    """(limit in A at now or None if no profile limits, the next wall time the limit may change or None)."""
+    share: int = 1,
+) -> tuple[Limit, float | None]:
+    """(the connector's limit at now, the next wall time it may change or None).
+
+    The limit is its own schedule combined with its share of the charge point's cap (see connector_limit).
+    """
     setup = setup or ElectricalSetup()
-    current, _ = _amps_at(profiles, connector_id, now, tx_start, tx_id, setup)
+
+    def at(t: float) -> Limit:
+        own, cap = schedule_limits(profiles, connector_id, t, tx_start=tx_start, tx_id=tx_id)
+        return connector_limit(own, cap, share, setup)
+
+    current = at(now)
     for t in _breakpoints(profiles, now, math.inf, tx_start)[1:]:
-        value, _ = _amps_at(profiles, connector_id, t, tx_start, tx_id, setup)
-        if value != current:
+        if at(t) != current:
             return current, t
     return current, None
+
+
+def floor_tenth(value: float) -> float:
+    """Round down to 0.1 (never up: a limit reported or commanded must not exceed the one computed)."""
+    return math.floor(value * 10 + 1e-6) / 10
 
 
 def effective_limit(*ceilings: float | None) -> float:

@@ -60,6 +60,12 @@ def parsed(connector_id: int = 0, **kwargs: Any) -> ChargingProfile:
     return parse_profile(prof(**kwargs), connector_id)
 
 
+def amps_at(profiles: list[ChargingProfile], connector_id: int, now: float) -> tuple[float | None, float | None]:
+    """limit_at on a 3-phase 230 V AC connector, as (A or None, next change)."""
+    limit, next_change = limit_at(profiles, connector_id, now)
+    return limit.amps, next_change
+
+
 # ------------------------------------------------------------------------------------------ parsing
 
 
@@ -203,7 +209,10 @@ def test_composite_watts_to_amps_and_back() -> None:
     one_phase = parse_profile({**prof(unit="W"), "chargingSchedule": {
         "chargingRateUnit": "W", "startSchedule": T0,
         "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 3680, "numberPhases": 1}]}})
-    assert periods(composite_schedule([one_phase], 1, T0, 60, "A", setup=setup)) == [(0, 16.0)]
+    # a 3-phase connector that cannot switch phases draws on all three: numberPhases does not change it
+    assert periods(composite_schedule([one_phase], 1, T0, 60, "A", setup=setup)) == [(0, 5.3)]
+    switching = ElectricalSetup(230.0, 3, phase_switching=True)
+    assert periods(composite_schedule([one_phase], 1, T0, 60, "A", setup=switching)) == [(0, 16.0)]
 
 
 def test_composite_daily_recurring_profile() -> None:
@@ -221,11 +230,11 @@ def test_composite_valid_from_and_to() -> None:
 
 def test_limit_at_gives_limit_and_next_change() -> None:
     p = parsed(0, pid=1, periods=[(0, 10), (600, 10), (900, 20)])
-    assert limit_at([p], 1, T0 + 10) == (10, T0 + 900)
-    assert limit_at([p], 1, T0 + 900) == (20, None)
-    assert limit_at([], 1, T0) == (None, None)
+    assert amps_at([p], 1, T0 + 10) == (10, T0 + 900)
+    assert amps_at([p], 1, T0 + 900) == (20, None)
+    assert amps_at([], 1, T0) == (None, None)
     future = parsed(0, pid=2, periods=[(0, 8)], start=T0 + 50)
-    assert limit_at([future], 1, T0) == (None, T0 + 50)
+    assert amps_at([future], 1, T0) == (None, T0 + 50)
 
 
 # ---------------------------------------------------------------------------------- in the core
@@ -298,12 +307,125 @@ def test_core_composite_schedule_includes_local_limits() -> None:
 
 def test_limit_at_finds_a_change_far_in_the_future() -> None:
     p = parsed(0, pid=1, periods=[(0, 10)], validTo=T0 + 60 * 86400)
-    assert limit_at([p], 1, T0) == (10, T0 + 60 * 86400)
+    assert amps_at([p], 1, T0) == (10, T0 + 60 * 86400)
 
 
 def test_weekly_recurring_profile_repeats_every_week() -> None:
     weekly = parsed(0, pid=1, kind="Recurring", recurrencyKind="Weekly", start=T0,
                     periods=[(0, 8), (86400, 16)])
-    assert limit_at([weekly], 1, T0 + 7 * 86400 + 10) == (8, T0 + 8 * 86400)
-    assert limit_at([weekly], 1, T0 + 8 * 86400) == (16, T0 + 14 * 86400)
-    assert limit_at([weekly], 1, T0 - 10) == (None, T0)
+    assert amps_at([weekly], 1, T0 + 7 * 86400 + 10) == (8, T0 + 8 * 86400)
+    assert amps_at([weekly], 1, T0 + 8 * 86400) == (16, T0 + 14 * 86400)
+    assert amps_at([weekly], 1, T0 - 10) == (None, T0)
+
+
+# ------------------------------------------------------------- the cap is shared, W stays W (issue 10)
+
+
+def _last_limits(log: list[Any]) -> dict[int, SetLimit]:
+    last: dict[int, SetLimit] = {}
+    for o in log:
+        if isinstance(o, SetLimit):
+            last[o.connector_id] = o
+    return last
+
+
+def _sum_of_closed_limits_never_exceeds(log: list[Any], cap_a: float) -> None:
+    """Replays the outputs in order: at every step the limits of closed contactors add up to at most cap_a."""
+    limits: dict[int, float] = {}
+    closed: set[int] = set()
+    for o in log:
+        if isinstance(o, SetLimit):
+            limits[o.connector_id] = o.current_a
+        elif isinstance(o, SetContactor):
+            (closed.add if o.closed else closed.discard)(o.connector_id)
+        assert sum(limits.get(i, 0.0) for i in closed) <= cap_a + 1e-9, (o, limits, closed)
+
+
+def test_charge_point_max_profile_is_shared_by_the_charging_connectors() -> None:
+    rig = Rig(connectors=2, config=ConnectorConfig(max_current_a=32))
+    rig.call("set_charging_profile", SetChargingProfile(0, prof(purpose="ChargePointMaxProfile",
+                                                                periods=[(0, 20)])))
+    rig.charge(1, "A")
+    assert _last_limits(rig.log)[1].current_a == 20.0
+    rig.charge(2, "B")
+    last = _last_limits(rig.log)
+    assert (last[1].current_a, last[2].current_a) == (10.0, 10.0)
+    _sum_of_closed_limits_never_exceeds(rig.log, 20.0)
+    rig.send(PlugChanged(2, False))  # B leaves: A gets the whole cap again
+    assert _last_limits(rig.log)[1].current_a == 20.0
+    _sum_of_closed_limits_never_exceeds(rig.log, 20.0)
+
+
+def test_shared_cap_of_three_connectors_rounds_down() -> None:
+    rig = Rig(connectors=3, config=ConnectorConfig(max_current_a=32))
+    rig.call("set_charging_profile", SetChargingProfile(0, prof(purpose="ChargePointMaxProfile",
+                                                                periods=[(0, 32)])))
+    for i, tag in enumerate("ABC", start=1):
+        rig.charge(i, tag)
+    assert {o.current_a for o in _last_limits(rig.log).values()} == {10.6}
+    _sum_of_closed_limits_never_exceeds(rig.log, 32.0)
+
+
+def test_composite_schedule_of_connector_zero_is_the_charge_point_total() -> None:
+    rig = Rig(connectors=2, config=ConnectorConfig(max_current_a=32))
+    rig.call("set_charging_profile", SetChargingProfile(0, prof(purpose="ChargePointMaxProfile",
+                                                                periods=[(0, 20)])))
+    rig.charge(1, "A")
+    rig.charge(2, "B")
+    total = rig.core.composite_schedule(0, 60, "A", rig.wall)
+    assert total is not None and [p.limit for p in total] == [20.0]
+    each = rig.core.composite_schedule(1, 60, "A", rig.wall)
+    assert each is not None and [p.limit for p in each] == [10.0]
+
+
+def test_ac_watts_use_the_connectors_real_phases_not_the_profiles_number_phases() -> None:
+    rig = Rig(config=ConnectorConfig(max_current_a=32, phases=3, voltage_v=230.0))
+    rig.charge()
+    schedule = {"chargingRateUnit": "W", "startSchedule": T0,
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 11000, "numberPhases": 1}]}
+    rig.call("set_charging_profile", SetChargingProfile(0, {**prof(), "chargingSchedule": schedule}))
+    assert _last_limits(rig.log)[1] == SetLimit(1, 15.9, None)  # 11000 / (3 x 230), never 32 or 47.8
+    in_w = rig.core.composite_schedule(1, 60, "W", rig.wall)
+    assert in_w is not None and in_w[0].limit <= 11000 and in_w[0].number_phases == 3
+
+
+def test_dc_power_limit_reaches_the_controller_as_watts() -> None:
+    dc = ConnectorConfig(is_dc=True, max_current_a=200, voltage_v=400.0, phases=1)
+    rig = Rig(config=dc)
+    rig.charge()
+    assert _last_limits(rig.log)[1] == SetLimit(1, 200.0, None)
+    rig.call("set_charging_profile", SetChargingProfile(0, prof(unit="W", periods=[(0, 50000)])))
+    assert _last_limits(rig.log)[1] == SetLimit(1, 200.0, 50000)  # W stays W: no 41.7 A
+    rig.call("set_charging_profile", SetChargingProfile(0, prof(pid=2, level=1, periods=[(0, 80)])))
+    assert _last_limits(rig.log)[1] == SetLimit(1, 80.0, None)
+
+
+def test_dc_gets_both_limits_when_a_cap_in_w_meets_a_profile_in_a() -> None:
+    dc = ConnectorConfig(is_dc=True, max_current_a=200, voltage_v=400.0, phases=1)
+    rig = Rig(config=dc)
+    rig.charge()
+    rig.call("set_charging_profile", SetChargingProfile(0, prof(periods=[(0, 120)])))
+    rig.call("set_charging_profile", SetChargingProfile(0, prof(pid=2, purpose="ChargePointMaxProfile",
+                                                                unit="W", periods=[(0, 30000)])))
+    assert _last_limits(rig.log)[1] == SetLimit(1, 120.0, 30000)
+
+
+@pytest.mark.parametrize(("limit", "closed"), [(5.9, False), (6.0, True), (0.5, False)])
+def test_ac_limit_below_six_amps_suspends_charging(limit: float, closed: bool) -> None:
+    rig = Rig(config=ConnectorConfig(max_current_a=32))
+    rig.charge()
+    assert rig.contactor()
+    rig.call("set_charging_profile", SetChargingProfile(0, prof(periods=[(0, limit)])))
+    assert rig.contactor() is closed
+    if not closed:
+        assert rig.status() is ConnectorStatus.SUSPENDED_EVSE
+        assert "limit_below_minimum" in rig.core.snapshot()["connectors"]["1"]["blockers"]
+        rig.call("set_charging_profile", SetChargingProfile(0, prof(periods=[(0, 6)])))
+        assert rig.contactor() and rig.status() is ConnectorStatus.CHARGING
+
+
+def test_dc_has_no_six_amp_minimum() -> None:
+    rig = Rig(config=ConnectorConfig(is_dc=True, max_current_a=200, voltage_v=400.0, phases=1))
+    rig.charge()
+    rig.call("set_charging_profile", SetChargingProfile(0, prof(periods=[(0, 3)])))
+    assert rig.contactor()

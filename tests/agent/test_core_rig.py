@@ -30,12 +30,15 @@ START = 1_700_000_000.0  # a wall time in 2023, so schedules and reservations lo
 class Rig:
     """A core, a fake wall/monotonic clock, and the outputs seen so far."""
 
-    def __init__(self, connectors: int = 1, config: ConnectorConfig | None = None, **settings: Any) -> None:
+    def __init__(self, connectors: int = 1, config: ConnectorConfig | None = None, *,
+                 energy_wh: float | None = 1000.0, **settings: Any) -> None:
         cfg = config or ConnectorConfig(has_lock=True)
         self.core = ChargePointCore(CoreSettings(connectors=(cfg,) * connectors, **settings))
         self.wall = START
         self.mono = 100.0
         self.log: list[Output] = []
+        if energy_wh is not None:  # the runtime's first poll: every meter has answered once
+            self.send(*(MeterSample(i, energy_wh, 0.0) for i in range(1, connectors + 1)))
 
     def settings(self, **changes: Any) -> None:
         """Change settings live, as the adapter does after ChangeConfiguration."""
@@ -109,7 +112,8 @@ def test_public_api_is_exported() -> None:
 def test_tx_ids_come_from_the_allocator() -> None:
     issued = iter([501, 502])
     core = ChargePointCore(CoreSettings(), tx_id_allocator=lambda: next(issued))
-    out = core.handle(PlugChanged(1, True), START)
+    out = core.handle(MeterSample(1, 0.0, 0.0), START)
+    out += core.handle(PlugChanged(1, True), START)
     out += core.handle(IdPresented(1, "A"), START)
     out += core.handle(AuthResult("A", AuthStatus.ACCEPTED), START)
     from agent.core import TransactionStarted
@@ -120,6 +124,7 @@ def test_tx_ids_come_from_the_allocator() -> None:
 def test_tx_ids_count_from_first_tx_id_without_an_allocator() -> None:
     rig = Rig(connectors=2)
     rig.core = ChargePointCore(rig.core.settings, first_tx_id=7)
+    rig.send(MeterSample(1, 0.0, 0.0), MeterSample(2, 0.0, 0.0))
     rig.charge(1, "A")
     rig.charge(2, "B")
     from agent.core import TransactionStarted

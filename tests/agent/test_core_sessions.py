@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -11,8 +12,10 @@ from agent.core import (
     AuthResult,
     AuthStatus,
     Blocker,
+    ChargePointCore,
     ConnectorConfig,
     ConnectorStatus,
+    DeviceRole,
     EstopChanged,
     EvReadyChanged,
     FaultRaised,
@@ -535,8 +538,35 @@ def test_free_vend_does_not_take_a_reserved_connector() -> None:
 
 
 def test_boot_tick_commands_limit_and_indicator_after_current_statuses() -> None:
-    rig = Rig(config=ConnectorConfig(max_current_a=25))
+    rig = Rig(config=ConnectorConfig(max_current_a=25), energy_wh=None)
     rig.core.current_statuses(rig.wall, rig.mono)
     out = rig.advance(0)
     assert SetLimit(1, 25.0) in out and ShowIndicator(1, IndicatorState.AVAILABLE) in out
     assert not only(out, StatusChanged)
+
+
+def test_start_waits_for_a_fresh_meter_reading_never_meter_start_zero() -> None:
+    rig = Rig(energy_wh=None, free_vend_id="FREE")
+    out = rig.send(PlugChanged(1, True), EvReadyChanged(1, True))
+    assert not only(out, TransactionStarted) and not rig.contactor()
+    out = rig.send(MeterSample(1, 123456.0, 0.0))
+    assert one(out, TransactionStarted).meter_start_wh == 123456.0
+
+
+def test_start_without_a_meter_reading_ends_with_the_meter_fault() -> None:
+    rig = Rig(energy_wh=None)
+    rig.send(PlugChanged(1, True))
+    rig.authorize("TAG1")
+    out = rig.send(FaultRaised(1, "meter1", "communication", True, DeviceRole.METER))
+    assert not only(rig.log, TransactionStarted) and not rig.contactor()
+    assert rig.status() is ConnectorStatus.FAULTED and not only(out, SetContactor)
+
+
+def test_free_vend_id_is_per_connector() -> None:
+    free_on_one = ConnectorConfig(free_vend_id="FREE")
+    rig = Rig(connectors=2)
+    rig.core.settings = replace(rig.core.settings, connectors=(free_on_one, ConnectorConfig()))
+    rig.core = ChargePointCore(rig.core.settings)
+    rig.send(MeterSample(1, 0.0, 0.0), MeterSample(2, 0.0, 0.0))
+    assert not only(rig.send(PlugChanged(2, True)), TransactionStarted)
+    assert one(rig.send(PlugChanged(1, True)), TransactionStarted).id_tag == "FREE"

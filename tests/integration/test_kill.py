@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from agent.ocpp.v16.metering import billed_wh
 from tests.integration.harness import CP_ID, Rig
 
 CI_SESSIONS = 6
@@ -126,7 +127,7 @@ def _ledger(rig: Rig, final_meter_wh: float) -> dict[str, Any]:
         intervals.append((start["meterStart"], stop["meterStop"], stop["reason"], tx))
     for (_, prev_stop, _, prev_tx), (next_start, _, _, next_tx) in itertools.pairwise(intervals):
         assert prev_stop == next_start, f"energy gap between tx {prev_tx} (stop {prev_stop}) and {next_tx}"
-    assert intervals[-1][1] == round(final_meter_wh), (intervals[-1], final_meter_wh)
+    assert intervals[-1][1] == billed_wh(final_meter_wh), (intervals[-1], final_meter_wh)
     placeholder = [m for m in stops + values if m["payload"].get("transactionId") in (0, -1)]
     assert not placeholder, f"messages with placeholder transactionId: {placeholder[:2]}"
     return {"sessions": len(ordered), "messages": len(starts) + len(stops) + len(values),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -120,3 +121,38 @@ async def test_smart_charging_limits_follow_profiles(rig: Rig) -> None:
         assert (await ok(rig, "ClearChargingProfile", {"id": pid}))["status"] == "Accepted"
     await wait_limit(rig, 200.0)
     assert (await ok(rig, "ClearChargingProfile", {"id": 99}))["status"] == "Unknown"
+
+
+# ---- limits in W are honoured as power (issue 10) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("pack_v", [400.0, 800.0])
+async def test_dc_power_profile_holds_50_kw_at_400_and_800_volts(rig: Rig, pack_v: float) -> None:
+    # an EV that could take 150 A: 60 kW at 400 V, 120 kW at 800 V, so only the power limit holds it
+    rig.sim_call("/ev", {"connector": 1, "pack_voltage_v": pack_v, "max_voltage_v": pack_v + 100,
+                         "max_current_a": 150.0, "soc_pct": 20.0})
+    answer = await ok(rig, "SetChargingProfile", {"connectorId": 0, "csChargingProfiles": profile(
+        1, "TxDefaultProfile", [(0, 50000.0)], unit="W")})
+    assert answer["status"] == "Accepted"
+    await rig.start_session(1)
+    await rig.wait_status(1, "Charging")
+    await rig.wait_sim(lambda s: s["connectors"]["1"]["power_w"] > 40000.0, "power above 40 kW")
+    powers = []
+    for _ in range(8):
+        state = rig.sim_state()["connectors"]["1"]
+        assert state["dc"]["limit_w"] == 50000.0, state  # W to the power register, not 41.7 A
+        assert state["dc"]["limit_a"] == 200.0, state  # the current limit is the connector's own
+        powers.append(state["power_w"])
+        await asyncio.sleep(0.25)
+    assert max(powers) <= 50000.0 * 1.01, powers  # the controller's tolerance
+    assert min(powers) >= 45000.0, powers  # honoured as power: not cut to 41.7 A x the battery voltage
+
+
+async def test_ac_11_kw_profile_on_three_phases_offers_15_9_amps(rig: Rig) -> None:
+    schedule = profile(1, "TxDefaultProfile", [(0, 11000.0)], unit="W")
+    schedule["chargingSchedule"]["chargingSchedulePeriod"][0]["numberPhases"] = 1  # cannot switch: ignored
+    assert (await ok(rig, "SetChargingProfile", {"connectorId": 2, "csChargingProfiles": schedule}))[
+        "status"] == "Accepted"
+    await rig.office.wait_for(lambda: rig.sim_state()["connectors"]["2"]["dc"]["limit_a"] == 15.9, timeout=10)
+    composite = await ok(rig, "GetCompositeSchedule", {"connectorId": 2, "duration": 60, "chargingRateUnit": "W"})
+    assert composite["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] <= 11000.0

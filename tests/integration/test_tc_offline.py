@@ -7,6 +7,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from agent.ocpp.v16.metering import billed_wh
 from tests.integration.harness import BLOCKED, CP_ID, LOCAL, UNKNOWN, Rig
 
 OFFLINE_S = 3.0
@@ -210,7 +211,7 @@ async def test_tc_032_1_power_loss_stops_with_meter_at_boot(rig_factory: Any) ->
     stop = await rig.wait_call("StopTransaction")
     assert stop["payload"]["transactionId"] == _tx_id(start)
     assert stop["payload"]["reason"] == "PowerLoss"
-    assert stop["payload"]["meterStop"] == round(register)
+    assert stop["payload"]["meterStop"] == billed_wh(register)
     assert rig.meter_wh() == register
     reboot = rig.calls("BootNotification")[boots]["ts"]
     await rig.office.wait_for(lambda: [m for m in _after(rig, reboot, "StatusNotification")

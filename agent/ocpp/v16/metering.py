@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +42,12 @@ class Sample:
     soc_pct: float | None = None
 
 
+def billed_wh(value: float) -> int:
+    """Energy as the integer Wh a bill uses: rounded down, one rule for meterStart, meterStop and every
+    sampled register, so a register never looks as if it went backwards between them."""
+    return math.floor(value + 1e-9)  # a float32 register of 1234.0 may decode as 1233.9999999
+
+
 def _fmt(value: float, digits: int) -> str:
     return f"{value:.{digits}f}"
 
@@ -54,7 +61,8 @@ def sampled_values(sample: Sample, measurands: Iterable[str], context: str) -> l
             location: str = "Outlet") -> None:
         if value is None:
             return
-        item = {"value": _fmt(value, digits), "context": context, "format": "Raw", "measurand": measurand,
+        text = str(billed_wh(value)) if unit == "Wh" else _fmt(value, digits)
+        item = {"value": text, "context": context, "format": "Raw", "measurand": measurand,
                 "location": location, "unit": unit}
         if phase:
             item["phase"] = phase
