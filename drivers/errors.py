@@ -39,9 +39,9 @@ class ImplausibleReading(CommunicationFault):
     energy growing faster than the connector's power allows, voltage, current, power or frequency far out
     of bounds. It is a failed read: not published, not used as a baseline, not billed.
 
-    `reason` is a stable name ("energy_backwards", "energy_jump", "energy_range", "not_available",
-    "not_finite", "voltage", "current", "power", "frequency"); `registers` holds the raw blocks read,
-    as {block start address: registers}, for the log.
+    `reason` is a stable name: "energy_backwards", "energy_jump", "energy_range", "unconfirmed" (no
+    baseline yet and two readings disagree), "not_available", "not_finite", "voltage", "current", "power",
+    "frequency". `registers` holds the raw blocks read, as {block start address: registers}, for the log.
     """
 
     def __init__(self, device: str, reason: str, message: str,

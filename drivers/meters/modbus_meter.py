@@ -1,25 +1,30 @@
 """One driver for every Modbus energy meter: the model file says where the values are.
 
-Energy-backwards rule: the driver remembers the highest import energy it has accepted. A reading below it
-raises HardwareFault("energy_backwards") and is not published; the fault persists while the register
-stays below that value and clears by itself once it reaches it again. A meter that was really replaced or
-reset is accepted only after an explicit `reset_baseline()` (an operator decision, never automatic,
-because a silently accepted reset would corrupt the meterStop of a running transaction).
+Every reading passes `Plausibility` (drivers/meters/plausibility.py) before `read()` returns it: values
+out of the connector's bounds, energy below the last accepted reading ("energy_backwards") or growing
+faster than the connector's power allows raise ImplausibleReading, a CommunicationFault: the reading is
+not published and not used as the baseline, so the next plausible reading is accepted again. A meter
+that was really replaced or reset stays refused until `accept_baseline()`; `backwards_for_s()` tells the
+agent how long readings have consistently been below the baseline, so it can decide when (never inside
+a running transaction, whose meterStop a silent re-baseline would corrupt).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from typing import Any
 
 from drivers.base import MeterCapabilities, MeterReading, now_stamps
-from drivers.errors import CommunicationFault, ConfigError, HardwareFault
-from drivers.meters.codec import MeterModel, load_model
+from drivers.errors import CommunicationFault, ConfigError, ImplausibleReading
+from drivers.meters.codec import TYPES, MeterModel, ValueSpec, decode, load_model
+from drivers.meters.plausibility import DEFAULT_MAX_CURRENT_A, DEFAULT_NOMINAL_V, MeterLimits, Plausibility
 from drivers.transport import DEFAULT_TIMEOUT_S, BusPool, ModbusBus
 
 LOGGER = logging.getLogger(__name__)
 
+FLOAT32_RELATIVE_STEP = 2.0 ** -23  # a float32 register moves in steps of up to this fraction of its value
 OPTIONS = ("driver", "url", "device_id", "baudrate", "parity", "stopbits", "timeout_s")
 
 
@@ -34,8 +39,16 @@ class ModbusMeter:
         self.capabilities: MeterCapabilities = model.capabilities
         self._last: MeterReading | None = None
         self._failed = False
-        self._max_import_wh: float | None = None
         self._closed = False
+        energy = model.value("energy_import")
+        assert energy is not None  # the codec refuses a model without it
+        float_register = TYPES[energy.type].is_float
+        self.plausibility = Plausibility(
+            name, MeterLimits(phases=model.phases), resolution_wh=abs(energy.scale),
+            relative_resolution=FLOAT32_RELATIVE_STEP if float_register else 0.0,
+        )
+        self._implausible: dict[str, int] = {}
+        self._refusing = False  # the previous read was refused as implausible: log the next one quieter
 
     @classmethod
     def from_config(cls, name: str, options: dict[str, Any], pool: BusPool) -> ModbusMeter:
@@ -69,38 +82,91 @@ class ModbusMeter:
         )
         return cls(name, model, bus, device_id)
 
+    def configure_limits(self, nominal_voltage_v: float = DEFAULT_NOMINAL_V, phases: int | None = None,
+                         max_current_a: float = DEFAULT_MAX_CURRENT_A) -> None:
+        """Set the metered connector's nominal phase voltage, phases (default: the model's) and maximum
+        current; plausibility bounds derive from them. The baseline is kept. ValueError if not positive."""
+        self.plausibility.limits = MeterLimits(
+            nominal_voltage_v=float(nominal_voltage_v),
+            phases=self.model.phases if phases is None else phases,
+            max_current_a=float(max_current_a),
+        )
+
+    def error_counts(self) -> dict[str, int]:
+        """Failed reads by kind: the bus's frame checks for this device id, plus "implausible"."""
+        return {**self.bus.error_counts(self.device_id), "implausible": sum(self._implausible.values())}
+
+    def implausible_counts(self) -> dict[str, int]:
+        """Readings refused as implausible, by reason ("energy_backwards", "voltage", ...)."""
+        return dict(self._implausible)
+
+    def backwards_for_s(self) -> float:
+        """Seconds for which readings have been below the last accepted energy, consistently (0 when not)."""
+        return self.plausibility.backwards_for_s()
+
+    @property
+    def backwards_energy_wh(self) -> float | None:
+        """The import energy the meter reports while it is below the baseline (None when it is not)."""
+        return self.plausibility.backwards_energy_wh
+
+    def accept_baseline(self) -> None:
+        """Accept the meter's register as it is now (replaced or reset meter): the next two agreeing readings
+        become the baseline, whatever their value."""
+        LOGGER.warning(
+            "%s: energy baseline dropped (was %s Wh); the next agreeing readings become the new one",
+            self.name, None if self.plausibility.baseline is None else self.plausibility.baseline.energy_import_wh,
+        )
+        self.plausibility.accept_baseline()
+
     async def read(self) -> MeterReading:
-        """Read every block of the model; raise CommunicationFault, DeviceTimeout or HardwareFault."""
+        """Read every block of the model and check plausibility; raise CommunicationFault (FrameError,
+        DeviceTimeout, ImplausibleReading) on any failure."""
         if self._closed:
             raise CommunicationFault(self.name, "meter is closed")
         try:
-            values: dict[str, float | None] = {}
-            for block in self.model.blocks:
-                registers = await self.bus.read(
-                    self.name, self.device_id, self.model.function, block.address, block.count
-                )
-                values.update(block.decode(registers))
-            reading = self._build(values)
+            reading, raw = await self._read_once()
+            if self.plausibility.needs_confirmation:
+                first = reading
+                reading, raw = await self._read_once()
+                self.plausibility.confirm(first, reading, raw)
+            else:
+                self.plausibility.check(reading, raw)
+        except ImplausibleReading as err:
+            self._failed = True
+            self._implausible[err.reason] = self._implausible.get(err.reason, 0) + 1
+            log = LOGGER.info if self._refusing else LOGGER.warning
+            log("%s: reading refused: %s; raw registers %s", self.name, err.message, _hex(err.registers))
+            self._refusing = True
+            raise
         except Exception:
             self._failed = True
             raise
         self._failed = False
+        self._refusing = False
         self._last = reading
         return reading
 
-    def _build(self, values: dict[str, float | None]) -> MeterReading:
+    async def _read_once(self) -> tuple[MeterReading, dict[int, tuple[int, ...]]]:
+        """One poll: the decoded reading and the raw registers of each block (for the log)."""
+        values: dict[str, float | None] = {}
+        raw: dict[int, tuple[int, ...]] = {}
+        for block in self.model.blocks:
+            registers = await self.bus.read(self.name, self.device_id, self.model.function, block.address, block.count)
+            raw[block.address] = tuple(registers)
+            for spec in block.values:
+                start = spec.address - block.address
+                regs = registers[start:start + spec.count]
+                if _infinite(spec, regs):
+                    raise ImplausibleReading(self.name, "not_finite", f"{spec.field} is infinite", raw)
+                values[spec.field] = spec.decode(regs)
+        return self._build(values, raw), raw
+
+    def _build(self, values: dict[str, float | None], raw: dict[int, tuple[int, ...]]) -> MeterReading:
         read_monotonic, read_wall = now_stamps()
         energy = values.get("energy_import")
         if energy is None:
-            raise CommunicationFault(self.name, "import energy register reports not-available")
-        if self._max_import_wh is not None and energy < self._max_import_wh:
-            raise HardwareFault(
-                self.name,
-                "energy_backwards",
-                f"import energy {energy:.1f} Wh is below {self._max_import_wh:.1f} Wh read before; "
-                "check the meter (replaced or reset?) and reset its baseline",
-            )
-        self._max_import_wh = energy
+            raise ImplausibleReading(self.name, "not_available",
+                                     "import energy register reports not-available (or NaN)", raw)
         phases = range(1, self.model.phases + 1)
         phase_power = tuple(values.get(f"power_l{n}") for n in phases)
         power = values.get("power_total")
@@ -125,11 +191,16 @@ class ModbusMeter:
             return None
         return dataclasses.replace(self._last, stale=True) if self._failed else self._last
 
-    def reset_baseline(self) -> None:
-        """Accept the next import energy as the new baseline (after a meter was replaced or reset)."""
-        LOGGER.warning("%s: energy baseline reset (was %s Wh)", self.name, self._max_import_wh)
-        self._max_import_wh = None
-
     async def close(self) -> None:
         """Stop using the meter; the bus belongs to the BusPool, which closes it."""
         self._closed = True
+
+
+def _infinite(spec: ValueSpec, registers: list[int]) -> bool:
+    """True for a float register holding +-infinity (NaN means not available, as the codec says)."""
+    return TYPES[spec.type].is_float and math.isinf(decode(spec.type, registers, spec.word_order))
+
+
+def _hex(blocks: dict[int, tuple[int, ...]]) -> str:
+    """Raw blocks as `@0x0000: 4366 0000 ...` for the log."""
+    return "; ".join(f"@0x{address:04X}: " + " ".join(f"{r:04X}" for r in regs) for address, regs in blocks.items())

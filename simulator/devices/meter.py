@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
-from drivers.meters.codec import MeterModel, load_model
+from drivers.meters.codec import TYPES, MeterModel, ValueSpec, encode, load_model
 from simulator.devices.modbus_server import RegisterBank
 
 LOGGER = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class SimMeter:
         self.stuck = False  # the bank stops following the state, as a frozen meter firmware would
         self.backwards = False  # the energy registers report BACKWARDS_WH less than the truth
         self.na_fields: set[str] = set()  # fields answered with the model's not-available marker
+        self.corrupt: dict[str, float] = {}  # fields answered with this value, absurd or not (see encode_any)
         # A real meter answers for every register in the span of a block read, gaps included.
         table = self._table()
         for block in self.model.blocks:
@@ -69,6 +71,9 @@ class SimMeter:
         values = self.field_values()
         set_regs = self.bank.set_input if self.model.function == 4 else self.bank.set_holding
         for spec in self.model.values:
+            if spec.field in self.corrupt:
+                set_regs(spec.address, encode_any(spec, self.corrupt[spec.field]))
+                continue
             value = None if spec.field in self.na_fields else values[spec.field]
             set_regs(spec.address, spec.encode(value))
 
@@ -91,3 +96,21 @@ class SimMeter:
         else:
             self.energy_export_wh += -total_w * dt_s / 3600.0
         self.update()
+
+
+def encode_any(spec: ValueSpec, value: float) -> list[int]:
+    """Registers for any value, as a corrupted frame may carry it: a float register takes NaN, infinity
+    and 1e30 as they are; an integer register takes the nearest raw value it can hold (all ones for NaN)."""
+    vtype = TYPES[spec.type]
+    if vtype.is_float:
+        return encode(spec.type, value / spec.scale, spec.word_order)
+    bits = 16 * vtype.registers
+    signed = vtype.struct_code[-1].islower()
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if math.isnan(value):
+        raw: float = high  # all ones: the usual not-available marker
+    else:
+        raw = max(low, min(high - 1, value / spec.scale))  # clamped below all ones: a value, not a marker
+    if not signed and value < 0:
+        raw = (-(1 << (bits - 1))) & ((1 << bits) - 1)  # a negative value's sign bit in an unsigned register
+    return encode(spec.type, int(raw), spec.word_order)

@@ -28,13 +28,19 @@ from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import SimData, SimDevice
 
+from drivers.modbus_frames import (
+    MBAP_LEN,
+    READ_FCS,
+    crc16,
+    rtu_frame,
+    rtu_request_length,
+    rtu_response_length,
+)
+
 LOGGER = logging.getLogger(__name__)
 
-MBAP_LEN = 7  # [tid:2][pid:2][len:2][uid:1]
 UPSTREAM_TIMEOUT_S = 2.0  # the internal pymodbus server answers in microseconds; this only guards a hang
 RTU_GAP_S = 0.02  # a pty delivers a frame in one write; this gap ends a frame of unknown length
-READ_FCS = (1, 2, 3, 4)
-WRITE_FCS = (5, 6)
 
 
 class RegisterBank:
@@ -74,6 +80,28 @@ class Faults:
     crc_error: bool = False  # RTU: bad CRC; TCP: corrupted MBAP length
     garbage: bool = False  # random bytes instead of a frame
     exception_code: int | None = None  # answer every request with this Modbus exception code
+    # Hostile answers: well-formed frames (valid CRC, consistent MBAP length) that answer the wrong question.
+    wrong_function: bool = False  # a read-holding answer to a read-input request and vice versa
+    wrong_unit: bool = False  # the answer carries another unit id
+    wrong_transaction: bool = False  # TCP: the answer carries another transaction id
+    byte_count: bool = False  # the byte count field says two bytes fewer than the data holds
+    truncate: bool = False  # only the first half of the answer, then silence
+    close_mid_frame: bool = False  # TCP: half the answer, then the connection closes (RTU: as truncate)
+
+
+def mutate_pdu(pdu: bytes, faults: Faults) -> bytes:
+    """Apply the hostile PDU-level faults to an honest response PDU."""
+    if faults.wrong_function and pdu:
+        swapped = {3: 4, 4: 3, 16: 6, 6: 16}.get(pdu[0] & 0x7F, pdu[0] & 0x7F)
+        pdu = bytes((swapped | (pdu[0] & 0x80),)) + pdu[1:]
+    if faults.byte_count and len(pdu) >= 2 and pdu[0] in READ_FCS:
+        pdu = pdu[:1] + bytes(((pdu[1] - 2) & 0xFF,)) + pdu[2:]
+    return pdu
+
+
+def other_unit(unit: int) -> int:
+    """A unit id that is not `unit` (the next one on the bus)."""
+    return unit % 247 + 1
 
 
 class BankContext:
@@ -126,47 +154,6 @@ class BankContext:
                 LOGGER.exception("on_write handler failed for device %d @0x%04X", device_id, address)
                 return ExcCodes.DEVICE_FAILURE
         return None
-
-
-def crc16(data: bytes) -> int:
-    """Modbus RTU CRC-16 (poly 0xA001, init 0xFFFF)."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
-
-
-def rtu_frame(body: bytes) -> bytes:
-    """Append the CRC, low byte first as RTU sends it."""
-    return body + struct.pack("<H", crc16(body))
-
-
-def rtu_request_length(buf: bytes) -> int | None:
-    """Length of the RTU request at the start of `buf`, or None when it cannot be known yet."""
-    if len(buf) < 2:
-        return None
-    fc = buf[1]
-    if fc in READ_FCS or fc in WRITE_FCS:
-        return 8  # [addr][fc][addr:2][count or value:2][crc:2]
-    if fc in (15, 16):
-        return 9 + buf[6] if len(buf) >= 7 else None  # [addr][fc][addr:2][count:2][bytes:1][data][crc:2]
-    if fc == 23:
-        return 13 + buf[10] if len(buf) >= 11 else None
-    return None
-
-
-def rtu_response_length(buf: bytes) -> int | None:
-    """Length of the RTU response at the start of `buf`, or None when it cannot be known yet."""
-    if len(buf) < 3:
-        return None
-    fc = buf[1]
-    if fc & 0x80:
-        return 5  # [addr][fc|0x80][code][crc:2]
-    if fc in READ_FCS or fc == 23:
-        return 5 + buf[2]  # [addr][fc][bytes:1][data][crc:2]
-    return 8
 
 
 def _random_garbage(n: int) -> bytes:
@@ -231,6 +218,8 @@ class ModbusDeviceServer:
                 if reply:
                     writer.write(reply)
                     await writer.drain()
+                if reply and self.faults.close_mid_frame:
+                    break  # the connection drops in the middle of the frame
         except (asyncio.IncompleteReadError, OSError, asyncio.CancelledError):
             pass  # the master hung up, or the simulator stops
         finally:
@@ -264,7 +253,18 @@ class ModbusDeviceServer:
         if faults.crc_error:
             # TCP has no CRC; a corrupted MBAP length is the nearest equivalent: a wrong-sized frame
             rheader = rheader[:4] + struct.pack(">H", rlen + 7) + rheader[6:]
-        return rheader + rpdu
+        tid, pid, length, r_uid = struct.unpack(">HHHB", rheader)
+        if faults.wrong_transaction:
+            tid = (tid + 1) & 0xFFFF
+        if faults.wrong_unit:
+            r_uid = other_unit(r_uid)
+        mutated = mutate_pdu(rpdu, faults)
+        if mutated != rpdu:
+            length, rpdu = len(mutated) + 1, mutated
+        reply = struct.pack(">HHHB", tid, pid, length, r_uid) + rpdu
+        if faults.truncate or faults.close_mid_frame:
+            return reply[: len(reply) // 2]
+        return reply
 
     # ---------------------------------------------------------------- RTU
     async def start_rtu(self) -> str:
@@ -409,8 +409,16 @@ class _RtuBridge:
         if faults.exception_code is not None:
             return rtu_frame(bytes((addr, fc | 0x80, faults.exception_code)))  # [addr][fc|0x80][code][crc]
         reply = await self._forward(frame)
-        if reply is not None and faults.crc_error:
+        if reply is None:
+            return None
+        unit = other_unit(reply[0]) if faults.wrong_unit else reply[0]
+        pdu = mutate_pdu(reply[1:-2], faults)
+        if (unit, pdu) != (reply[0], reply[1:-2]):
+            reply = rtu_frame(bytes((unit,)) + pdu)
+        if faults.crc_error:
             reply = reply[:-2] + bytes((reply[-2] ^ 0xFF, reply[-1]))
+        if faults.truncate or faults.close_mid_frame:
+            reply = reply[: len(reply) // 2]
         return reply
 
     async def _forward(self, frame: bytes) -> bytes | None:

@@ -18,7 +18,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from drivers import registry, transport
 from drivers.base import MeterReading
-from drivers.errors import CommunicationFault, ConfigError, DeviceTimeout, HardwareFault
+from drivers.errors import CommunicationFault, ConfigError, DeviceTimeout, FrameError, ImplausibleReading
 from drivers.meters import codec
 from drivers.meters.modbus_meter import ModbusMeter
 from drivers.transport import BusPool
@@ -146,6 +146,8 @@ async def test_reads_state_in_si_units(rig: Rig) -> None:
 
 async def test_reads_in_planned_blocks(rig: Rig) -> None:
     bus = rig.meter.bus
+    await rig.meter.read()  # the first read polls twice: two agreeing readings set the baseline
+    assert bus.requests == 2 * len(rig.sim.model.blocks)
     before = bus.requests
     await rig.meter.read()
     assert bus.requests - before == len(rig.sim.model.blocks) <= 2
@@ -168,7 +170,12 @@ async def test_transport_fault_then_recovery(rig: Rig, fault: str) -> None:
     with pytest.raises(expected) as info:
         await rig.meter.read()
     if fault == "exception":
-        assert not isinstance(info.value, DeviceTimeout) and "exception 4" in str(info.value)
+        assert isinstance(info.value, FrameError) and info.value.exception_code == 4
+        assert "exception 4" in str(info.value)
+    kinds = {"silent": "timeout", "slow": "timeout", "exception": "exception_code",
+             "crc_error": "crc" if rig.kind == "rtu" else "truncated"}
+    if fault in kinds:
+        assert rig.meter.error_counts()[kinds[fault]] == 1
     stale = rig.meter.last_reading()
     assert stale is not None and stale.stale
     assert (stale.read_monotonic, stale.energy_import_wh) == (first.read_monotonic, first.energy_import_wh)
@@ -187,7 +194,7 @@ async def test_stuck_meter_reads_fresh_but_unchanged(rig: Rig) -> None:
     checks above the driver (power drawn but energy flat) can tell; the driver cannot."""
     first = await rig.meter.read()
     rig.sim.stuck = True
-    rig.sim.add_energy([3000.0, 3000.0, 3000.0], 3600.0)
+    rig.sim.add_energy([3000.0, 3000.0, 3000.0], 10.0)
     second = await rig.meter.read()
     assert second.read_monotonic > first.read_monotonic and not second.stale
     assert (second.energy_import_wh, second.power_w) == (first.energy_import_wh, first.power_w)
@@ -196,31 +203,59 @@ async def test_stuck_meter_reads_fresh_but_unchanged(rig: Rig) -> None:
     assert_matches(await rig.meter.read(), rig.sim)
 
 
-async def test_energy_backwards_is_a_fault_until_it_catches_up(rig: Rig) -> None:
+async def test_energy_backwards_is_refused_until_it_catches_up(rig: Rig) -> None:
     first = await rig.meter.read()
     rig.sim.backwards = True
     rig.sim.update()
-    for _ in range(2):  # the fault persists while the register stays below the highest value seen
-        with pytest.raises(HardwareFault) as info:
+    for _ in range(2):  # refused while the register stays below the last accepted value
+        with pytest.raises(ImplausibleReading) as info:
             await rig.meter.read()
-        assert info.value.code == "energy_backwards"
+        assert info.value.reason == "energy_backwards"
         last = rig.meter.last_reading()
         assert last is not None and last.stale and last.energy_import_wh == first.energy_import_wh
-    rig.sim.add_energy([BACKWARDS_WH / 2, 0.0, 0.0], 3600.0)  # rising, but still below the old value
-    with pytest.raises(HardwareFault):
+    assert rig.meter.backwards_for_s() > 0
+    assert rig.meter.backwards_energy_wh == pytest.approx(first.energy_import_wh - BACKWARDS_WH, abs=101.0)
+    rig.sim.add_energy([100.0, 0.0, 0.0], 36.0)  # rising, but still below the old value
+    with pytest.raises(ImplausibleReading):
         await rig.meter.read()
-    rig.sim.add_energy([BACKWARDS_WH, 0.0, 0.0], 3600.0)  # the register passes the old value again
+    rig.sim.backwards = False  # the register is true again (a few Wh above the old value)
+    rig.sim.update()
     reading = await rig.meter.read()
     assert reading.energy_import_wh >= first.energy_import_wh and not reading.stale
+    assert rig.meter.backwards_for_s() == 0 and rig.meter.backwards_energy_wh is None
+    assert rig.meter.implausible_counts() == {"energy_backwards": 3}
+    assert rig.meter.error_counts()["implausible"] == 3
 
 
-async def test_reset_baseline_accepts_a_replaced_meter(rig: Rig) -> None:
+async def test_one_absurd_frame_does_not_poison_the_baseline(rig: Rig) -> None:
+    first = await rig.meter.read()
+    rig.sim.corrupt = {"energy_import": 1e30}
+    rig.sim.update()
+    with pytest.raises(ImplausibleReading) as info:
+        await rig.meter.read()
+    assert info.value.reason == "energy_range" and info.value.registers
+    rig.sim.corrupt = {}
+    rig.sim.add_energy([1000.0, 1000.0, 1000.0], 1.0)
+    reading = await rig.meter.read()
+    assert reading.energy_import_wh >= first.energy_import_wh
+
+
+async def test_energy_faster_than_the_connector_is_refused(rig: Rig) -> None:
+    await rig.meter.read()
+    rig.meter.configure_limits(nominal_voltage_v=230.0, max_current_a=16.0)
+    rig.sim.add_energy([3680.0, 3680.0, 3680.0], 3600.0)  # an hour's energy within a second
+    with pytest.raises(ImplausibleReading) as info:
+        await rig.meter.read()
+    assert info.value.reason == "energy_jump"
+
+
+async def test_accept_baseline_accepts_a_replaced_meter(rig: Rig) -> None:
     await rig.meter.read()
     rig.sim.energy_import_wh = 1000.0
     rig.sim.update()
-    with pytest.raises(HardwareFault):
+    with pytest.raises(ImplausibleReading):
         await rig.meter.read()
-    rig.meter.reset_baseline()
+    rig.meter.accept_baseline()
     assert (await rig.meter.read()).energy_import_wh == pytest.approx(1000.0, abs=100.0)
 
 
@@ -234,7 +269,7 @@ async def test_not_available_markers(rig: Rig) -> None:
     assert reading.voltage_v[0] == pytest.approx(230.0, abs=0.1)
     rig.sim.na_fields = {"energy_import"}
     rig.sim.update()
-    with pytest.raises(CommunicationFault, match="not-available"):
+    with pytest.raises(ImplausibleReading, match="not-available"):
         await rig.meter.read()
 
 
