@@ -52,9 +52,11 @@ class MeterCapabilities:
 class EnergyMeter(Protocol):
     """An energy meter.
 
-    `read()` returns a fresh reading or raises CommunicationFault/DeviceTimeout; after a failure,
-    `last_reading()` returns the previous values with `stale=True` and their original read time.
-    An import-energy register lower than the previous reading raises HardwareFault("energy_backwards").
+    `read()` returns a fresh, plausible reading or raises CommunicationFault/DeviceTimeout; after a
+    failure, `last_reading()` returns the previous values with `stale=True` and their original read time.
+    A reading out of the connector's bounds, with energy below the last accepted reading or growing faster
+    than the connector's power allows, raises ImplausibleReading (a CommunicationFault) and is not used
+    as the baseline (drivers/meters/plausibility.py).
     The meter reconnects by itself with capped backoff; a read during the backoff raises at once.
     """
 

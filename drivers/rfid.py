@@ -74,6 +74,11 @@ class FrameDecoder:
         self.frame_errors = 0
         self.dropped_bytes = 0
 
+    def error_counts(self) -> dict[str, int]:
+        """Frames refused since start: malformed ("frame_errors"), bad checksum, and bytes dropped resyncing."""
+        return {"frame_errors": self.frame_errors, "checksum_errors": self.bad_checksums,
+                "dropped_bytes": self.dropped_bytes}
+
     def reset(self) -> None:
         """Forget a partial frame (after a reconnect)."""
         self._buffer.clear()
@@ -208,6 +213,10 @@ class SerialIdReader:
             self._since = time.monotonic()
         self._connected = connected
         self._last_error = error
+
+    def error_counts(self) -> dict[str, int]:
+        """The decoder's refusals by kind (frame_errors, checksum_errors, dropped_bytes), for evsectl."""
+        return self.decoder.error_counts()
 
     # -- reading
 

@@ -70,6 +70,7 @@ class ModbusDcController:
         self._last: DcStatus | None = None
         self._stale = False
         self._closed = False
+        self._implausible = 0
 
     @classmethod
     def from_config(cls, name: str, options: dict[str, Any], pool: BusPool) -> ModbusDcController:
@@ -113,6 +114,11 @@ class ModbusDcController:
         """True while the device may not hold the driver's setpoints (before the first or after a fault)."""
         return self._apply_pending or self._emergency_pending
 
+    def error_counts(self) -> dict[str, int]:
+        """Failed exchanges by kind: the bus's frame checks for this device id, plus "implausible"
+        (a status register outside its documented range)."""
+        return {**self.bus.error_counts(self.device_id), "implausible": self._implausible}
+
     def last_reading(self) -> DcStatus | None:
         """The last status read; marked stale (with its original read time) after a failed read."""
         if self._last is None or not self._stale:
@@ -131,6 +137,7 @@ class ModbusDcController:
         try:
             status = reg.decode_status(block, mono, wall)
         except reg.DecodeError as err:
+            self._implausible += 1
             raise HardwareFault(self.name, "invalid_register", f"impossible status value: {err}") from err
         self._last = status
         if self._stale:

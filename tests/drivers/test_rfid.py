@@ -133,6 +133,7 @@ async def test_bad_checksum_ignored_and_counted(sim: SimRfidReader, driver: Seri
     sim.present(CARD_B, repeats=1)
     assert await read(driver) == CARD_B
     assert driver.decoder.bad_checksums == 1
+    assert driver.error_counts() == {"frame_errors": 0, "checksum_errors": 1, "dropped_bytes": 0}
 
 
 async def test_ten_byte_uid_gives_20_char_id_tag(sim: SimRfidReader, driver: SerialIdReader) -> None:
@@ -142,6 +143,7 @@ async def test_ten_byte_uid_gives_20_char_id_tag(sim: SimRfidReader, driver: Ser
     tag = await read(driver)
     assert tag == "04A1B2C3D4E5F6071829" and len(tag) == 20
     assert driver.decoder.frame_errors == 1
+    assert driver.error_counts()["frame_errors"] == 1
 
 
 async def test_reader_unplugged_and_back(sim: SimRfidReader, driver: SerialIdReader) -> None:

@@ -233,3 +233,68 @@ async def test_tcp_raw_frames(server: ModbusDeviceServer) -> None:
     assert bad[6:] == good[6:] and bad[4:6] != good[4:6]
     server.faults = Faults(silent=True)
     assert await tcp_exchange(port, request, timeout_s=0.3) == b""
+
+
+# ---------------------------------------------------------------- hostile switches, seen as raw bytes
+
+# read input 0..1 of unit 1: [tid=7][pid=0][len=6][uid=1][fc=4][addr=0][count=2]
+TCP_REQUEST = struct.pack(">HHHBBHH", 7, 0, 6, 1, 4, 0, 2)
+TCP_HONEST = struct.pack(">HHHBBB", 7, 0, 7, 1, 4, 4) + bytes.fromhex("43660000")
+
+
+@pytest.mark.parametrize(
+    ("switch", "expected"),
+    [
+        ("wrong_function", TCP_HONEST[:7] + b"\x03" + TCP_HONEST[8:]),
+        ("wrong_unit", TCP_HONEST[:6] + b"\x02" + TCP_HONEST[7:]),
+        ("wrong_transaction", b"\x00\x08" + TCP_HONEST[2:]),
+        ("byte_count", TCP_HONEST[:8] + b"\x02" + TCP_HONEST[9:]),
+        ("truncate", TCP_HONEST[: len(TCP_HONEST) // 2]),
+        ("close_mid_frame", TCP_HONEST[: len(TCP_HONEST) // 2]),
+    ],
+)
+async def test_hostile_tcp_answers_are_well_formed_lies(server: ModbusDeviceServer, switch: str,
+                                                        expected: bytes) -> None:
+    port = await server.start_tcp()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(TCP_REQUEST)
+        assert await asyncio.wait_for(reader.read(64), 2.0) == TCP_HONEST
+        setattr(server.faults, switch, True)
+        writer.write(TCP_REQUEST)
+        await writer.drain()
+        got = b""
+        with contextlib.suppress(TimeoutError):
+            while len(got) < len(expected):
+                chunk = await asyncio.wait_for(reader.read(64), 0.5)
+                if not chunk:
+                    break
+                got += chunk
+        assert got == expected
+        if switch == "close_mid_frame":
+            assert await asyncio.wait_for(reader.read(64), 2.0) == b""  # then the connection closes
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("switch", ["wrong_function", "wrong_unit", "byte_count"])
+async def test_hostile_rtu_answers_keep_a_valid_crc(server: ModbusDeviceServer, switch: str) -> None:
+    path = await server.start_rtu()
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        setattr(server.faults, switch, True)
+        os.write(fd, rtu_frame(bytes.fromhex("010400000002")))
+        got = b""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        while len(got) < 9 and loop.time() < deadline:
+            with contextlib.suppress(BlockingIOError):
+                got += os.read(fd, 64)
+            await asyncio.sleep(0.01)
+        honest = bytes.fromhex("01040443660000")
+        body = {"wrong_function": b"\x01\x03" + honest[2:], "wrong_unit": b"\x02" + honest[1:],
+                "byte_count": honest[:2] + b"\x02" + honest[3:]}[switch]
+        assert got == rtu_frame(body)
+        assert crc16(got[:-2]) == struct.unpack("<H", got[-2:])[0]
+    finally:
+        os.close(fd)
