@@ -14,10 +14,16 @@ from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import CloseCode
 
 LOGGER = logging.getLogger(__name__)
 
 SUBPROTOCOLS = {"1.6": "ocpp1.6", "2.0.1": "ocpp2.0.1"}
+# The largest frame accepted from the back office, in bytes (UTF-8). The largest frames 1.6 defines are
+# far below it: a SendLocalList of SendLocalListMaxLength (100) entries is ~20 KB, a certificate chain at
+# most 10,000 chars; 1 MiB leaves room for vendor DataTransfer. A larger frame closes the connection with
+# 1009 (message too big) and the link reconnects; see docs/security.md.
+MAX_FRAME_BYTES = 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +40,7 @@ class LinkSettings:
     basic_auth_password: str | None = None
     ssl_context: ssl.SSLContext | None = None
     open_timeout_s: float = 10.0
+    max_frame_bytes: int = MAX_FRAME_BYTES
 
     @property
     def endpoint(self) -> str:
@@ -107,7 +114,7 @@ class Link:
                     open_timeout=self.settings.open_timeout_s,
                     ssl=self.settings.ssl_context,
                     proxy=None,  # an environment proxy must never capture the back office link
-                    max_size=2**22,
+                    max_size=self.settings.max_frame_bytes,
                 ) as ws:
                     handshake_done = True
                     if self.hooks is not None:
@@ -128,7 +135,7 @@ class Link:
                         finally:
                             self.connected.clear()
                             self._ws = None
-                        LOGGER.warning("connection to the back office closed")
+                        self._log_close(ws)
             except asyncio.CancelledError:
                 raise
             except InvalidStatus as err:
@@ -152,6 +159,16 @@ class Link:
             LOGGER.info("reconnecting in %.1f s", delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
+
+    def _log_close(self, ws: ClientConnection) -> None:
+        """Say why the connection closed; a frame over the size limit is named as such."""
+        sent = ws.protocol.close_sent
+        if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+            self.last_error = f"back office sent a frame over {self.settings.max_frame_bytes} bytes"
+            LOGGER.warning("closed the connection with 1009: the back office sent a frame over %d bytes (%s)",
+                           self.settings.max_frame_bytes, sent.reason)
+        else:
+            LOGGER.warning("connection to the back office closed")
 
     def _failed(self, err: BaseException, handshake_done: bool) -> None:
         if self.hooks is None or handshake_done:

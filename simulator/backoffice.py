@@ -262,6 +262,20 @@ class _Session(ChargePoint):
             finally:
                 self._pending.pop(uid, None)
 
+    async def send_raw(self, text: str, unique_id: str | None, action: str, timeout: float) -> list[Any] | None:
+        """Send any text as it is (malformed or oversized frames); the answer to unique_id, None if none asked."""
+        async with self._call_lock:
+            future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            if unique_id is not None:
+                self._pending[unique_id] = (action, future)
+            try:
+                self._office._record(self.id, "out", text)
+                await self.ws.send(text)  # not self._send: a CALLERROR sent on purpose is no violation
+                return None if unique_id is None else await asyncio.wait_for(future, timeout)
+            finally:
+                if unique_id is not None:
+                    self._pending.pop(unique_id, None)
+
     def fail_pending(self) -> None:
         """The connection is gone: every waiting call fails now rather than at its timeout."""
         for _action, future in self._pending.values():
@@ -864,6 +878,26 @@ class BackOffice:
             "details": frame[4] if len(frame) > 4 else None,
         }
 
+    async def send_raw(
+        self, cp_id: str, text: str, *, unique_id: str | None = None, action: str = "", timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Send any text to a charge point (tests of malformed frames); with unique_id, wait for its answer.
+
+        Returns {"status": "sent"}, {"status": "answer", "frame": [...]}, or the local failures of call().
+        """
+        session = self._sessions.get(cp_id)
+        if session is None:
+            return {"status": "not_connected", "cp_id": cp_id}
+        try:
+            frame = await session.send_raw(
+                text, unique_id, action, self.call_timeout_s if timeout is None else timeout
+            )
+        except TimeoutError:
+            return {"status": "timeout", "cp_id": cp_id}
+        except (ConnectionError, ConnectionClosed):
+            return {"status": "not_connected", "cp_id": cp_id}
+        return {"status": "sent"} if frame is None else {"status": "answer", "frame": frame}
+
     async def go_offline(self) -> None:
         """Close every connection and stop listening (the port is closed) until go_online()."""
         self._cancel_online_task()
@@ -973,6 +1007,7 @@ class BackOffice:
             ("GET", "/violations", self._h_violations),
             ("GET", "/frames", self._h_frames),
             ("POST", "/call", self._h_call),
+            ("POST", "/raw", self._h_raw),
             ("POST", "/refuse", self._h_refuse),
             ("POST", "/drop", self._h_drop),
             ("POST", "/offline", self._h_offline),
@@ -1010,6 +1045,15 @@ class BackOffice:
             body.get("payload", {}),
             timeout=body.get("timeout"),
             validate=body.get("validate", True),
+        )
+
+    async def _h_raw(self, body: dict[str, Any], query: dict[str, str]) -> Any:
+        return await self.send_raw(
+            body["cp_id"],
+            body["text"],
+            unique_id=body.get("unique_id"),
+            action=body.get("action", ""),
+            timeout=body.get("timeout"),
         )
 
     async def _h_refuse(self, body: dict[str, Any], query: dict[str, str]) -> Any:

@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from agent.core import events as ev
 from agent.keys import ChangeResult
+from agent.ocpp.frames import V16_CODES, FrameCheck, Verdict, check_frame, read_head
 from agent.ocpp.v16.metering import iso, meter_value, parse_csl
 from agent.ocpp.v16.security import SecurityHandlers
 from agent.security import SecurityEventType
@@ -75,13 +76,27 @@ class V16ChargePoint(SecurityHandlers, ChargePoint):
         super().__init__(cp_id, connection, response_timeout=response_timeout)
         self.agent = agent
         self.conn = conn
+        self._awaited: str | None = None  # unique id of our CALL in flight: only its answer is routed
+        self._answers = 0  # CALLRESULTs and CALLERRORs sent: each incoming CALL gets exactly one
 
     async def _send(self, message: str) -> None:
         # The library answers schema errors with 2.0.1's "FormatViolation"; 1.6 calls it "FormationViolation".
         if message.startswith("[4,") and '"FormatViolation"' in message:
             message = message.replace('"FormatViolation"', '"FormationViolation"', 1)
+        if message.startswith("[2,"):  # before sending: the answer may arrive before send() returns
+            head = read_head(message)
+            self._awaited = head[1] if head else None
+        elif message.startswith(("[3,", "[4,")):
+            self._answers += 1
         FRAMES.debug("out %s", message)
         await self._connection.send(message)
+
+    async def _get_specific_response(self, unique_id: str, timeout: float) -> Any:
+        try:
+            return await super()._get_specific_response(unique_id, timeout)
+        finally:  # a late answer to a call that timed out is ignored, not queued for the next call
+            if self._awaited == unique_id:
+                self._awaited = None
 
     async def call_raw(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Send a stored wire-form payload as a CALL and return the CALLRESULT payload (camelCase).
@@ -101,34 +116,65 @@ class V16ChargePoint(SecurityHandlers, ChargePoint):
         await validate_payload(response, self._ocpp_version)
         return dict(response.payload)
 
-    async def route_message(self, raw_msg: str) -> None:
+    async def route_message(self, raw_msg: str | bytes) -> None:
+        """Check the frame (agent/ocpp/frames.py), then answer, drop, or hand it to the library."""
         FRAMES.debug("in %s", raw_msg)
         try:
-            if await self._refuse_unhandled(raw_msg):
-                return
-            await super().route_message(raw_msg)
+            check = check_frame(raw_msg, V16_CODES)
+            if check.verdict is Verdict.DROP:
+                LOGGER.warning("dropped an incoming frame: %s (unique id %r)", check.description, check.unique_id)
+            elif check.verdict is Verdict.ANSWER:
+                assert check.unique_id is not None
+                LOGGER.warning("malformed frame %r answered %s: %s", check.unique_id, check.code, check.description)
+                await self._send_call_error(check.unique_id, check.code, check.description)
+            elif check.verdict is Verdict.RESPONSE:
+                if check.unique_id != self._awaited:
+                    LOGGER.warning("ignored an answer to no call in flight (unique id %r)", check.unique_id)
+                    return
+                self._awaited = None
+                await super().route_message(raw_msg)
+            else:
+                await self._answer_call(check)
+        except ConnectionClosed:
+            raise
         except Exception:  # a bad frame must never stop the receive loop
             LOGGER.exception("handling a frame failed")
 
-    async def _refuse_unhandled(self, raw_msg: str) -> bool:
+    async def _answer_call(self, check: FrameCheck) -> None:
+        """Run a well-formed CALL through the library; exactly one answer, whatever happens."""
+        assert check.unique_id is not None and check.payload is not None
+        answers = self._answers
+        try:
+            if not await self._refuse_unhandled(check.unique_id, check.action):
+                message = Call(unique_id=check.unique_id, action=check.action, payload=check.payload)
+                try:
+                    await self._handle_call(message)
+                except OCPPError as error:
+                    await self._send(message.create_call_error(error).to_json())
+        except ConnectionClosed:
+            raise
+        except Exception:
+            LOGGER.exception("handling %s %r failed", check.action[:40], check.unique_id)
+        if self._answers == answers:  # the library failed before it answered: still answer once
+            LOGGER.error("no answer was sent to %s %r: answering InternalError", check.action[:40], check.unique_id)
+            await self._send_call_error(check.unique_id, "InternalError", "the call could not be handled")
+
+    async def _send_call_error(self, unique_id: str, code: str, description: str) -> None:
+        await self._send(json.dumps([4, unique_id, code, description, {}], separators=(",", ":")))
+
+    async def _refuse_unhandled(self, unique_id: str, action: str) -> bool:
         """Answer a CALL whose action has no handler; True when answered.
 
         The library swaps the two codes; OCPP-J 1.6 section 4.2.3: NotImplemented = the action is not
         known by the receiver, NotSupported = recognized but not supported.
         """
-        try:
-            frame = json.loads(raw_msg)
-        except ValueError:
+        if action in self.route_map:
             return False
-        if not (isinstance(frame, list) and len(frame) == 4 and frame[0] == 2 and isinstance(frame[1], str)
-                and isinstance(frame[2], str)) or frame[2] in self.route_map:
-            return False
-        action = frame[2]
         if action in {a.value for a in Action}:
             code, text = "NotSupported", f"{action} is not supported by this charge point"
         else:
-            code, text = "NotImplemented", f"{action} is not an OCPP 1.6 action"
-        await self._send(json.dumps([4, frame[1], code, text, {}], separators=(",", ":")))
+            code, text = "NotImplemented", f"{action[:40]} is not an OCPP 1.6 action"
+        await self._send_call_error(unique_id, code, text)
         return True
 
     # ---- Core ------------------------------------------------------------------------------------
