@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 from pathlib import Path
 
 LOGGER = logging.getLogger(__name__)
@@ -27,3 +28,18 @@ def system_clock_synchronized() -> bool:
         LOGGER.debug("adjtimex unavailable: %s", err)
         return False
     return bool(0 <= state != TIME_ERROR)
+
+
+KERNEL_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # a new random id at every kernel boot
+BOOT_ID_FILE_ENV = "EVSE_AGENT_BOOT_ID_FILE"  # read another file instead (containers, power-cut tests)
+
+
+def kernel_boot_id() -> str:
+    """The kernel's boot id: it changes only when the system boots (a power cut, a reboot), never when the
+    process restarts. Empty when unknown (no /proc), which counts as "a new boot"."""
+    path = Path(os.environ.get(BOOT_ID_FILE_ENV) or KERNEL_BOOT_ID)
+    try:
+        return path.read_text(encoding="ascii", errors="replace").strip()[:64]
+    except OSError as err:
+        LOGGER.warning("kernel boot id unknown (%s): a power cut cannot be told from a restart", err)
+        return ""

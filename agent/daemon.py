@@ -210,6 +210,8 @@ async def serve(cfg: AgentConfig) -> int:
         return code
     finally:
         notify("STOPPING=1")
+        if exit_future.done():  # asked to stop (SIGTERM, reset): the next start must not take it for a crash
+            agent.shutdown_cleanly()
         await agent.power_down()  # DC: ramp the current down before the contactors open
         await link.stop()
         for task in tasks:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.clock import system_clock_synchronized
+from agent.clock import kernel_boot_id, system_clock_synchronized
 from agent.config import AgentConfig
 from agent.core import events as ev
 from agent.core.auth import AuthEntry as CoreAuthEntry
@@ -31,7 +31,7 @@ from agent.keys import OcppKeys
 from agent.ocpp.v16.metering import Sample, billed_wh, iso, meter_value, next_aligned, parse_csl
 from agent.security import SecurityEventType
 from agent.store import AuthEntry as StoreAuthEntry
-from agent.store import Store
+from agent.store import PreviousRun, Store
 from drivers.base import MeterReading
 from drivers.errors import DriverError
 
@@ -49,6 +49,7 @@ BOOT_METER_ATTEMPTS = 3
 SAMPLE_SLACK_S = 0.1  # a sample due this much after a poll is taken at that poll (polls are not exact)
 STOP_HOLD_TIMEOUT_S = 10.0  # the longest a connector is held for its stop record (bounded: never stuck)
 STOP_METER_SETTLE_S = 1.0  # meters refresh their registers about once a second after the load drops
+TX_DATA_MAX_VALUES = 200  # transactionData per StopTransaction: the first and the latest 199 are kept
 TX_ID_PLACEHOLDER = 0  # replaced by the store with the back office's id once StartTransaction is answered
 
 ROLE_BY_ATTR = {"meter": ev.DeviceRole.METER, "dc": ev.DeviceRole.DC_CONTROLLER,
@@ -161,9 +162,18 @@ class Agent:
 
     def _on_key_changed(self, key: str) -> None:
         self.core.settings = self.core_settings()
-        if key in ("MeterValueSampleInterval",):
-            for state in self.connectors.values():
-                state.next_sample_mono = None
+        if key == "MeterValueSampleInterval":
+            # The new interval applies from the next sample: a running transaction keeps sampling (never
+            # sooner than the new interval asks, never later than the sample already due).
+            interval = self.keys.get_int("MeterValueSampleInterval", 60)
+            mono = time.monotonic()
+            for connector_id, state in self.connectors.items():
+                if interval <= 0 or self.core.session(connector_id) is None:
+                    state.next_sample_mono = None
+                    continue
+                soonest = mono + interval
+                due = state.next_sample_mono
+                state.next_sample_mono = soonest if due is None else min(due, soonest)
         if key == "ClockAlignedDataInterval":
             self._next_aligned = None
 
@@ -357,6 +367,12 @@ class Agent:
                                  "transaction could not be recorded"))
 
     def _on_tx_stopped(self, out: ev.TransactionStopped) -> None:
+        # The decision (reason, time) is on disk before anything else: a power cut in the seconds until
+        # meterStop is read must not turn this stop into a PowerLoss at boot.
+        try:
+            self.store.decide_stop(out.local_tx_id, out.reason.value, out.timestamp)
+        except Exception as err:
+            LOGGER.error("transaction %d: stop decision not persisted: %s", out.local_tx_id, err)
         # meterStop must be the register once the power path is open (a DC controller ramps down first):
         # wait for the connector's actuator to finish opening, then read the meter once more.
         loop = asyncio.get_running_loop()
@@ -395,16 +411,34 @@ class Agent:
         if out.id_tag:
             payload["idTag"] = out.id_tag
         measurands = parse_csl(self.keys.get_str("StopTxnSampledData"))
+        data = self._tx_data(out.local_tx_id)
         if measurands:
             end = meter_value(self._sample(out.connector_id, meter_stop), measurands, "Transaction.End",
                               out.timestamp)
             if end["sampledValue"]:
-                payload["transactionData"] = [end]
+                data.append(end)
+        if data:
+            payload["transactionData"] = data
         self.store.end_transaction(
             out.local_tx_id, meter_stop, out.timestamp, time.monotonic(), out.reason.value,
             "StopTransaction", payload, clock_trusted=self.clock_trusted,
         )
         self._outbox_changed()
+
+    def _tx_data(self, tx_local_id: int) -> list[dict[str, Any]]:
+        """The transactionData collected on disk (StopTxnSampledData, StopTxnAlignedData), oldest first."""
+        try:
+            data = self.store.tx_data(tx_local_id)
+        except Exception as err:  # the stop goes out without it rather than not at all
+            LOGGER.error("transaction %d: transactionData not readable: %s", tx_local_id, err)
+            return []
+        return sorted(data, key=lambda v: str(v.get("timestamp", "")))  # ISO UTC strings sort in time order
+
+    def _keep_tx_data(self, tx_local_id: int, value: dict[str, Any]) -> None:
+        if not value["sampledValue"]:
+            return
+        self.store.tx_data_append(tx_local_id, value, self.now(), cap=TX_DATA_MAX_VALUES,
+                                  clock_trusted=self.clock_trusted)
 
     def _queue_meter_values(self, connector_id: int, tx_local_id: int, values: list[dict[str, Any]]) -> None:
         values = [v for v in values if v["sampledValue"]]
@@ -534,7 +568,15 @@ class Agent:
     # ---------------------------------------------------------------------------------- the loops
 
     async def recover_power_loss(self) -> None:
-        """At boot: stop every transaction that was running when the power went (reason PowerLoss)."""
+        """At boot: stop every transaction the previous run left open, with the reason it deserves.
+
+        A stop decided before the process went keeps its reason and time (only meterStop is read now).
+        Otherwise: the previous run stopped cleanly (SIGTERM, reset) -> Reboot; it crashed while the system
+        stayed up (same kernel boot id: SIGKILL, OOM, watchdog) -> Other; the system itself booted without
+        a clean shutdown (new kernel boot id) -> PowerLoss.
+        """
+        current_boot = kernel_boot_id()
+        previous = self.store.begin_run(current_boot)
         discarded = self.store.discard_reserved()
         if discarded:
             LOGGER.info("dropped %d transaction ids reserved but never started", discarded)
@@ -546,7 +588,7 @@ class Agent:
                 for attempt in range(BOOT_METER_ATTEMPTS):
                     try:
                         reading = await devices.meter.read()
-                        # The contactor cannot have closed since the power went: this register is exact.
+                        # The contactor cannot have closed since the process went: this register is exact.
                         meter_stop, source = reading.energy_import_wh, "the meter at boot"
                         break
                     except DriverError as err:
@@ -556,15 +598,46 @@ class Agent:
             if source != "the meter at boot":
                 LOGGER.warning("transaction %d: meter did not answer at boot; meterStop from %s (%.1f Wh)",
                                row.tx_local_id, source, meter_stop)
-            stop_wall = row.last_wall if source != "the meter at boot" else self.now()
+            reason, stop_wall, why = self._boot_stop(row, previous, current_boot,
+                                                     row.last_wall if source != "the meter at boot" else self.now())
             payload = {"transactionId": row.transaction_id if row.transaction_id is not None else TX_ID_PLACEHOLDER,
                        "meterStop": billed_wh(meter_stop), "timestamp": iso(stop_wall),
-                       "reason": ev.StopReason.POWER_LOSS.value, "idTag": row.id_tag}
+                       "reason": reason.value, "idTag": row.id_tag}
+            data = self._tx_data(row.tx_local_id)
+            if data:
+                payload["transactionData"] = data
             self.store.end_transaction(row.tx_local_id, meter_stop, stop_wall, time.monotonic(),
-                                       ev.StopReason.POWER_LOSS.value, "StopTransaction", payload,
-                                       clock_trusted=self.clock_trusted)
-            LOGGER.warning("transaction %d on connector %d stopped with reason PowerLoss, meterStop %.1f Wh (%s)",
-                           row.tx_local_id, row.connector_id, meter_stop, source)
+                                       reason.value, "StopTransaction", payload, clock_trusted=self.clock_trusted)
+            LOGGER.warning("transaction %d on connector %d stopped with reason %s (%s), meterStop %.1f Wh (%s)",
+                           row.tx_local_id, row.connector_id, reason.value, why, meter_stop, source)
+
+    @staticmethod
+    def _boot_stop(row: Any, previous: PreviousRun, current_boot: str,
+                   fallback_wall: float) -> tuple[ev.StopReason, float, str]:
+        """(reason, stop time, why) for a transaction found open at boot."""
+        if row.decided_reason is not None:
+            try:
+                return ev.StopReason(row.decided_reason), row.decided_wall or fallback_wall, "decided before"
+            except ValueError:
+                LOGGER.warning("transaction %d: unknown stored stop reason %r", row.tx_local_id, row.decided_reason)
+        if previous.clean_shutdown:
+            return ev.StopReason.REBOOT, previous.shutdown_wall or fallback_wall, "the agent was stopped cleanly"
+        if previous.kernel_boot_id and current_boot and previous.kernel_boot_id == current_boot:
+            return ev.StopReason.OTHER, fallback_wall, "the agent process died while the system stayed up"
+        return ev.StopReason.POWER_LOSS, fallback_wall, "the system booted without a clean shutdown"
+
+    def shutdown_cleanly(self) -> None:
+        """On a requested exit (SIGTERM, reset): running transactions stop with reason Reboot at this time."""
+        now = self.now()
+        for connector_id in self.connectors:
+            session = self.core.session(connector_id)
+            if session is not None:
+                with contextlib.suppress(Exception):
+                    self.store.decide_stop(session.local_tx_id, ev.StopReason.REBOOT.value, now)
+        try:
+            self.store.mark_clean_shutdown(now)
+        except Exception as err:
+            LOGGER.error("clean shutdown not recorded: %s", err)
 
     async def poll_once(self) -> None:
         """One hardware poll: observations to the core, meter samples to the outbox."""
@@ -623,8 +696,12 @@ class Agent:
             if state.reading is None or state.reading.stale:
                 continue  # never republish an old value with a new time
             now = self.now()
+            sample = self._sample(connector_id)
             self._queue_meter_values(connector_id, session.local_tx_id,
-                                     [meter_value(self._sample(connector_id), sampled, "Sample.Periodic", now)])
+                                     [meter_value(sample, sampled, "Sample.Periodic", now)])
+            stop_sampled = parse_csl(self.keys.get_str("StopTxnSampledData"))
+            if stop_sampled:
+                self._keep_tx_data(session.local_tx_id, meter_value(sample, stop_sampled, "Sample.Periodic", now))
             self.store.update_transaction_meter(session.local_tx_id, state.reading.energy_import_wh, now)
 
     def _aligned(self) -> None:
@@ -652,6 +729,10 @@ class Agent:
             session = self.core.session(connector_id)
             if session is not None:
                 self._queue_meter_values(connector_id, session.local_tx_id, [value])
+                stop_aligned = parse_csl(self.keys.get_str("StopTxnAlignedData"))
+                if stop_aligned:
+                    self._keep_tx_data(session.local_tx_id,
+                                       meter_value(self._sample(connector_id), stop_aligned, "Sample.Clock", instant))
             elif self.link_session is not None and value["sampledValue"]:
                 # Not transaction-related: sent when online, never queued.
                 self.link_session.send_meter_values(connector_id, {"connectorId": connector_id,

@@ -105,6 +105,24 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             wall_time REAL NOT NULL,
             clock_trusted INTEGER NOT NULL)""",
     ),
+    (
+        # The stop decision (reason, time) is durable the moment it is taken; meterStop follows later.
+        "ALTER TABLE transactions ADD COLUMN decided_reason TEXT",
+        "ALTER TABLE transactions ADD COLUMN decided_wall REAL",
+        # transactionData of StopTransaction, collected during the transaction (on disk, not in memory)
+        """CREATE TABLE tx_data (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            tx_local_id INTEGER NOT NULL REFERENCES transactions(tx_local_id),
+            boot_id TEXT NOT NULL,
+            wall_time REAL NOT NULL,
+            clock_trusted INTEGER NOT NULL,
+            timestamp_shift_s REAL NOT NULL DEFAULT 0,
+            value TEXT NOT NULL)""",
+        "CREATE INDEX tx_data_untrusted ON tx_data(boot_id) WHERE clock_trusted = 0",
+        "CREATE INDEX tx_data_tx ON tx_data(tx_local_id, id)",
+        # how the previous run of the agent ended: kernel boot id and a clean-shutdown record
+        "CREATE TABLE run_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -163,6 +181,17 @@ class TransactionRow:
     stop_wall: float | None
     stop_reason: str | None
     transaction_id: int | None  # the back office's id once known; -1 when StartTransaction never succeeded
+    decided_reason: str | None = None  # the stop reason, recorded when the stop was decided
+    decided_wall: float | None = None  # the time of that decision
+
+
+@dataclass(frozen=True)
+class PreviousRun:
+    """How the agent's previous run ended, as recorded in the state database."""
+
+    kernel_boot_id: str | None  # None: no previous run recorded (a new database)
+    clean_shutdown: bool
+    shutdown_wall: float | None
 
 
 @dataclass(frozen=True)
@@ -863,9 +892,61 @@ class Store:
             )
             msg_id = self._insert_outbox(conn, stop_action, stop_payload, tx_local_id, stop_wall,
                                          stop_monotonic, clock_trusted)
+            # the stop message carries the transaction data now: one commit moves it there
+            conn.execute("DELETE FROM tx_data WHERE tx_local_id = ?", (tx_local_id,))
         if self._bytes_stale:
             self._refresh_bytes()
         return msg_id
+
+    def decide_stop(self, tx_local_id: int, reason: str, wall: float) -> bool:
+        """Record the stop decision (reason, time) before anything else happens; the first decision wins.
+
+        False when the transaction was already stopped or decided (a second decision changes nothing).
+        """
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE transactions SET decided_reason = ?, decided_wall = ? "
+                "WHERE tx_local_id = ? AND stop_wall IS NULL AND decided_reason IS NULL",
+                (reason, wall, tx_local_id),
+            )
+            return cursor.rowcount > 0
+
+    def tx_data_append(self, tx_local_id: int, value: dict[str, Any], wall: float, *, cap: int,
+                       clock_trusted: bool = True) -> None:
+        """Keep one meterValue for the transaction's StopTransaction; over cap, the oldest but the first go."""
+        with self._write() as conn:
+            conn.execute("INSERT INTO tx_data (tx_local_id, boot_id, wall_time, clock_trusted, value) "
+                         "VALUES (?, ?, ?, ?, ?)", (tx_local_id, self.boot_id, wall, int(clock_trusted),
+                                                    _dumps(value)))
+            count = conn.execute("SELECT COUNT(*) FROM tx_data WHERE tx_local_id = ?", (tx_local_id,)).fetchone()[0]
+            if count > cap:
+                conn.execute(
+                    "DELETE FROM tx_data WHERE id IN (SELECT id FROM tx_data WHERE tx_local_id = ? "
+                    "ORDER BY id LIMIT ? OFFSET 1)", (tx_local_id, count - cap))
+
+    def tx_data(self, tx_local_id: int) -> list[dict[str, Any]]:
+        """The meterValues kept for a transaction's StopTransaction, in the order they were taken."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT value, timestamp_shift_s FROM tx_data WHERE tx_local_id = ? ORDER BY id",
+                                (tx_local_id,)).fetchall()
+        return [_load_payload(r[0], r[1]) for r in rows]
+
+    def begin_run(self, kernel_boot_id: str) -> PreviousRun:
+        """At start: how the previous run ended; from now on this run counts as not cleanly stopped."""
+        with self._write() as conn:
+            state = dict(conn.execute("SELECT key, value FROM run_state").fetchall())
+            conn.execute("INSERT OR REPLACE INTO run_state (key, value) VALUES ('kernel_boot_id', ?)",
+                         (kernel_boot_id,))
+            conn.execute("INSERT OR REPLACE INTO run_state (key, value) VALUES ('clean_shutdown', '0')")
+        shutdown = state.get("shutdown_wall")
+        return PreviousRun(state.get("kernel_boot_id"), state.get("clean_shutdown") == "1",
+                           float(shutdown) if shutdown else None)
+
+    def mark_clean_shutdown(self, wall: float) -> None:
+        """The process is stopping on request (SIGTERM, reset): the next start can tell it from a crash."""
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO run_state (key, value) VALUES ('clean_shutdown', '1')")
+            conn.execute("INSERT OR REPLACE INTO run_state (key, value) VALUES ('shutdown_wall', ?)", (str(wall),))
 
     def discard_reserved(self) -> int:
         """At boot: delete reserved ids that never started (the process died between the two calls)."""
@@ -908,7 +989,7 @@ class Store:
     _TX_COLUMNS = (
         "tx_local_id, connector_id, id_tag, reservation_id, boot_id, clock_trusted, meter_start_wh, "
         "start_wall, start_monotonic, last_energy_wh, last_wall, meter_stop_wh, stop_wall, stop_reason, "
-        "transaction_id"
+        "transaction_id, decided_reason, decided_wall"
     )
 
     @staticmethod
@@ -930,6 +1011,8 @@ class Store:
             stop_wall=r[12],
             stop_reason=r[13],
             transaction_id=r[14],
+            decided_reason=r[15],
+            decided_wall=r[16],
         )
 
     def unfinished_transactions(self) -> list[TransactionRow]:
@@ -1178,7 +1261,7 @@ class Store:
         """
         corrected = 0
         with self._write() as conn:
-            for table in ("outbox", "dead_letters"):
+            for table in ("outbox", "dead_letters", "tx_data"):
                 # Payload timestamps are shifted when read (see _load_payload): one SQL statement instead
                 # of a Python rewrite per row keeps this call short with 100,000 queued messages.
                 corrected += conn.execute(
@@ -1189,8 +1272,9 @@ class Store:
                 ).rowcount
             corrected += conn.execute(
                 "UPDATE transactions SET start_wall = start_wall + ?, last_wall = last_wall + ?, "
-                "stop_wall = stop_wall + ?, clock_trusted = 1 WHERE boot_id = ? AND clock_trusted = 0",
-                (offset_s, offset_s, offset_s, boot_id),
+                "stop_wall = stop_wall + ?, decided_wall = decided_wall + ?, clock_trusted = 1 "
+                "WHERE boot_id = ? AND clock_trusted = 0",
+                (offset_s, offset_s, offset_s, offset_s, boot_id),
             ).rowcount
             corrected += conn.execute(
                 "UPDATE security_log SET wall_time = wall_time + ?, clock_trusted = 1 "
@@ -1203,7 +1287,7 @@ class Store:
 
 # Tables salvaged from a damaged database, in an order that keeps the foreign keys valid.
 _SALVAGE_TABLES = ("transactions", "outbox", "dead_letters", "local_list", "auth_cache", "config",
-                   "charging_profiles", "availability", "security_log", "meta")
+                   "charging_profiles", "availability", "security_log", "meta", "tx_data")
 
 
 def open_or_recover(path: str | Path, **kwargs: Any) -> tuple[Store, str | None]:

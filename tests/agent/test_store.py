@@ -568,3 +568,51 @@ def test_full_disk_raises_disk_full_and_keeps_the_queue(store: Store) -> None:
     assert store.peek() is not None and store.peek().id == kept  # type: ignore[union-attr]
     with Store(store.path) as recount:  # the in-memory size counter survived the rollback
         assert store.outbox_stats()["bytes"] == recount.outbox_stats()["bytes"]
+
+
+# ------------------------------------------------- stop decisions, transactionData, how the last run ended
+
+
+def test_stop_decision_is_recorded_once_and_survives_reopening(db_path: Path) -> None:
+    store = Store(db_path)
+    tx = store.open_transaction(1, "CARD", 500.0, T0, 3.0)
+    assert store.decide_stop(tx, "Remote", T0 + 10)
+    assert not store.decide_stop(tx, "Local", T0 + 20)  # the first decision wins
+    store.close()
+    reopened = Store(db_path)
+    row = reopened.unfinished_transactions()[0]
+    assert (row.decided_reason, row.decided_wall, row.stop_wall) == ("Remote", T0 + 10, None)
+    reopened.close()
+
+
+def test_transaction_data_is_bounded_keeping_the_first_and_the_latest(store: Store) -> None:
+    tx = store.open_transaction(1, "CARD", 500.0, T0, 3.0)
+    for i in range(25):
+        store.tx_data_append(tx, {"timestamp": f"2026-01-01T00:00:{i:02d}.000Z", "sampledValue": [{"value": str(i)}]},
+                             T0 + i, cap=10)
+    kept = [int(v["sampledValue"][0]["value"]) for v in store.tx_data(tx)]
+    assert kept == [0, *range(16, 25)]
+    store.end_transaction(tx, 900.0, T0 + 30, 33.0, "Local", "StopTransaction", {"transactionId": 0},
+                          clock_trusted=True)
+    assert store.tx_data(tx) == []  # moved into the stop message in the same commit
+
+
+def test_transaction_data_times_are_corrected_with_the_clock(store: Store) -> None:
+    tx = store.open_transaction(1, "CARD", 500.0, T0, 3.0, clock_trusted=False)
+    store.tx_data_append(tx, {"timestamp": "2026-01-01T00:00:00.000Z", "sampledValue": []}, T0, cap=10,
+                         clock_trusted=False)
+    store.correct_untrusted_times(store.boot_id, 3600.0)
+    assert store.tx_data(tx)[0]["timestamp"] == "2026-01-01T01:00:00.000Z"
+
+
+def test_begin_run_tells_how_the_previous_run_ended(db_path: Path) -> None:
+    store = Store(db_path)
+    first = store.begin_run("boot-a")
+    assert (first.kernel_boot_id, first.clean_shutdown) == (None, False)
+    store.mark_clean_shutdown(T0)
+    assert store.begin_run("boot-a") == type(first)("boot-a", True, T0)
+    store.close()
+    again = Store(db_path)
+    crashed = again.begin_run("boot-a")  # no clean shutdown recorded this time
+    again.close()
+    assert (crashed.kernel_boot_id, crashed.clean_shutdown) == ("boot-a", False)

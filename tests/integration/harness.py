@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,9 @@ class Rig:
         self.control = ""
         self.summary: dict[str, Any] = {}
         self._last_card = 0.0
+        # The agent's kernel boot id comes from this file: a power cut is a SIGKILL plus a new boot id.
+        self.boot_id_file = workdir / "kernel-boot-id"
+        self.boot_id_file.write_text(uuid.uuid4().hex + "\n")
 
     # ---- processes ------------------------------------------------------------------------------
 
@@ -79,7 +83,7 @@ class Rig:
 
     def start_agent(self) -> None:
         log = open(self.workdir / "agent.log", "ab")  # noqa: SIM115
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "EVSE_AGENT_BOOT_ID_FILE": str(self.boot_id_file)}
         self.agent = subprocess.Popen([_bin("evse-agent"), "--config", str(self.agent_config), "-v"],
                                       stdout=log, stderr=subprocess.STDOUT, env=env)
 
@@ -94,6 +98,11 @@ class Rig:
         if self.agent is not None and self.agent.poll() is None:
             self.agent.send_signal(signal.SIGKILL)
             self.agent.wait(10)
+
+    def power_cut(self) -> None:
+        """The power goes: the process dies at once and the system boots again (a new kernel boot id)."""
+        self.kill_agent()
+        self.boot_id_file.write_text(uuid.uuid4().hex + "\n")
 
     async def stop_agent(self) -> int | None:
         if self.agent is None:

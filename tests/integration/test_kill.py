@@ -62,7 +62,7 @@ async def _run_sessions(rig: Rig, sessions: int, rng: random.Random) -> dict[str
                 outages += 1
                 outage_at = None
             if kill_at is not None and elapsed >= kill_at:
-                rig.kill_agent()  # the power goes: the GPIO outputs drop, the contactor opens
+                rig.power_cut()  # the power goes: the GPIO outputs drop, the contactor opens
                 kills += 1
                 kill_at = None
                 killed = True
@@ -73,7 +73,7 @@ async def _run_sessions(rig: Rig, sessions: int, rng: random.Random) -> dict[str
             rig.card()  # the same card again: a local stop
             if kill_at is not None:
                 await asyncio.sleep(rng.uniform(0.0, 1.2))  # maybe in the middle of the stop
-                rig.kill_agent()
+                rig.power_cut()
                 kills += 1
                 rig.start_agent()
         await rig.wait_sim(lambda s: not s["connectors"]["1"]["contactor_closed"], "contactor open", 20)

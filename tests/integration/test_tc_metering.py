@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import datetime
 from typing import Any
 
@@ -101,3 +102,41 @@ async def test_transaction_begin_end_and_meter_stop_equals_register(rig_factory:
     assert all(sv["context"] == "Transaction.End" for sv in end.values())
     assert int(end["Energy.Active.Import.Register"]["value"]) == stop["payload"]["meterStop"]
     assert data[0]["timestamp"] == stop["payload"]["timestamp"]
+
+
+async def test_periodic_meter_values_continue_after_the_sample_interval_changes(rig_factory: Any) -> None:
+    rig: Rig = await rig_factory(ocpp={"MeterValueSampleInterval": 1, "ClockAlignedDataInterval": 0})
+    start = await rig.start_session()
+    tx = _tx_id(start)
+    await rig.office.wait_for(lambda: len(_values(rig, tx, "Sample.Periodic")) >= 2, timeout=10)
+    answer = await rig.cs_call("ChangeConfiguration", {"key": "MeterValueSampleInterval", "value": "2"}, timeout=10)
+    assert answer["payload"]["status"] == "Accepted", answer
+    changed_at = asyncio.get_running_loop().time()
+    before = len(_values(rig, tx, "Sample.Periodic"))
+    await rig.office.wait_for(lambda: len(_values(rig, tx, "Sample.Periodic")) >= before + 3, timeout=12)
+    stamps = [_epoch(v["timestamp"]) for v in _values(rig, tx, "Sample.Periodic")][before:]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert all(1.5 <= gap <= 3.0 for gap in gaps), gaps  # the new interval, not the old one, not stopped
+    assert asyncio.get_running_loop().time() - changed_at < 12
+
+
+async def test_stop_transaction_carries_sampled_and_aligned_transaction_data(rig_factory: Any) -> None:
+    rig: Rig = await rig_factory(ocpp={
+        "MeterValueSampleInterval": 1, "ClockAlignedDataInterval": 2, "MeterValuesSampledData": "Power.Active.Import",
+        "StopTxnSampledData": "Energy.Active.Import.Register", "StopTxnAlignedData": "Energy.Active.Import.Register"})
+    start = await rig.start_session()
+    await rig.wait_status(1, "Charging")
+    await asyncio.sleep(5.0)
+    rig.card()
+    stop = await rig.wait_call("StopTransaction")
+    data = stop["payload"]["transactionData"]
+    contexts = [v["sampledValue"][0]["context"] for v in data]
+    assert contexts.count("Sample.Periodic") >= 3, contexts  # every MeterValueSampleInterval from the start
+    assert contexts.count("Sample.Clock") >= 1, contexts  # at every ClockAlignedDataInterval
+    assert contexts[-1] == "Transaction.End"
+    stamps = [_epoch(v["timestamp"]) for v in data]
+    assert stamps == sorted(stamps), stamps
+    energies = [int(v["sampledValue"][0]["value"]) for v in data]
+    assert energies == sorted(energies) and energies[0] >= start["payload"]["meterStart"], energies
+    assert energies[-1] == stop["payload"]["meterStop"]
+    assert all(sv["measurand"] == "Energy.Active.Import.Register" for v in data for sv in v["sampledValue"])

@@ -202,7 +202,7 @@ async def test_tc_032_1_power_loss_stops_with_meter_at_boot(rig_factory: Any) ->
     start = await rig.start_session()
     await rig.wait_status(1, "Charging")
     await asyncio.sleep(1.0)
-    rig.kill_agent()
+    rig.power_cut()
     await rig.wait_contactor(False)  # the coil drops with the process
     register = rig.meter_wh()
     boots = len(rig.calls("BootNotification"))
