@@ -1199,8 +1199,11 @@ class _Validator:
         dc_controller = self.device(t, "dc_controller", t.path)
         if kind is ConnectorKind.DC and "dc_controller" not in t.data:
             self.p.add((*t.path, "kind"), "a DC connector needs a [connectors.dc_controller] table")
-        # On AC the table is optional: a pilot (IEC 61851) board speaking the same generic controller map
-        # is what lets the agent see plug-in and "EV ready" and offer a current.
+        if kind is ConnectorKind.AC and "dc_controller" not in t.data:
+            # IEC 61851: the control pilot is how an AC charger sees the EV plug in and become ready and how
+            # it offers a current; without it no session could ever start (RemoteStart would hang).
+            self.p.add((*t.path, "kind"), "an AC connector needs a [connectors.dc_controller] table: its "
+                       'IEC 61851 pilot board (driver "modbus_dc", the generic controller register map)')
         lock = self.device(t, "lock", t.path)
         indicator = self.device(t, "indicator", t.path)
         if kind is None or meter is None or contactor is None or conn_id < 1:

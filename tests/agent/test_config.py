@@ -75,6 +75,10 @@ max_current_a = 32.0
 driver = "eastron_sdm630"
 url = "tcp://127.0.0.1:5020"
 device_id = 2
+[connectors.dc_controller]
+driver = "modbus_dc"
+url = "tcp://127.0.0.1:5020"
+device_id = 3
 [connectors.contactor]
 driver = "gpio_contactor"
 pin = 26
@@ -120,7 +124,7 @@ def test_example_file_parses() -> None:
     assert [c.id for c in cfg.connectors] == [1, 2]
     dc, ac = cfg.connectors
     assert dc.kind is ConnectorKind.DC and dc.dc_controller is not None
-    assert ac.kind is ConnectorKind.AC and ac.dc_controller is None
+    assert ac.kind is ConnectorKind.AC and ac.dc_controller is not None  # the pilot board
     assert ac.meter.driver == "eastron_sdm630"
     assert dc.contactor.options == {"driver": "gpio_contactor", "pin": 22, "feedback_pin": 23}
     assert cfg.estop is not None and cfg.estop.options["pin"] == 17
@@ -286,8 +290,7 @@ def test_no_connectors() -> None:
 
 
 def test_ac_connector_accepts_a_pilot_controller() -> None:
-    text = BASE + '[connectors.dc_controller]\ndriver = "modbus_dc"\nurl = "tcp://127.0.0.1:5022"\n'
-    cfg = parse_config(text, SRC)
+    cfg = parse_config(BASE, SRC)
     ac = next(c for c in cfg.connectors if c.kind == "ac")
     assert ac.dc_controller is not None and ac.dc_controller.driver == "modbus_dc"
 
@@ -514,6 +517,7 @@ def test_round_trip_of_awkward_values(tmp_path: Path) -> None:
                     },
                 ),
                 contactor=DeviceConfig("gpio_contactor", {"pin": 4}),
+                dc_controller=DeviceConfig("modbus_dc", {"url": "/dev/ttyUSB0", "device_id": 4}),
                 lock=DeviceConfig("gpio_lock", {"pin": 5, "feedback_pin": 6}),
             ),
         ),
@@ -661,3 +665,15 @@ def test_ocpp_201_is_refused_until_implemented() -> None:
     text = BASE.replace('ocpp_version = "1.6"', 'ocpp_version = "2.0.1"') if 'ocpp_version = "1.6"' in BASE \
         else BASE.replace("[backoffice]\n", '[backoffice]\nocpp_version = "2.0.1"\n', 1)
     assert "OCPP 2.0.1 is not implemented" in refusal(text)
+
+
+def test_ac_connector_without_a_pilot_controller_is_refused() -> None:
+    text = BASE.replace('[connectors.dc_controller]\ndriver = "modbus_dc"\nurl = "tcp://127.0.0.1:5020"\n'
+                        'device_id = 3\n', "")
+    assert text != BASE
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "agent.toml")
+    message = str(info.value)
+    assert "an AC connector needs a [connectors.dc_controller] table" in message
+    line = line_of(text, 'kind = "ac"')
+    assert f"agent.toml:{line}" in message, message

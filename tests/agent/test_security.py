@@ -168,7 +168,8 @@ def make_config(tmp_path: Path, *, profile: int, url: str, ca_file: Path | None 
         lines += [f'client_cert_file = "{client[0]}"', f'client_key_file = "{client[1]}"']
     lines += ["", "[state]", f'directory = "{tmp_path / "state"}"', "", "[[connectors]]", "id = 1", 'kind = "ac"',
               "max_current_a = 32.0", "[connectors.meter]", 'driver = "eastron_sdm630"',
-              'url = "tcp://127.0.0.1:5020"', "device_id = 1", "[connectors.contactor]",
+              'url = "tcp://127.0.0.1:5020"', "device_id = 1", "[connectors.dc_controller]", 'driver = "modbus_dc"',
+              'url = "tcp://127.0.0.1:5020"', "device_id = 2", "[connectors.contactor]",
               'driver = "gpio_contactor"', "pin = 22"]
     return parse_config("\n".join(lines) + "\n", "agent.toml")
 

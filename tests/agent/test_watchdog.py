@@ -40,6 +40,10 @@ max_current_a = 16.0
 [connectors.meter]
 driver = "eastron_sdm630"
 url = "tcp://127.0.0.1:9"
+[connectors.dc_controller]
+driver = "modbus_dc"
+url = "tcp://127.0.0.1:9"
+device_id = 2
 [connectors.contactor]
 driver = "gpio_contactor"
 pin = 22

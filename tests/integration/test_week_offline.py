@@ -94,6 +94,9 @@ max_current_a = 32.0
 [connectors.meter]
 driver = "eastron_sdm630"
 url = "tcp://127.0.0.1:{5000 + i}"
+[connectors.dc_controller]
+driver = "modbus_dc"
+url = "tcp://127.0.0.1:{5100 + i}"
 [connectors.contactor]
 driver = "gpio_contactor"
 pin = {20 + i}
