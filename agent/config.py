@@ -154,6 +154,10 @@ class HardwareConfig:
     """Hardware polling."""
 
     poll_interval_s: float = 1.0
+    # a meter or controller silent this long suspends charging (the transaction goes on) ...
+    device_silent_suspend_s: float = 5.0
+    # ... and this long ends the transaction (reason Other, meterStop from the last good reading)
+    device_silent_stop_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -885,7 +889,7 @@ _BACKOFFICE_KEYS = (
 _STATE_KEYS = ("directory", "max_queue_bytes")
 _DIAG_KEYS = ("socket", "group")
 _GPIO_KEYS = ("pin_factory", "sim_address")
-_HARDWARE_KEYS = ("poll_interval_s",)
+_HARDWARE_KEYS = ("poll_interval_s", "device_silent_suspend_s", "device_silent_stop_s")
 _FIRMWARE_KEYS = ("installer", "download_dir", "max_bytes")
 _CONNECTOR_KEYS = (
     "id",
@@ -951,8 +955,17 @@ class _Validator:
         hardware = HardwareConfig(
             poll_interval_s=hw_t.number(
                 "poll_interval_s", HardwareConfig.poll_interval_s, lo=0.0, lo_open=True, hi=60.0
-            )
+            ),
+            device_silent_suspend_s=hw_t.number(
+                "device_silent_suspend_s", HardwareConfig.device_silent_suspend_s, lo=0.0, hi=60.0
+            ),
+            device_silent_stop_s=hw_t.number(
+                "device_silent_stop_s", HardwareConfig.device_silent_stop_s, lo=0.0, hi=3600.0
+            ),
         )
+        if hardware.device_silent_stop_s < hardware.device_silent_suspend_s:
+            self.p.add(("hardware", "device_silent_stop_s"),
+                       f"must be at least device_silent_suspend_s ({hardware.device_silent_suspend_s})")
         fw_t = self.sub(root, "firmware", _FIRMWARE_KEYS)
         firmware = FirmwareConfig(
             installer=fw_t.string("installer", FirmwareConfig.installer),
@@ -1244,7 +1257,7 @@ class _Validator:
                     else:
                         pins[pin] = where
             url, device_id = device.options.get("url"), device.options.get("device_id", 1)
-            if isinstance(url, str):
+            if isinstance(url, str) and not isinstance(device_id, list | dict):  # the driver refuses those
                 address = (url, device_id)
                 if address in addresses:
                     first = addresses[address]

@@ -93,7 +93,9 @@ def build_hardware(cfg: AgentConfig, pool: BusPool) -> Hardware:
             LOGGER.warning("connector %d: AC without a pilot controller cannot see an EV plug in", c.id)
     estop = make("estop", None, cfg.estop) if cfg.estop else None
     reader = make("rfid", None, cfg.rfid) if cfg.rfid else None
-    return Hardware(connectors=connectors, estop=estop, reader=reader)
+    return Hardware(connectors=connectors, estop=estop, reader=reader,
+                    silent_suspend_s=cfg.hardware.device_silent_suspend_s,
+                    silent_stop_s=cfg.hardware.device_silent_stop_s)
 
 
 def release_hardware(hw: Hardware) -> None:

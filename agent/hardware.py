@@ -43,6 +43,7 @@ class Fault:
     code: str
     message: str
     stops_charging: bool = True
+    suspends_charging: bool = False  # charging pauses, the transaction goes on (a device silent for a while)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class HardwareHealth:
     error: str | None = None
     last_ok_monotonic: float = 0.0
     failures: int = 0
+    failing_since: float | None = None  # monotonic time of the first failure of the current silence
 
 
 @dataclass
@@ -92,6 +94,8 @@ class Hardware:
     health: dict[str, HardwareHealth] = field(default_factory=dict)
     polls: int = 0
     first_poll_ok: bool = False
+    silent_suspend_s: float = 5.0  # a meter or controller silent this long suspends charging ...
+    silent_stop_s: float = 60.0  # ... and this long stops the transaction
 
     def __post_init__(self) -> None:
         if self.estop is not None:
@@ -114,11 +118,26 @@ class Hardware:
             if not health.ok:
                 LOGGER.info("%s recovered", name)
             health.ok, health.error, health.last_ok_monotonic = True, None, time.monotonic()
+            health.failing_since = None
         else:
             if health.ok:
                 LOGGER.warning("%s faulted: %s", name, error)
             health.ok, health.error = False, str(error)
             health.failures += 1
+            if health.failing_since is None:
+                health.failing_since = time.monotonic()
+
+    def _silence_fault(self, name: str, code: str, error: DriverError) -> Fault | None:
+        """A device that does not answer (timeout, CRC, garbage, implausible value): retried quietly at first,
+        then charging is suspended, and only a long silence ends the transaction."""
+        health = self.health[name]
+        silent = time.monotonic() - (health.failing_since or time.monotonic())
+        if silent < self.silent_suspend_s:
+            return None
+        if silent < self.silent_stop_s:
+            return Fault(name, code, f"silent {silent:.0f} s: {error}", stops_charging=False,
+                         suspends_charging=True)
+        return Fault(name, code, f"silent {silent:.0f} s: {error}")
 
     async def poll_connector(self, devices: ConnectorDevices) -> ConnectorObservation:
         """Read the meter and the DC controller and check the contactor and lock."""
@@ -132,7 +151,9 @@ class Hardware:
             faults[(devices.meter.name, err.code)] = Fault(devices.meter.name, err.code, str(err))
         except DriverError as err:
             self._mark(devices.meter.name, err)
-            faults[(devices.meter.name, "communication")] = Fault(devices.meter.name, "communication", str(err))
+            fault = self._silence_fault(devices.meter.name, "communication", err)
+            if fault is not None:
+                faults[(devices.meter.name, "communication")] = fault
         obs = ConnectorObservation(devices.connector_id, meter_reading, None, faults)
         if devices.dc is not None:
             dc = devices.dc
@@ -157,7 +178,9 @@ class Hardware:
                     faults[(dc.name, "isolation_fault")] = Fault(dc.name, "isolation_fault", "isolation fault")
             except DriverError as err:
                 self._mark(dc.name, err)
-                faults[(dc.name, "controller_communication")] = Fault(dc.name, "controller_communication", str(err))
+                fault = self._silence_fault(dc.name, "controller_communication", err)
+                if fault is not None:
+                    faults[(dc.name, "controller_communication")] = fault
         for device in (devices.contactor, devices.lock):
             if device is None:
                 continue

@@ -84,7 +84,7 @@ class ConnectorState:
     plugged: bool | None = None
     ev_ready: bool | None = None
     isolation_valid: bool | None = None
-    fault_codes: dict[str, str] = field(default_factory=dict)  # source -> code
+    fault_codes: dict[str, str] = field(default_factory=dict)  # source -> "code/severity" last fed to the core
     reading: MeterReading | None = None
     soc_pct: float | None = None
     next_sample_mono: float | None = None
@@ -662,20 +662,26 @@ class Agent:
         if obs.soc_pct is not None or obs.dc is not None:
             state.soc_pct = obs.soc_pct
         # faults: one code per source; a source that reports nothing any more has recovered
-        current: dict[str, tuple[str, str, bool]] = {}
+        current: dict[str, tuple[str, str, bool, bool]] = {}
         for (source, code), fault in sorted(obs.faults.items()):
-            current.setdefault(source, (code, fault.message, fault.stops_charging))
+            current.setdefault(source, (code, fault.message, fault.stops_charging, fault.suspends_charging))
         for source in list(state.fault_codes):
             if source not in current:
                 del state.fault_codes[source]
                 self.feed(ev.FaultCleared(connector_id, source))
         devices = self.hw.connectors[connector_id]
-        for source, (code, message, stops) in current.items():
-            if state.fault_codes.get(source) != code:
-                state.fault_codes[source] = code
+        for source, (code, message, stops, suspends) in current.items():
+            # the same code raised again as stopping (a silence that went on too long) is news for the core
+            key = f"{code}/{'stop' if stops else 'suspend' if suspends else 'warn'}"
+            if state.fault_codes.get(source) != key:
+                state.fault_codes[source] = key
                 role = next((ROLE_BY_ATTR[attr] for attr in ROLE_BY_ATTR
                              if getattr(getattr(devices, attr), "name", None) == source), ev.DeviceRole.OTHER)
-                self.feed(ev.FaultRaised(connector_id, source, code, stops, role, message[:50]))
+                if suspends and not stops:
+                    LOGGER.warning("connector %d: %s %s; charging suspended, the transaction goes on",
+                                   connector_id, source, message)
+                self.feed(ev.FaultRaised(connector_id, source, code, stops, role, message[:50],
+                                         suspends_charging=suspends))
         if obs.meter is not None:
             state.reading = obs.meter
             self.feed(ev.MeterSample(connector_id, obs.meter.energy_import_wh, obs.meter.power_w))

@@ -32,6 +32,7 @@ from agent.core.connector import (
     fault_view,
     indicator_for,
     stopping_fault,
+    suspending_fault,
 )
 from agent.core.events import (
     AuthorizationRejected,
@@ -645,6 +646,9 @@ class ChargePointCore:
         else:
             return
         if not event.stops_charging:
+            if event.suspends_charging:
+                for c in affected:
+                    self._open(c, run)  # the transaction goes on, suspended, until the fault clears or escalates
             return
         for c in affected:
             self._open(c, run)  # open first: safety before bookkeeping
@@ -746,7 +750,7 @@ class ChargePointCore:
     def _startable(self, c: Connector) -> bool:
         """A new authorization may be attached: operative, no stopping fault, no e-stop."""
         return (c.operative and self.cp_operative and not self.cp_estop and not c.estop
-                and stopping_fault(c, self.cp_faults) is None)
+                and stopping_fault(c, self.cp_faults) is None and suspending_fault(c, self.cp_faults) is None)
 
     def _set_operative(self, c: Connector, operative: bool) -> None:
         c.operative = operative

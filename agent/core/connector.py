@@ -140,8 +140,19 @@ def stopping_fault(connector: Connector, cp_faults: dict[str, FaultRaised]) -> F
     return None
 
 
+def suspending_fault(connector: Connector, cp_faults: dict[str, FaultRaised]) -> FaultRaised | None:
+    """The first active fault that suspends charging without ending the transaction, or None."""
+    for fault in (*connector.faults.values(), *cp_faults.values()):
+        if fault.suspends_charging and not fault.stops_charging:
+            return fault
+    return None
+
+
 def warning_fault(connector: Connector, cp_faults: dict[str, FaultRaised]) -> FaultRaised | None:
     """The first active fault that does not stop charging (reported with the normal status), or None."""
+    suspending = suspending_fault(connector, cp_faults)
+    if suspending is not None:
+        return suspending
     for fault in (*connector.faults.values(), *cp_faults.values()):
         if not fault.stops_charging:
             return fault
@@ -177,7 +188,7 @@ def contactor_blockers(
         blockers.add(Blocker.NOT_PLUGGED)
     if not connector.ev_ready:
         blockers.add(Blocker.EV_NOT_READY)
-    if stopping_fault(connector, cp_faults) is not None:
+    if stopping_fault(connector, cp_faults) is not None or suspending_fault(connector, cp_faults) is not None:
         blockers.add(Blocker.FAULT)
     if cp_estop or connector.estop:
         blockers.add(Blocker.ESTOP)
@@ -203,6 +214,9 @@ def connector_status(
     fault = stopping_fault(connector, cp_faults)
     if fault is not None:
         return fault_view(fault, ConnectorStatus.FAULTED)
+    fault = suspending_fault(connector, cp_faults)
+    if fault is not None and connector.session is None:
+        return fault_view(fault, ConnectorStatus.FAULTED)  # unusable until it clears: nothing can start
     status = _plain_status(connector, cp_estop, cp_faults)
     warning = warning_fault(connector, cp_faults)
     if warning is not None:

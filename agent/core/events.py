@@ -286,6 +286,9 @@ class FaultRaised:
     stops_charging: bool = True
     role: DeviceRole = DeviceRole.OTHER
     info: str = ""
+    # without stops_charging: the contactor opens and no session starts, but a running transaction goes on
+    # (SuspendedEVSE with the fault's error code) until the fault clears or is raised again as stopping
+    suspends_charging: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from agent.core import (
     DeviceRole,
     EstopChanged,
     EvReadyChanged,
+    FaultCleared,
     FaultRaised,
     IdPresented,
     Input,
@@ -570,3 +571,27 @@ def test_free_vend_id_is_per_connector() -> None:
     rig.send(MeterSample(1, 0.0, 0.0), MeterSample(2, 0.0, 0.0))
     assert not only(rig.send(PlugChanged(2, True)), TransactionStarted)
     assert one(rig.send(PlugChanged(1, True)), TransactionStarted).id_tag == "FREE"
+
+
+def test_a_silent_meter_suspends_the_transaction_then_resumes_or_ends_it() -> None:
+    rig = Rig()
+    rig.charge()
+    silent = FaultRaised(1, "meter1", "communication", False, DeviceRole.METER, suspends_charging=True)
+    out = rig.send(silent)
+    assert SetContactor(1, False) in out and not only(out, TransactionStopped)
+    status = only(rig.log, StatusChanged)[-1]
+    assert (status.status, status.error_code.value) == (ConnectorStatus.SUSPENDED_EVSE, "PowerMeterFailure")
+    out = rig.send(FaultCleared(1, "meter1"))
+    assert SetContactor(1, True) in out and rig.status() is ConnectorStatus.CHARGING
+    rig.send(silent)
+    out = rig.send(FaultRaised(1, "meter1", "communication", True, DeviceRole.METER))  # silent too long
+    assert one(out, TransactionStopped).reason is StopReason.OTHER
+    assert rig.status() is ConnectorStatus.FAULTED
+
+
+def test_no_session_starts_while_a_device_is_silent() -> None:
+    rig = Rig()
+    rig.send(FaultRaised(1, "meter1", "communication", False, DeviceRole.METER, suspends_charging=True))
+    rig.send(PlugChanged(1, True))
+    rig.authorize("TAG1")
+    assert not only(rig.log, TransactionStarted) and rig.status() is ConnectorStatus.FAULTED

@@ -25,8 +25,9 @@ async def office(tmp_path: Path) -> AsyncIterator[BackOffice]:
 async def rig_factory(tmp_path: Path, office: BackOffice) -> AsyncIterator[object]:
     rigs: list[Rig] = []
 
-    async def make(ocpp: dict[str, object] | None = None, start: bool = True) -> Rig:
-        rig = Rig(tmp_path, office, ocpp)
+    async def make(ocpp: dict[str, object] | None = None, start: bool = True,
+                   hardware: dict[str, float] | None = None) -> Rig:
+        rig = Rig(tmp_path, office, ocpp, hardware)
         rigs.append(rig)
         if start:
             await rig.start()

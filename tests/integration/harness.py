@@ -37,10 +37,12 @@ def _bin(name: str) -> str:
 class Rig:
     """One simulated charger, one local back office, one agent process."""
 
-    def __init__(self, workdir: Path, office: BackOffice, ocpp: dict[str, Any] | None = None) -> None:
+    def __init__(self, workdir: Path, office: BackOffice, ocpp: dict[str, Any] | None = None,
+                 hardware: dict[str, float] | None = None) -> None:
         self.workdir = workdir
         self.office = office
         self.ocpp = dict(ocpp or {})
+        self.hardware = dict(hardware or {})  # [hardware] keys of the agent config (silence timeouts ...)
         self.sim: subprocess.Popen[bytes] | None = None
         self.agent: subprocess.Popen[bytes] | None = None
         self.agent_config = workdir / "agent.toml"
@@ -73,6 +75,11 @@ class Rig:
         # Offline tests wait for the reconnect: cap the backoff lower than the generated config does.
         text = self.agent_config.read_text()
         self.agent_config.write_text(text.replace("reconnect_max_s = 5.0", f"reconnect_max_s = {RECONNECT_MAX_S}"))
+        if self.hardware:
+            text = self.agent_config.read_text()
+            extra = "".join(f"{key} = {value}\n" for key, value in self.hardware.items())
+            assert "[hardware]\n" in text, "the generated agent config has no [hardware] table"
+            self.agent_config.write_text(text.replace("[hardware]\n", "[hardware]\n" + extra, 1))
         if self.ocpp:
             with open(self.agent_config, "a") as fh:
                 fh.write("\n[ocpp]\n")

@@ -144,16 +144,23 @@ async def test_remote_stop_unknown_transaction_rejected(rig: Rig) -> None:
     assert result == {"status": "result", "payload": {"status": "Rejected"}}
 
 
-async def test_tc_041_fault_meter_silent(rig: Rig) -> None:
+async def test_tc_041_fault_meter_silent(rig_factory: Any) -> None:
+    rig: Rig = await rig_factory(hardware={"device_silent_suspend_s": 1.0, "device_silent_stop_s": 4.0})
     start = await rig.start_session()
     await rig.wait_status(1, "Charging")
     await rig.wait_contactor(True)
+    await asyncio.sleep(1.5)  # energy flows and is read
     rig.fault("meter", "silent")
+    last_good = rig.meter_wh()
+    suspended = await rig.wait_status(1, "SuspendedEVSE", error_code="PowerMeterFailure")
+    assert suspended["connectorId"] == 1
+    await rig.wait_contactor(False)
     faulted = await rig.wait_status(1, "Faulted", error_code="PowerMeterFailure")
     assert faulted["connectorId"] == 1
-    await rig.wait_contactor(False)
     stop = await rig.wait_call("StopTransaction")
-    assert stop["payload"]["transactionId"] == _tx_id(start)
+    assert stop["payload"]["transactionId"] == _tx_id(start) and stop["payload"]["reason"] == "Other"
+    # meterStop is the last reading the agent got, never a guess beyond it
+    assert start["payload"]["meterStart"] < stop["payload"]["meterStop"] <= last_good, (stop, last_good)
     rig.fault("meter", "silent", on=False)
     after = len(rig.statuses(1))
     await rig.office.wait_for(lambda: [s for s in rig.statuses(1)[after:] if s["status"] != "Faulted"],
@@ -161,6 +168,37 @@ async def test_tc_041_fault_meter_silent(rig: Rig) -> None:
     recovered = rig.statuses(1)[-1]
     assert recovered["status"] in ("Finishing", "Preparing") and recovered["errorCode"] == "NoError", recovered
     assert not rig.contactor_closed()
+
+
+async def test_meter_silent_for_a_while_suspends_and_resumes_in_the_same_transaction(rig_factory: Any) -> None:
+    suspend_s, poll_s = 2.0, 0.5
+    rig: Rig = await rig_factory(hardware={"device_silent_suspend_s": suspend_s, "device_silent_stop_s": 30.0})
+    start = await rig.start_session()
+    await rig.wait_status(1, "Charging")
+    # one bad frame is retried: nothing changes for the back office
+    statuses = len(rig.statuses(1))
+    rig.fault("meter", "crc_error")
+    await asyncio.sleep(poll_s * 1.5)
+    rig.fault("meter", "crc_error", on=False)
+    await asyncio.sleep(poll_s * 3)
+    assert [s["status"] for s in rig.statuses(1)[statuses:]] == [], rig.statuses(1)[statuses:]
+    assert rig.contactor_closed()
+    # a longer silence: charging pauses within the first timeout, the transaction goes on
+    peak_w = max(rig.sim_state()["connectors"]["1"]["power_w"], 1.0)
+    energy_before = rig.sim_state()["connectors"]["1"]["meter"]["energy_import_wh"]
+    rig.fault("meter", "silent")
+    await rig.wait_status(1, "SuspendedEVSE", error_code="PowerMeterFailure")
+    await rig.wait_contactor(False)
+    energy_after = rig.sim_state()["connectors"]["1"]["meter"]["energy_import_wh"]
+    bound_wh = peak_w * 1.1 * (suspend_s + 2 * poll_s + 1.0) / 3600.0
+    assert energy_after - energy_before <= bound_wh, (energy_after - energy_before, bound_wh)
+    rig.fault("meter", "silent", on=False)
+    await rig.wait_status(1, "Charging")
+    await rig.wait_contactor(True)
+    assert not rig.calls("StopTransaction")
+    rig.card()
+    stop = await rig.wait_call("StopTransaction")
+    assert stop["payload"]["transactionId"] == _tx_id(start) and stop["payload"]["reason"] == "Local"
 
 
 async def test_tc_041_isolation_fault_is_ground_failure(rig: Rig) -> None:
