@@ -89,8 +89,13 @@ def build_hardware(cfg: AgentConfig, pool: BusPool) -> Hardware:
             lock=make("lock", c.id, c.lock) if c.lock else None,
             indicator=make("indicator", c.id, c.indicator) if c.indicator else None,
         )
-        if c.kind == "ac" and c.dc_controller is None:
-            LOGGER.warning("connector %d: AC without a pilot controller cannot see an EV plug in", c.id)
+        contactor = connectors[c.id].contactor
+        # First thing: every contactor open. A killed process leaves GPIO lines as they were and an AC
+        # contactor has no heartbeat; the e-stop must also break the coil in hardware (docs/install.md).
+        contactor.open()
+        if contactor.feedback_closed is None:
+            LOGGER.warning("connector %d: the contactor has no feedback pin: a welded contactor cannot be "
+                           "detected (wire its mirror contact to feedback_pin)", c.id)
     estop = make("estop", None, cfg.estop) if cfg.estop else None
     reader = make("rfid", None, cfg.rfid) if cfg.rfid else None
     return Hardware(connectors=connectors, estop=estop, reader=reader,

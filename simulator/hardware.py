@@ -466,6 +466,8 @@ class SimHardware:
                           # what the meter's register says (float32 kWh on an SDM630: about 1 Wh steps)
                           "register_wh": conn.meter.register_energy_wh()},
             }
+            if conn.config.lock_pin is not None:
+                entry["locked"] = bool(self.gpio.output_level(conn.config.lock_pin))
             if conn.dc is not None:
                 entry["dc"] = {"url": conn.dc_url, "device_id": conn.config.dc.device_id if conn.config.dc else 1,
                                "allowed": conn.dc.charging_allowed, "limit_a": conn.dc.limit_a,

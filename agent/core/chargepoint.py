@@ -313,7 +313,7 @@ class ChargePointCore:
             case FaultRaised():
                 self._on_fault(event, run)
             case FaultCleared():
-                self._on_fault_cleared(event)
+                self._on_fault_cleared(event, run)
             case EstopChanged():
                 self._on_estop(event, run)
             case MeterSample():
@@ -423,6 +423,10 @@ class ChargePointCore:
         c = self.connectors.get(cmd.connector_id)
         if c is None or not c.config.has_lock:
             return UnlockResult.NOT_SUPPORTED, []
+        refusal = self.unlock_refusal(cmd.connector_id)
+        if refusal is not None:
+            LOGGER.warning("connector %d: unlock refused: %s", cmd.connector_id, refusal)
+            return UnlockResult.UNLOCK_FAILED, []
         if c.session is not None:
             self._stop(c, StopReason.UNLOCK_COMMAND, run)
         c.keep_locked_for = None
@@ -430,6 +434,13 @@ class ChargePointCore:
         self._reconcile(run)
         failed = any(f.code == "lock_failure" for f in c.faults.values())
         return (UnlockResult.UNLOCK_FAILED if failed else UnlockResult.UNLOCKED), run.out
+
+    def unlock_refusal(self, connector_id: int) -> str | None:
+        """Why the cable may not be released now (None: it may)."""
+        c = self.connectors.get(connector_id)
+        if c is not None and _welded(c):
+            return "the contactor is welded: the power path may be live, the cable stays locked"
+        return None
 
     def reset(
         self, cmd: ResetRequested, now: float, monotonic: float | None = None
@@ -533,13 +544,14 @@ class ChargePointCore:
             if self.settings.stop_transaction_on_ev_side_disconnect:
                 tag = c.session.id_tag
                 self._stop(c, StopReason.EV_DISCONNECTED, run, keep_lock=True)
-                if self.settings.unlock_connector_on_ev_side_disconnect:
+                if self.settings.unlock_connector_on_ev_side_disconnect and not _welded(c):
                     self._set_lock(c, False, run)
                 else:
                     c.keep_locked_for = tag
             else:
                 self._open(c, run)  # the transaction goes on (SuspendedEV) until stopped or re-plugged
-        elif c.keep_locked_for is not None and self.settings.unlock_connector_on_ev_side_disconnect:
+        elif (c.keep_locked_for is not None and self.settings.unlock_connector_on_ev_side_disconnect
+              and not _welded(c)):
             c.keep_locked_for = None
             self._set_lock(c, False, run)
 
@@ -556,7 +568,7 @@ class ChargePointCore:
                 self._stop(c, StopReason.LOCAL, run)  # the same card again: no Authorize needed
                 return
         for c in candidates:
-            if c.keep_locked_for == tag:
+            if c.keep_locked_for == tag and not _welded(c):
                 c.keep_locked_for = None
                 self._set_lock(c, False, run)
                 return
@@ -645,6 +657,10 @@ class ChargePointCore:
             affected = [c]
         else:
             return
+        if event.code == WELDED_CODE:
+            for c in affected:
+                if c.plugged:
+                    self._set_lock(c, True, run)  # the cable may be live: it must not come out
         if not event.stops_charging:
             if event.suspends_charging:
                 for c in affected:
@@ -656,11 +672,14 @@ class ChargePointCore:
                 self._stop(c, StopReason.OTHER, run)
             c.auth = None
 
-    def _on_fault_cleared(self, event: FaultCleared) -> None:
+    def _on_fault_cleared(self, event: FaultCleared, run: _Run) -> None:
         if event.connector_id == 0:
             self.cp_faults.pop(event.source, None)
         elif (c := self._connector(event.connector_id)) is not None:
-            c.faults.pop(event.source, None)
+            gone = c.faults.pop(event.source, None)
+            if (gone is not None and gone.code == WELDED_CODE and not _welded(c) and c.session is None
+                    and c.keep_locked_for is None):
+                self._set_lock(c, False, run)  # the contactor opened after all: the cable may go
 
     def _on_estop(self, event: EstopChanged, run: _Run) -> None:
         if event.connector_id == 0:
@@ -824,7 +843,7 @@ class ChargePointCore:
         if reason is StopReason.DEAUTHORIZED:
             # OCPP 1.6 3.6.1: the cable stays locked until the EV side unplugs or the same id returns.
             c.keep_locked_for = s.id_tag
-        elif not keep_lock:
+        elif not keep_lock and not _welded(c):  # a welded contactor may leave the cable live: keep it locked
             self._set_lock(c, False, run)
         if c.pending_operative is not None:
             self._set_operative(c, c.pending_operative)
@@ -954,6 +973,14 @@ class ChargePointCore:
     def _status_out(connector_id: int, view: StatusView, run: _Run) -> StatusChanged:
         return StatusChanged(connector_id, view.status, view.error_code, view.info, view.vendor_error_code,
                              run.clock.wall)
+
+
+WELDED_CODE = "contactor_welded"
+
+
+def _welded(c: Connector) -> bool:
+    """A welded contactor: the power path may be live whatever the coil is told."""
+    return any(f.code == WELDED_CODE for f in c.faults.values())
 
 
 def _setup(c: Connector) -> ElectricalSetup:

@@ -127,6 +127,8 @@ def show(command: str, result: Any) -> str:
             for name, check in checks.items():
                 rows.append([cid, name, "ok" if check["ok"] else "FAIL", check["detail"]])
         return _table(rows)
+    if command == "unlock" and isinstance(result, dict) and "status" in result:
+        return result["status"] + (f": {result['reason']}" if result.get("reason") else "")
     return json.dumps(result)
 
 

@@ -165,7 +165,8 @@ class DiagServer:
             unlocked, outs = agent.core.unlock(ev.UnlockRequested(int(args["connector"])), agent.now(),
                                                time.monotonic())
             agent.execute(outs)
-            return {"status": unlocked.value}
+            refusal = agent.core.unlock_refusal(int(args["connector"]))
+            return {"status": unlocked.value, **({"reason": refusal} if refusal else {})}
         if command == "selftest":
             from agent.diag.selftest import run_selftest
 

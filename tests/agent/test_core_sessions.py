@@ -595,3 +595,29 @@ def test_no_session_starts_while_a_device_is_silent() -> None:
     rig.send(PlugChanged(1, True))
     rig.authorize("TAG1")
     assert not only(rig.log, TransactionStarted) and rig.status() is ConnectorStatus.FAULTED
+
+
+def test_a_welded_contactor_keeps_the_cable_locked_and_refuses_unlock() -> None:
+    rig = Rig()
+    rig.charge()
+    assert rig.core.connectors[1].locked
+    out = rig.send(FaultRaised(1, "contactor1", "contactor_welded", True, DeviceRole.CONTACTOR))
+    assert one(out, TransactionStopped).reason is StopReason.OTHER
+    assert SetLock(1, False) not in out and rig.core.connectors[1].locked
+    assert rig.status() is ConnectorStatus.FAULTED
+    status = only(rig.log, StatusChanged)[-1]
+    assert (status.error_code.value, status.vendor_error_code) == ("PowerSwitchFailure", "contactor_welded")
+    answer, out = rig.call("unlock", UnlockRequested(1))
+    assert answer is UnlockResult.UNLOCK_FAILED and not only(out, SetLock)
+    assert "welded" in (rig.core.unlock_refusal(1) or "")
+    rig.send(PlugChanged(1, False))  # whatever the EV side does
+    assert rig.core.connectors[1].locked
+    out = rig.send(FaultCleared(1, "contactor1"))  # the contact opened after all
+    assert SetLock(1, False) in out
+
+
+def test_a_contactor_welding_without_a_session_locks_a_plugged_cable() -> None:
+    rig = Rig()
+    rig.send(PlugChanged(1, True))
+    out = rig.send(FaultRaised(1, "contactor1", "contactor_welded", True, DeviceRole.CONTACTOR))
+    assert SetLock(1, True) in out

@@ -123,3 +123,20 @@ def as_nobody(path: str, command: str) -> str:
     os.waitpid(pid, 0)
     with os.fdopen(read_end, "rb") as fh:
         return fh.read().decode()
+
+
+async def test_welded_contactor_keeps_the_cable_locked_and_unlock_is_refused(rig: Rig) -> None:
+    await rig.start_session(1)
+    await rig.wait_status(1, "Charging")
+    assert rig.sim_state()["connectors"]["1"]["locked"]
+    rig.fault("contactor", "welded")
+    rig.card()  # the driver stops: the coil opens, the mirror contact stays closed
+    await rig.wait_status(1, "Faulted", error_code="PowerSwitchFailure")
+    await asyncio.sleep(1.0)
+    assert rig.sim_state()["connectors"]["1"]["locked"], "a possibly live cable was released"
+    answer = await rig.cs_call("UnlockConnector", {"connectorId": 1}, timeout=10)
+    assert answer["payload"]["status"] == "UnlockFailed", answer
+    unlocked = evsectl(rig, "unlock", "1")
+    assert "UnlockFailed" in unlocked.stdout and "welded" in unlocked.stdout, unlocked.stdout + unlocked.stderr
+    assert rig.sim_state()["connectors"]["1"]["locked"]
+    assert "unlock refused" in rig.agent_log()
