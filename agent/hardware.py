@@ -7,7 +7,10 @@ clears itself when the device answers again.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +33,14 @@ from drivers.dc.modbus_dc import fault_codes
 from drivers.errors import DriverError, HardwareFault
 
 LOGGER = logging.getLogger(__name__)
+
+ESTOP_SHUTDOWN_WAIT_S = 0.05  # the longest the contactor waits for the controllers' emergency shutdown
+
+
+def _log_shutdown(name: str, future: concurrent.futures.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        LOGGER.error("%s: emergency shutdown not delivered: %s", name, future.exception())
+
 
 # Driver fault codes that would read like another device's on the connector get a "dc_" prefix.
 DC_CODE_RENAMES = {"contactor": "dc_contactor", "internal": "dc_internal"}
@@ -111,6 +122,36 @@ class Hardware:
                             contactor.open()
 
                 self.estop.on_change(open_all)
+
+    def bind_dc_shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On an e-stop press, from the GPIO thread: every controller gets its emergency shutdown before the
+        contactors open (current must stop before a contactor breaks under load), waited for at most
+        ESTOP_SHUTDOWN_WAIT_S so the contactor opens in time whatever the bus does."""
+        controllers = [d.dc for d in self.connectors.values() if d.dc is not None]
+        if self.estop is None or not controllers:
+            return
+        loop_thread = threading.get_ident()
+
+        def shutdown(pressed: bool) -> None:
+            if not pressed:
+                return
+            futures = [asyncio.run_coroutine_threadsafe(dc.emergency_shutdown(), loop) for dc in controllers]
+            for dc, future in zip(controllers, futures, strict=True):
+                future.add_done_callback(functools.partial(_log_shutdown, dc.name))
+            if threading.get_ident() != loop_thread:  # never wait on the loop from inside it
+                concurrent.futures.wait(futures, timeout=ESTOP_SHUTDOWN_WAIT_S)
+
+        first = getattr(self.estop, "before_open", None)
+        (first or self.estop.on_change)(shutdown)
+
+    async def reset_controllers(self) -> None:
+        """After the e-stop is released: clear the controllers' latched emergency so charging may resume."""
+        for devices in self.connectors.values():
+            if devices.dc is not None:
+                try:
+                    await devices.dc.reset_faults()
+                except DriverError as err:
+                    LOGGER.warning("%s: reset after the e-stop failed: %s", devices.dc.name, err)
 
     def _mark(self, name: str, error: DriverError | None) -> None:
         health = self.health.setdefault(name, HardwareHealth())

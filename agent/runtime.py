@@ -836,6 +836,8 @@ class Agent:
         """E-stop callback, in the event loop (the contactors were already opened in the GPIO thread)."""
         LOGGER.warning("emergency stop %s", "pressed" if pressed else "released")
         self.feed(ev.EstopChanged(pressed))
+        if not pressed:
+            self._spawn(self.hw.reset_controllers(), "reset-controllers")
 
     async def run(self, poll_interval_s: float, on_first_poll: Callable[[], None] | None = None) -> None:
         """Recover, then poll and tick until cancelled."""
@@ -845,6 +847,7 @@ class Agent:
                 loop.call_soon_threadsafe(self.estop_changed, pressed)
 
             self.hw.estop.on_change(from_gpio_thread)
+            self.hw.bind_dc_shutdown(loop)
             if self.hw.estop.pressed:
                 self.feed(ev.EstopChanged(True))
         await self.recover_power_loss()

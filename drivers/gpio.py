@@ -355,6 +355,7 @@ class GpioEmergencyStop:
         self.normally_closed = normally_closed
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[bool], None]] = []
+        self._first: list[Callable[[bool], None]] = []  # run before the contactors open (DC shutdown)
         self._contactors: list[GpioContactor] = []
         try:
             # is_active means "contact closed": pulled up -> closed reads low; floating needs active_state.
@@ -409,6 +410,12 @@ class GpioEmergencyStop:
             self._pressed = pressed
             contactors = list(self._contactors)
             callbacks = list(self._callbacks)
+            first = list(self._first)
+        for hook in first:  # bounded by the hook: a DC controller gets its shutdown before the contactor opens
+            try:
+                hook(pressed)
+            except Exception:
+                LOGGER.exception("%s: e-stop hook failed", self.name)
         for contactor in contactors:
             try:
                 contactor.inhibit(f"e-stop {self.name}", pressed)
@@ -430,6 +437,11 @@ class GpioEmergencyStop:
         """Call `callback(pressed)` on every change, in the GPIO thread (use call_soon_threadsafe)."""
         with self._lock:
             self._callbacks.append(callback)
+
+    def before_open(self, callback: Callable[[bool], None]) -> None:
+        """Call `callback(pressed)` in the GPIO thread before the bound contactors switch; it must return fast."""
+        with self._lock:
+            self._first.append(callback)
 
     def bind_contactors(self, contactors: Iterable[GpioContactor]) -> None:
         """Open these contactors directly in the GPIO thread on a press, and hold them open while pressed."""

@@ -471,7 +471,7 @@ class SimHardware:
             if conn.dc is not None:
                 entry["dc"] = {"url": conn.dc_url, "device_id": conn.config.dc.device_id if conn.config.dc else 1,
                                "allowed": conn.dc.charging_allowed, "limit_a": conn.dc.limit_a,
-                               "limit_w": conn.dc.limit_w}
+                               "limit_w": conn.dc.limit_w, "emergency": conn.dc.emergency}
             connectors[str(cid)] = entry
         return {
             "connectors": connectors,

@@ -234,6 +234,8 @@ async def test_emergency_stop_during_charging(rig: Rig) -> None:
     await rig.wait_contactor(True)
     rig.estop(True)
     await rig.wait_contactor(False, timeout=3)
+    # DC: the controller got its emergency shutdown from the e-stop callback, not a later limit change
+    await rig.wait_sim(lambda s: s["connectors"]["1"]["dc"]["emergency"], "DC emergency shutdown", timeout=3)
     stop = await rig.wait_call("StopTransaction")
     assert stop["payload"]["reason"] == "EmergencyStop"
     assert stop["payload"]["transactionId"] == _tx_id(start)
@@ -245,3 +247,10 @@ async def test_emergency_stop_during_charging(rig: Rig) -> None:
     await rig.wait_status(2, "Available", since=seen2)
     assert not rig.contactor_closed()
     assert len(rig.calls("StartTransaction")) == 1
+    # released: the controller's latched emergency is cleared, so the next session charges
+    await rig.wait_sim(lambda s: not s["connectors"]["1"]["dc"]["emergency"], "DC emergency reset", timeout=5)
+    rig.unplug(1)
+    await rig.wait_status(1, "Available")
+    await rig.start_session(1)
+    await rig.wait_status(1, "Charging")
+    await rig.wait_sim(lambda s: s["connectors"]["1"]["current_a"] > 1.0, "current flowing again")
