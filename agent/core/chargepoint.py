@@ -442,6 +442,23 @@ class ChargePointCore:
             return "the contactor is welded: the power path may be live, the cable stays locked"
         return None
 
+    def any_held(self) -> bool:
+        """True while the charge point is held out of service (a self-test runs)."""
+        return any(c.held for c in self.connectors.values())
+
+    def hold(self, held: bool, now: float, monotonic: float | None = None) -> list[Output]:
+        """Take every connector out of service (Unavailable, nothing starts) for a self-test, or give it back."""
+        run = self._run(now, monotonic)
+        for c in self.connectors.values():
+            c.held = held
+            if held:
+                c.auth = None
+        if held:
+            self._cp_auth = None
+            self._intents.clear()
+        self._reconcile(run)
+        return run.out
+
     def reset(
         self, cmd: ResetRequested, now: float, monotonic: float | None = None
     ) -> tuple[ResetResult, list[Output]]:
@@ -768,7 +785,7 @@ class ChargePointCore:
 
     def _startable(self, c: Connector) -> bool:
         """A new authorization may be attached: operative, no stopping fault, no e-stop."""
-        return (c.operative and self.cp_operative and not self.cp_estop and not c.estop
+        return (c.operative and self.cp_operative and not c.held and not self.cp_estop and not c.estop
                 and stopping_fault(c, self.cp_faults) is None and suspending_fault(c, self.cp_faults) is None)
 
     def _set_operative(self, c: Connector, operative: bool) -> None:
@@ -964,7 +981,8 @@ class ChargePointCore:
         if self.cp_estop:
             return StatusView(ConnectorStatus.FAULTED, ChargePointErrorCode.OTHER_ERROR, "emergency stop",
                               ESTOP_VENDOR_CODE)
-        plain = ConnectorStatus.AVAILABLE if self.cp_operative else ConnectorStatus.UNAVAILABLE
+        held = self.any_held()
+        plain = ConnectorStatus.AVAILABLE if self.cp_operative and not held else ConnectorStatus.UNAVAILABLE
         for fault in self.cp_faults.values():
             return fault_view(fault, ConnectorStatus.FAULTED if fault.stops_charging else plain)
         return StatusView(plain)

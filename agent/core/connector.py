@@ -110,6 +110,7 @@ class Connector:
     estop: bool = False
     operative: bool = True
     pending_operative: bool | None = None  # ChangeAvailability Scheduled until the transaction ends
+    held: bool = False  # out of service while a technician's self-test runs (not persisted)
     reservation: Reservation | None = None
     auth: Authorization | None = None
     session: Session | None = None
@@ -232,7 +233,7 @@ def _plain_status(connector: Connector, cp_estop: bool, cp_faults: dict[str, Fau
         if connector.contactor_closed:
             return ConnectorStatus.CHARGING
         return ConnectorStatus.SUSPENDED_EVSE
-    if not connector.operative:
+    if not connector.operative or connector.held:
         return ConnectorStatus.UNAVAILABLE
     if connector.plugged and connector.finishing:
         return ConnectorStatus.FINISHING

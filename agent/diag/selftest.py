@@ -33,15 +33,34 @@ async def _settle(device: Any) -> None:
 
 
 async def run_selftest(agent: Agent, connector_ids: list[int] | None = None) -> dict[str, Any]:
-    """Run every check; returns {connector: {check: {ok, detail}}, "estop": ...}."""
+    """Run every check; returns {connector: {check: {ok, detail}}, "estop": ...}.
+
+    The whole charge point is out of service while it runs (every connector Unavailable, nothing starts),
+    so no session can begin on one connector while another one's contactor clicks.
+    """
     ids = connector_ids or sorted(agent.connectors)
     for cid in ids:
         if cid not in agent.connectors:
             raise SelftestRefused(f"no connector {cid}")
+    for cid in sorted(agent.connectors):
         if agent.core.session(cid) is not None:
             raise SelftestRefused(f"connector {cid} has a running session")
         if agent.connectors[cid].plugged:
             raise SelftestRefused(f"an EV is plugged into connector {cid}")
+    for cid in ids:
+        if agent.connectors[cid].plugged is None:
+            raise SelftestRefused(f"connector {cid}: plug state unknown (its pilot controller has not answered); "
+                                  "the contactor is never clicked onto a cable that may hold an EV")
+    if agent.core.any_held():
+        raise SelftestRefused("a self-test is already running")
+    agent.execute(agent.core.hold(True, agent.now()))
+    try:
+        return await _run_checks(agent, ids)
+    finally:
+        agent.execute(agent.core.hold(False, agent.now()))
+
+
+async def _run_checks(agent: Agent, ids: list[int]) -> dict[str, Any]:
     report: dict[str, Any] = {}
     for cid in ids:
         devices = agent.hw.connectors[cid]

@@ -621,3 +621,18 @@ def test_a_contactor_welding_without_a_session_locks_a_plugged_cable() -> None:
     rig.send(PlugChanged(1, True))
     out = rig.send(FaultRaised(1, "contactor1", "contactor_welded", True, DeviceRole.CONTACTOR))
     assert SetLock(1, True) in out
+
+
+def test_a_hold_for_the_selftest_makes_every_connector_unavailable_and_blocks_starts() -> None:
+    rig = Rig(connectors=2)
+    rig.core.current_statuses(rig.wall, rig.mono)
+    out = rig.core.hold(True, rig.wall, rig.mono)
+    rig.log += out
+    assert {o.connector_id: o.status for o in only(out, StatusChanged)} == {
+        0: ConnectorStatus.UNAVAILABLE, 1: ConnectorStatus.UNAVAILABLE, 2: ConnectorStatus.UNAVAILABLE}
+    assert rig.call("remote_start", RemoteStart(2, "R"))[0] is RemoteStartResult.REJECTED
+    rig.send(PlugChanged(1, True), EvReadyChanged(1, True))
+    rig.authorize("TAG1")
+    assert not only(rig.log, TransactionStarted)
+    rig.log += rig.core.hold(False, rig.wall, rig.mono)
+    assert rig.status(2) is ConnectorStatus.AVAILABLE and not rig.core.any_held()

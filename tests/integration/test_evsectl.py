@@ -140,3 +140,30 @@ async def test_welded_contactor_keeps_the_cable_locked_and_unlock_is_refused(rig
     assert "UnlockFailed" in unlocked.stdout and "welded" in unlocked.stdout, unlocked.stdout + unlocked.stderr
     assert rig.sim_state()["connectors"]["1"]["locked"]
     assert "unlock refused" in rig.agent_log()
+
+
+async def test_selftest_holds_every_connector_out_of_service_while_it_runs(rig: Rig) -> None:
+    await asyncio.sleep(0.5)
+    seen = {c: len(rig.statuses(c)) for c in (1, 2)}
+    selftest = asyncio.create_task(asyncio.to_thread(evsectl, rig, "selftest", "1"))
+    await rig.wait_status(1, "Unavailable", since=seen[1])
+    await rig.wait_status(2, "Unavailable", since=seen[2])  # the connector not clicked is held too
+    answer = await rig.cs_call("RemoteStartTransaction", {"idTag": CARD, "connectorId": 2}, timeout=10)
+    assert answer["payload"]["status"] == "Rejected", answer
+    result = await selftest
+    assert result.returncode == 0, result.stdout + result.stderr
+    await rig.wait_status(1, "Available", since=seen[1])
+    await rig.wait_status(2, "Available", since=seen[2])
+    assert not rig.calls("StartTransaction")
+
+
+async def test_selftest_is_refused_when_a_plug_state_is_unknown(rig_factory: object) -> None:
+    rig: Rig = await rig_factory(start=False)  # type: ignore[operator]
+    await rig.start_sim()
+    rig.fault("dc", "silent", connector=2)  # the AC pilot board never answers: plugged or not is unknown
+    rig.start_agent()
+    await rig.office.wait_for("BootNotification", timeout=20)
+    await asyncio.sleep(1.5)
+    refused = await asyncio.to_thread(evsectl, rig, "selftest", "2")
+    assert refused.returncode == 1 and "plug state unknown" in refused.stderr, refused.stdout + refused.stderr
+    assert not rig.sim_state()["connectors"]["2"]["contactor_closed"]
