@@ -9,7 +9,9 @@ drains the outbox in order.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -26,6 +28,7 @@ from agent.core.auth import DecisionAction, cache_update, decide_local
 from agent.core.chargepoint import ChargePointCore, CoreSettings
 from agent.core.connector import ConnectorConfig as CoreConnectorConfig
 from agent.core.limits import parse_profile
+from agent.errors import DiskFull
 from agent.hardware import ConnectorObservation, Hardware
 from agent.keys import OcppKeys
 from agent.ocpp.v16.metering import Sample, billed_wh, iso, meter_value, next_aligned, parse_csl
@@ -49,6 +52,7 @@ BOOT_METER_ATTEMPTS = 3
 SAMPLE_SLACK_S = 0.1  # a sample due this much after a poll is taken at that poll (polls are not exact)
 STOP_HOLD_TIMEOUT_S = 10.0  # the longest a connector is held for its stop record (bounded: never stuck)
 STOP_METER_SETTLE_S = 1.0  # meters refresh their registers about once a second after the load drops
+DEFERRED_MAX = 2000  # records kept in memory while the disk is full (intermediate samples go first)
 TX_DATA_MAX_VALUES = 200  # transactionData per StopTransaction: the first and the latest 199 are kept
 TX_ID_PLACEHOLDER = 0  # replaced by the store with the back office's id once StartTransaction is answered
 
@@ -93,6 +97,15 @@ class ConnectorState:
 
 
 @dataclass(frozen=True)
+class _Deferred:
+    """A store write that found the disk full: kept in memory, in order, until it can be committed."""
+
+    what: str
+    write: Callable[[], Any]
+    thinnable: bool  # an intermediate sample may be dropped when memory is at its bound; starts/stops never
+
+
+@dataclass(frozen=True)
 class _Barrier:
     """Resolved by the actuator loop once every command queued before it has been carried out.
 
@@ -128,6 +141,11 @@ class Agent:
         self._next_aligned: float | None = None
         self.keys.listeners.append(self._on_key_changed)
         self.recovery_note: str | None = None  # set when a damaged state database was replaced at start
+        self._deferred: collections.deque[_Deferred] = collections.deque()  # records waiting for disk space
+        self.disk_full_since: float | None = None
+        self.deferred_dropped = 0
+        self.storage_note: str | None = None  # the last disk-full episode, for evsectl status
+        self._unrecorded_starts: set[int] = set()  # connectors faulted because a start found the disk full
         self.security: SecurityManager | None = None  # attached by SecurityManager.for_agent
         self.log_lines: Callable[[], list[str]] = list  # recent log lines for diagnostics (set by the daemon)
         from agent.firmware import FirmwareManager
@@ -349,6 +367,9 @@ class Agent:
         }
         if out.reservation_id is not None:
             payload["reservationId"] = out.reservation_id
+        if not self.flush_deferred():
+            # the disk is full: no energy without a durable start (the records waiting in memory go first)
+            raise DiskFull(str(self.store.path), f"{len(self._deferred)} records wait in memory")
         self.store.begin_transaction(
             out.local_tx_id, out.connector_id, out.id_tag, meter_start_wh, out.timestamp, time.monotonic(),
             out.reservation_id, "StartTransaction", payload, clock_trusted=self.clock_trusted,
@@ -363,6 +384,7 @@ class Agent:
 
     def _start_failed(self, out: ev.TransactionStarted) -> None:
         """A start that cannot be recorded must not deliver energy: a stopping fault opens the contactor."""
+        self._unrecorded_starts.add(out.connector_id)
         self.feed(ev.FaultRaised(out.connector_id, "state_database", "storage_failure", True, ev.DeviceRole.OTHER,
                                  "transaction could not be recorded"))
 
@@ -370,7 +392,9 @@ class Agent:
         # The decision (reason, time) is on disk before anything else: a power cut in the seconds until
         # meterStop is read must not turn this stop into a PowerLoss at boot.
         try:
-            self.store.decide_stop(out.local_tx_id, out.reason.value, out.timestamp)
+            self._durable(f"stop decision of transaction {out.local_tx_id}",
+                          functools.partial(self.store.decide_stop, out.local_tx_id, out.reason.value,
+                                            out.timestamp))
         except Exception as err:
             LOGGER.error("transaction %d: stop decision not persisted: %s", out.local_tx_id, err)
         # meterStop must be the register once the power path is open (a DC controller ramps down first):
@@ -419,11 +443,68 @@ class Agent:
                 data.append(end)
         if data:
             payload["transactionData"] = data
-        self.store.end_transaction(
-            out.local_tx_id, meter_stop, out.timestamp, time.monotonic(), out.reason.value,
-            "StopTransaction", payload, clock_trusted=self.clock_trusted,
-        )
+        self._durable(f"StopTransaction of transaction {out.local_tx_id}", functools.partial(
+            self.store.end_transaction, out.local_tx_id, meter_stop, out.timestamp, time.monotonic(),
+            out.reason.value, "StopTransaction", payload, clock_trusted=self.clock_trusted))
         self._outbox_changed()
+
+    # ---------------------------------------------------------------------- writes when the disk is full
+
+    def _durable(self, what: str, write: Callable[[], Any], *, thinnable: bool = False) -> bool:
+        """Commit a record now, or, while the disk is full, keep it in memory (in order) until space returns.
+
+        True when it is on disk. Safety decisions never wait for this: they were executed before.
+        """
+        if not self._deferred:
+            try:
+                write()
+                return True
+            except DiskFull as err:
+                self._disk_full(err)
+        if len(self._deferred) >= DEFERRED_MAX:
+            victim = next((d for d in self._deferred if d.thinnable), None)
+            if victim is None and thinnable:
+                self.deferred_dropped += 1
+                return False
+            if victim is not None:
+                self._deferred.remove(victim)
+                self.deferred_dropped += 1
+        self._deferred.append(_Deferred(what, write, thinnable))
+        return False
+
+    def _disk_full(self, err: DiskFull) -> None:
+        if self.disk_full_since is None:
+            self.disk_full_since = self.now()
+            LOGGER.error("disk full: records are kept in memory (at most %d) until space returns: %s",
+                         DEFERRED_MAX, err)
+
+    def flush_deferred(self) -> bool:
+        """Write what waits in memory, oldest first; True when nothing waits any more."""
+        while self._deferred:
+            item = self._deferred[0]
+            try:
+                item.write()
+            except DiskFull:
+                return False
+            except Exception:  # a record that can never be written must not block the others
+                LOGGER.exception("deferred %s could not be written; dropped", item.what)
+            self._deferred.popleft()
+        if self.disk_full_since is not None:
+            since, self.disk_full_since = self.disk_full_since, None
+            dropped, self.deferred_dropped = self.deferred_dropped, 0
+            note = (f"state disk was full from {iso(since)} to {iso(self.now())}; records kept in memory "
+                    f"were written, {dropped} intermediate samples dropped")
+            LOGGER.warning("%s", note)
+            self.storage_note = note
+            for connector_id in sorted(self._unrecorded_starts):
+                self.feed(ev.FaultCleared(connector_id, "state_database"))  # starts may be recorded again
+            self._unrecorded_starts.clear()
+            try:
+                self.security_manager().event(SecurityEventType.MEMORY_EXHAUSTION, note)
+            except Exception as err:
+                LOGGER.error("MemoryExhaustion event not recorded: %s", err)
+            self._outbox_changed()
+        return True
 
     def _tx_data(self, tx_local_id: int) -> list[dict[str, Any]]:
         """The transactionData collected on disk (StopTxnSampledData, StopTxnAlignedData), oldest first."""
@@ -437,16 +518,19 @@ class Agent:
     def _keep_tx_data(self, tx_local_id: int, value: dict[str, Any]) -> None:
         if not value["sampledValue"]:
             return
-        self.store.tx_data_append(tx_local_id, value, self.now(), cap=TX_DATA_MAX_VALUES,
-                                  clock_trusted=self.clock_trusted)
+        self._durable(f"transactionData of transaction {tx_local_id}", functools.partial(
+            self.store.tx_data_append, tx_local_id, value, self.now(), cap=TX_DATA_MAX_VALUES,
+            clock_trusted=self.clock_trusted), thinnable=True)
 
     def _queue_meter_values(self, connector_id: int, tx_local_id: int, values: list[dict[str, Any]]) -> None:
         values = [v for v in values if v["sampledValue"]]
         if not values:
             return
         payload = {"connectorId": connector_id, "transactionId": TX_ID_PLACEHOLDER, "meterValue": values}
-        self.store.enqueue("MeterValues", payload, tx_local_id=tx_local_id, wall_time=self.now(),
-                           monotonic=time.monotonic(), clock_trusted=self.clock_trusted)
+        if not self._durable(f"MeterValues of transaction {tx_local_id}", functools.partial(
+                self.store.enqueue, "MeterValues", payload, tx_local_id=tx_local_id, wall_time=self.now(),
+                monotonic=time.monotonic(), clock_trusted=self.clock_trusted), thinnable=True):
+            return
         thinned = self.store.take_thinned()
         if thinned:
             stats = self.store.outbox_stats()
@@ -606,8 +690,9 @@ class Agent:
             data = self._tx_data(row.tx_local_id)
             if data:
                 payload["transactionData"] = data
-            self.store.end_transaction(row.tx_local_id, meter_stop, stop_wall, time.monotonic(),
-                                       reason.value, "StopTransaction", payload, clock_trusted=self.clock_trusted)
+            self._durable(f"StopTransaction of transaction {row.tx_local_id}", functools.partial(
+                self.store.end_transaction, row.tx_local_id, meter_stop, stop_wall, time.monotonic(),
+                reason.value, "StopTransaction", payload, clock_trusted=self.clock_trusted))
             LOGGER.warning("transaction %d on connector %d stopped with reason %s (%s), meterStop %.1f Wh (%s)",
                            row.tx_local_id, row.connector_id, reason.value, why, meter_stop, source)
 
@@ -644,6 +729,8 @@ class Agent:
         observations = await self.hw.poll()
         for connector_id, obs in observations.items():
             self._observe(connector_id, obs)
+        if self._deferred:
+            self.flush_deferred()
         self.check_system_clock()
         self._sample_meters()
         self.feed(ev.Tick())
@@ -708,7 +795,9 @@ class Agent:
             stop_sampled = parse_csl(self.keys.get_str("StopTxnSampledData"))
             if stop_sampled:
                 self._keep_tx_data(session.local_tx_id, meter_value(sample, stop_sampled, "Sample.Periodic", now))
-            self.store.update_transaction_meter(session.local_tx_id, state.reading.energy_import_wh, now)
+            self._durable(f"meter of transaction {session.local_tx_id}", functools.partial(
+                self.store.update_transaction_meter, session.local_tx_id, state.reading.energy_import_wh, now),
+                thinnable=True)
 
     def _aligned(self) -> None:
         interval = self.keys.get_int("ClockAlignedDataInterval", 0)
@@ -858,7 +947,14 @@ class Agent:
         try:
             while True:
                 started = time.monotonic()
-                await self.poll_once()
+                try:
+                    await self.poll_once()
+                except Exception:
+                    # observations were applied first (safety); a failing write must not stop the loop. The
+                    # watchdog is not fed for this pass: a poll that keeps failing gets the daemon restarted.
+                    LOGGER.exception("poll failed")
+                    await asyncio.sleep(min(poll_interval_s, 1.0))
+                    continue
                 if first and self.hw.first_poll_ok:
                     first = False
                     if on_first_poll is not None:
@@ -881,5 +977,9 @@ class Agent:
         snap["devices"] = self.hw.status()
         if self.recovery_note:
             snap["recovery"] = self.recovery_note
+        snap["storage"] = {"disk_full": self.disk_full_since is not None,
+                           "disk_full_since": iso(self.disk_full_since) if self.disk_full_since else None,
+                           "waiting_in_memory": len(self._deferred), "dropped": self.deferred_dropped,
+                           "last_episode": self.storage_note}
         return snap
 

@@ -64,6 +64,12 @@ def show_status(s: dict[str, Any]) -> str:
     q = s["queue"]
     lines = [f"charge point {s['status']}  back office {link}  queue {q['pending']} pending, {q['dead']} dead"
              + ("  E-STOP PRESSED" if s.get("estop") else "")]
+    storage = s.get("storage") or {}
+    if storage.get("disk_full"):
+        lines.append(f"STATE DISK FULL since {storage['disk_full_since']}: {storage['waiting_in_memory']} records "
+                     f"waiting in memory, {storage['dropped']} samples dropped; free space on the state directory")
+    elif storage.get("last_episode"):
+        lines.append(storage["last_episode"])
     rows = [["connector", "status", "error", "plugged", "contactor", "limit A", "power W", "energy Wh", "session"]]
     for cid, c in sorted(s["connectors"].items()):
         tx = c.get("transaction")
