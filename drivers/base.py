@@ -56,7 +56,9 @@ class EnergyMeter(Protocol):
     failure, `last_reading()` returns the previous values with `stale=True` and their original read time.
     A reading out of the connector's bounds, with energy below the last accepted reading or growing faster
     than the connector's power allows, raises ImplausibleReading (a CommunicationFault) and is not used
-    as the baseline (drivers/meters/plausibility.py).
+    as the baseline (drivers/meters/plausibility.py); `configure_limits()` gives the connector's bounds.
+    `error_counts()` returns failed reads by kind; `backwards_for_s()` how long readings have consistently
+    been below the last accepted energy; `accept_baseline()` re-baselines a replaced or reset meter.
     The meter reconnects by itself with capped backoff; a read during the backoff raises at once.
     """
 
@@ -66,6 +68,15 @@ class EnergyMeter(Protocol):
     async def read(self) -> MeterReading: ...
 
     def last_reading(self) -> MeterReading | None: ...
+
+    def configure_limits(self, nominal_voltage_v: float = 230.0, phases: int | None = None,
+                         max_current_a: float = 80.0) -> None: ...
+
+    def error_counts(self) -> dict[str, int]: ...
+
+    def backwards_for_s(self) -> float: ...
+
+    def accept_baseline(self) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -186,6 +197,8 @@ class DcController(Protocol):
 
     async def heartbeat(self) -> None: ...
 
+    def error_counts(self) -> dict[str, int]: ...
+
     async def close(self) -> None: ...
 
 
@@ -270,6 +283,8 @@ class IdReader(Protocol):
     name: str
 
     async def read_id(self) -> str: ...
+
+    def error_counts(self) -> dict[str, int]: ...
 
     async def close(self) -> None: ...
 

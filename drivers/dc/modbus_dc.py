@@ -115,8 +115,7 @@ class ModbusDcController:
         return self._apply_pending or self._emergency_pending
 
     def error_counts(self) -> dict[str, int]:
-        """Failed exchanges by kind: the bus's frame checks for this device id, plus "implausible"
-        (a status register outside its documented range)."""
+        """Failed exchanges by kind for this device id, plus "implausible" (status out of its range)."""
         return {**self.bus.error_counts(self.device_id), "implausible": self._implausible}
 
     def last_reading(self) -> DcStatus | None:

@@ -84,8 +84,7 @@ class ModbusMeter:
 
     def configure_limits(self, nominal_voltage_v: float = DEFAULT_NOMINAL_V, phases: int | None = None,
                          max_current_a: float = DEFAULT_MAX_CURRENT_A) -> None:
-        """Set the metered connector's nominal phase voltage, phases (default: the model's) and maximum
-        current; plausibility bounds derive from them. The baseline is kept. ValueError if not positive."""
+        """Set the metered connector's limits, from which the plausibility bounds derive (baseline kept)."""
         self.plausibility.limits = MeterLimits(
             nominal_voltage_v=float(nominal_voltage_v),
             phases=self.model.phases if phases is None else phases,
@@ -110,8 +109,7 @@ class ModbusMeter:
         return self.plausibility.backwards_energy_wh
 
     def accept_baseline(self) -> None:
-        """Accept the meter's register as it is now (replaced or reset meter): the next two agreeing readings
-        become the baseline, whatever their value."""
+        """Re-baseline a replaced or reset meter: the next two agreeing readings become the baseline."""
         LOGGER.warning(
             "%s: energy baseline dropped (was %s Wh); the next agreeing readings become the new one",
             self.name, None if self.plausibility.baseline is None else self.plausibility.baseline.energy_import_wh,
@@ -119,8 +117,7 @@ class ModbusMeter:
         self.plausibility.accept_baseline()
 
     async def read(self) -> MeterReading:
-        """Read every block of the model and check plausibility; raise CommunicationFault (FrameError,
-        DeviceTimeout, ImplausibleReading) on any failure."""
+        """Read every block and check plausibility; raise FrameError, DeviceTimeout or ImplausibleReading."""
         if self._closed:
             raise CommunicationFault(self.name, "meter is closed")
         try:

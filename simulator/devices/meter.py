@@ -99,8 +99,7 @@ class SimMeter:
 
 
 def encode_any(spec: ValueSpec, value: float) -> list[int]:
-    """Registers for any value, as a corrupted frame may carry it: a float register takes NaN, infinity
-    and 1e30 as they are; an integer register takes the nearest raw value it can hold (all ones for NaN)."""
+    """Registers for any value a corrupted frame may carry (integer registers clamp; NaN is all ones)."""
     vtype = TYPES[spec.type]
     if vtype.is_float:
         return encode(spec.type, value / spec.scale, spec.word_order)

@@ -173,15 +173,20 @@ async def frame_fault(ref: Referee, name: str, reads: int) -> None:
     meter = ref.rig.meter
     before = meter.error_counts()
     ref.rig.server.faults = Faults(**switches)
-    for _ in range(reads):
+    for n in range(reads):
         ref.tick()
-        assert await ref.read() is None, name
+        reading = await ref.read()
+        # RTU has no transaction id: a late answer to the same block, landing after the line's quiet time,
+        # is indistinguishable from the answer to the next request (true values, Referee-checked)
+        assert reading is None or (name == "late" and ref.rig.kind == "rtu" and n > 0), name
     ref.rig.server.faults = Faults()
     after = meter.error_counts()
     grew = {kind for kind in FRAME_KINDS if after[kind] > before[kind]}
     assert grew and grew <= set(allowed) | {"io_error"}, (name, grew)
     if name == "late":
-        await asyncio.sleep(TIMEOUT_S * 2)  # the late answer lands on a closed connection
+        # every late answer lands (the RTU bridge answers queued requests one after the other) before the
+        # next fault, so that each fault's refusals are its own
+        await asyncio.sleep(TIMEOUT_S * 2 * reads + 0.1)
     ref.tick()
     await ref.recover()
 
