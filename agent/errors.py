@@ -34,3 +34,7 @@ class DiskFull(StoreError):
         )
         self.path = path
         self.detail = detail
+
+
+class CallRefused(AgentError):
+    """The back office answered a call with a CALLERROR: it is online, but gave no usable answer."""

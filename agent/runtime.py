@@ -24,11 +24,11 @@ from agent.clock import kernel_boot_id, system_clock_synchronized
 from agent.config import AgentConfig
 from agent.core import events as ev
 from agent.core.auth import AuthEntry as CoreAuthEntry
-from agent.core.auth import DecisionAction, cache_update, decide_local
+from agent.core.auth import DecisionAction, cache_update, decide_local, decide_without_answer
 from agent.core.chargepoint import ChargePointCore, CoreSettings
 from agent.core.connector import ConnectorConfig as CoreConnectorConfig
 from agent.core.limits import parse_profile
-from agent.errors import DiskFull
+from agent.errors import CallRefused, DiskFull
 from agent.hardware import ConnectorObservation, Hardware
 from agent.keys import OcppKeys
 from agent.ocpp.v16.metering import Sample, billed_wh, iso, meter_value, next_aligned, parse_csl
@@ -574,12 +574,16 @@ class Agent:
             self.store.cache_put(StoreAuthEntry(id_tag, entry.status.value, info.get("expiryDate"),
                                                 entry.parent_id_tag))
 
-    def local_decision(self, id_tag: str, online: bool) -> Any:
-        """decide_local with the store's list and cache entries."""
+    def _auth_entries(self, id_tag: str) -> tuple[CoreAuthEntry | None, CoreAuthEntry | None]:
+        """(local list entry, cache entry) of an id, each None when disabled or absent."""
         list_entry = self.store.local_list_get(id_tag) if self.keys.get_bool("LocalAuthListEnabled", True) else None
         cache_entry = self.store.cache_get(id_tag) if self.keys.get_bool("AuthorizationCacheEnabled", True) else None
-        return decide_local(id_tag, self._core_entry(list_entry), self._core_entry(cache_entry), online,
-                            self.core.settings, self.now())
+        return self._core_entry(list_entry), self._core_entry(cache_entry)
+
+    def local_decision(self, id_tag: str, online: bool) -> Any:
+        """decide_local with the store's list and cache entries."""
+        list_entry, cache_entry = self._auth_entries(id_tag)
+        return decide_local(id_tag, list_entry, cache_entry, online, self.core.settings, self.now())
 
     async def _authorize(self, id_tag: str) -> None:
         session = self.link_session
@@ -591,6 +595,14 @@ class Agent:
         assert session is not None
         try:
             result = await session.authorize(id_tag)
+        except CallRefused as err:
+            # online, but no usable answer: not an offline situation, so only the list and the cache decide
+            entries = self._auth_entries(id_tag)
+            decision = decide_without_answer(*entries, self.now())
+            LOGGER.warning("Authorize for %s refused (%s); decided by the local list and cache: %s (%s)", id_tag,
+                           err, decision.status.value, decision.source.value)
+            self.feed(decision.as_result(id_tag))
+            return
         except (TimeoutError, ConnectionError, OSError) as err:
             # no answer (timeout, or the socket closed under the call): the offline rules decide
             LOGGER.warning("Authorize for %s got no answer (%s); deciding offline", id_tag, type(err).__name__)

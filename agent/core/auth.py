@@ -1,9 +1,9 @@
 """Authorization decisions, pure: the adapter passes the local-list and cache entries it looked up.
 
 Order (DESIGN section 3): the local list first (the cache never overrides it), then the authorization
-cache (only valid, unexpired entries count), then the back office when online; offline,
-LocalAuthorizeOffline lets list/cache-valid ids start and AllowOfflineTxForUnknownId lets unknown ids
-start. An id that the list marks invalid, or expired, is refused offline; online the back office decides.
+cache, then the back office when online; offline, LocalAuthorizeOffline lets list/cache-valid ids start and
+AllowOfflineTxForUnknownId lets unknown ids start (an id in neither the list nor the cache). An id that the
+list or the cache marks invalid, blocked or expired is refused offline; online the back office decides.
 LocalPreAuthorize: online, a locally valid id starts at once without waiting for Authorize.
 """
 
@@ -101,7 +101,9 @@ def decide_local(
     source = DecisionSource.LOCAL_LIST
     if list_entry is not None:
         known = list_entry
-    elif cache_entry is not None and cache_entry.valid_at(now):
+    elif cache_entry is not None:
+        # a Blocked, Expired or Invalid cache entry is known, not unknown: AllowOfflineTxForUnknownId never
+        # lets it start offline
         known, source = cache_entry, DecisionSource.CACHE
     if known is not None and known.valid_at(now):
         accept = settings.local_pre_authorize if online else settings.local_authorize_offline
@@ -113,16 +115,31 @@ def decide_local(
         return LocalDecision(DecisionAction.REJECT, AuthStatus.INVALID, DecisionSource.OFFLINE_NOT_ALLOWED,
                              known.parent_id_tag)
     if known is not None:
-        # Only a local-list entry gets here (invalid cache entries are ignored): refused offline.
+        # Known but not valid now (list or cache): online the back office decides, offline it is refused.
         if online:
             return _ask()
-        return LocalDecision(DecisionAction.REJECT, known.status_at(now), DecisionSource.LOCAL_LIST,
-                             known.parent_id_tag, known.expiry)
+        return LocalDecision(DecisionAction.REJECT, known.status_at(now), source, known.parent_id_tag,
+                             known.expiry)
     if online:
         return _ask()
     if settings.allow_offline_tx_for_unknown_id:
         return LocalDecision(DecisionAction.ACCEPT, AuthStatus.ACCEPTED, DecisionSource.OFFLINE_UNKNOWN)
     return LocalDecision(DecisionAction.REJECT, AuthStatus.INVALID, DecisionSource.OFFLINE_NOT_ALLOWED)
+
+
+def decide_without_answer(
+    list_entry: AuthEntry | None, cache_entry: AuthEntry | None, now: float
+) -> LocalDecision:
+    """Online, but Authorize was answered with a CALLERROR: not an offline situation, so the local list and
+    the cache decide alone (a valid entry starts, anything else is refused; never AllowOfflineTxForUnknownId)."""
+    for entry, source in ((list_entry, DecisionSource.LOCAL_LIST), (cache_entry, DecisionSource.CACHE)):
+        if entry is None:
+            continue
+        if entry.valid_at(now):
+            return LocalDecision(DecisionAction.ACCEPT, AuthStatus.ACCEPTED, source, entry.parent_id_tag,
+                                 entry.expiry)
+        return LocalDecision(DecisionAction.REJECT, entry.status_at(now), source, entry.parent_id_tag, entry.expiry)
+    return LocalDecision(DecisionAction.REJECT, AuthStatus.INVALID, DecisionSource.BACK_OFFICE)
 
 
 def _ask() -> LocalDecision:

@@ -16,6 +16,7 @@ from agent.core import (
     decide_local,
     list_conflict,
 )
+from agent.core.auth import decide_without_answer
 
 NOW = 1_700_000_000.0
 VALID = AuthEntry(AuthStatus.ACCEPTED, NOW + 3600, "PARENT")
@@ -64,12 +65,30 @@ def test_cache_never_overrides_the_local_list() -> None:
     assert decide(BLOCKED, VALID, online=False)[0] is DecisionAction.REJECT
 
 
-@pytest.mark.parametrize("cache", [EXPIRED, BLOCKED])
-def test_invalid_or_expired_cache_entry_counts_as_unknown(cache: AuthEntry) -> None:
-    assert decide(None, cache, online=False)[0] is DecisionAction.REJECT
-    assert decide(None, cache, online=False, allow_offline_tx_for_unknown_id=True)[:2] == (
-        DecisionAction.ACCEPT, AuthStatus.ACCEPTED)
+@pytest.mark.parametrize(("cache", "status"), [(EXPIRED, AuthStatus.EXPIRED), (BLOCKED, AuthStatus.BLOCKED),
+                                               (AuthEntry(AuthStatus.INVALID), AuthStatus.INVALID)])
+def test_blocked_expired_or_invalid_cache_entry_is_refused_offline_even_with_unknown_ids_allowed(
+    cache: AuthEntry, status: AuthStatus
+) -> None:
+    # known to the cache is not unknown: AllowOfflineTxForUnknownId does not apply (OCPP 1.6 3.5.1)
+    assert decide(None, cache, online=False) == (DecisionAction.REJECT, status, DecisionSource.CACHE)
+    assert decide(None, cache, online=False, allow_offline_tx_for_unknown_id=True) == (
+        DecisionAction.REJECT, status, DecisionSource.CACHE)
     assert decide(None, cache, online=True)[0] is DecisionAction.ASK_BACK_OFFICE
+
+
+@pytest.mark.parametrize(("list_entry", "cache", "expected"), [
+    (None, None, (DecisionAction.REJECT, AuthStatus.INVALID)),
+    (VALID, None, (DecisionAction.ACCEPT, AuthStatus.ACCEPTED)),
+    (None, VALID, (DecisionAction.ACCEPT, AuthStatus.ACCEPTED)),
+    (None, BLOCKED, (DecisionAction.REJECT, AuthStatus.BLOCKED)),
+    (BLOCKED, VALID, (DecisionAction.REJECT, AuthStatus.BLOCKED)),
+])
+def test_authorize_answered_with_a_callerror_is_decided_by_list_and_cache_only(
+    list_entry: AuthEntry | None, cache: AuthEntry | None, expected: tuple[DecisionAction, AuthStatus]
+) -> None:
+    d = decide_without_answer(list_entry, cache, NOW)
+    assert (d.action, d.status) == expected
 
 
 def test_tc_037_1_offline_unknown_id_with_allow_offline_tx_for_unknown_id() -> None:

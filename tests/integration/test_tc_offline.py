@@ -224,3 +224,37 @@ async def test_tc_032_1_power_loss_stops_with_meter_at_boot(rig_factory: Any) ->
     assert len(rig.calls("StartTransaction")) == 1
     assert not rig.contactor_closed()
 
+
+
+async def test_blocked_id_in_the_cache_is_refused_offline_even_with_unknown_ids_allowed(rig_factory: Any) -> None:
+    rig: Rig = await rig_factory(ocpp={"AllowOfflineTxForUnknownId": True})
+    rig.office.set_id_tag(BLOCKED, "Blocked")
+    rig.plug()
+    rig.card(BLOCKED)  # online: the back office says Blocked, and the cache keeps it
+    await rig.wait_call("Authorize")
+    await asyncio.sleep(1.0)
+    await _offline(rig)
+    rig.card(BLOCKED)
+    await asyncio.sleep(2.0)
+    assert not rig.contactor_closed(), "an id the cache knows as Blocked is not an unknown id"
+    rig.card(UNKNOWN)  # an id in neither the list nor the cache: AllowOfflineTxForUnknownId lets it start
+    await rig.wait_contactor(True)
+    back = await _online(rig)
+    start = await rig.wait_call("StartTransaction")
+    assert start["payload"]["idTag"] == UNKNOWN and back > 0
+
+
+async def test_authorize_answered_with_a_callerror_never_accepts_an_unknown_id(rig_factory: Any) -> None:
+    rig: Rig = await rig_factory(ocpp={"AllowOfflineTxForUnknownId": True})
+    rig.office.reject_next("Authorize", 2, "InternalError")
+    rig.plug()
+    rig.card(UNKNOWN)
+    await rig.wait_call("Authorize")
+    await asyncio.sleep(2.0)
+    assert not rig.contactor_closed(), "online with a CALLERROR is not offline"
+    assert "decided by the local list and cache" in rig.agent_log()
+    await rig.send_local_list({LOCAL: "Accepted"})
+    rig.office.set_id_tag(LOCAL, "Accepted")
+    rig.card(LOCAL)  # the second CALLERROR: the list still decides for the ids it knows
+    await rig.wait_contactor(True)
+    assert len(rig.calls("Authorize")) == 2

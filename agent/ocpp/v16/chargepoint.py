@@ -25,6 +25,7 @@ from ocpp.v16.enums import Action
 from websockets.exceptions import ConnectionClosed
 
 from agent.core import events as ev
+from agent.errors import CallRefused
 from agent.keys import ChangeResult
 from agent.ocpp.frames import V16_CODES, FrameCheck, Verdict, check_frame, read_head
 from agent.ocpp.v16.metering import iso, meter_value, parse_csl
@@ -467,8 +468,8 @@ class V16Connection:
             result = await self.cp.call(call.Authorize(id_tag=id_tag), suppress=False)
         except ConnectionClosed as err:
             raise ConnectionError(f"connection closed during Authorize: {err}") from err
-        except OCPPError as err:  # no usable answer: the offline rules decide, as without a connection
-            raise ConnectionError(f"Authorize answered {err.code}") from err
+        except OCPPError as err:  # online but no usable answer: the list and the cache decide alone
+            raise CallRefused(f"Authorize answered {err.code}") from err
         return self.agent.authorize_answered(id_tag, snake_to_camel_case(result.id_tag_info))
 
     async def notify(self, action: str, payload: dict[str, Any]) -> None:
