@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench soak venv clean install
+.PHONY: run test lint bench soak venv clean install wheels deb deb-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,5 +35,19 @@ soak: $(STAMP)
 install:  # on the charger, as root: /opt/evse-agent venv, user, config, systemd unit (idempotent)
 	scripts/install.sh $(INSTALL_ARGS)
 
+# The wheelhouse an image (install.sh --root DIR --wheels build/wheels) or the package installs from offline.
+# Needs the package index; the dependency wheels are cached in build/wheel-cache.
+wheels: | $(BIN)/python
+	rm -rf build/wheels
+	$(BIN)/python scripts/wheelhouse.py --out build/wheels --cache build/wheel-cache
+
+# dist/evse-agent_<version>_all.deb (dpkg-deb, Debian package dpkg); checked with lintian when installed.
+deb: | $(BIN)/python
+	scripts/build-deb.sh --out dist --python $(BIN)/python --cache build/wheel-cache
+
+# System packages for checking the package and the scripts (as root; Debian or Raspberry Pi OS).
+deb-tools:
+	apt-get install -y --no-install-recommends lintian shellcheck
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -5,12 +5,19 @@
 # ends with "evse-agent install: unchanged". An operator's /etc/evse-agent/agent.toml is never overwritten;
 # agent.toml.example next to it is always refreshed. See docs/install.md.
 #
-# Usage: scripts/install.sh [--root DIR] [--source DIR] [--python PATH] [--no-venv] [--no-systemctl]
-#   --root DIR      install into DIR instead of / (a test or image tree): no user accounts are created (the
-#                   sysusers.d file is written for the image's first boot), no chown, no systemctl
+# Usage: scripts/install.sh [--root DIR] [--source DIR] [--python PATH] [--wheels DIR] [--no-venv]
+#                          [--no-systemctl]
+#   --root DIR      install into DIR instead of / (an image tree): no user accounts are created (the
+#                   sysusers.d file does it at the image's first boot), no chown (tmpfiles.d does it), no
+#                   systemctl, and no virtualenv: the build host's Python would be named in it. The wheels
+#                   go to DIR/opt/evse-agent/wheels; evse-agent-venv.service builds the venv from them,
+#                   offline, at the first boot
 #   --source DIR    the evse-agent checkout to install (default: the one this script lives in)
-#   --python PATH   the Python (>= 3.11) that creates the virtualenv (default: python3)
-#   --no-venv       do not create or update /opt/evse-agent/venv
+#   --python PATH   the Python (>= 3.11) that creates the virtualenv, or with --root builds the wheels
+#                   (default: python3)
+#   --wheels DIR    with --root: copy this wheelhouse (scripts/wheelhouse.py, make wheels) instead of
+#                   building one, which needs the package index
+#   --no-venv       do not create or update /opt/evse-agent/venv (with --root: do not ship the wheels)
 #   --no-systemctl  do not run systemctl daemon-reload
 set -euo pipefail
 
@@ -23,19 +30,21 @@ SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON=python3
 DO_VENV=1
 DO_SYSTEMCTL=1
+WHEELS=""
 CHANGES=0
 
 die() { echo "install.sh: error: $*" >&2; exit 1; }
 note() { echo "  $*"; }
 changed() { CHANGES=$((CHANGES + 1)); note "changed: $*"; }
 
-usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --root) [[ $# -ge 2 ]] || die "--root needs a directory"; ROOT="$2"; shift 2 ;;
         --source) [[ $# -ge 2 ]] || die "--source needs a directory"; SOURCE="$2"; shift 2 ;;
         --python) [[ $# -ge 2 ]] || die "--python needs a path"; PYTHON="$2"; shift 2 ;;
+        --wheels) [[ $# -ge 2 ]] || die "--wheels needs a directory"; WHEELS="$2"; shift 2 ;;
         --no-venv) DO_VENV=0; shift ;;
         --no-systemctl) DO_SYSTEMCTL=0; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -47,7 +56,9 @@ done
 ROOT="$(cd "$ROOT" && pwd)"
 [[ -d "$SOURCE" ]] || die "--source $SOURCE is not a directory"
 SOURCE="$(cd "$SOURCE" && pwd)"
-for f in pyproject.toml systemd/evse-agent.service systemd/evse-agent.toml.example docs/install.md; do
+for f in pyproject.toml systemd/evse-agent.service systemd/evse-agent.toml.example docs/install.md \
+    systemd/evse-agent-venv.service systemd/evse-agent.sysusers.conf systemd/evse-agent.tmpfiles.conf \
+    scripts/evse-agent-venv.sh scripts/wheelhouse.py; do
     [[ -f "$SOURCE/$f" ]] || die "$SOURCE is not an evse-agent checkout (no $f)"
 done
 
@@ -60,6 +71,12 @@ else
     SYSTEM=0
     P="$ROOT"
     DO_SYSTEMCTL=0
+fi
+if [[ -n "$WHEELS" ]]; then
+    [[ $SYSTEM -eq 0 ]] || die "--wheels is for image trees (--root DIR)"
+    [[ -d "$WHEELS" ]] || die "--wheels $WHEELS is not a directory"
+    compgen -G "$WHEELS/evse_agent-*.whl" >/dev/null || die "--wheels $WHEELS holds no evse_agent wheel"
+    WHEELS="$(cd "$WHEELS" && pwd)"
 fi
 
 # ---- helpers: each one writes only when the target differs ----------------------------------------------
@@ -138,16 +155,11 @@ write_file() {
 # dialout: serial ports; gpio: GPIO chips (exists on Raspberry Pi OS, created elsewhere); evse: technicians
 # who may use evsectl. The user's own group evse-agent is created with it.
 ensure_shared_dir "$P/usr/lib/sysusers.d"
-write_file "$P/usr/lib/sysusers.d/evse-agent.conf" 0644 <<'EOF'
-# evse-agent: the daemon's system user and the groups it needs (sysusers.d(5)); written by install.sh.
-g dialout -
-g gpio    -
-g evse    -
-u evse-agent - "evse-agent charge point daemon" /var/lib/evse-agent /usr/sbin/nologin
-m evse-agent dialout
-m evse-agent gpio
-m evse-agent evse
-EOF
+install_file "$SOURCE/systemd/evse-agent.sysusers.conf" "$P/usr/lib/sysusers.d/evse-agent.conf" 0644
+# Owners and modes of the directories, applied at every boot once the accounts exist (an image tree gets
+# no chown here).
+ensure_shared_dir "$P/usr/lib/tmpfiles.d"
+install_file "$SOURCE/systemd/evse-agent.tmpfiles.conf" "$P/usr/lib/tmpfiles.d/evse-agent.conf" 0644
 
 in_group() { id -nG "$1" 2>/dev/null | tr ' ' '\n' | grep -qx "$2"; }
 
@@ -182,7 +194,41 @@ source_fingerprint() {
         | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
 }
 
-if [[ $DO_VENV -eq 1 ]]; then
+# The first-boot builder: builds the venv from /opt/evse-agent/wheels when none exists (image trees).
+ensure_dir "$P/opt/evse-agent/bin" 0755
+install_file "$SOURCE/scripts/evse-agent-venv.sh" "$P/opt/evse-agent/bin/evse-agent-venv" 0755
+
+# sync_wheels SRC DEST: DEST's wheels become SRC's, each compared before it is written
+sync_wheels() {
+    local src="$1" dest="$2" wheel
+    ensure_dir "$dest" 0755
+    for wheel in "$src"/*.whl; do
+        install_file "$wheel" "$dest/$(basename "$wheel")" 0644
+    done
+    for wheel in "$dest"/*.whl; do
+        [[ -e "$wheel" && ! -e "$src/$(basename "$wheel")" ]] || continue
+        rm -f "$wheel"
+        changed "removed $wheel"
+    done
+}
+
+if [[ $DO_VENV -eq 1 && $SYSTEM -eq 0 ]]; then
+    # An image tree: wheels, no venv. A venv made here would start with #!$ROOT/... and point pyvenv.cfg at
+    # this host's interpreter, neither of which exists on the charger.
+    if [[ -n "$WHEELS" ]]; then
+        sync_wheels "$WHEELS" "$P/opt/evse-agent/wheels"
+    else
+        wheel_dir="$(mktemp -d)"
+        trap 'rm -rf "$wheel_dir"' EXIT
+        "$PYTHON" "$SOURCE/scripts/wheelhouse.py" --source "$SOURCE" --out "$wheel_dir" >/dev/null \
+            || die "could not build the wheels (scripts/wheelhouse.py needs the package index; or use --wheels)"
+        sync_wheels "$wheel_dir" "$P/opt/evse-agent/wheels"
+        rm -rf "$wheel_dir"
+        trap - EXIT
+    fi
+fi
+
+if [[ $DO_VENV -eq 1 && $SYSTEM -eq 1 ]]; then
     venv="$P/$VENV_REL"
     "$PYTHON" -c "import sys; sys.exit(sys.version_info < tuple(map(int, '$MIN_PYTHON'.split('.'))))" \
         || die "$PYTHON is older than Python $MIN_PYTHON"
@@ -243,6 +289,7 @@ ensure_dir "$P/var/lib/evse-agent" 0750 evse-agent:evse-agent
 ensure_shared_dir "$P/etc/systemd/system"
 unit_changes=$CHANGES
 install_file "$SOURCE/systemd/evse-agent.service" "$P/etc/systemd/system/evse-agent.service" 0644
+install_file "$SOURCE/systemd/evse-agent-venv.service" "$P/etc/systemd/system/evse-agent-venv.service" 0644
 unit_changed=$((CHANGES - unit_changes))
 
 # ---- 6. systemd -----------------------------------------------------------------------------------------
@@ -269,6 +316,7 @@ else
 fi
 if [[ $SYSTEM -eq 0 ]]; then
     echo "next: to start it at the image's boot: systemctl --root=$ROOT enable evse-agent"
+    echo "      (its first start builds /opt/evse-agent/venv from the wheels, offline: evse-agent-venv.service)"
 elif ! systemctl is-enabled --quiet "$SERVICE" 2>/dev/null; then
     echo "next: edit /etc/evse-agent/agent.toml, then: sudo systemctl enable --now evse-agent"
     echo "      logs: journalctl -u evse-agent -f"

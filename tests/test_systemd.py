@@ -336,14 +336,19 @@ def test_runtime_survives_memory_deny_write_execute() -> None:
 def _snapshot_source(tmp_path: Path) -> Path:
     """A frozen copy of the files install.sh reads, so concurrent edits of the checkout cannot race a test."""
     source = tmp_path / "src"
-    (source / "systemd").mkdir(parents=True)
-    (source / "docs").mkdir()
     for rel in (
         "pyproject.toml",
         "systemd/evse-agent.service",
         "systemd/evse-agent.toml.example",
+        "systemd/evse-agent-venv.service",
+        "systemd/evse-agent.sysusers.conf",
+        "systemd/evse-agent.tmpfiles.conf",
+        "scripts/evse-agent-venv.sh",
+        "scripts/wheelhouse.py",
+        "packaging/debian-deps.txt",
         "docs/install.md",
     ):
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, source / rel)
     return source
 
@@ -536,41 +541,33 @@ def test_install_refuses_bad_arguments(root: Path, args: list[str]) -> None:
 
 
 @pytest.mark.soak
-def test_install_with_virtualenv(tmp_path: Path, root: Path) -> None:
-    # Slow and needs the package index: creates the venv and pip-installs a snapshot of the checkout.
+def test_install_image_tree_builds_the_wheels(tmp_path: Path, root: Path) -> None:
+    # Slow and needs the package index: builds the wheelhouse from a snapshot of the checkout. An image tree
+    # gets wheels and no venv (the first boot builds it: tests/test_packaging.py runs that step).
     source = tmp_path / "src"
     shutil.copytree(
         REPO,
         source,
-        ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "build", ".*_cache"),
+        ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "build", "dist", ".*_cache"),
     )
     output = _install(root, "--source", str(source), "--python", sys.executable)
-    assert "created virtualenv" in output
-    venv_python = root / "opt/evse-agent/venv/bin/python"
-    for script in ("evse-agent", "evsectl"):
-        assert (root / "opt/evse-agent/venv/bin" / script).exists(), script
-    check = subprocess.run(
-        [
-            str(venv_python),
-            "-c",
-            "import agent.config, drivers.registry; print(agent.config.PACKAGE_VERSION)",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=SCRIPT_TIMEOUT_S,
-        check=False,
-        cwd=tmp_path,  # not the checkout: the import must come from the venv
-    )
-    assert check.returncode == 0, check.stderr
-    assert check.stdout.strip() != "0.0.0"
+    wheels = root / "opt/evse-agent/wheels"
+    names = sorted(path.name for path in wheels.glob("*.whl"))
+    assert any(name.startswith("evse_agent-") for name in names), names
+    assert any(name.startswith("ocpp-") for name in names), names
+    assert all(name.endswith("-none-any.whl") for name in names), names
+    assert not (root / "opt/evse-agent/venv").exists()
+    assert "created virtualenv" not in output
     assert not (source / "build").exists()  # built from a copy, the checkout stays clean
 
     before = _tree(root)
     second = _install(root, "--source", str(source), "--python", sys.executable)
-    assert "evse-agent install: unchanged" in second.splitlines()
+    assert "evse-agent install: unchanged" in second.splitlines()  # the same source gives the same wheel
     assert _tree(root) == before
 
     (source / "agent" / "config.py").write_text(
         (source / "agent" / "config.py").read_text() + "\n# changed\n"
     )
-    assert "installed evse-agent from" in _install(root, "--source", str(source), "--python", sys.executable)
+    third = _install(root, "--source", str(source), "--python", sys.executable)
+    assert "evse-agent install: 1 change(s)" in third.splitlines(), third
+    assert "evse_agent-" in third
