@@ -169,7 +169,7 @@ async def serve(cfg: AgentConfig) -> int:
     from agent.ocpp.v16.chargepoint import V16Connection
 
     async def session(ws: Any) -> None:
-        await V16Connection(agent, ws).run()
+        await V16Connection(agent, ws, on_accepted=link.mark_proven).run()
 
     # The security manager decides each attempt's URL scheme, Basic password and TLS context (profiles 1-3)
     # and falls back to the previous profile when a raised one cannot connect.
@@ -177,13 +177,21 @@ async def serve(cfg: AgentConfig) -> int:
     link = Link(
         LinkSettings(
             url=cfg.backoffice.url, charge_point_id=cfg.charge_point.id,
-            ocpp_version=str(cfg.backoffice.ocpp_version), ping_interval_s=cfg.backoffice.ping_interval_s,
+            # WebSocketPingInterval as the keys hold it: a value set over OCPP survives restarts
+            ocpp_version=str(cfg.backoffice.ocpp_version),
+            ping_interval_s=float(keys.get_int("WebSocketPingInterval", round(cfg.backoffice.ping_interval_s))),
             reconnect_min_s=cfg.backoffice.reconnect_min_s, reconnect_max_s=cfg.backoffice.reconnect_max_s,
         ),
         session,
         hooks=security,
     )
     security.attach_link(link)
+
+    def key_changed(key: str) -> None:
+        if key == "WebSocketPingInterval":
+            link.set_ping_interval(float(keys.get_int("WebSocketPingInterval")))
+
+    keys.listeners.append(key_changed)
     security.startup()
     diag = None
     with contextlib.suppress(ImportError):

@@ -52,7 +52,8 @@ class OcppKeys:
             self._values[name] = typed
         self.listeners: list[Callable[[str], None]] = []
         # Set by the security module: may refuse a change (returns a status), and stores secrets.
-        self.change_guard: Callable[[str, int | bool | str], str | None] | None = None
+        # each may refuse a change (returns a ChangeResult) or let it go on (None): security, measurands...
+        self.change_guards: list[Callable[[str, int | bool | str], str | None]] = []
         self.secret_setter: Callable[[str, str], str] | None = None
 
     def get(self, key: str) -> int | bool | str | None:
@@ -86,8 +87,8 @@ class OcppKeys:
         spec = OCPP16_KEYS[key]
         if key == "SecurityProfile" and isinstance(typed, int) and typed < self.get_int("SecurityProfile"):
             return ChangeResult.REJECTED  # the whitepaper forbids lowering the profile over OCPP
-        if self.change_guard is not None:
-            refused = self.change_guard(key, typed)
+        for guard in self.change_guards:
+            refused = guard(key, typed)
             if refused is not None:
                 return refused
         if spec.secret:
@@ -113,6 +114,13 @@ class OcppKeys:
 
     def entries(self, keys: list[str] | None = None) -> tuple[list[dict[str, object]], list[str]]:
         """GetConfiguration: (configurationKey entries, unknownKey); secrets are never returned."""
+        if keys:
+            # GetConfigurationMaxKeys: more keys asked than advertised are answered up to the limit
+            limit = self.get_int("GetConfigurationMaxKeys", 50)
+            if len(keys) > limit:
+                LOGGER.warning("GetConfiguration asked for %d keys; answering the first %d (GetConfigurationMaxKeys)",
+                               len(keys), limit)
+                keys = keys[:limit]
         wanted = keys or sorted(OCPP16_KEYS)
         known: list[dict[str, object]] = []
         unknown: list[str] = []

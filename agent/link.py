@@ -9,7 +9,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -24,6 +24,13 @@ SUBPROTOCOLS = {"1.6": "ocpp1.6", "2.0.1": "ocpp2.0.1"}
 # most 10,000 chars; 1 MiB leaves room for vendor DataTransfer. A larger frame closes the connection with
 # 1009 (message too big) and the link reconnects; see docs/security.md.
 MAX_FRAME_BYTES = 2**20
+# A connection proves itself (and resets the reconnect backoff) when the back office accepts the
+# BootNotification, or when it stays up this long: a back office that completes the handshake and drops the
+# connection at once is retried with a growing delay, not hammered at the minimum one.
+PROVEN_AFTER_S = 30.0
+# How long a closing handshake may take: after a ping timeout the peer is gone, and waiting websockets'
+# default 10 s for its close frame only delays the reconnect.
+CLOSE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,16 @@ class Link:
         self.last_error: str | None = None
         self._stop = asyncio.Event()
         self._ws: ClientConnection | None = None
+        self._proven = False
+
+    def mark_proven(self) -> None:
+        """The back office accepted this connection (BootNotification Accepted): the backoff starts over."""
+        self._proven = True
+
+    def set_ping_interval(self, seconds: float) -> None:
+        """WebSocketPingInterval changed: used from the next connection (0 disables pings)."""
+        self.base_settings = replace(self.base_settings, ping_interval_s=max(0.0, seconds))
+        LOGGER.info("websocket ping interval %.0f s from the next connection", seconds)
 
     def _headers(self) -> dict[str, str]:
         if self.settings.basic_auth_password is None:
@@ -103,6 +120,7 @@ class Link:
         while not self._stop.is_set():
             handshake_done = False
             try:
+                self.settings = self.base_settings
                 if self.hooks is not None:
                     self.settings = self.hooks.prepare(self.base_settings)
                 async with connect(
@@ -112,6 +130,7 @@ class Link:
                     ping_interval=self.settings.ping_interval_s or None,
                     ping_timeout=self.settings.ping_timeout_s if self.settings.ping_interval_s else None,
                     open_timeout=self.settings.open_timeout_s,
+                    close_timeout=CLOSE_TIMEOUT_S,
                     ssl=self.settings.ssl_context,
                     proxy=None,  # an environment proxy must never capture the back office link
                     max_size=self.settings.max_frame_bytes,
@@ -127,14 +146,18 @@ class Link:
                         self._ws = ws
                         self.connects += 1
                         self.last_error = None
-                        delays = backoff_delays(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+                        self._proven = False
                         LOGGER.info("connected to %s", self.settings.endpoint)
                         self.connected.set()
+                        opened = asyncio.get_running_loop().time()
                         try:
                             await self._session(ws)
                         finally:
                             self.connected.clear()
                             self._ws = None
+                            lasted = asyncio.get_running_loop().time() - opened
+                            if self._proven or lasted >= PROVEN_AFTER_S:
+                                delays = backoff_delays(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
                         self._log_close(ws)
             except asyncio.CancelledError:
                 raise

@@ -24,14 +24,23 @@ from agent.clock import kernel_boot_id, system_clock_synchronized
 from agent.config import AgentConfig
 from agent.core import events as ev
 from agent.core.auth import AuthEntry as CoreAuthEntry
-from agent.core.auth import DecisionAction, cache_update, decide_local, decide_without_answer
+from agent.core.auth import DecisionAction, cache_update, decide_local, decide_without_answer, list_conflict
 from agent.core.chargepoint import ChargePointCore, CoreSettings
 from agent.core.connector import ConnectorConfig as CoreConnectorConfig
 from agent.core.limits import parse_profile
 from agent.errors import CallRefused, DiskFull
 from agent.hardware import ConnectorObservation, Hardware
-from agent.keys import OcppKeys
-from agent.ocpp.v16.metering import Sample, billed_wh, iso, meter_value, next_aligned, parse_csl
+from agent.keys import ChangeResult, OcppKeys
+from agent.ocpp.v16.metering import (
+    MeasurandSource,
+    Sample,
+    billed_wh,
+    can_provide,
+    iso,
+    meter_value,
+    next_aligned,
+    parse_csl,
+)
 from agent.security import SecurityEventType
 from agent.store import AuthEntry as StoreAuthEntry
 from agent.store import PreviousRun, Store
@@ -52,6 +61,7 @@ BOOT_METER_ATTEMPTS = 3
 SAMPLE_SLACK_S = 0.1  # a sample due this much after a poll is taken at that poll (polls are not exact)
 STOP_HOLD_TIMEOUT_S = 10.0  # the longest a connector is held for its stop record (bounded: never stuck)
 STOP_METER_SETTLE_S = 1.0  # meters refresh their registers about once a second after the load drops
+MEASURAND_KEYS = ("MeterValuesSampledData", "MeterValuesAlignedData", "StopTxnSampledData", "StopTxnAlignedData")
 DEFERRED_MAX = 2000  # records kept in memory while the disk is full (intermediate samples go first)
 TX_DATA_MAX_VALUES = 200  # transactionData per StopTransaction: the first and the latest 199 are kept
 TX_ID_PLACEHOLDER = 0  # replaced by the store with the back office's id once StartTransaction is answered
@@ -140,6 +150,12 @@ class Agent:
         self._tasks: list[asyncio.Task[Any]] = []
         self._next_aligned: float | None = None
         self.keys.listeners.append(self._on_key_changed)
+        self.keys.change_guards.append(self._guard_measurands)
+        for key in MEASURAND_KEYS:
+            missing = self._unprovidable(self.keys.get_str(key))
+            if missing:
+                LOGGER.warning("%s lists %s, which no connector's devices can provide: left out", key,
+                               ", ".join(missing))
         self.recovery_note: str | None = None  # set when a damaged state database was replaced at start
         self._deferred: collections.deque[_Deferred] = collections.deque()  # records waiting for disk space
         self.disk_full_since: float | None = None
@@ -176,7 +192,33 @@ class Agent:
             authorize_remote_tx_requests=k.get_bool("AuthorizeRemoteTxRequests", False),
             minimum_status_duration_s=float(k.get_int("MinimumStatusDuration", 0)),
             max_stack_level=k.get_int("ChargeProfileMaxStackLevel", 10),
+            max_profiles_installed=k.get_int("MaxChargingProfilesInstalled", 20),
+            max_schedule_periods=k.get_int("ChargingScheduleMaxPeriods", 24),
         )
+
+    def _measurand_sources(self) -> list[MeasurandSource]:
+        sources = []
+        for connector_id, devices in self.hw.connectors.items():
+            caps = getattr(devices.meter, "capabilities", None)
+            is_dc = self.config.connector(connector_id).kind == "dc"
+            sources.append(MeasurandSource(
+                phases=getattr(caps, "phases", 3), export_energy=bool(getattr(caps, "export_energy", False)),
+                per_phase_power=bool(getattr(caps, "per_phase_power", False)), soc=is_dc and devices.dc is not None))
+        return sources
+
+    def _unprovidable(self, csl: str) -> list[str]:
+        sources = self._measurand_sources()
+        return [item for item in parse_csl(csl) if not any(can_provide(item, src) for src in sources)]
+
+    def _guard_measurands(self, key: str, value: int | bool | str) -> str | None:
+        """A measurand no connector can provide is Rejected (it would be accepted and then never sent)."""
+        if key not in MEASURAND_KEYS or not isinstance(value, str):
+            return None
+        missing = self._unprovidable(value)
+        if missing:
+            LOGGER.info("ChangeConfiguration %s refused: %s cannot be measured here", key, ", ".join(missing))
+            return ChangeResult.REJECTED
+        return None
 
     def _on_key_changed(self, key: str) -> None:
         self.core.settings = self.core_settings()
@@ -550,8 +592,27 @@ class Agent:
         parent = id_tag_info.get("parentIdTag")
         row = self.store.transaction(tx_local_id)
         if row is not None:
+            self._check_list_conflict(row.connector_id, row.id_tag, status)
             self._remember_auth(row.id_tag, id_tag_info)
         self.feed(ev.TransactionConfirmed(tx_local_id, transaction_id, status, parent))
+
+    def _check_list_conflict(self, connector_id: int, id_tag: str, status: ev.AuthStatus) -> None:
+        """OCPP 1.6 3.5: a back-office answer that contradicts the local list is reported (LocalListConflict)."""
+        if not self.keys.get_bool("LocalAuthListEnabled", True):
+            return
+        entry = self._core_entry(self.store.local_list_get(id_tag))
+        if not list_conflict(entry, status, self.now()):
+            return
+        assert entry is not None
+        info = f"list {entry.status_at(self.now()).value}, office {status.value}"
+        LOGGER.warning("connector %d: id %s: the back office contradicts the local list (%s)", connector_id,
+                       id_tag, info)
+        snapshot = self.core.snapshot()
+        current = snapshot["status"] if connector_id == 0 else snapshot["connectors"][str(connector_id)]["status"]
+        if self.link_session is not None:
+            self.link_session.status_changed(ev.StatusChanged(
+                connector_id, ev.ConnectorStatus(current), ev.ChargePointErrorCode.LOCAL_LIST_CONFLICT, info[:50],
+                None, self.now()))
 
     # ------------------------------------------------------------------------------ authorization
 
@@ -614,6 +675,7 @@ class Agent:
 
     def authorize_answered(self, id_tag: str, info: dict[str, Any]) -> ev.AuthResult:
         """Turn an Authorize idTagInfo into an AuthResult and update the cache."""
+        self._check_list_conflict(0, id_tag, ev.AuthStatus(info.get("status", "Invalid")))
         self._remember_auth(id_tag, info)
         return ev.AuthResult(id_tag, ev.AuthStatus(info.get("status", "Invalid")), info.get("parentIdTag"),
                              iso_to_epoch(info.get("expiryDate")))

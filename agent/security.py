@@ -247,7 +247,7 @@ class SecurityManager:
         self._last_failure: tuple[str, str, float] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         keys.listeners.append(self._on_key_changed)
-        keys.change_guard = self.guard_change
+        keys.change_guards.append(self.guard_change)
         keys.secret_setter = self.set_authorization_key
 
     @property

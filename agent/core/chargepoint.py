@@ -133,6 +133,8 @@ class CoreSettings:
     free_vend_id: str | None = None  # set: a plug-in on any connector starts a transaction for this id
     minimum_status_duration_s: float = 0.0
     max_stack_level: int = 100  # ChargeProfileMaxStackLevel
+    max_profiles_installed: int = 20  # MaxChargingProfilesInstalled
+    max_schedule_periods: int = 24  # ChargingScheduleMaxPeriods
 
 
 @dataclass(slots=True)
@@ -174,6 +176,7 @@ class ChargePointCore:
         }
         self.online = False
         self.cp_operative = True
+        self.cp_pending_operative: bool | None = None  # ChangeAvailability(0) Scheduled until transactions end
         self.cp_estop = False
         self.cp_faults: dict[str, FaultRaised] = {}
         self.profiles: list[ChargingProfile] = []
@@ -209,9 +212,13 @@ class ChargePointCore:
             c.schedule_evaluated_at = None
 
     def availability(self) -> dict[int, bool]:
-        """Operative flags to persist (0 = charge point); a Scheduled change counts once it applies."""
-        result = {0: self.cp_operative}
-        result.update({i: c.operative for i, c in self.connectors.items()})
+        """Operative flags to persist (0 = charge point). A Scheduled change is persisted as its target: after
+        a reboot no transaction runs, so it applies at once (an Unavailable charge point stays so)."""
+        cp_target = self.cp_operative if self.cp_pending_operative is None else self.cp_pending_operative
+        result = {0: cp_target}
+        for i, c in self.connectors.items():
+            target = c.operative if self.cp_pending_operative is None else self.cp_pending_operative
+            result[i] = target if c.pending_operative is None else c.pending_operative
         return result
 
     def current_statuses(self, now: float, monotonic: float | None = None) -> list[StatusChanged]:
@@ -273,6 +280,7 @@ class ChargePointCore:
         return {
             "online": self.online,
             "operative": self.cp_operative,
+            "pending_operative": self.cp_pending_operative,
             "estop": self.cp_estop,
             "faults": {src: f.code for src, f in self.cp_faults.items()},
             "status": self._cp_view().status.value,
@@ -363,6 +371,14 @@ class ChargePointCore:
         """ChangeAvailability: Accepted, Scheduled (a transaction runs; applied when it ends) or Rejected."""
         run = self._run(now, monotonic)
         if cmd.connector_id == 0:
+            busy = any(c.session is not None for c in self.connectors.values())
+            changes = self.cp_operative != cmd.operative or any(
+                c.operative != cmd.operative for c in self.connectors.values())
+            if busy and changes:
+                # OCPP 1.6 5.2: Scheduled, and nothing changes (connector 0 included) until the transactions end
+                self.cp_pending_operative = cmd.operative
+                return AvailabilityResult.SCHEDULED, []
+            self.cp_pending_operative = None
             self.cp_operative = cmd.operative
             targets = list(self.connectors.values())
         elif (c := self.connectors.get(cmd.connector_id)) is not None:
@@ -389,10 +405,12 @@ class ChargePointCore:
         if c is None or cmd.expiry <= now:
             return ReservationResult.REJECTED, []
         existing = self._reservation(cmd.reservation_id)
-        if existing is not None and existing is not c:
-            existing.reservation = None  # the same reservation id moves (OCPP 1.6 5.13: replace)
         result = self._reservation_answer(c, cmd)
         if result is ReservationResult.ACCEPTED:
+            if existing is not None and existing is not c:
+                # the same reservation id moves (OCPP 1.6 5.13: replace), only once the new place accepts it:
+                # a refused ReserveNow leaves the reservation where it was
+                existing.reservation = None
             c.reservation = Reservation(cmd.reservation_id, c.connector_id, cmd.id_tag, cmd.expiry,
                                         cmd.parent_id_tag)
         self._reconcile(run)
@@ -484,12 +502,16 @@ class ChargePointCore:
         except ValueError as err:
             LOGGER.warning("charging profile rejected: %s", err)
             return ProfileResult.REJECTED, []
+        if len(profile.schedule.periods) > self.settings.max_schedule_periods:
+            LOGGER.warning("charging profile %d rejected: %d periods, ChargingScheduleMaxPeriods is %d",
+                           profile.profile_id, len(profile.schedule.periods), self.settings.max_schedule_periods)
+            return ProfileResult.REJECTED, []
         c = self.connectors.get(cmd.connector_id)
         session = c.session if c is not None else None
         if (profile.purpose is ProfilePurpose.TX and session is not None
                 and profile.transaction_id is not None and session.transaction_id is None):
             return ProfileResult.REJECTED, []
-        result, self.profiles = install_profile(
+        result, installed = install_profile(
             self.profiles,
             profile,
             connector_ids=self.connectors,
@@ -497,6 +519,11 @@ class ChargePointCore:
             has_tx=session is not None,
             max_stack_level=self.settings.max_stack_level,
         )
+        if result is ProfileResult.ACCEPTED and len(installed) > self.settings.max_profiles_installed:
+            LOGGER.warning("charging profile %d rejected: MaxChargingProfilesInstalled (%d) reached",
+                           profile.profile_id, self.settings.max_profiles_installed)
+            return ProfileResult.REJECTED, []
+        self.profiles = installed
         self._limits_dirty()
         self._reconcile(run)
         return result, run.out
@@ -865,6 +892,12 @@ class ChargePointCore:
         if c.pending_operative is not None:
             self._set_operative(c, c.pending_operative)
             c.pending_operative = None
+        if self.cp_pending_operative is not None and all(o.session is None for o in self.connectors.values()):
+            operative, self.cp_pending_operative = self.cp_pending_operative, None
+            self.cp_operative = operative
+            for o in self.connectors.values():
+                o.pending_operative = None
+                self._set_operative(o, operative)
 
     # ----------------------------------------------------------------------------------- reconcile
 

@@ -429,3 +429,27 @@ def test_dc_has_no_six_amp_minimum() -> None:
     rig.charge()
     rig.call("set_charging_profile", SetChargingProfile(0, prof(periods=[(0, 3)])))
     assert rig.contactor()
+
+
+# ------------------------------------------------------------------ advertised limits are enforced (issue 11)
+
+
+def test_more_schedule_periods_than_charging_schedule_max_periods_is_rejected() -> None:
+    rig = Rig(max_schedule_periods=3)
+    three = prof(periods=[(0, 10), (60, 12), (120, 14)])
+    four = prof(pid=2, periods=[(0, 10), (60, 12), (120, 14), (180, 16)])
+    assert rig.call("set_charging_profile", SetChargingProfile(0, three))[0] is ProfileResult.ACCEPTED
+    assert rig.call("set_charging_profile", SetChargingProfile(0, four))[0] is ProfileResult.REJECTED
+    assert [p.profile_id for p in rig.core.profiles] == [1]
+
+
+def test_a_profile_beyond_max_charging_profiles_installed_is_rejected_but_a_replacement_is_not() -> None:
+    rig = Rig(max_profiles_installed=2)
+    for pid in (1, 2):
+        assert rig.call("set_charging_profile", SetChargingProfile(0, prof(pid=pid, level=pid)))[0] is (
+            ProfileResult.ACCEPTED)
+    assert rig.call("set_charging_profile", SetChargingProfile(0, prof(pid=3, level=3)))[0] is ProfileResult.REJECTED
+    # the same id again replaces it: the count does not grow
+    assert rig.call("set_charging_profile", SetChargingProfile(0, prof(pid=2, level=5)))[0] is (
+        ProfileResult.ACCEPTED)
+    assert sorted(p.profile_id for p in rig.core.profiles) == [1, 2]

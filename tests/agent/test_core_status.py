@@ -164,15 +164,24 @@ def test_change_availability_during_transaction_is_scheduled() -> None:
     assert rig.core.availability()[1] is False
 
 
-def test_change_availability_connector_zero_applies_to_all() -> None:
+def test_change_availability_connector_zero_during_a_transaction_is_scheduled_and_changes_nothing_yet() -> None:
     rig = Rig(connectors=2)
+    rig.core.current_statuses(rig.wall, rig.mono)
     rig.charge(2)
-    answer, _ = rig.call("change_availability", ChangeAvailability(0, False))
-    assert answer is AvailabilityResult.SCHEDULED
-    assert rig.status(0) is ConnectorStatus.UNAVAILABLE and rig.status(1) is ConnectorStatus.UNAVAILABLE
+    answer, out = rig.call("change_availability", ChangeAvailability(0, False))
+    assert answer is AvailabilityResult.SCHEDULED and out == []
+    assert rig.status(0) is ConnectorStatus.AVAILABLE and rig.status(1) is ConnectorStatus.AVAILABLE
     assert rig.status(2) is ConnectorStatus.CHARGING
+    assert rig.core.availability() == {0: False, 1: False, 2: False}  # persisted as the target
     rig.send(PlugChanged(2, False))
-    assert rig.status(2) is ConnectorStatus.UNAVAILABLE
+    assert {rig.status(i) for i in (0, 1, 2)} == {ConnectorStatus.UNAVAILABLE}
+
+
+def test_change_availability_connector_zero_without_transactions_applies_to_all_at_once() -> None:
+    rig = Rig(connectors=2)
+    answer, _ = rig.call("change_availability", ChangeAvailability(0, False))
+    assert answer is AvailabilityResult.ACCEPTED
+    assert {rig.status(i) for i in (0, 1, 2)} == {ConnectorStatus.UNAVAILABLE}
 
 
 def test_change_availability_unknown_connector_rejected() -> None:
@@ -326,3 +335,19 @@ def test_auth_result_for_rejected_connector_uses_its_status() -> None:
     rig.send(PlugChanged(1, True), IdPresented(1, "X"))
     out = rig.send(AuthResult("X", AuthStatus.BLOCKED))
     assert one(out, AuthorizationRejected).status is AuthStatus.BLOCKED
+
+
+@pytest.mark.parametrize("refusal", ["occupied", "faulted", "unavailable"])
+def test_a_refused_reserve_now_leaves_the_same_reservation_on_another_connector(refusal: str) -> None:
+    rig = Rig(connectors=2)
+    assert _reserve(rig, connector=1, reservation_id=11) is ReservationResult.ACCEPTED
+    if refusal == "occupied":
+        rig.send(PlugChanged(2, True))
+    elif refusal == "faulted":
+        rig.send(FaultRaised(2, "controller2", "over_temperature"))
+    else:
+        rig.call("change_availability", ChangeAvailability(2, False))
+    assert _reserve(rig, connector=2, reservation_id=11) is not ReservationResult.ACCEPTED
+    assert rig.core.connectors[1].reservation is not None
+    assert rig.core.connectors[1].reservation.reservation_id == 11
+    assert rig.status(1) is ConnectorStatus.RESERVED

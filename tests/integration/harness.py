@@ -43,6 +43,8 @@ class Rig:
         self.office = office
         self.ocpp = dict(ocpp or {})
         self.hardware = dict(hardware or {})  # [hardware] keys of the agent config (silence timeouts ...)
+        self.backoffice_url: str | None = None  # another way to the back office (a proxy), if a test sets one
+        self.reconnect_max_s = RECONNECT_MAX_S
         self.sim: subprocess.Popen[bytes] | None = None
         self.agent: subprocess.Popen[bytes] | None = None
         self.agent_config = workdir / "agent.toml"
@@ -62,7 +64,7 @@ class Rig:
         self.sim = subprocess.Popen(
             [_bin("evse-sim"), "hardware", "--config", str(SIM_CONFIG), "--write-agent-config",
              str(self.agent_config), "--state-dir", str(self.state_dir), "--ready-file", str(ready),
-             "--backoffice-url", self.office.url()],
+             "--backoffice-url", self.backoffice_url or self.office.url()],
             stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -74,7 +76,7 @@ class Rig:
         self.control = self.summary["control"]
         # Offline tests wait for the reconnect: cap the backoff lower than the generated config does.
         text = self.agent_config.read_text()
-        self.agent_config.write_text(text.replace("reconnect_max_s = 5.0", f"reconnect_max_s = {RECONNECT_MAX_S}"))
+        self.agent_config.write_text(text.replace("reconnect_max_s = 5.0", f"reconnect_max_s = {self.reconnect_max_s}"))
         if self.hardware:
             text = self.agent_config.read_text()
             extra = "".join(f"{key} = {value}\n" for key, value in self.hardware.items())

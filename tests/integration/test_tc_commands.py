@@ -254,3 +254,37 @@ async def test_known_but_unsupported_action_is_not_supported(rig: Rig) -> None:
     # OCPP-J 1.6: NotSupported = "recognized but not supported": a charge-point-initiated action sent to it.
     answer = await rig.cs_call("Heartbeat", {}, timeout=10)
     assert answer["status"] == "error" and answer["code"] == "NotSupported", answer
+
+
+async def test_get_configuration_answers_up_to_get_configuration_max_keys(rig: Rig) -> None:
+    limit = int((await config(rig, "GetConfigurationMaxKeys"))["GetConfigurationMaxKeys"]["value"])
+    asked = [*STANDARD_KEYS, *(f"NoSuchKey{i}" for i in range(limit + 5 - len(STANDARD_KEYS)))]
+    assert len(asked) == limit + 5
+    got = await ok(rig, "GetConfiguration", {"key": asked})
+    answered = [e["key"] for e in got.get("configurationKey", [])] + got.get("unknownKey", [])
+    assert sorted(answered) == sorted(asked[:limit]), got
+
+
+async def test_advertised_smart_charging_limits_are_enforced(rig: Rig) -> None:
+    limits = await config(rig, "ChargingScheduleMaxPeriods", "MaxChargingProfilesInstalled")
+    max_periods = int(limits["ChargingScheduleMaxPeriods"]["value"])
+    max_profiles = int(limits["MaxChargingProfilesInstalled"]["value"])
+
+    def profile(pid: int, periods: int) -> dict[str, Any]:
+        return {"connectorId": 0, "csChargingProfiles": {
+            "chargingProfileId": pid, "stackLevel": pid % 10, "chargingProfilePurpose": "TxDefaultProfile",
+            "chargingProfileKind": "Relative", "chargingSchedule": {"chargingRateUnit": "A", "chargingSchedulePeriod": [
+                {"startPeriod": 60 * i, "limit": 16.0} for i in range(periods)]}}}
+
+    assert (await ok(rig, "SetChargingProfile", profile(1, max_periods + 1)))["status"] == "Rejected"
+    assert (await ok(rig, "SetChargingProfile", profile(1, max_periods)))["status"] == "Accepted"
+    await ok(rig, "ClearChargingProfile", {"id": 1})
+    def placed(pid: int) -> dict[str, Any]:  # each on its own connector and level: none replaces another
+        body = profile(pid, 1)
+        body["connectorId"] = pid % 3
+        body["csChargingProfiles"]["stackLevel"] = pid // 3
+        return body
+
+    for pid in range(1, max_profiles + 1):
+        assert (await ok(rig, "SetChargingProfile", placed(pid)))["status"] == "Accepted", pid
+    assert (await ok(rig, "SetChargingProfile", placed(max_profiles + 1)))["status"] == "Rejected"

@@ -167,6 +167,32 @@ async def test_change_availability_scheduled_during_transaction(rig: Rig) -> Non
     await rig.wait_status(1, "Unavailable")
 
 
+async def test_scheduled_unavailable_survives_a_reboot(rig: Rig) -> None:
+    await charging(rig, 1)
+    answer = await ok(rig, "ChangeAvailability", {"connectorId": 1, "type": "Inoperative"})
+    assert answer["status"] == "Scheduled"
+    rig.card()
+    await rig.wait_call("StopTransaction")
+    await rig.wait_status(1, "Unavailable")
+    await restart_agent(rig)
+    seen = len(rig.statuses(1))
+    await rig.office.wait_for(lambda: len(rig.statuses(1)) > seen, timeout=10)
+    assert rig.statuses(1)[-1]["status"] == "Unavailable"
+
+
+async def test_change_availability_connector_zero_during_a_transaction_is_scheduled(rig: Rig) -> None:
+    await charging(rig, 1)
+    seen = {c: len(rig.statuses(c)) for c in (0, 1, 2)}
+    answer = await ok(rig, "ChangeAvailability", {"connectorId": 0, "type": "Inoperative"})
+    assert answer["status"] == "Scheduled"
+    await asyncio.sleep(1.5)
+    assert all(len(rig.statuses(c)) == seen[c] for c in (0, 1, 2)), "nothing changes before the transaction ends"
+    rig.card()
+    await rig.wait_call("StopTransaction")
+    for connector in (0, 1, 2):
+        await rig.wait_status(connector, "Unavailable")
+
+
 async def test_change_availability_connector_zero(rig: Rig) -> None:
     assert (await ok(rig, "ChangeAvailability", {"connectorId": 0, "type": "Inoperative"}))["status"] == "Accepted"
     for connector in (0, 1, 2):

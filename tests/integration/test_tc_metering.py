@@ -140,3 +140,21 @@ async def test_stop_transaction_carries_sampled_and_aligned_transaction_data(rig
     assert energies == sorted(energies) and energies[0] >= start["payload"]["meterStart"], energies
     assert energies[-1] == stop["payload"]["meterStop"]
     assert all(sv["measurand"] == "Energy.Active.Import.Register" for v in data for sv in v["sampledValue"])
+
+
+async def test_measurands_the_meter_cannot_provide_are_rejected_and_phases_are_sent_per_phase(
+        rig_factory: Any) -> None:
+    rig: Rig = await rig_factory(ocpp={"MeterValueSampleInterval": 1, "ClockAlignedDataInterval": 0})
+    for key in ("MeterValuesSampledData", "MeterValuesAlignedData", "StopTxnSampledData", "StopTxnAlignedData"):
+        answer = await rig.cs_call("ChangeConfiguration", {"key": key, "value": "Energy.Active.Import.Register,"
+                                                           "Temperature"}, timeout=10)
+        assert answer["payload"]["status"] == "Rejected", (key, answer)  # a valid 1.6 measurand, not measured here
+    answer = await rig.cs_call("ChangeConfiguration", {"key": "MeterValuesSampledData",
+                                                       "value": "Current.Import.L2,Voltage.L1-N"}, timeout=10)
+    assert answer["payload"]["status"] == "Accepted"
+    start = await rig.start_session()
+    tx = _tx_id(start)
+    await rig.office.wait_for(lambda: len(_values(rig, tx, "Sample.Periodic")) >= 2, timeout=10)
+    for value in _values(rig, tx, "Sample.Periodic"):
+        assert [(sv["measurand"], sv.get("phase")) for sv in value["sampledValue"]] == [
+            ("Current.Import", "L2"), ("Voltage", "L1-N")], value

@@ -258,3 +258,42 @@ async def test_authorize_answered_with_a_callerror_never_accepts_an_unknown_id(r
     rig.card(LOCAL)  # the second CALLERROR: the list still decides for the ids it knows
     await rig.wait_contactor(True)
     assert len(rig.calls("Authorize")) == 2
+
+
+async def test_local_list_conflict_is_reported_for_authorize_and_start_transaction(rig: Rig) -> None:
+    await _offline_start_then_invalid(rig)  # list: Accepted; back office: Invalid
+    await rig.office.wait_for(lambda: any(s["errorCode"] == "LocalListConflict" for s in rig.statuses(1)),
+                              timeout=10)
+    rig.unplug()
+    await rig.wait_status(1, "Available")
+    rig.card(LOCAL)  # online now: Authorize says Invalid, the list says Accepted
+    await rig.wait_call("Authorize")
+    await rig.office.wait_for(lambda: any(s["errorCode"] == "LocalListConflict" for s in rig.statuses(0)),
+                              timeout=10)
+
+
+async def test_tc_034_power_failure_during_transaction_ev_gone_at_boot(rig_factory: Any) -> None:
+    rig: Rig = await rig_factory(ocpp={"MeterValueSampleInterval": 1})
+    start = await rig.start_session()
+    await rig.wait_status(1, "Charging")
+    await asyncio.sleep(1.0)
+    rig.power_cut()
+    await rig.wait_contactor(False)
+    register = rig.meter_wh()
+    rig.unplug(1)  # the driver leaves while the charger is dark
+    boots = len(rig.calls("BootNotification"))
+    rig.start_agent()
+    await rig.wait_call("BootNotification", count=boots + 1, timeout=20)
+    stop = await rig.wait_call("StopTransaction")
+    assert stop["payload"]["transactionId"] == _tx_id(start)
+    assert stop["payload"]["reason"] == "PowerLoss"
+    assert stop["payload"]["meterStop"] == billed_wh(register)
+    reboot = rig.calls("BootNotification")[boots]["ts"]
+    for connector in (0, 1, 2):
+        await rig.office.wait_for(lambda c=connector: [m for m in _after(rig, reboot, "StatusNotification")
+                                                       if m["payload"]["connectorId"] == c], timeout=10)
+    after = {c: [m["payload"]["status"] for m in _after(rig, reboot, "StatusNotification")
+                 if m["payload"]["connectorId"] == c] for c in (0, 1, 2)}
+    assert after[1][-1] == "Available" and "Charging" not in after[1], after
+    assert after[0][-1] == "Available" and after[2][-1] == "Available", after
+    assert len(rig.calls("StartTransaction")) == 1 and not rig.contactor_closed()

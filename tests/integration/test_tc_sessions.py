@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from typing import Any
 
 from simulator.backoffice import BackOffice
 from tests.integration.harness import BLOCKED, CARD, CP_ID, EXPIRED, LOCAL, UNKNOWN, Rig
+from tests.integration.tcp_proxy import TcpProxy
 
 
 def _tx_id(start: dict[str, Any]) -> int:
@@ -254,3 +257,81 @@ async def test_emergency_stop_during_charging(rig: Rig) -> None:
     await rig.start_session(1)
     await rig.wait_status(1, "Charging")
     await rig.wait_sim(lambda s: s["connectors"]["1"]["current_a"] > 1.0, "current flowing again")
+
+
+async def test_boot_rejected_answers_no_back_office_call_and_retries_at_the_interval(
+        office: BackOffice, rig_factory: Any) -> None:
+    office.boot_retry_interval = 2
+    office.set_boot_status("Rejected")
+    rig: Rig = await rig_factory(start=False)
+    await rig.start_sim()
+    rig.start_agent()
+    await rig.wait_call("BootNotification", timeout=20)
+    answer = await office.call(CP_ID, "RemoteStartTransaction", {"idTag": CARD, "connectorId": 1}, timeout=2)
+    assert answer["status"] == "timeout", answer  # 1.6 section 4.2: no answer at all while Rejected
+    answer = await office.call(CP_ID, "GetConfiguration", {}, timeout=2)
+    assert answer["status"] == "timeout", answer
+    rig.plug(1)
+    await asyncio.sleep(1.0)
+    assert not rig.calls("StartTransaction") and not rig.contactor_closed()
+    boots = await rig.office.wait_for(lambda: len(rig.calls("BootNotification")) >= 3 and rig.calls(
+        "BootNotification"), timeout=10)
+    gaps = [b["ts"] - a["ts"] for a, b in itertools.pairwise(boots)]
+    assert all(1.5 <= gap <= 4.0 for gap in gaps), gaps  # the interval the back office gave
+    office.set_boot_status("Accepted")
+    await rig.wait_status(1, "Preparing", timeout=15)
+    answer = await office.call(CP_ID, "GetConfiguration", {"key": ["HeartbeatInterval"]}, timeout=5)
+    assert answer["status"] == "result", answer
+
+
+async def test_websocket_ping_interval_changed_over_ocpp_detects_a_half_open_connection(
+        office: BackOffice, rig_factory: Any) -> None:
+    proxy = TcpProxy(office.port)
+    await proxy.start()
+    try:
+        rig: Rig = await rig_factory(start=False)
+        rig.backoffice_url = f"ws://127.0.0.1:{proxy.port}/ocpp"
+        await rig.start()
+        answer = await rig.cs_call("ChangeConfiguration", {"key": "WebSocketPingInterval", "value": "2"}, timeout=10)
+        assert answer["payload"]["status"] == "Accepted"
+        boots = len(rig.calls("BootNotification"))
+        await office.drop(CP_ID)  # the next connection uses the new interval
+        await rig.wait_call("BootNotification", count=boots + 1, timeout=20)
+        await asyncio.sleep(0.5)
+        connections = len(proxy.connections)
+        proxy.frozen = True  # half-open: no data, no FIN, no RST
+        frozen_at = time.monotonic()
+        ping_s, pong_timeout_s, margin_s = 2.0, 5.0, 3.0
+        await office.wait_for(lambda: len(proxy.connections) > connections, timeout=30)
+        noticed = proxy.connections[connections] - frozen_at
+        assert noticed <= ping_s + pong_timeout_s + margin_s, noticed  # the file's 10 s would take 15 s
+        proxy.frozen = False
+        await rig.wait_call("BootNotification", count=boots + 2, timeout=20)
+    finally:
+        await proxy.stop()
+
+
+async def test_reconnect_backoff_grows_while_the_back_office_drops_every_connection(
+        office: BackOffice, rig_factory: Any) -> None:
+    proxy = TcpProxy(office.port)
+    await proxy.start()
+    try:
+        rig: Rig = await rig_factory(start=False)
+        rig.backoffice_url = f"ws://127.0.0.1:{proxy.port}/ocpp"
+        rig.reconnect_max_s = 8.0
+        await rig.start()
+        proxy.drop_after_handshake = True  # the handshake succeeds, the connection goes at once
+        await office.drop(CP_ID)
+        start = len(proxy.connections)
+        await asyncio.sleep(8.0)
+        attempts = proxy.connections[start:]
+        # min 0.5 s doubling to 8 s: about 0.4 + 0.75 + 1.5 + 3 + 6 s; resetting after every handshake would
+        # mean an attempt every 0.25-0.5 s (16 or more)
+        assert 3 <= len(attempts) <= 6, [round(t - attempts[0], 2) for t in attempts]
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
+        assert gaps[-1] > gaps[0], gaps
+        proxy.drop_after_handshake = False
+        boots = len(rig.calls("BootNotification"))
+        await rig.wait_call("BootNotification", count=boots + 1, timeout=20)
+    finally:
+        await proxy.stop()

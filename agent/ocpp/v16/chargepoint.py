@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,15 @@ def _floats(value: Any) -> Any:
     return value
 
 
+def _boot_status(raw_msg: str | bytes) -> str | None:
+    """The status of a BootNotification CALLRESULT frame (None for anything else)."""
+    try:
+        frame = json.loads(raw_msg)
+        return str(frame[2]["status"]) if frame[0] == 3 else None
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+
+
 def _plain(result: Any) -> dict[str, Any]:
     """A call_result dataclass as the camelCase dict that came over the wire."""
     data = dataclasses.asdict(result)
@@ -79,6 +89,9 @@ class V16ChargePoint(SecurityHandlers, ChargePoint):
         self.conn = conn
         self._awaited: str | None = None  # unique id of our CALL in flight: only its answer is routed
         self._answers = 0  # CALLRESULTs and CALLERRORs sent: each incoming CALL gets exactly one
+        # OCPP 1.6 4.2: while the BootNotification is Rejected, no Central System initiated message is answered
+        self.boot_rejected = False
+        self._boot_call: str | None = None  # unique id of our BootNotification in flight
 
     async def _send(self, message: str) -> None:
         # The library answers schema errors with 2.0.1's "FormatViolation"; 1.6 calls it "FormationViolation".
@@ -87,6 +100,8 @@ class V16ChargePoint(SecurityHandlers, ChargePoint):
         if message.startswith("[2,"):  # before sending: the answer may arrive before send() returns
             head = read_head(message)
             self._awaited = head[1] if head else None
+            if '"BootNotification"' in message[:120]:
+                self._boot_call = self._awaited
         elif message.startswith(("[3,", "[4,")):
             self._answers += 1
         FRAMES.debug("out %s", message)
@@ -122,6 +137,10 @@ class V16ChargePoint(SecurityHandlers, ChargePoint):
         FRAMES.debug("in %s", raw_msg)
         try:
             check = check_frame(raw_msg, V16_CODES)
+            if self.boot_rejected and check.verdict in (Verdict.ANSWER, Verdict.CALL):
+                LOGGER.warning("BootNotification was Rejected: not answering the back office's call %r",
+                               check.unique_id)
+                return
             if check.verdict is Verdict.DROP:
                 LOGGER.warning("dropped an incoming frame: %s (unique id %r)", check.description, check.unique_id)
             elif check.verdict is Verdict.ANSWER:
@@ -133,6 +152,10 @@ class V16ChargePoint(SecurityHandlers, ChargePoint):
                     LOGGER.warning("ignored an answer to no call in flight (unique id %r)", check.unique_id)
                     return
                 self._awaited = None
+                if check.unique_id == self._boot_call:
+                    # decided here, before any next frame is routed: a call right behind a Rejected answer
+                    # must already go unanswered
+                    self.boot_rejected = _boot_status(raw_msg) == "Rejected"
                 await super().route_message(raw_msg)
             else:
                 await self._answer_call(check)
@@ -443,8 +466,9 @@ class V16ChargePoint(SecurityHandlers, ChargePoint):
 class V16Connection:
     """One websocket's session: boot, heartbeat, statuses, the outbox sender, back-office calls."""
 
-    def __init__(self, agent: Agent, ws: Any) -> None:
+    def __init__(self, agent: Agent, ws: Any, on_accepted: Callable[[], None] | None = None) -> None:
         self.agent = agent
+        self.on_accepted = on_accepted  # the link resets its reconnect backoff only for a proven connection
         cfg = agent.config
         self.timeout_s = cfg.backoffice.response_timeout_s
         self.cp = V16ChargePoint(cfg.charge_point.id, ws, agent, self, self.timeout_s)
@@ -506,6 +530,8 @@ class V16Connection:
     async def _boot_then_serve(self) -> None:
         await self._boot()
         self.accepted = True
+        if self.on_accepted is not None:
+            self.on_accepted()
         self.agent.online(self)
         await asyncio.gather(self._heartbeat_loop(), self._status_loop(), self._outbox_loop())
 
@@ -529,6 +555,7 @@ class V16Connection:
                 continue
             self.agent.set_clock(result.current_time)
             interval = int(result.interval or 0)
+            self.cp.boot_rejected = result.status == "Rejected"
             if result.status == "Accepted":
                 if interval > 0:
                     self.heartbeat_interval_s = float(interval)

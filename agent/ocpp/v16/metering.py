@@ -11,16 +11,8 @@ from drivers.base import MeterReading
 
 PHASES = ("L1", "L2", "L3")
 VOLTAGE_PHASES = ("L1-N", "L2-N", "L3-N")
-SUPPORTED_MEASURANDS = (
-    "Energy.Active.Import.Register",
-    "Energy.Active.Export.Register",
-    "Power.Active.Import",
-    "Current.Import",
-    "Current.Offered",
-    "Voltage",
-    "Frequency",
-    "SoC",
-)
+# longest first, so "L1-N" is not read as "L1"
+PHASE_SUFFIXES = ("L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1", "L1", "L2", "L3", "N")
 
 
 def iso(ts: float) -> str:
@@ -52,8 +44,49 @@ def _fmt(value: float, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+def split_phase(entry: str) -> tuple[str, str | None]:
+    """"Voltage.L1-N" -> ("Voltage", "L1-N"); an entry without a phase suffix -> (entry, None)."""
+    for phase in PHASE_SUFFIXES:
+        if entry.endswith("." + phase):
+            return entry[: -len(phase) - 1], phase
+    return entry, None
+
+
+@dataclass(frozen=True, slots=True)
+class MeasurandSource:
+    """What one connector's devices can report (the meter's capabilities, and SoC from a DC controller)."""
+
+    phases: int = 3
+    export_energy: bool = False
+    per_phase_power: bool = False
+    soc: bool = False
+
+
+def can_provide(entry: str, source: MeasurandSource) -> bool:
+    """Whether a configured measurand (with an optional phase suffix) can be sent for this connector."""
+    measurand, phase = split_phase(entry)
+    own_phases = PHASES[: source.phases]
+    if measurand in ("Energy.Active.Import.Register", "Current.Offered", "Frequency"):
+        return phase is None
+    if measurand == "Energy.Active.Export.Register":
+        return phase is None and source.export_energy
+    if measurand == "SoC":
+        return phase is None and source.soc
+    if measurand == "Current.Import":
+        return phase is None or phase in own_phases
+    if measurand == "Voltage":
+        return phase is None or phase in own_phases or phase in VOLTAGE_PHASES[: source.phases]
+    if measurand == "Power.Active.Import":
+        return phase is None or (phase in own_phases and source.per_phase_power)
+    return False
+
+
 def sampled_values(sample: Sample, measurands: Iterable[str], context: str) -> list[dict[str, str]]:
-    """Build the sampledValue list for the configured measurands; values a device lacks are left out."""
+    """Build the sampledValue list for the configured measurands; values a device lacks are left out.
+
+    A measurand with a phase suffix is sent for that phase only, with its `phase` field; without one, a
+    per-phase quantity is sent once per phase (a total is never sent under a phase name).
+    """
     r = sample.reading
     out: list[dict[str, str]] = []
 
@@ -69,31 +102,34 @@ def sampled_values(sample: Sample, measurands: Iterable[str], context: str) -> l
         out.append(item)
 
     for entry in measurands:
-        base, _, phase_filter = entry.partition(".L")
-        measurand = entry if entry in SUPPORTED_MEASURANDS else base
-        wanted = (f"L{phase_filter}",) if phase_filter and measurand in ("Current.Import", "Voltage") else None
-        if measurand == "Energy.Active.Import.Register":
+        measurand, wanted = split_phase(entry)
+        if measurand == "Energy.Active.Import.Register" and wanted is None:
             add(r.energy_import_wh, measurand, "Wh", 1)
-        elif measurand == "Energy.Active.Export.Register":
+        elif measurand == "Energy.Active.Export.Register" and wanted is None:
             add(r.energy_export_wh, measurand, "Wh", 1)
         elif measurand == "Power.Active.Import":
-            add(r.power_w, measurand, "W", 1)
+            if wanted is None:
+                add(r.power_w, measurand, "W", 1)
+            else:
+                for phase, value in zip(PHASES, r.power_phase_w, strict=False):
+                    if phase == wanted:
+                        add(value, measurand, "W", 1, phase)
         elif measurand == "Current.Import":
             for phase, value in zip(PHASES, r.current_a, strict=False):
-                if wanted is None or phase in wanted:
+                if wanted in (None, phase):
                     add(value, measurand, "A", 2, phase)
         elif measurand == "Voltage":
             for phase, vphase, value in zip(PHASES, VOLTAGE_PHASES, r.voltage_v, strict=False):
-                if wanted is None or phase in wanted:
+                if wanted in (None, phase, vphase):
                     add(value, measurand, "V", 1, vphase)
-        elif measurand == "Current.Offered":
+        elif measurand == "Current.Offered" and wanted is None:
             add(sample.offered_a, measurand, "A", 1)
-        elif measurand == "Frequency":
+        elif measurand == "Frequency" and wanted is None:
             if r.frequency_hz is not None:
                 # Frequency has no unit in the 1.6 UnitOfMeasure enum: leave unit out
                 out.append({"value": _fmt(r.frequency_hz, 2), "context": context, "format": "Raw",
                             "measurand": measurand, "location": "Outlet"})
-        elif measurand == "SoC":
+        elif measurand == "SoC" and wanted is None:
             add(sample.soc_pct, measurand, "Percent", 0, location="EV")
     return out
 
@@ -101,19 +137,6 @@ def sampled_values(sample: Sample, measurands: Iterable[str], context: str) -> l
 def meter_value(sample: Sample, measurands: Iterable[str], context: str, timestamp: float) -> dict[str, object]:
     """One MeterValue element (timestamp + sampledValue)."""
     return {"timestamp": iso(timestamp), "sampledValue": sampled_values(sample, measurands, context)}
-
-
-def validate_measurands(value: str) -> list[str]:
-    """Check a measurand CSL; raise ValueError naming the first unsupported one."""
-    items = parse_csl(value)
-    for item in items:
-        base = item
-        for suffix in (".L1", ".L2", ".L3"):
-            if item.endswith(suffix):
-                base = item[: -len(suffix)]
-        if base not in SUPPORTED_MEASURANDS:
-            raise ValueError(f"unsupported measurand {item!r}; supported: {', '.join(SUPPORTED_MEASURANDS)}")
-    return items
 
 
 def next_aligned(now: float, interval_s: int) -> float:
