@@ -158,6 +158,9 @@ class HardwareConfig:
     device_silent_suspend_s: float = 5.0
     # ... and this long ends the transaction (reason Other, meterStop from the last good reading)
     device_silent_stop_s: float = 60.0
+    # an energy register consistently below the last accepted one this long is a replaced or reset meter:
+    # recorded, the connector faulted once, and the new register becomes the baseline
+    meter_replaced_after_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -889,7 +892,7 @@ _BACKOFFICE_KEYS = (
 _STATE_KEYS = ("directory", "max_queue_bytes")
 _DIAG_KEYS = ("socket", "group")
 _GPIO_KEYS = ("pin_factory", "sim_address")
-_HARDWARE_KEYS = ("poll_interval_s", "device_silent_suspend_s", "device_silent_stop_s")
+_HARDWARE_KEYS = ("poll_interval_s", "device_silent_suspend_s", "device_silent_stop_s", "meter_replaced_after_s")
 _FIRMWARE_KEYS = ("installer", "download_dir", "max_bytes")
 _CONNECTOR_KEYS = (
     "id",
@@ -962,7 +965,14 @@ class _Validator:
             device_silent_stop_s=hw_t.number(
                 "device_silent_stop_s", HardwareConfig.device_silent_stop_s, lo=0.0, hi=3600.0
             ),
+            meter_replaced_after_s=hw_t.number(
+                "meter_replaced_after_s", HardwareConfig.meter_replaced_after_s, lo=1.0, hi=86400.0
+            ),
         )
+        if hardware.meter_replaced_after_s < hardware.device_silent_stop_s:
+            # the transaction must have ended (device silent too long) before the baseline moves
+            self.p.add(("hardware", "meter_replaced_after_s"),
+                       f"must be at least device_silent_stop_s ({hardware.device_silent_stop_s})")
         if hardware.device_silent_stop_s < hardware.device_silent_suspend_s:
             self.p.add(("hardware", "device_silent_stop_s"),
                        f"must be at least device_silent_suspend_s ({hardware.device_silent_suspend_s})")

@@ -32,6 +32,7 @@ LOGGER = logging.getLogger("evse-agent")
 
 DEFAULT_CONFIG = "/etc/evse-agent/agent.toml"
 FRAME_LOG_BYTES = 5_000_000  # OCPP frame log: rotated at 5 MB, 3 files kept (small SD cards)
+DC_VOLTAGE_BOUND_V = 1000.0  # CCS DC voltages reach 1000 V: the plausibility bound of a DC connector's meter
 EXIT_CONFIG = 2
 EXIT_HARDWARE = 3
 EXIT_STORE = 4
@@ -89,6 +90,11 @@ def build_hardware(cfg: AgentConfig, pool: BusPool) -> Hardware:
             lock=make("lock", c.id, c.lock) if c.lock else None,
             indicator=make("indicator", c.id, c.indicator) if c.indicator else None,
         )
+        # the meter checks every reading against this connector's bounds before publishing it (plausibility);
+        # on DC the meter may sit on either side of the converter: voltage bounds allow any CCS voltage
+        connectors[c.id].meter.configure_limits(
+            nominal_voltage_v=c.voltage_v if c.kind == "ac" else max(c.voltage_v, DC_VOLTAGE_BOUND_V),
+            phases=c.phases if c.kind == "ac" else None, max_current_a=c.max_current_a)
         contactor = connectors[c.id].contactor
         # First thing: every contactor open. A killed process leaves GPIO lines as they were and an AC
         # contactor has no heartbeat; the e-stop must also break the coil in hardware (docs/install.md).
@@ -100,7 +106,8 @@ def build_hardware(cfg: AgentConfig, pool: BusPool) -> Hardware:
     reader = make("rfid", None, cfg.rfid) if cfg.rfid else None
     return Hardware(connectors=connectors, estop=estop, reader=reader,
                     silent_suspend_s=cfg.hardware.device_silent_suspend_s,
-                    silent_stop_s=cfg.hardware.device_silent_stop_s)
+                    silent_stop_s=cfg.hardware.device_silent_stop_s,
+                    meter_replaced_after_s=cfg.hardware.meter_replaced_after_s)
 
 
 def release_hardware(hw: Hardware) -> None:

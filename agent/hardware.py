@@ -30,7 +30,7 @@ from drivers.base import (
     PlugState,
 )
 from drivers.dc.modbus_dc import fault_codes
-from drivers.errors import DriverError, HardwareFault
+from drivers.errors import DriverError, HardwareFault, ImplausibleReading
 
 LOGGER = logging.getLogger(__name__)
 
@@ -107,6 +107,8 @@ class Hardware:
     first_poll_ok: bool = False
     silent_suspend_s: float = 5.0  # a meter or controller silent this long suspends charging ...
     silent_stop_s: float = 60.0  # ... and this long stops the transaction
+    meter_replacements: list[tuple[int, str]] = field(default_factory=list)  # taken by the runtime to record
+    meter_replaced_after_s: float = 300.0  # a register consistently below the last accepted one this long
 
     def __post_init__(self) -> None:
         if self.estop is not None:
@@ -168,6 +170,24 @@ class Hardware:
             if health.failing_since is None:
                 health.failing_since = time.monotonic()
 
+    def _meter_replaced(self, devices: ConnectorDevices, err: DriverError) -> Fault | None:
+        """A register that stays below the last accepted one (agreeing with itself) for meter_replaced_after_s
+        is a replaced meter or a reset register: fault once (recorded), then accept the new register as the
+        baseline, so the connector recovers instead of staying faulted for good."""
+        if not isinstance(err, ImplausibleReading) or err.reason != "energy_backwards":
+            return None
+        meter = devices.meter
+        backwards_for = getattr(meter, "backwards_for_s", None)
+        if backwards_for is None or backwards_for() < self.meter_replaced_after_s:
+            return None
+        new_wh = getattr(meter, "backwards_energy_wh", None)
+        message = f"meter replaced or reset: register now {new_wh if new_wh is not None else '?'} Wh"
+        LOGGER.warning("connector %d: %s (below the last accepted reading for %.0f s); new baseline",
+                       devices.connector_id, message, backwards_for())
+        meter.accept_baseline()
+        self.meter_replacements.append((devices.connector_id, message))
+        return Fault(meter.name, "meter_replaced", message)
+
     def _silence_fault(self, name: str, code: str, error: DriverError) -> Fault | None:
         """A device that does not answer (timeout, CRC, garbage, implausible value): retried quietly at first,
         then charging is suspended, and only a long silence ends the transaction."""
@@ -192,9 +212,13 @@ class Hardware:
             faults[(devices.meter.name, err.code)] = Fault(devices.meter.name, err.code, str(err))
         except DriverError as err:
             self._mark(devices.meter.name, err)
-            fault = self._silence_fault(devices.meter.name, "communication", err)
-            if fault is not None:
-                faults[(devices.meter.name, "communication")] = fault
+            replaced = self._meter_replaced(devices, err)
+            if replaced is not None:
+                faults[(devices.meter.name, replaced.code)] = replaced
+            else:
+                fault = self._silence_fault(devices.meter.name, "communication", err)
+                if fault is not None:
+                    faults[(devices.meter.name, "communication")] = fault
         obs = ConnectorObservation(devices.connector_id, meter_reading, None, faults)
         if devices.dc is not None:
             dc = devices.dc
@@ -248,9 +272,23 @@ class Hardware:
             indicator.show(state)
 
     def status(self) -> dict[str, Any]:
-        """Device health for evsectl."""
-        return {
+        """Device health for evsectl, with each device's refused reads by kind (frames, plausibility)."""
+        result: dict[str, Any] = {
             name: {"ok": h.ok, "error": h.error, "failures": h.failures,
                    "age_s": round(time.monotonic() - h.last_ok_monotonic, 1) if h.last_ok_monotonic else None}
             for name, h in sorted(self.health.items())
         }
+        devices: list[Any] = [d for c in self.connectors.values() for d in (c.meter, c.dc) if d is not None]
+        if self.reader is not None:
+            devices.append(self.reader)
+        for device in devices:
+            counts = getattr(device, "error_counts", None)
+            if counts is None:
+                continue
+            entry = result.setdefault(getattr(device, "name", type(device).__name__),
+                                      {"ok": True, "error": None, "failures": 0, "age_s": None})
+            entry["refused"] = counts()
+            implausible = getattr(device, "implausible_counts", None)
+            if implausible is not None:
+                entry["implausible"] = implausible()
+        return result

@@ -54,6 +54,7 @@ LOGGER = logging.getLogger(__name__)
 
 CLOCK_TOLERANCE_S = 2.0  # smaller differences are jitter, not a wrong clock
 CLOCK_CHECK_S = 10.0  # how often an untrusted clock asks the kernel whether NTP has synchronized it
+SLOW_POLL_S = 1.0  # a poll slower than this (and than two poll intervals) is logged
 TICK_S = 0.25  # timeouts, reservations and schedule boundaries are checked this often
 OPEN_RAMP_TIMEOUT_S = 2.0  # DC: wait this long for the current to fall before the contactor opens anyway
 OPEN_SAFE_CURRENT_A = 2.0
@@ -418,7 +419,7 @@ class Agent:
         )
         begin = meter_value(self._sample(out.connector_id, meter_start_wh),
                             parse_csl(self.keys.get_str("MeterValuesSampledData")), "Transaction.Begin", out.timestamp)
-        self._queue_meter_values(out.connector_id, out.local_tx_id, [begin])
+        self.queue_meter_values(out.connector_id, out.local_tx_id, [begin])
         interval = self.keys.get_int("MeterValueSampleInterval", 60)
         state = self.connectors[out.connector_id]
         state.next_sample_mono = time.monotonic() + interval if interval > 0 else None
@@ -564,7 +565,14 @@ class Agent:
             self.store.tx_data_append, tx_local_id, value, self.now(), cap=TX_DATA_MAX_VALUES,
             clock_trusted=self.clock_trusted), thinnable=True)
 
-    def _queue_meter_values(self, connector_id: int, tx_local_id: int, values: list[dict[str, Any]]) -> None:
+    def queue_triggered(self, connector_id: int, tx_local_id: int, value: dict[str, Any]) -> None:
+        """A triggered sample of a transaction: a clock-aligned instant that has passed (a slow poll has not
+        taken it yet) is queued first, so the transaction's MeterValues stay in time order."""
+        self._aligned(self.now())
+        self.queue_meter_values(connector_id, tx_local_id, [value])
+
+    def queue_meter_values(self, connector_id: int, tx_local_id: int, values: list[dict[str, Any]]) -> None:
+        """Commit a transaction's meterValue elements to the outbox (in order with its other messages)."""
         values = [v for v in values if v["sampledValue"]]
         if not values:
             return
@@ -803,6 +811,13 @@ class Agent:
         observations = await self.hw.poll()
         for connector_id, obs in observations.items():
             self._observe(connector_id, obs)
+        while self.hw.meter_replacements:
+            connector_id, message = self.hw.meter_replacements.pop(0)
+            try:  # recorded where a technician and the bundle find it
+                self.store.security_log_append("MeterReplaced", f"connector {connector_id}: {message}",
+                                               wall_time=self.now(), clock_trusted=self.clock_trusted)
+            except Exception as err:
+                LOGGER.error("meter replacement not recorded: %s", err)
         if self._deferred:
             self.flush_deferred()
         self.check_system_clock()
@@ -848,8 +863,10 @@ class Agent:
             self.feed(ev.MeterSample(connector_id, obs.meter.energy_import_wh, obs.meter.power_w))
 
     def _sample_meters(self) -> None:
-        # Aligned first: its instant lies between the previous poll and now, so the queue stays chronological.
-        self._aligned()
+        # One instant for the whole pass, aligned first: a periodic sample stamped after an aligned instant is
+        # queued after that instant's sample, so each transaction's MeterValues stay in time order.
+        now = self.now()
+        self._aligned(now)
         mono = time.monotonic()
         sampled = parse_csl(self.keys.get_str("MeterValuesSampledData"))
         for connector_id, state in self.connectors.items():
@@ -862,9 +879,8 @@ class Agent:
             state.next_sample_mono = (due if due > mono else mono + interval) if interval > 0 else None
             if state.reading is None or state.reading.stale:
                 continue  # never republish an old value with a new time
-            now = self.now()
             sample = self._sample(connector_id)
-            self._queue_meter_values(connector_id, session.local_tx_id,
+            self.queue_meter_values(connector_id, session.local_tx_id,
                                      [meter_value(sample, sampled, "Sample.Periodic", now)])
             stop_sampled = parse_csl(self.keys.get_str("StopTxnSampledData"))
             if stop_sampled:
@@ -873,12 +889,11 @@ class Agent:
                 self.store.update_transaction_meter, session.local_tx_id, state.reading.energy_import_wh, now),
                 thinnable=True)
 
-    def _aligned(self) -> None:
+    def _aligned(self, now: float) -> None:
         interval = self.keys.get_int("ClockAlignedDataInterval", 0)
         if interval <= 0:
             self._next_aligned = None
             return
-        now = self.now()
         if self._next_aligned is None:
             self._next_aligned = next_aligned(now, interval)
             return
@@ -897,7 +912,7 @@ class Agent:
             value = meter_value(self._sample(connector_id), measurands, "Sample.Clock", instant)
             session = self.core.session(connector_id)
             if session is not None:
-                self._queue_meter_values(connector_id, session.local_tx_id, [value])
+                self.queue_meter_values(connector_id, session.local_tx_id, [value])
                 stop_aligned = parse_csl(self.keys.get_str("StopTxnAlignedData"))
                 if stop_aligned:
                     self._keep_tx_data(session.local_tx_id,
@@ -1035,6 +1050,9 @@ class Agent:
                         on_first_poll()
                 self.healthy_at = time.monotonic()
                 elapsed = time.monotonic() - started
+                if elapsed > max(2 * poll_interval_s, SLOW_POLL_S):
+                    LOGGER.warning("hardware poll took %.1f s (devices slow or a bus shared with other requests)",
+                                   elapsed)
                 await asyncio.sleep(max(0.05, min(poll_interval_s, TICK_S * 4) - elapsed))
         finally:
             for task in list(self._tasks):

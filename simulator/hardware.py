@@ -427,6 +427,15 @@ class SimHardware:
                 faults.garbage = on
             elif fault == "exception":
                 faults.exception_code = int(value or 4) if on else None
+            elif fault in ("wrong_function", "wrong_unit", "wrong_transaction", "byte_count", "truncate",
+                           "close_mid_frame"):
+                setattr(faults, fault, on)
+            elif fault == "corrupt" and device == "meter":
+                # value: {"field": "energy_import", "value": 1e30}; off clears every corrupted field
+                if on:
+                    conn.meter.corrupt[str(value["field"])] = float(value["value"])
+                else:
+                    conn.meter.corrupt.clear()
             elif fault in ("stuck", "backwards") and device == "meter":
                 setattr(conn.meter, fault, on)
             elif fault == "isolation" and conn.dc is not None:

@@ -52,6 +52,7 @@ class Blocker(enum.StrEnum):
 
 _CODE_MAP = {
     "energy_backwards": ChargePointErrorCode.POWER_METER_FAILURE,
+    "meter_replaced": ChargePointErrorCode.POWER_METER_FAILURE,
     "isolation_fault": ChargePointErrorCode.GROUND_FAILURE,
     "over_current": ChargePointErrorCode.OVER_CURRENT_FAILURE,
     "over_voltage": ChargePointErrorCode.OVER_VOLTAGE,

@@ -158,3 +158,26 @@ async def test_measurands_the_meter_cannot_provide_are_rejected_and_phases_are_s
     for value in _values(rig, tx, "Sample.Periodic"):
         assert [(sv["measurand"], sv.get("phase")) for sv in value["sampledValue"]] == [
             ("Current.Import", "L2"), ("Voltage", "L1-N")], value
+
+
+async def test_periodic_aligned_and_triggered_samples_leave_in_time_order_with_a_slow_meter(
+        rig_factory: Any) -> None:
+    rig: Rig = await rig_factory(ocpp={"MeterValueSampleInterval": 1, "ClockAlignedDataInterval": 1})
+    start = await rig.start_session(2)
+    tx = _tx_id(start)
+    await rig.wait_status(2, "Charging")
+    rig.fault("meter", "slow", connector=2, value=0.3)  # the AC meter shares its RS-485 line with the pilot
+    for _ in range(12):
+        answer = await rig.cs_call("TriggerMessage", {"requestedMessage": "MeterValues", "connectorId": 2},
+                                   timeout=10)
+        assert answer["payload"]["status"] == "Accepted"
+        await asyncio.sleep(0.7)
+    rig.fault("meter", "slow", on=False, connector=2)
+    rig.card()
+    await rig.wait_call("StopTransaction")
+    arrived = [v for m in rig.calls("MeterValues") if m["payload"].get("transactionId") == tx
+               for v in m["payload"]["meterValue"]]
+    contexts = {v["sampledValue"][0]["context"] for v in arrived}
+    assert {"Sample.Periodic", "Sample.Clock", "Trigger"} <= contexts, contexts
+    stamps = [_epoch(v["timestamp"]) for v in arrived]
+    assert stamps == sorted(stamps), [(v["sampledValue"][0]["context"], v["timestamp"]) for v in arrived]

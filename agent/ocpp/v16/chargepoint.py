@@ -683,11 +683,13 @@ class V16Connection:
                     if last is None or last.stale:
                         continue
                 value = meter_value(agent._sample(cid), measurands, "Trigger", agent.now())
-                payload: dict[str, Any] = {"connectorId": cid, "meterValue": [value]}
                 session = agent.core.session(cid)
-                if session is not None and session.transaction_id is not None:
-                    payload["transactionId"] = session.transaction_id
-                await self._send_plain("MeterValues", payload)
+                if session is not None:
+                    # a transaction's values go through its outbox, behind the samples still queued there and
+                    # behind a clock-aligned instant already passed, so they reach the back office in time order
+                    agent.queue_triggered(cid, session.local_tx_id, value)
+                    continue
+                await self._send_plain("MeterValues", {"connectorId": cid, "meterValue": [value]})
         elif message == "DiagnosticsStatusNotification":
             await self._send_plain("DiagnosticsStatusNotification", {"status": agent.firmware.diagnostics_status})
         elif message == "FirmwareStatusNotification":
