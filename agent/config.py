@@ -969,10 +969,11 @@ class _Validator:
                 "meter_replaced_after_s", HardwareConfig.meter_replaced_after_s, lo=1.0, hi=86400.0
             ),
         )
-        if hardware.meter_replaced_after_s < hardware.device_silent_stop_s:
-            # the transaction must have ended (device silent too long) before the baseline moves
+        if hardware.meter_replaced_after_s < hardware.device_silent_stop_s + 2 * hardware.poll_interval_s:
+            # the transaction must have ended (device silent too long) a poll or two before the baseline moves
             self.p.add(("hardware", "meter_replaced_after_s"),
-                       f"must be at least device_silent_stop_s ({hardware.device_silent_stop_s})")
+                       f"must be at least device_silent_stop_s + 2 poll intervals "
+                       f"({hardware.device_silent_stop_s + 2 * hardware.poll_interval_s:g})")
         if hardware.device_silent_stop_s < hardware.device_silent_suspend_s:
             self.p.add(("hardware", "device_silent_stop_s"),
                        f"must be at least device_silent_suspend_s ({hardware.device_silent_suspend_s})")

@@ -102,12 +102,32 @@ def build_hardware(cfg: AgentConfig, pool: BusPool) -> Hardware:
         if contactor.feedback_closed is None:
             LOGGER.warning("connector %d: the contactor has no feedback pin: a welded contactor cannot be "
                            "detected (wire its mirror contact to feedback_pin)", c.id)
+    welded = _welded_at_start(connectors)
     estop = make("estop", None, cfg.estop) if cfg.estop else None
     reader = make("rfid", None, cfg.rfid) if cfg.rfid else None
-    return Hardware(connectors=connectors, estop=estop, reader=reader,
+    return Hardware(welded_at_start=welded, connectors=connectors, estop=estop, reader=reader,
                     silent_suspend_s=cfg.hardware.device_silent_suspend_s,
                     silent_stop_s=cfg.hardware.device_silent_stop_s,
                     meter_replaced_after_s=cfg.hardware.meter_replaced_after_s)
+
+
+def _welded_at_start(connectors: dict[int, ConnectorDevices]) -> set[int]:
+    """Contactors whose mirror contact stays closed with the coil off: their cable is locked before anything
+    else runs (a restart must not release a cable that may be live)."""
+    with_feedback = [d for d in connectors.values() if d.contactor.feedback_closed is not None]
+    if not with_feedback:
+        return set()
+    time.sleep(max(float(getattr(d.contactor, "settle_s", 0.1)) for d in with_feedback) + 0.05)
+    welded = set()
+    for devices in with_feedback:
+        if devices.contactor.feedback_closed:
+            welded.add(devices.connector_id)
+            LOGGER.error("connector %d: the contactor is closed with its coil off (welded?): cable locked",
+                         devices.connector_id)
+            if devices.lock is not None:
+                with contextlib.suppress(Exception):
+                    devices.lock.lock()
+    return welded
 
 
 def release_hardware(hw: Hardware) -> None:

@@ -12,6 +12,7 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +110,7 @@ class Hardware:
     silent_stop_s: float = 60.0  # ... and this long stops the transaction
     meter_replacements: list[tuple[int, str]] = field(default_factory=list)  # taken by the runtime to record
     meter_replaced_after_s: float = 300.0  # a register consistently below the last accepted one this long
+    welded_at_start: set[int] = field(default_factory=set)  # connectors locked at start: contactor welded
 
     def __post_init__(self) -> None:
         if self.estop is not None:
@@ -146,9 +148,11 @@ class Hardware:
         first = getattr(self.estop, "before_open", None)
         (first or self.estop.on_change)(shutdown)
 
-    async def reset_controllers(self) -> None:
+    async def reset_controllers(self, pressed_again: Callable[[], bool] = lambda: False) -> None:
         """After the e-stop is released: clear the controllers' latched emergency so charging may resume."""
         for devices in self.connectors.values():
+            if pressed_again():
+                return  # pressed again meanwhile: its emergency shutdown must stay latched
             if devices.dc is not None:
                 try:
                     await devices.dc.reset_faults()

@@ -63,7 +63,11 @@ SAMPLE_SLACK_S = 0.1  # a sample due this much after a poll is taken at that pol
 STOP_HOLD_TIMEOUT_S = 10.0  # the longest a connector is held for its stop record (bounded: never stuck)
 STOP_METER_SETTLE_S = 1.0  # meters refresh their registers about once a second after the load drops
 MEASURAND_KEYS = ("MeterValuesSampledData", "MeterValuesAlignedData", "StopTxnSampledData", "StopTxnAlignedData")
+# a closing waits this long for the other connectors' lower limits (by then the device-silent rule has
+# suspended a connector whose controller does not answer)
+ORDER_WAIT_S = 5.0
 DEFERRED_MAX = 2000  # records kept in memory while the disk is full (intermediate samples go first)
+DEFERRED_RETRIES = 20  # a stop record failing for another reason than a full disk is retried this many polls
 TX_DATA_MAX_VALUES = 200  # transactionData per StopTransaction: the first and the latest 199 are kept
 TX_ID_PLACEHOLDER = 0  # replaced by the store with the back office's id once StartTransaction is answered
 
@@ -104,16 +108,30 @@ class ConnectorState:
     soc_pct: float | None = None
     next_sample_mono: float | None = None
     stop_recorded: asyncio.Future[None] | None = None  # set while a stop waits for its final meter read
-    actuator: asyncio.Queue[ev.SetContactor | ev.SetLimit | _Barrier] = field(default_factory=asyncio.Queue)
+    actuator: asyncio.Queue[_Queued | _Barrier] = field(default_factory=asyncio.Queue)
 
 
 @dataclass(frozen=True)
+class _Queued:
+    """A contactor or limit command for a connector's actuator loop.
+
+    `done` is resolved once it was carried out (or failed); a closing waits for `after`, the limits of the
+    other connectors commanded in the same decision, so a shared cap's decreases reach the controllers first.
+    """
+
+    op: ev.SetContactor | ev.SetLimit
+    done: asyncio.Future[None] | None = None
+    after: tuple[asyncio.Future[None], ...] = ()
+
+
+@dataclass
 class _Deferred:
     """A store write that found the disk full: kept in memory, in order, until it can be committed."""
 
     what: str
     write: Callable[[], Any]
     thinnable: bool  # an intermediate sample may be dropped when memory is at its bound; starts/stops never
+    failures: int = 0  # attempts that failed with something other than a full disk
 
 
 @dataclass(frozen=True)
@@ -146,6 +164,9 @@ class Agent:
         self.connectors = {c.id: ConnectorState() for c in config.connectors}
         self.core = ChargePointCore(self.core_settings(), tx_id_allocator=self._reserve_tx_id)
         self.core.restore(availability=self._persisted_availability(), profiles=self._persisted_profiles())
+        for connector_id in hardware.welded_at_start:
+            if connector_id in self.core.connectors:
+                self.core.connectors[connector_id].locked = True  # locked by the daemon before anything ran
         self.healthy_at = 0.0  # monotonic time of the last complete main-loop pass
         self.exit_requested: asyncio.Future[int] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -163,6 +184,7 @@ class Agent:
         self.deferred_dropped = 0
         self.storage_note: str | None = None  # the last disk-full episode, for evsectl status
         self._unrecorded_starts: set[int] = set()  # connectors faulted because a start found the disk full
+        self._unrecorded_tx: set[int] = set()  # local ids of those starts
         self.security: SecurityManager | None = None  # attached by SecurityManager.for_agent
         self.log_lines: Callable[[], list[str]] = list  # recent log lines for diagnostics (set by the daemon)
         from agent.firmware import FirmwareManager
@@ -297,7 +319,11 @@ class Agent:
     # ------------------------------------------------------------------------------- core plumbing
 
     def _reserve_tx_id(self) -> int:
-        return self.store.reserve_tx_id(self.now(), time.monotonic())
+        try:
+            return self.store.reserve_tx_id(self.now(), time.monotonic())
+        except DiskFull as err:
+            self._disk_full(err)  # the core refuses this start, and no other until space returns
+            raise
 
     def feed(self, event: ev.Input) -> None:
         """Apply an observation to the core and execute what it decides."""
@@ -305,13 +331,14 @@ class Agent:
 
     def execute(self, outputs: list[ev.Output]) -> None:
         """Carry out the core's decisions, in order."""
+        limits: dict[int, asyncio.Future[None]] = {}  # the limits commanded in this decision, per connector
         for out in outputs:
             try:
-                self._execute_one(out)
+                self._execute_one(out, limits)
             except Exception:  # one failing output must not stop the others (e.g. the contactor opening)
                 LOGGER.exception("executing %r failed", out)
 
-    def _execute_one(self, out: ev.Output) -> None:
+    def _execute_one(self, out: ev.Output, limits: dict[int, asyncio.Future[None]]) -> None:
         match out:
             case ev.SetContactor() | ev.SetLimit():
                 state = self.connectors[out.connector_id]
@@ -320,7 +347,14 @@ class Agent:
                     devices = self.hw.connectors[out.connector_id]
                     if devices.dc is None:
                         devices.contactor.open()
-                state.actuator.put_nowait(out)
+                    state.actuator.put_nowait(_Queued(out))
+                elif isinstance(out, ev.SetLimit):
+                    done = asyncio.get_running_loop().create_future()
+                    limits[out.connector_id] = done
+                    state.actuator.put_nowait(_Queued(out, done=done))
+                else:
+                    after = tuple(f for cid, f in limits.items() if cid != out.connector_id)
+                    state.actuator.put_nowait(_Queued(out, after=after))
             case ev.SetLock():
                 lock = self.hw.connectors[out.connector_id].lock
                 if lock is not None:
@@ -428,10 +462,17 @@ class Agent:
     def _start_failed(self, out: ev.TransactionStarted) -> None:
         """A start that cannot be recorded must not deliver energy: a stopping fault opens the contactor."""
         self._unrecorded_starts.add(out.connector_id)
+        self._unrecorded_tx.add(out.local_tx_id)  # its stop must not reach the back office either
         self.feed(ev.FaultRaised(out.connector_id, "state_database", "storage_failure", True, ev.DeviceRole.OTHER,
                                  "transaction could not be recorded"))
 
     def _on_tx_stopped(self, out: ev.TransactionStopped) -> None:
+        if out.local_tx_id in self._unrecorded_tx:
+            # its start was never recorded (nor sent): a StopTransaction would name a transaction that does not
+            # exist for the back office; the contactor was opened by the core's own outputs
+            self._unrecorded_tx.discard(out.local_tx_id)
+            LOGGER.warning("transaction %d was never recorded: no stop is sent for it", out.local_tx_id)
+            return
         # The decision (reason, time) is on disk before anything else: a power cut in the seconds until
         # meterStop is read must not turn this stop into a PowerLoss at boot.
         try:
@@ -464,8 +505,14 @@ class Agent:
             await asyncio.sleep(STOP_METER_SETTLE_S)
             try:
                 reading = await self.hw.connectors[out.connector_id].meter.read()
-                meter_stop = reading.energy_import_wh
-                self.connectors[out.connector_id].reading = reading
+                if reading.energy_import_wh < out.meter_stop_wh:
+                    # a re-baselined (replaced) meter: its register says nothing about this transaction
+                    LOGGER.warning("transaction %d: final reading %.1f Wh is below the last accepted %.1f Wh; "
+                                   "meterStop from the last accepted", out.local_tx_id, reading.energy_import_wh,
+                                   out.meter_stop_wh)
+                else:
+                    meter_stop = reading.energy_import_wh
+                    self.connectors[out.connector_id].reading = reading
             except DriverError as err:
                 LOGGER.warning("final meter read for transaction %d failed (%s); meterStop from the last "
                                "sample", out.local_tx_id, err)
@@ -516,6 +563,7 @@ class Agent:
         return False
 
     def _disk_full(self, err: DiskFull) -> None:
+        self.core.storage_ok = False  # no new session without a durable start record
         if self.disk_full_since is None:
             self.disk_full_since = self.now()
             LOGGER.error("disk full: records are kept in memory (at most %d) until space returns: %s",
@@ -529,7 +577,13 @@ class Agent:
                 item.write()
             except DiskFull:
                 return False
-            except Exception:  # a record that can never be written must not block the others
+            except Exception:
+                item.failures += 1
+                if not item.thinnable and item.failures < DEFERRED_RETRIES:
+                    LOGGER.exception("deferred %s not written yet (attempt %d); retried at the next poll",
+                                     item.what, item.failures)
+                    return False
+                # a sample, or a record that keeps failing, must not block the others for ever
                 LOGGER.exception("deferred %s could not be written; dropped", item.what)
             self._deferred.popleft()
         if self.disk_full_since is not None:
@@ -539,9 +593,11 @@ class Agent:
                     f"were written, {dropped} intermediate samples dropped")
             LOGGER.warning("%s", note)
             self.storage_note = note
+            self.core.storage_ok = True
             for connector_id in sorted(self._unrecorded_starts):
                 self.feed(ev.FaultCleared(connector_id, "state_database"))  # starts may be recorded again
             self._unrecorded_starts.clear()
+            self.feed(ev.Tick())
             try:
                 self.security_manager().event(SecurityEventType.MEMORY_EXHAUSTION, note)
             except Exception as err:
@@ -796,11 +852,15 @@ class Agent:
     def shutdown_cleanly(self) -> None:
         """On a requested exit (SIGTERM, reset): running transactions stop with reason Reboot at this time."""
         now = self.now()
+        if self._deferred and not self.flush_deferred():
+            LOGGER.error("%d records still wait for disk space at shutdown: they are lost", len(self._deferred))
         for connector_id in self.connectors:
             session = self.core.session(connector_id)
             if session is not None:
-                with contextlib.suppress(Exception):
+                try:
                     self.store.decide_stop(session.local_tx_id, ev.StopReason.REBOOT.value, now)
+                except Exception as err:
+                    LOGGER.error("transaction %d: Reboot decision not recorded: %s", session.local_tx_id, err)
         try:
             self.store.mark_clean_shutdown(now)
         except Exception as err:
@@ -909,8 +969,10 @@ class Agent:
                 continue
             if state.stop_recorded is not None and not state.stop_recorded.done():
                 continue  # between a stop and its record: a new session's start is not queued yet
-            value = meter_value(self._sample(connector_id), measurands, "Sample.Clock", instant)
             session = self.core.session(connector_id)
+            if session is not None and session.start_wall > instant:
+                continue  # started after the instant: its first value is its Transaction.Begin
+            value = meter_value(self._sample(connector_id), measurands, "Sample.Clock", instant)
             if session is not None:
                 self.queue_meter_values(connector_id, session.local_tx_id, [value])
                 stop_aligned = parse_csl(self.keys.get_str("StopTxnAlignedData"))
@@ -925,46 +987,63 @@ class Agent:
     async def actuator_loop(self, connector_id: int) -> None:
         """Executes contactor and limit commands of one connector in order; never dies."""
         state = self.connectors[connector_id]
+        while True:
+            item = await state.actuator.get()
+            if isinstance(item, _Barrier):
+                if not item.done.done():
+                    item.done.set_result(None)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(item.release), STOP_HOLD_TIMEOUT_S)
+                continue
+            try:
+                await self._actuate(connector_id, item)
+            except Exception:  # never dies: it is the only way to open on DC
+                LOGGER.exception("connector %d: actuator step failed", connector_id)
+            finally:
+                if item.done is not None and not item.done.done():
+                    item.done.set_result(None)
+
+    async def _actuate(self, connector_id: int, item: _Queued) -> None:
+        """Carry out one contactor or limit command; a failure is logged, never raised."""
+        state = self.connectors[connector_id]
         devices = self.hw.connectors[connector_id]
         cfg = self.config.connector(connector_id)
-        while True:
-            op = await state.actuator.get()
-            if isinstance(op, _Barrier):
-                if not op.done.done():
-                    op.done.set_result(None)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(op.release), STOP_HOLD_TIMEOUT_S)
-                continue
-            wanted = self.core.connectors[connector_id].contactor_closed
-            if isinstance(op, ev.SetContactor) and op.closed and not wanted:
-                continue  # superseded: the core decided to open since (a fault, an unplug in the same poll)
-            try:
-                if isinstance(op, ev.SetLimit):
-                    if devices.dc is not None:
-                        await devices.dc.set_limits(op.current_a, self._power_limit_w(op, cfg))
-                elif op.closed:
-                    devices.contactor.close()
-                    if devices.dc is not None:
-                        await devices.dc.allow_charging(True)
-                else:
-                    if devices.dc is not None:
-                        await devices.dc.allow_charging(False)
-                        await self._wait_current_down(devices)
-                    devices.contactor.open()
-            except Exception as err:  # the loop must outlive any error: it is the only way to open on DC
-                LOGGER.error("connector %d: %r failed: %s", connector_id, op, err)
-                if not getattr(op, "closed", True):
-                    with contextlib.suppress(Exception):
-                        devices.contactor.open()  # whatever the controller said, the power path opens
-                continue
-            if isinstance(op, ev.SetContactor) and not op.closed:
-                session = self.core.session(connector_id)
-                if session is not None and state.reading is not None:
-                    try:  # the transaction row follows every contactor opening (power-loss fallback)
-                        self.store.update_transaction_meter(session.local_tx_id, state.reading.energy_import_wh,
-                                                            self.now())
-                    except Exception as err:
-                        LOGGER.error("transaction %d meter not persisted: %s", session.local_tx_id, err)
+        op = item.op
+        if item.after:
+            _, late = await asyncio.wait(item.after, timeout=ORDER_WAIT_S)
+            if late:
+                LOGGER.warning("connector %d closes although %d other limit(s) of the same decision are not "
+                               "applied after %.0f s", connector_id, len(late), ORDER_WAIT_S)
+        wanted = self.core.connectors[connector_id].contactor_closed
+        if isinstance(op, ev.SetContactor) and op.closed and not wanted:
+            return  # superseded: the core decided to open since (a fault, an unplug in the same poll)
+        try:
+            if isinstance(op, ev.SetLimit):
+                if devices.dc is not None:
+                    await devices.dc.set_limits(op.current_a, self._power_limit_w(op, cfg))
+            elif op.closed:
+                devices.contactor.close()
+                if devices.dc is not None:
+                    await devices.dc.allow_charging(True)
+            else:
+                if devices.dc is not None:
+                    await devices.dc.allow_charging(False)
+                    await self._wait_current_down(devices)
+                devices.contactor.open()
+        except Exception as err:  # the loop must outlive any error: it is the only way to open on DC
+            LOGGER.error("connector %d: %r failed: %s", connector_id, op, err)
+            if not getattr(op, "closed", True):
+                with contextlib.suppress(Exception):
+                    devices.contactor.open()  # whatever the controller said, the power path opens
+            return
+        if isinstance(op, ev.SetContactor) and not op.closed:
+            session = self.core.session(connector_id)
+            if session is not None and state.reading is not None:
+                try:  # the transaction row follows every contactor opening (power-loss fallback)
+                    self.store.update_transaction_meter(session.local_tx_id, state.reading.energy_import_wh,
+                                                        self.now())
+                except Exception as err:
+                    LOGGER.error("transaction %d meter not persisted: %s", session.local_tx_id, err)
 
     @staticmethod
     def _power_limit_w(op: ev.SetLimit, cfg: Any) -> float:
@@ -1015,7 +1094,8 @@ class Agent:
         LOGGER.warning("emergency stop %s", "pressed" if pressed else "released")
         self.feed(ev.EstopChanged(pressed))
         if not pressed:
-            self._spawn(self.hw.reset_controllers(), "reset-controllers")
+            estop = self.hw.estop
+            self._spawn(self.hw.reset_controllers(lambda: estop is not None and estop.pressed), "reset-controllers")
 
     async def run(self, poll_interval_s: float, on_first_poll: Callable[[], None] | None = None) -> None:
         """Recover, then poll and tick until cancelled."""

@@ -878,10 +878,12 @@ class Store:
         """Record the stop and queue the stop message in ONE commit; None if it was already stopped."""
         with self._write() as conn:
             row = conn.execute(
-                "SELECT stop_wall FROM transactions WHERE tx_local_id = ?", (tx_local_id,)
+                "SELECT stop_wall, connector_id FROM transactions WHERE tx_local_id = ?", (tx_local_id,)
             ).fetchone()
             if row is None:
                 raise StoreError(f"state database {self.path}: no transaction with local id {tx_local_id}")
+            if row[1] == 0:  # reserved, never begun: its start was never queued, a stop would name nothing
+                raise StoreError(f"state database {self.path}: transaction {tx_local_id} was never started")
             if row[0] is not None:
                 LOGGER.warning("transaction %d stopped twice; keeping the first stop", tx_local_id)
                 return None
@@ -906,7 +908,7 @@ class Store:
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE transactions SET decided_reason = ?, decided_wall = ? "
-                "WHERE tx_local_id = ? AND stop_wall IS NULL AND decided_reason IS NULL",
+                "WHERE tx_local_id = ? AND connector_id != 0 AND stop_wall IS NULL AND decided_reason IS NULL",
                 (reason, wall, tx_local_id),
             )
             return cursor.rowcount > 0

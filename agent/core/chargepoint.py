@@ -89,6 +89,7 @@ from agent.core.limits import (
     ChargingProfile,
     CompositePeriod,
     ElectricalSetup,
+    Limit,
     ProfilePurpose,
     RateUnit,
     clear_profiles,
@@ -98,6 +99,7 @@ from agent.core.limits import (
     install_profile,
     limit_at,
     parse_profile,
+    schedule_limits,
     with_connector,
 )
 from agent.core.session import (
@@ -177,6 +179,7 @@ class ChargePointCore:
         self.online = False
         self.cp_operative = True
         self.cp_pending_operative: bool | None = None  # ChangeAvailability(0) Scheduled until transactions end
+        self.storage_ok = True  # False while the state disk is full: running sessions go on, none starts
         self.cp_estop = False
         self.cp_faults: dict[str, FaultRaised] = {}
         self.profiles: list[ChargingProfile] = []
@@ -560,7 +563,7 @@ class ChargePointCore:
         return composite_schedule(
             self.profiles, connector_id, now, duration_s, unit,
             tx_start=s.start_wall if s else None, tx_id=s.transaction_id if s else None,
-            setup=_setup(c), ceiling_a=ceiling, share=self._share(c),
+            setup=_setup(c), ceiling_a=ceiling, share=self._shares(now)[connector_id],
         )
 
     # ------------------------------------------------------------------------------ input handlers
@@ -812,7 +815,8 @@ class ChargePointCore:
 
     def _startable(self, c: Connector) -> bool:
         """A new authorization may be attached: operative, no stopping fault, no e-stop."""
-        return (c.operative and self.cp_operative and not c.held and not self.cp_estop and not c.estop
+        return (c.operative and self.cp_operative and not c.held and self.storage_ok and not self.cp_estop
+                and not c.estop
                 and stopping_fault(c, self.cp_faults) is None and suspending_fault(c, self.cp_faults) is None)
 
     def _set_operative(self, c: Connector, operative: bool) -> None:
@@ -844,6 +848,13 @@ class ChargePointCore:
             c.schedule_evaluated_at = None
 
     def _start(self, c: Connector, auth: Authorization, run: _Run) -> None:
+        try:
+            local_tx_id = self._allocate()
+        except Exception as err:  # the allocator persists the id: no storage, no transaction (no energy)
+            LOGGER.error("connector %d: no transaction id for %s (%s); start refused", c.connector_id,
+                         auth.id_tag, err)
+            c.auth = None
+            return
         reservation_id = None
         if c.reservation is not None:
             reservation_id = c.reservation.reservation_id
@@ -852,7 +863,7 @@ class ChargePointCore:
         assert c.energy_wh is not None  # _reconcile starts only with a reading
         meter_start = c.energy_wh
         c.session = Session(
-            local_tx_id=self._allocate(), connector_id=c.connector_id, id_tag=auth.id_tag,
+            local_tx_id=local_tx_id, connector_id=c.connector_id, id_tag=auth.id_tag,
             parent_id_tag=auth.parent_id_tag, start_wall=run.clock.wall, start_monotonic=run.clock.mono,
             meter_start_wh=meter_start, reservation_id=reservation_id,
         )
@@ -924,8 +935,9 @@ class ChargePointCore:
             self._apply_invalid_id(c, run)
         # Limits after every start and stop of this call: the shared cap is split by the final count, and
         # every decrease is commanded before any increase or contactor closing.
+        shares = self._shares(clock.wall)
         for c in self.connectors.values():
-            self._apply_schedule(c, clock)
+            self._apply_schedule(c, clock, shares[c.connector_id])
         wanted = {i: self._limit(c) for i, c in self.connectors.items()}
         for lowering in (True, False):
             for i, c in self.connectors.items():
@@ -974,11 +986,22 @@ class ChargePointCore:
             s.energy_suspended = True
             self._open(c, run)
 
-    def _share(self, c: Connector) -> int:
-        """How many connectors split the ChargePointMaxProfile, seen from c: those with a transaction,
-        counting c as one of them (a connector about to start gets the share it will have)."""
-        others = sum(1 for o in self.connectors.values() if o is not c and o.session is not None)
-        return others + 1
+    def _shares(self, now: float) -> dict[int, int]:
+        """Per connector, how many split the ChargePointMaxProfile (0: no share, paused)."""
+        # Connectors with a transaction split it evenly; one without is counted in (the share it would get).
+        # When an even split would give an AC connector less than its 6 A minimum, only as many as the cap
+        # carries at the minimum share it, in the order their transactions started; later ones pause
+        # (SuspendedEVSE) until one stops or the cap rises.
+        active = sorted((c for c in self.connectors.values() if c.session is not None),
+                        key=lambda c: (c.session.start_monotonic if c.session else 0.0, c.connector_id))
+        _, cap = schedule_limits(self.profiles, 0, now)
+        n = len(active)
+        while n > 1 and any(_below_minimum(c, cap, n) for c in active[:n]):
+            n -= 1
+        shares = {c.connector_id: (n if i < n else 0) for i, c in enumerate(active)}
+        for c in self.connectors.values():
+            shares.setdefault(c.connector_id, len(active) + 1)
+        return shares
 
     def _station_setup(self) -> ElectricalSetup:
         """W<->A for connector 0 (the charge point's total): the AC connectors' phases and voltage."""
@@ -987,8 +1010,7 @@ class ChargePointCore:
         return ElectricalSetup(first.voltage_v, max((cfg.phases for cfg in ac), default=first.phases),
                                is_dc=not ac)
 
-    def _apply_schedule(self, c: Connector, clock: _Clock) -> None:
-        share = self._share(c)
+    def _apply_schedule(self, c: Connector, clock: _Clock, share: int) -> None:
         due = (c.schedule_evaluated_at is None or clock.wall < c.schedule_evaluated_at
                or share != c.schedule_share
                or (c.schedule_next_change is not None and clock.wall >= c.schedule_next_change))
@@ -1008,7 +1030,10 @@ class ChargePointCore:
     def _limit(c: Connector) -> tuple[float, float | None]:
         """(A, W or None) to command: rounded down, so the sum of shares never exceeds the cap."""
         limit_w = effective_limit_w(c)
-        return floor_tenth(effective_limit_a(c)), None if limit_w is None else math.floor(limit_w)
+        limit_a = floor_tenth(effective_limit_a(c))
+        if not c.config.is_dc and limit_a < c.config.min_current_a:
+            limit_a = 0.0  # paused: a pilot duty cycle below 6 A means something else (IEC 61851-1)
+        return limit_a, None if limit_w is None else math.floor(limit_w)
 
     def _cp_view(self) -> StatusView:
         if self.cp_estop:
@@ -1032,6 +1057,15 @@ WELDED_CODE = "contactor_welded"
 def _welded(c: Connector) -> bool:
     """A welded contactor: the power path may be live whatever the coil is told."""
     return any(f.code == WELDED_CODE for f in c.faults.values())
+
+
+def _below_minimum(c: Connector, cap: Limit, share: int) -> bool:
+    """Whether an even share of the cap would give this AC connector less than its minimum current."""
+    if c.config.is_dc:
+        return False
+    amps = Limit(None if cap.amps is None else cap.amps / share,
+                 None if cap.watts is None else cap.watts / share).in_amps(_setup(c))
+    return amps is not None and amps < c.config.min_current_a
 
 
 def _setup(c: Connector) -> ElectricalSetup:

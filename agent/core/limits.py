@@ -456,14 +456,16 @@ def schedule_limits(
 
 
 def connector_limit(own: Limit, cap: Limit, share: int, setup: ElectricalSetup) -> Limit:
-    """The connector's limit: its own schedule and its even share of the charge point's cap.
+    """The connector's limit: its own schedule and its share (1/share, none for 0) of the charge point's cap.
 
     AC folds everything into amperes (the pilot offers a current); DC keeps A and W apart, so a power limit
     reaches the controller's power register as W whatever the battery voltage.
     """
-    share = max(1, share)
-    portion = Limit(None if cap.amps is None else cap.amps / share,
-                    None if cap.watts is None else cap.watts / share)
+    if share <= 0:  # no part of the cap: paused until a transaction ends or the cap rises
+        portion = Limit(None if cap.amps is None else 0.0, None if cap.watts is None else 0.0)
+    else:
+        portion = Limit(None if cap.amps is None else cap.amps / share,
+                        None if cap.watts is None else cap.watts / share)
     merged = own.tighter(portion)
     if setup.is_dc:
         return Limit(merged.amps, merged.watts)

@@ -78,6 +78,11 @@ async def _run_checks(agent: Agent, ids: list[int]) -> dict[str, Any]:
             except DriverError as err:
                 checks["controller"] = _result(False, str(err))
         contactor = devices.contactor
+        if agent.connectors[cid].plugged is not False:
+            # plugged in (or unknown) since the test began: never click a contactor onto a vehicle
+            checks["contactor"] = _result(False, "skipped: an EV was plugged in during the self-test")
+            report[str(cid)] = checks
+            continue
         try:
             contactor.close()
             await _settle(contactor)

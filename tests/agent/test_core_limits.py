@@ -453,3 +453,22 @@ def test_a_profile_beyond_max_charging_profiles_installed_is_rejected_but_a_repl
     assert rig.call("set_charging_profile", SetChargingProfile(0, prof(pid=2, level=5)))[0] is (
         ProfileResult.ACCEPTED)
     assert sorted(p.profile_id for p in rig.core.profiles) == [1, 2]
+
+
+def test_a_cap_too_small_for_every_ac_connector_charges_as_many_as_fit_at_six_amps() -> None:
+    rig = Rig(connectors=3, config=ConnectorConfig(max_current_a=32))
+    rig.call("set_charging_profile", SetChargingProfile(0, prof(purpose="ChargePointMaxProfile",
+                                                                periods=[(0, 16)])))
+    for i, tag in enumerate("ABC", start=1):
+        rig.charge(i, tag)
+        rig.advance(1)
+    # 16 A / 3 = 5.3 A would pause all three: the first two get 8 A, the third waits
+    last = _last_limits(rig.log)
+    assert (last[1].current_a, last[2].current_a, last[3].current_a) == (8.0, 8.0, 0.0)
+    assert rig.contactor(1) and rig.contactor(2) and not rig.contactor(3)
+    assert rig.status(3) is ConnectorStatus.SUSPENDED_EVSE
+    _sum_of_closed_limits_never_exceeds(rig.log, 16.0)
+    rig.send(PlugChanged(1, False))  # A leaves: C gets its share
+    last = _last_limits(rig.log)
+    assert (last[2].current_a, last[3].current_a) == (8.0, 8.0) and rig.contactor(3)
+    _sum_of_closed_limits_never_exceeds(rig.log, 16.0)

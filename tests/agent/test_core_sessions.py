@@ -636,3 +636,27 @@ def test_a_hold_for_the_selftest_makes_every_connector_unavailable_and_blocks_st
     assert not only(rig.log, TransactionStarted)
     rig.log += rig.core.hold(False, rig.wall, rig.mono)
     assert rig.status(2) is ConnectorStatus.AVAILABLE and not rig.core.any_held()
+
+
+def test_a_start_whose_transaction_id_cannot_be_stored_is_refused_and_others_go_on() -> None:
+    def no_disk() -> int:
+        raise OSError("no space left on device")
+
+    rig = Rig(connectors=2)
+    rig.charge(2, "B")
+    rig.core._allocate = no_disk  # the store cannot reserve an id: the disk is full
+    rig.charge(1, "A")
+    assert [o.connector_id for o in only(rig.log, TransactionStarted)] == [2]
+    assert not rig.contactor(1)
+    out = rig.send(PlugChanged(2, False))  # the other connector's events are still carried out
+    assert SetContactor(2, False) in out and one(out, TransactionStopped).reason is StopReason.EV_DISCONNECTED
+
+
+def test_no_session_starts_while_storage_is_unavailable() -> None:
+    rig = Rig()
+    rig.core.storage_ok = False
+    rig.charge()
+    assert not only(rig.log, TransactionStarted)
+    rig.core.storage_ok = True
+    rig.authorize("TAG1")
+    assert one(rig.log, TransactionStarted).id_tag == "TAG1"

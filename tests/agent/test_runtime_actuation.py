@@ -135,3 +135,59 @@ async def test_stop_is_recorded_before_the_next_start_and_the_meter_tiles(rig: A
     assert [a for a, _ in actions] == ["StartTransaction", "StopTransaction", "StartTransaction"], actions
     stop, start2 = actions[1][1], actions[2][1]
     assert stop["meterStop"] == start2["meterStart"]  # no energy counted twice, none lost
+
+
+class SlowPilot:
+    """A pilot board whose limit writes take a Modbus round trip on a busy bus."""
+
+    def __init__(self, name: str, events: list[str], delay_s: float) -> None:
+        self.name = name
+        self.events = events
+        self.delay_s = delay_s
+
+    async def set_limits(self, current_a: float, power_w: float) -> None:
+        await asyncio.sleep(self.delay_s)
+        self.events.append(f"{self.name} limit {current_a}")
+
+    async def allow_charging(self, allowed: bool) -> None:
+        self.events.append(f"{self.name} allow {allowed}")
+
+
+class LoggingContactor(RecordingContactor):
+    """Records its switching in the shared event list."""
+
+    def __init__(self, name: str, events: list[str]) -> None:
+        super().__init__()
+        self.name = name
+        self.events = events
+
+    def close(self) -> None:
+        super().close()
+        self.events.append(f"{self.name} close")
+
+
+async def test_a_closing_waits_for_the_other_connectors_lower_limits_of_the_same_decision(tmp_path: Path) -> None:
+    second = (CONFIG.split("[[connectors]]")[1].replace("id = 1", "id = 2").replace("pin = 22", "pin = 23")
+              .replace("tcp://127.0.0.1:9", "tcp://127.0.0.1:10"))
+    cfg = parse_config(CONFIG.format(state=tmp_path / "state") + "[[connectors]]" + second)
+    store = Store(tmp_path / "agent.db")
+    events: list[str] = []
+    devices = {}
+    for cid, delay in ((1, 0.3), (2, 0.0)):
+        contactor = LoggingContactor(f"contactor{cid}", events)
+        devices[cid] = ConnectorDevices(cid, "ac", meter=CountingMeter(contactor),  # type: ignore[arg-type]
+                                        contactor=contactor, dc=SlowPilot(f"pilot{cid}", events, delay))  # type: ignore[arg-type]
+    agent = Agent(cfg, store, Hardware(connectors=devices), OcppKeys(cfg, store))
+    loops = [asyncio.create_task(agent.actuator_loop(cid)) for cid in (1, 2)]
+    try:
+        agent.core.connectors[2].contactor_closed = True  # what the core decided with these outputs
+        # a shared cap re-split as connector 2 starts: connector 1 goes down, then connector 2 closes
+        agent.execute([ev.SetLimit(1, 10.0), ev.SetLimit(2, 10.0), ev.SetContactor(2, True)])
+        for _ in range(40):
+            await asyncio.sleep(0.02)
+        assert events.index("pilot1 limit 10.0") < events.index("contactor2 close"), events
+    finally:
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        store.close()

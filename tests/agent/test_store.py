@@ -616,3 +616,12 @@ def test_begin_run_tells_how_the_previous_run_ended(db_path: Path) -> None:
     crashed = again.begin_run("boot-a")  # no clean shutdown recorded this time
     again.close()
     assert (crashed.kernel_boot_id, crashed.clean_shutdown) == ("boot-a", False)
+
+
+def test_a_reserved_transaction_that_never_began_cannot_be_stopped(store: Store) -> None:
+    tx = store.reserve_tx_id(T0, 1.0)
+    assert not store.decide_stop(tx, "Other", T0)
+    with pytest.raises(StoreError, match="never started"):
+        store.end_transaction(tx, 0.0, T0, 1.0, "Other", "StopTransaction", {"transactionId": 0},
+                              clock_trusted=True)
+    assert store.pending_count() == 0

@@ -17,6 +17,7 @@ import pytest
 from tests.integration.harness import Rig
 from tests.integration.test_evsectl import evsectl
 
+SECOND = "0A0000B0B0"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mount") is None,
                                 reason="mounting a small tmpfs needs root")
 
@@ -53,6 +54,12 @@ async def test_full_disk_during_a_session_keeps_the_loop_and_loses_nothing(rig_f
         assert status.returncode == 0 and "STATE DISK FULL" in status.stdout, status.stdout + status.stderr
         await asyncio.sleep(2.0)
         assert rig.agent is not None and rig.agent.poll() is None, rig.agent_log()[-3000:]
+        rig.plug(2)  # a second driver arrives: no session may start without a durable start record
+        rig.office.set_id_tag(SECOND, "Accepted")
+        rig.card(SECOND)
+        await asyncio.sleep(2.0)
+        assert not rig.sim_state()["connectors"]["2"]["contactor_closed"]
+        assert rig.contactor_closed(1)  # the running session goes on
         rig.card()  # the driver stops: the contactor opens without the disk
         await rig.wait_contactor(False)
         await asyncio.sleep(1.5)
@@ -60,6 +67,10 @@ async def test_full_disk_during_a_session_keeps_the_loop_and_loses_nothing(rig_f
         filler.unlink()  # space returns
         stop = await rig.wait_call("StopTransaction", timeout=20)
         assert stop["payload"]["transactionId"] == tx and stop["payload"]["reason"] == "Local"
+        await asyncio.sleep(2.0)
+        # nothing for a transaction the back office never saw (no StopTransaction with transactionId 0)
+        assert [m["payload"]["transactionId"] for m in rig.calls("StopTransaction")] == [tx]
+        assert len(rig.calls("StartTransaction")) == 1
         assert stop["payload"]["meterStop"] > start["payload"]["meterStart"]
         values = [m for m in rig.calls("MeterValues") if m["payload"].get("transactionId") == tx]
         assert len(values) >= 4, len(values)  # the samples taken while the disk was full arrived too
