@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.config import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.errors import AgentError
 from agent.hardware import ConnectorDevices, Hardware
@@ -30,7 +31,6 @@ from drivers.transport import BusPool
 
 LOGGER = logging.getLogger("evse-agent")
 
-DEFAULT_CONFIG = "/etc/evse-agent/agent.toml"
 FRAME_LOG_BYTES = 5_000_000  # OCPP frame log: rotated at 5 MB, 3 files kept (small SD cards)
 DC_VOLTAGE_BOUND_V = 1000.0  # CCS DC voltages reach 1000 V: the plausibility bound of a DC connector's meter
 EXIT_CONFIG = 2

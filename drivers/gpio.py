@@ -41,7 +41,7 @@ _INSTALL_HINTS: dict[str, str] = {
     "evsesim": "start the simulator and set EVSE_SIM_GPIO=host:port",
 }
 _SIM_HINT = 'for the simulator or tests set pin_factory = "mock" (or GPIOZERO_PIN_FACTORY=mock)'
-KNOWN_PIN_FACTORIES = ("mock", "lgpio", "rpigpio", "pigpio", "native", "evsesim")
+KNOWN_PIN_FACTORIES = ("lgpio", "rpigpio", "pigpio", "native", "mock", "evsesim")  # agent/config checks names too
 
 
 def _check_options(

@@ -565,8 +565,8 @@ def test_install_image_tree_builds_the_wheels(tmp_path: Path, root: Path) -> Non
     assert "evse-agent install: unchanged" in second.splitlines()  # the same source gives the same wheel
     assert _tree(root) == before
 
-    (source / "agent" / "config.py").write_text(
-        (source / "agent" / "config.py").read_text() + "\n# changed\n"
+    (source / "agent" / "config" / "schema.py").write_text(
+        (source / "agent" / "config" / "schema.py").read_text() + "\n# changed\n"
     )
     third = _install(root, "--source", str(source), "--python", sys.executable)
     assert "evse-agent install: 1 change(s)" in third.splitlines(), third
