@@ -19,8 +19,8 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/evse-sim demo
 
-test: $(STAMP)
-	$(BIN)/pytest -q
+test: $(STAMP)  # two workers, a test file stays on one (its rig, ports and temporary files are its own)
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check agent drivers simulator tests bench

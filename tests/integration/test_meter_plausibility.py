@@ -116,8 +116,9 @@ async def test_a_replaced_meter_faults_once_is_recorded_and_the_next_session_sta
     assert replaced[0]["status"] == "Faulted" and replaced[0]["errorCode"] == "PowerMeterFailure"
     seen = len(rig.statuses(1))
     await rig.office.wait_for(lambda: [s for s in rig.statuses(1)[seen:] if s["status"] != "Faulted"], timeout=15)
+    seen = len(rig.statuses(1))
     rig.unplug(1)
-    await rig.wait_status(1, "Available")
+    await rig.wait_status(1, "Available", since=seen)
     second = await rig.start_session(1)
     # the new register, 1 kWh below what the old baseline said: not stuck Faulted, not billed from the old one
     assert second["payload"]["meterStart"] < stop["payload"]["meterStop"] - 900, (second, stop)

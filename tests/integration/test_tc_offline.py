@@ -264,8 +264,9 @@ async def test_local_list_conflict_is_reported_for_authorize_and_start_transacti
     await _offline_start_then_invalid(rig)  # list: Accepted; back office: Invalid
     await rig.office.wait_for(lambda: any(s["errorCode"] == "LocalListConflict" for s in rig.statuses(1)),
                               timeout=10)
+    seen = len(rig.statuses(1))
     rig.unplug()
-    await rig.wait_status(1, "Available")
+    await rig.wait_status(1, "Available", since=seen)  # unplugged: the DeAuthorized cable is released
     rig.card(LOCAL)  # online now: Authorize says Invalid, the list says Accepted
     await rig.wait_call("Authorize")
     await rig.office.wait_for(lambda: any(s["errorCode"] == "LocalListConflict" for s in rig.statuses(0)),

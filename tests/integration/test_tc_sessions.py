@@ -252,10 +252,11 @@ async def test_emergency_stop_during_charging(rig: Rig) -> None:
     assert len(rig.calls("StartTransaction")) == 1
     # released: the controller's latched emergency is cleared, so the next session charges
     await rig.wait_sim(lambda s: not s["connectors"]["1"]["dc"]["emergency"], "DC emergency reset", timeout=5)
+    seen1 = len(rig.statuses(1))
     rig.unplug(1)
-    await rig.wait_status(1, "Available")
+    await rig.wait_status(1, "Available", since=seen1)
     await rig.start_session(1)
-    await rig.wait_status(1, "Charging")
+    await rig.wait_status(1, "Charging", since=seen1)
     await rig.wait_sim(lambda s: s["connectors"]["1"]["current_a"] > 1.0, "current flowing again")
 
 
