@@ -1,4 +1,4 @@
-"""Tests of agent/store.py against real SQLite files: ordering, ack rewrite, retries, durability, bounds."""
+"""Tests of the agent/store package against real SQLite files: ordering, ack rewrite, retries, durability, bounds."""
 
 from __future__ import annotations
 

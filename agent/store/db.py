@@ -1,0 +1,362 @@
+"""The connection to the agent's SQLite file: location checks, pragmas, migrations, write/read plumbing, salvage.
+
+Every write that matters for durability commits with ``synchronous=FULL`` before the call returns, so a power
+cut after a return loses nothing. Payloads are stored as JSON text in their wire form.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Self
+
+from agent.errors import DamagedDatabase, DiskFull, StoreError
+
+LOGGER = logging.getLogger(__name__)
+
+DEFAULT_CACHE_CAPACITY = 1000  # authorization cache entries; least recently used are evicted
+BUSY_TIMEOUT_S = 5.0  # only our own process opens the file; a lock held longer than this is a bug
+
+# Each entry migrates the schema from version i to i + 1; never edit a released entry, append a new one.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE transactions (
+            tx_local_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            connector_id INTEGER NOT NULL,
+            id_tag TEXT NOT NULL,
+            reservation_id INTEGER,
+            boot_id TEXT NOT NULL,
+            clock_trusted INTEGER NOT NULL,
+            meter_start_wh REAL NOT NULL,
+            start_wall REAL NOT NULL,
+            start_monotonic REAL NOT NULL,
+            last_energy_wh REAL NOT NULL,
+            last_wall REAL NOT NULL,
+            meter_stop_wh REAL,
+            stop_wall REAL,
+            stop_reason TEXT,
+            transaction_id INTEGER)""",
+        "CREATE INDEX transactions_open ON transactions(tx_local_id) WHERE stop_wall IS NULL",
+        "CREATE INDEX transactions_untrusted ON transactions(boot_id) WHERE clock_trusted = 0",
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            action TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            tx_local_id INTEGER REFERENCES transactions(tx_local_id),
+            thinnable INTEGER NOT NULL,
+            boot_id TEXT NOT NULL,
+            wall_time REAL NOT NULL,
+            monotonic REAL NOT NULL,
+            clock_trusted INTEGER NOT NULL,
+            timestamp_shift_s REAL NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL DEFAULT 0,
+            last_error TEXT)""",
+        "CREATE INDEX outbox_tx ON outbox(tx_local_id)",
+        "CREATE INDEX outbox_untrusted ON outbox(boot_id) WHERE clock_trusted = 0",
+        """CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY,
+            action TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            tx_local_id INTEGER,
+            boot_id TEXT NOT NULL,
+            wall_time REAL NOT NULL,
+            monotonic REAL NOT NULL,
+            clock_trusted INTEGER NOT NULL,
+            timestamp_shift_s REAL NOT NULL,
+            attempts INTEGER NOT NULL,
+            error TEXT NOT NULL,
+            dead_at REAL NOT NULL)""",
+        """CREATE TABLE local_list (
+            id_tag TEXT PRIMARY KEY, status TEXT NOT NULL, expiry_date TEXT, parent_id_tag TEXT)""",
+        """CREATE TABLE auth_cache (
+            id_tag TEXT PRIMARY KEY, status TEXT NOT NULL, expiry_date TEXT, parent_id_tag TEXT,
+            last_used INTEGER NOT NULL)""",
+        "CREATE INDEX auth_cache_lru ON auth_cache(last_used)",
+        "CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE charging_profiles (
+            profile_id INTEGER PRIMARY KEY, connector_id INTEGER NOT NULL, profile TEXT NOT NULL)""",
+        "CREATE TABLE availability (connector_id INTEGER PRIMARY KEY, operative INTEGER NOT NULL)",
+        """CREATE TABLE security_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_type TEXT NOT NULL,
+            tech_info TEXT,
+            boot_id TEXT NOT NULL,
+            wall_time REAL NOT NULL,
+            clock_trusted INTEGER NOT NULL)""",
+    ),
+    (
+        # The stop decision (reason, time) is durable the moment it is taken; meterStop follows later.
+        "ALTER TABLE transactions ADD COLUMN decided_reason TEXT",
+        "ALTER TABLE transactions ADD COLUMN decided_wall REAL",
+        # transactionData of StopTransaction, collected during the transaction (on disk, not in memory)
+        """CREATE TABLE tx_data (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            tx_local_id INTEGER NOT NULL REFERENCES transactions(tx_local_id),
+            boot_id TEXT NOT NULL,
+            wall_time REAL NOT NULL,
+            clock_trusted INTEGER NOT NULL,
+            timestamp_shift_s REAL NOT NULL DEFAULT 0,
+            value TEXT NOT NULL)""",
+        "CREATE INDEX tx_data_untrusted ON tx_data(boot_id) WHERE clock_trusted = 0",
+        "CREATE INDEX tx_data_tx ON tx_data(tx_local_id, id)",
+        # how the previous run of the agent ended: kernel boot id and a clean-shutdown record
+        "CREATE TABLE run_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
+)
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def _dumps(payload: dict[str, Any]) -> str:
+    """Serialise a payload compactly (the stored form is what counts against max_bytes)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+
+def _shift_iso(text: str, offset_s: float) -> str:
+    """Shift one ISO 8601 timestamp by offset_s; a naive timestamp is taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        LOGGER.warning("not correcting unparsable timestamp %r", text)
+        return text
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    shifted = (parsed + timedelta(seconds=offset_s)).astimezone(UTC)
+    return shifted.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _shift_timestamps(value: Any, offset_s: float) -> Any:
+    """Return a copy of a JSON value with every "timestamp" field shifted (meterValue[].timestamp too)."""
+    if isinstance(value, dict):
+        return {
+            key: _shift_iso(item, offset_s)
+            if key == "timestamp" and isinstance(item, str)
+            else _shift_timestamps(item, offset_s)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_shift_timestamps(item, offset_s) for item in value]
+    return value
+
+
+def _load_payload(text: str, timestamp_shift_s: float) -> dict[str, Any]:
+    """Decode a stored payload, applying the clock correction recorded for its row."""
+    payload: dict[str, Any] = json.loads(text)
+    return _shift_timestamps(payload, timestamp_shift_s) if timestamp_shift_s else payload
+
+
+class Db:
+    """The open database and its plumbing; the job mixins of Store build on it (calls are serialised)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        boot_id: str | None = None,
+        max_bytes: int | None = None,
+        cache_capacity: int = DEFAULT_CACHE_CAPACITY,
+    ) -> None:
+        self.path = Path(path)
+        self.boot_id: str = boot_id or uuid.uuid4().hex
+        self.max_bytes = max_bytes
+        self.cache_capacity = cache_capacity
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._bytes_stale = True  # counters kept in memory (outbox bytes) need a recount from disk
+        self._check_location()
+        try:
+            conn = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+            )
+        except sqlite3.Error as err:
+            raise self._translate(err) from err
+        self._conn = conn
+        try:
+            self._configure(conn)
+            self._migrate(conn)
+            self._after_open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _after_open(self) -> None:
+        """Hook run once the schema is current (Store restores its in-memory state here)."""
+
+    def _refresh_bytes(self) -> None:
+        """Hook: recount the in-memory counters from disk (the outbox keeps its size)."""
+        self._bytes_stale = False
+
+    def _check_location(self) -> None:
+        """Refuse to start with a clear message when the database cannot live where the config says."""
+        directory = self.path.parent
+        if not directory.is_dir():
+            raise StoreError(
+                f"cannot open state database {self.path}: directory {directory} does not exist; create it "
+                f"(systemd StateDirectory= does) or fix the state path in the config"
+            )
+        # WAL creates <db>-wal and <db>-shm next to the file, so the directory itself must be writable.
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise StoreError(
+                f"cannot open state database {self.path}: directory {directory} is not writable by uid "
+                f"{os.geteuid()}; fix its owner/permissions or the state path in the config"
+            )
+        if self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK):
+            raise StoreError(
+                f"cannot open state database {self.path}: the file is not readable and writable by uid "
+                f"{os.geteuid()}; fix its owner/permissions"
+            )
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        """Set WAL, FULL sync and foreign keys; the first read also detects a file that is not a database."""
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as err:
+            raise self._translate(err) from err
+        if str(mode).lower() != "wal":
+            raise StoreError(f"state database {self.path}: cannot enable WAL journal (got {mode!r})")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring the schema to SCHEMA_VERSION, one migration per transaction."""
+        with self._write() as wconn:
+            wconn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = wconn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        current = int(row[0] or 0)
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"state database {self.path} has schema version {current}, newer than this agent's "
+                f"{SCHEMA_VERSION}; install the newer agent again or move the file aside"
+            )
+        for version in range(current, SCHEMA_VERSION):
+            with self._write() as wconn:
+                for statement in _MIGRATIONS[version]:
+                    wconn.execute(statement)
+                wconn.execute("DELETE FROM schema_version")
+                wconn.execute("INSERT INTO schema_version (version) VALUES (?)", (version + 1,))
+            LOGGER.info("state database %s migrated to schema %d", self.path, version + 1)
+
+    def _translate(self, err: sqlite3.Error) -> StoreError:
+        """Turn an sqlite3 error into the agent's error tree."""
+        name = str(getattr(err, "sqlite_errorname", ""))
+        text = str(err)
+        if (
+            name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+            or "not a database" in text
+            or "malformed" in text
+        ):
+            return DamagedDatabase(str(self.path), text)
+        if name.startswith("SQLITE_FULL") or "database or disk is full" in text:
+            return DiskFull(str(self.path), text)
+        return StoreError(f"state database {self.path}: {text}")
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection, or a clear error after close()."""
+        if self._conn is None:
+            raise StoreError(f"state database {self.path} is closed")
+        return self._conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed (fsync, synchronous=FULL) before the block's caller returns."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    self._bytes_stale = True  # in-memory counters may have moved with the rolled-back rows
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as err:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        LOGGER.debug("rollback after %s failed", err)
+                self._bytes_stale = True
+                raise self._translate(err) from err
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read outside any explicit transaction, with sqlite errors translated."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                yield conn
+            except sqlite3.Error as err:
+                raise self._translate(err) from err
+
+    def salvage(self, source: Path) -> dict[str, int]:
+        """Copy every readable row of a damaged database file into this (new) one; rows per table."""
+        counts: dict[str, int] = {}
+        for table in _SALVAGE_TABLES:
+            try:
+                columns, rows = _salvage_rows(source, table)
+            except sqlite3.DatabaseError as err:
+                LOGGER.warning("table %s of %s cannot be read: %s", table, source, err)
+                counts[table] = 0
+                continue
+            if table == "meta":
+                continue  # the schema version of the new file is its own
+            sql = f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            inserted = 0
+            with self._write() as conn:
+                for row in rows:
+                    try:
+                        conn.execute(sql, row)
+                        inserted += 1
+                    except sqlite3.DatabaseError as err:
+                        LOGGER.warning("a row of %s was not salvaged: %s", table, err)
+            counts[table] = inserted
+        self._refresh_bytes()
+        return counts
+
+    def close(self) -> None:
+        """Close the database; further calls raise StoreError. Idempotent."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+# Tables salvaged from a damaged database, in an order that keeps the foreign keys valid.
+_SALVAGE_TABLES = ("transactions", "outbox", "dead_letters", "local_list", "auth_cache", "config",
+                   "charging_profiles", "availability", "security_log", "meta", "tx_data")
+
+
+def _salvage_rows(source: Path, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Every row of a table that can still be read, page errors skipped where SQLite allows."""
+    conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    try:
+        cursor = conn.execute(f"SELECT * FROM {table}")
+        columns = [d[0] for d in cursor.description]
+        rows: list[tuple[Any, ...]] = []
+        try:
+            for row in cursor:
+                rows.append(tuple(row))
+        except sqlite3.DatabaseError as err:
+            LOGGER.warning("salvage of %s stopped after %d rows: %s", table, len(rows), err)
+        return columns, rows
+    finally:
+        conn.close()

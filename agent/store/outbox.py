@@ -1,0 +1,410 @@
+"""The outbox: an ordered, durable queue of messages for the back office, read one message at a time.
+
+It is never loaded whole: memory stays flat with 100,000 queued messages. With max_bytes set, intermediate
+meter samples are thinned when the bound is hit. Failed messages become dead letters after a retry budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from agent.store.db import Db, _dumps, _load_payload
+
+LOGGER = logging.getLogger(__name__)
+
+ROW_OVERHEAD_BYTES = 64  # rough on-disk cost of an outbox row beyond its payload: columns, index entry, slack
+
+# 1.6: the back office's transactionId is rewritten into these queued messages once StartTransaction succeeds.
+_TX_ID_ACTIONS = ("MeterValues", "StopTransaction")
+_TX_ID_UNKNOWN = -1  # 1.6 errata: transactionId of messages whose StartTransaction never succeeded
+_THINNABLE_TRIGGERS = frozenset({"MeterValuePeriodic", "MeterValueClock"})
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A queued transaction-related message; `id` is its place in the send order."""
+
+    id: int
+    action: str
+    payload: dict[str, Any]
+    tx_local_id: int | None
+    boot_id: str
+    wall_time: float
+    monotonic: float
+    clock_trusted: bool
+    attempts: int  # CALLERRORs so far; timeouts and lost connections do not count
+    next_attempt_at: float  # in the caller's clock (the `now` of record_failure); 0 = at once
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message the back office rejected TransactionMessageAttempts times; kept forever, never resent."""
+
+    id: int
+    action: str
+    payload: dict[str, Any]
+    tx_local_id: int | None
+    boot_id: str
+    wall_time: float
+    monotonic: float
+    clock_trusted: bool
+    attempts: int
+    error: str
+    dead_at: float
+
+
+
+def _is_thinnable(action: str, payload: dict[str, Any]) -> bool:
+    """Whether a message is an intermediate meter sample that may be dropped when the disk bound is hit."""
+    if action == "MeterValues":
+        return True
+    if action == "TransactionEvent":
+        # Only periodic samples: other Updated events carry state changes the back office needs.
+        return payload.get("eventType") == "Updated" and payload.get("triggerReason") in _THINNABLE_TRIGGERS
+    return False
+
+
+
+class OutboxMixin(Db):
+    """The outbox of Store: enqueue, peek, ack, failures and dead letters, thinning."""
+
+    _outbox_bytes = 0  # payload bytes + ROW_OVERHEAD_BYTES per row, recounted at open
+    _thinned_total = 0
+    _thinned_unreported = 0
+    _over_limit_logged = False
+
+    def _reset_retry_waits(self) -> None:
+        """At open: monotonic clocks restart at boot, a wait computed in the previous boot means nothing now."""
+        with self._write() as wconn:
+            wconn.execute("UPDATE outbox SET next_attempt_at = 0 WHERE next_attempt_at != 0")
+
+    def _refresh_bytes(self) -> None:
+        """Recount the outbox size from disk (at open, and after a rollback)."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT COALESCE(SUM(length(CAST(payload AS BLOB))), 0), COUNT(*) FROM outbox"
+            ).fetchone()
+        self._outbox_bytes = int(row[0]) + int(row[1]) * ROW_OVERHEAD_BYTES
+        self._bytes_stale = False
+
+    def _tx_payload_bytes(self, conn: sqlite3.Connection, tx_local_id: int) -> int:
+        """Payload bytes of the queued messages whose transactionId the store rewrites."""
+        row = conn.execute(
+            "SELECT COALESCE(SUM(length(CAST(payload AS BLOB))), 0) FROM outbox "
+            f"WHERE tx_local_id = ? AND action IN ({','.join('?' * len(_TX_ID_ACTIONS))})",
+            (tx_local_id, *_TX_ID_ACTIONS),
+        ).fetchone()
+        return int(row[0])
+
+    def _set_transaction_id(self, conn: sqlite3.Connection, tx_local_id: int, transaction_id: int) -> int:
+        """Record the back office id and rewrite it into the queued messages of that transaction."""
+        conn.execute(
+            "UPDATE transactions SET transaction_id = ? WHERE tx_local_id = ?", (transaction_id, tx_local_id)
+        )
+        before = self._tx_payload_bytes(conn, tx_local_id)
+        cursor = conn.execute(
+            "UPDATE outbox SET payload = json_set(payload, '$.transactionId', ?) "
+            f"WHERE tx_local_id = ? AND action IN ({','.join('?' * len(_TX_ID_ACTIONS))})",
+            (transaction_id, tx_local_id, *_TX_ID_ACTIONS),
+        )
+        self._outbox_bytes += self._tx_payload_bytes(conn, tx_local_id) - before
+        return cursor.rowcount
+
+
+    def enqueue(
+        self,
+        action: str,
+        payload: dict[str, Any],
+        *,
+        tx_local_id: int | None = None,
+        wall_time: float,
+        monotonic: float,
+        clock_trusted: bool,
+    ) -> int:
+        """Commit a message to the outbox and return its id (ids increase in send order, never reused).
+
+        tx_local_id must come from open_transaction(). For a 1.6 MeterValues/StopTransaction whose
+        transactionId is already known (or -1), the store writes it into the stored payload itself.
+        With max_bytes set, intermediate meter samples are thinned in the same commit (see take_thinned()).
+        """
+        with self._write() as conn:
+            msg_id = self._insert_outbox(conn, action, payload, tx_local_id, wall_time, monotonic, clock_trusted)
+        if self._bytes_stale:
+            self._refresh_bytes()
+        return msg_id
+
+    def _insert_outbox(
+        self,
+        conn: sqlite3.Connection,
+        action: str,
+        payload: dict[str, Any],
+        tx_local_id: int | None,
+        wall_time: float,
+        monotonic: float,
+        clock_trusted: bool,
+    ) -> int:
+        """Insert one outbox row inside the caller's write transaction; thin when over the disk cap."""
+        stored = payload
+        if tx_local_id is not None and action in _TX_ID_ACTIONS:
+            row = conn.execute(
+                "SELECT transaction_id FROM transactions WHERE tx_local_id = ?", (tx_local_id,)
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                stored = {**payload, "transactionId": int(row[0])}
+        text = _dumps(stored)
+        cursor = conn.execute(
+            "INSERT INTO outbox (action, payload, tx_local_id, thinnable, boot_id, wall_time, monotonic, "
+            "clock_trusted) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                action,
+                text,
+                tx_local_id,
+                int(_is_thinnable(action, payload)),
+                self.boot_id,
+                wall_time,
+                monotonic,
+                int(clock_trusted),
+            ),
+        )
+        msg_id = int(cursor.lastrowid or 0)
+        self._outbox_bytes += len(text.encode()) + ROW_OVERHEAD_BYTES
+        if self.max_bytes is not None and self._outbox_bytes > self.max_bytes:
+            self._thin(conn, msg_id)
+        return msg_id
+
+    def _thin(self, conn: sqlite3.Connection, newest_id: int) -> None:
+        """Delete every other intermediate meter sample, oldest transactions first, until under max_bytes.
+
+        Never Start/Stop (not thinnable), never the head of the queue (it may be in flight), never the
+        message just enqueued.
+        """
+        assert self.max_bytes is not None
+        head = int(conn.execute("SELECT MIN(id) FROM outbox").fetchone()[0])
+        deleted = 0
+        while self._outbox_bytes > self.max_bytes:
+            groups = conn.execute(
+                "SELECT tx_local_id FROM outbox WHERE thinnable = 1 AND id > ? AND id < ? "
+                "GROUP BY tx_local_id HAVING COUNT(*) >= 2 ORDER BY MIN(id)",
+                (head, newest_id),
+            ).fetchall()
+            if not groups:
+                break
+            for (tx_local_id,) in groups:
+                victims = (
+                    "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS rn FROM outbox "
+                    "WHERE thinnable = 1 AND tx_local_id IS ? AND id > ? AND id < ?) WHERE rn % 2 = 0"
+                )
+                params = (tx_local_id, head, newest_id)
+                freed, count = conn.execute(
+                    f"SELECT COALESCE(SUM(length(CAST(payload AS BLOB))), 0), COUNT(*) FROM outbox "
+                    f"WHERE id IN ({victims})",
+                    params,
+                ).fetchone()
+                conn.execute(f"DELETE FROM outbox WHERE id IN ({victims})", params)
+                self._outbox_bytes -= int(freed) + int(count) * ROW_OVERHEAD_BYTES
+                deleted += int(count)
+                if self._outbox_bytes <= self.max_bytes:
+                    break
+        over = self._outbox_bytes > self.max_bytes
+        if deleted:
+            self._thinned_total += deleted
+            self._thinned_unreported += deleted
+            LOGGER.warning(
+                "outbox over its bound (%d > %d bytes): thinned %d intermediate meter samples",
+                self._outbox_bytes,
+                self.max_bytes,
+                deleted,
+            )
+        if over and not self._over_limit_logged:
+            LOGGER.error(
+                "outbox still over its bound (%d > %d bytes), nothing left to thin; keeping every message",
+                self._outbox_bytes,
+                self.max_bytes,
+            )
+        self._over_limit_logged = over
+
+    def take_thinned(self) -> int:
+        """Messages thinned since the last call; > 0 means the adapter raises MemoryExhaustion."""
+        with self._lock:
+            count, self._thinned_unreported = self._thinned_unreported, 0
+        return count
+
+    @property
+    def over_limit(self) -> bool:
+        """True while the outbox exceeds max_bytes even after thinning (only Start/Stop etc. remain)."""
+        return self.max_bytes is not None and self._outbox_bytes > self.max_bytes
+
+    def peek(self) -> OutboxMessage | None:
+        """The oldest pending message (the next to send), or None when the outbox is empty."""
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {self._OUTBOX_COLUMNS} FROM outbox ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else self._outbox_row(row)
+
+    _OUTBOX_COLUMNS = (
+        "id, action, payload, tx_local_id, boot_id, wall_time, monotonic, clock_trusted, attempts, "
+        "next_attempt_at, last_error, timestamp_shift_s"
+    )
+
+    @staticmethod
+    def _outbox_row(row: tuple[Any, ...]) -> OutboxMessage:
+        """Build an OutboxMessage from a row selected with _OUTBOX_COLUMNS."""
+        return OutboxMessage(
+            id=row[0],
+            action=row[1],
+            payload=_load_payload(row[2], row[11]),
+            tx_local_id=row[3],
+            boot_id=row[4],
+            wall_time=row[5],
+            monotonic=row[6],
+            clock_trusted=bool(row[7]),
+            attempts=row[8],
+            next_attempt_at=row[9],
+            last_error=row[10],
+        )
+
+    def pending(self, limit: int = 50, after_id: int = 0) -> list[OutboxMessage]:
+        """Up to `limit` pending messages with id > after_id, in send order (a page, for evsectl queue)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {self._OUTBOX_COLUMNS} FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        return [self._outbox_row(r) for r in rows]
+
+    def ack(self, msg_id: int, result: dict[str, Any]) -> None:
+        """Delete a message on its CALLRESULT; for StartTransaction, also map and rewrite transactionId.
+
+        result is the CALLRESULT payload; transactionId is read from "transactionId" (or "transaction_id").
+        """
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT action, tx_local_id, length(CAST(payload AS BLOB)) FROM outbox WHERE id = ?",
+                (msg_id,),
+            ).fetchone()
+            if row is None:
+                LOGGER.warning(
+                    "ack of outbox message %d that is not queued (already acked or thinned)", msg_id
+                )
+                return
+            action, tx_local_id, size = row
+            conn.execute("DELETE FROM outbox WHERE id = ?", (msg_id,))
+            self._outbox_bytes -= int(size) + ROW_OVERHEAD_BYTES
+            if action == "StartTransaction" and tx_local_id is not None:
+                transaction_id = result.get("transactionId", result.get("transaction_id"))
+                if isinstance(transaction_id, int):
+                    rewritten = self._set_transaction_id(conn, tx_local_id, transaction_id)
+                    LOGGER.info(
+                        "transaction %d is back office transaction %d (%d queued messages rewritten)",
+                        tx_local_id,
+                        transaction_id,
+                        rewritten,
+                    )
+                else:
+                    LOGGER.error("StartTransaction result without an integer transactionId: %r", result)
+        if self._bytes_stale:
+            self._refresh_bytes()
+
+    def record_failure(
+        self, msg_id: int, error: str, *, max_attempts: int, retry_interval_s: float, now: float
+    ) -> bool:
+        """Count a CALLERROR; after max_attempts move the message to dead letters and return True.
+
+        next_attempt_at = now + retry_interval_s x attempts (linear, 1.6 TransactionMessageRetryInterval),
+        in the clock of `now`. A dead StartTransaction gives the later messages of its transaction
+        transactionId -1.
+        """
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT attempts, action, tx_local_id, length(CAST(payload AS BLOB)) "
+                "FROM outbox WHERE id = ?",
+                (msg_id,),
+            ).fetchone()
+            if row is None:
+                LOGGER.warning("failure of outbox message %d that is not queued", msg_id)
+                return False
+            attempts, action, tx_local_id, size = int(row[0]) + 1, row[1], row[2], int(row[3])
+            if attempts < max(1, max_attempts):
+                conn.execute(
+                    "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+                    (attempts, now + retry_interval_s * attempts, error, msg_id),
+                )
+                dead = False
+            else:
+                conn.execute(
+                    "INSERT INTO dead_letters (id, action, payload, tx_local_id, boot_id, wall_time, "
+                    "monotonic, clock_trusted, timestamp_shift_s, attempts, error, dead_at) "
+                    "SELECT id, action, payload, tx_local_id, boot_id, wall_time, monotonic, clock_trusted, "
+                    "timestamp_shift_s, ?, ?, ? FROM outbox WHERE id = ?",
+                    (attempts, error, time.time(), msg_id),
+                )
+                conn.execute("DELETE FROM outbox WHERE id = ?", (msg_id,))
+                self._outbox_bytes -= size + ROW_OVERHEAD_BYTES
+                if action == "StartTransaction" and tx_local_id is not None:
+                    self._set_transaction_id(conn, tx_local_id, _TX_ID_UNKNOWN)
+                dead = True
+        if self._bytes_stale:
+            self._refresh_bytes()
+        if dead:
+            LOGGER.error(
+                "outbox message %d (%s) moved to dead letters after %d attempts: %s",
+                msg_id,
+                action,
+                attempts,
+                error,
+            )
+        return dead
+
+    def pending_count(self) -> int:
+        """Messages waiting in the outbox (dead letters excluded)."""
+        with self._read() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:
+        """Dead letters, oldest first (all of them unless limit is given)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id, action, payload, tx_local_id, boot_id, wall_time, monotonic, clock_trusted, "
+                "attempts, error, dead_at, timestamp_shift_s FROM dead_letters ORDER BY id LIMIT ?",
+                (-1 if limit is None else limit,),
+            ).fetchall()
+        return [
+            DeadLetter(
+                id=r[0],
+                action=r[1],
+                payload=_load_payload(r[2], r[11]),
+                tx_local_id=r[3],
+                boot_id=r[4],
+                wall_time=r[5],
+                monotonic=r[6],
+                clock_trusted=bool(r[7]),
+                attempts=r[8],
+                error=r[9],
+                dead_at=r[10],
+            )
+            for r in rows
+        ]
+
+    def outbox_stats(self, now: float | None = None) -> dict[str, Any]:
+        """pending, dead, bytes, max_bytes, oldest_age_s (wall clock), thinned (this process), over_limit."""
+        with self._read() as conn:
+            pending = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            dead = int(conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
+            oldest = conn.execute("SELECT wall_time FROM outbox ORDER BY id LIMIT 1").fetchone()
+            if self._bytes_stale:
+                self._refresh_bytes()
+        current = time.time() if now is None else now
+        return {
+            "pending": pending,
+            "dead": dead,
+            "bytes": self._outbox_bytes,
+            "max_bytes": self.max_bytes,
+            "oldest_age_s": None if oldest is None else max(0.0, current - float(oldest[0])),
+            "thinned": self._thinned_total,
+            "over_limit": self.over_limit,
+        }
+
