@@ -13,7 +13,8 @@ meter measures (`MeterLimits`, from the agent's config, with generous margins):
 The baseline is the last accepted reading only, so a corrupted frame never becomes a baseline and the
 meter recovers by itself when plausible readings return. Without a baseline (start, `accept_baseline()`)
 two consecutive readings must agree before the second is accepted: one corrupted first frame cannot set
-it either. Readings that stay below the baseline, consistent with each other, are tracked
+it either. An energy gain within the connector's maximum but beyond what the meter's own power readings
+explain is accepted only once the next reading follows it, so a frame corrupted upward is not billed. Readings that stay below the baseline, consistent with each other, are tracked
 (`backwards_for_s`) so that the agent can tell a replaced or reset meter from noise and re-baseline.
 """
 
@@ -98,6 +99,7 @@ class Plausibility:
         self.baseline: MeterReading | None = None
         self._below_first: MeterReading | None = None
         self._below_last: MeterReading | None = None
+        self._jumped: MeterReading | None = None  # a jump beyond the measured power, waiting to be confirmed
 
     @property
     def needs_confirmation(self) -> bool:
@@ -119,6 +121,7 @@ class Plausibility:
         """Forget the baseline: the next two readings that agree become it, whatever their value."""
         self.baseline = None
         self._below_first = self._below_last = None
+        self._jumped = None
 
     def _refuse(self, reason: str, message: str, registers: Mapping[int, tuple[int, ...]] | None) -> None:
         raise ImplausibleReading(self.device, reason, message, dict(registers or {}))
@@ -161,6 +164,18 @@ class Plausibility:
                                        f"{allowed:.1f} Wh at {self.limits.max_power_w:.0f} W")
         return None
 
+    def _unexplained_jump(self, before: MeterReading, after: MeterReading) -> float | None:
+        """Wh of import energy gained beyond what the meter's own power readings explain (None: explained)."""
+        powers = [abs(p) for p in (before.power_w, after.power_w) if p is not None]
+        old, new = before.energy_import_wh, after.energy_import_wh
+        if not powers or old is None or new is None:
+            return None
+        dt_s = max(after.read_monotonic - before.read_monotonic, 0.0)
+        resolution = max(self.resolution_wh, abs(new) * self.relative_resolution)
+        explained = (ENERGY_POWER_MARGIN * max(powers) * (dt_s + ENERGY_LAG_S) / 3600.0
+                     + 2.0 * resolution + ENERGY_SLACK_WH)
+        return new - old if new - old > explained else None
+
     def check(self, reading: MeterReading, registers: Mapping[int, tuple[int, ...]] | None = None) -> None:
         """Refuse `reading` unless it is plausible on its own and after the baseline; then it is the baseline."""
         self.check_values(reading, registers)
@@ -170,8 +185,16 @@ class Plausibility:
                 if problem[0] == "energy_backwards":
                     self._track_below(reading)
                 self._refuse(*problem, registers)
+            jump = self._unexplained_jump(self.baseline, reading)
+            # Within the connector's maximum but beyond what its measured power explains: a corrupted frame
+            # must not become the baseline (and be billed), so the next reading has to follow it first.
+            if jump is not None and (self._jumped is None or self._growth_problem(self._jumped, reading)):
+                self._jumped = reading
+                self._refuse("energy_unconfirmed", f"import grew {jump:.1f} Wh, more than the measured power "
+                             "explains; waiting for the next reading to confirm it", registers)
         self.baseline = reading
         self._below_first = self._below_last = None
+        self._jumped = None
 
     def confirm(self, first: MeterReading, second: MeterReading,
                 registers: Mapping[int, tuple[int, ...]] | None = None) -> None:

@@ -458,3 +458,25 @@ def test_good_model_file_loads_and_checks_its_name(tmp_path: Path) -> None:
     path.write_text(GOOD.format(stem="other_name"))
     with pytest.raises(ConfigError, match="must match the file name"):
         codec.load_model_file(path)
+
+
+def test_a_jump_within_the_connector_maximum_but_beyond_the_measured_power_needs_a_second_reading() -> None:
+    from drivers.meters.plausibility import MeterLimits, Plausibility
+
+    check = Plausibility("meter1", MeterLimits(230.0, 3, 32.0))  # 22 kW connector
+    base = MeterReading(energy_import_wh=10_000.0, power_w=3000.0, read_monotonic=100.0)
+    check.check(base)
+    corrupted = MeterReading(energy_import_wh=10_040.0, power_w=3000.0, read_monotonic=100.5)  # +40 Wh at 3 kW
+    with pytest.raises(ImplausibleReading) as info:
+        check.check(corrupted)
+    assert info.value.reason == "energy_unconfirmed" and check.baseline == base
+    true = MeterReading(energy_import_wh=10_001.0, power_w=3000.0, read_monotonic=101.0)
+    check.check(true)  # the true register follows the baseline, not the corrupted frame
+    assert check.baseline == true
+    # a real jump (the EV took more than the last power reading said) is confirmed by the next reading
+    jumped = MeterReading(energy_import_wh=10_060.0, power_w=3000.0, read_monotonic=101.5)
+    with pytest.raises(ImplausibleReading):
+        check.check(jumped)
+    follows = MeterReading(energy_import_wh=10_062.0, power_w=3000.0, read_monotonic=102.0)
+    check.check(follows)
+    assert check.baseline == follows
