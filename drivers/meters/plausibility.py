@@ -15,7 +15,8 @@ meter recovers by itself when plausible readings return. Without a baseline (sta
 two consecutive readings must agree before the second is accepted: one corrupted first frame cannot set
 it either. An energy gain within the connector's maximum but beyond what the meter's own power readings
 explain is accepted only once the next reading follows it, so a frame corrupted upward is not billed.
-Readings that stay below the baseline, consistent with each other, are tracked (`backwards_for_s`) so that the agent can tell a replaced or reset meter from noise and re-baseline.
+Readings that stay below the baseline, consistent with each other, are tracked (`backwards_for_s`) so that
+the agent can tell a replaced or reset meter from noise and re-baseline.
 """
 
 from __future__ import annotations
