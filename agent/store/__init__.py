@@ -21,7 +21,7 @@ from agent.store.db import (
     SCHEMA_VERSION,
     Db,
 )
-from agent.store.outbox import ROW_OVERHEAD_BYTES, DeadLetter, OutboxMessage, OutboxMixin
+from agent.store.outbox import DEFAULT_PROTOCOL, ROW_OVERHEAD_BYTES, DeadLetter, OutboxMessage, OutboxMixin
 from agent.store.security_log import SECURITY_LOG_CAPACITY, SecurityEvent, SecurityLogMixin
 from agent.store.settings import SettingsMixin
 from agent.store.transactions import PreviousRun, TransactionRow, TransactionsMixin
@@ -29,6 +29,7 @@ from agent.store.transactions import PreviousRun, TransactionRow, TransactionsMi
 __all__ = [
     "BUSY_TIMEOUT_S",
     "DEFAULT_CACHE_CAPACITY",
+    "DEFAULT_PROTOCOL",
     "ROW_OVERHEAD_BYTES",
     "SCHEMA_VERSION",
     "SECURITY_LOG_CAPACITY",

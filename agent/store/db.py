@@ -112,6 +112,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # how the previous run of the agent ended: kernel boot id and a clean-shutdown record
         "CREATE TABLE run_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
+    (
+        # the protocol version a queued message is written in; every row from before is OCPP 1.6
+        "ALTER TABLE outbox ADD COLUMN protocol TEXT NOT NULL DEFAULT '1.6'",
+        "ALTER TABLE dead_letters ADD COLUMN protocol TEXT NOT NULL DEFAULT '1.6'",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

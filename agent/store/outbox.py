@@ -22,6 +22,7 @@ ROW_OVERHEAD_BYTES = 64  # rough on-disk cost of an outbox row beyond its payloa
 _TX_ID_ACTIONS = ("MeterValues", "StopTransaction")
 _TX_ID_UNKNOWN = -1  # 1.6 errata: transactionId of messages whose StartTransaction never succeeded
 _THINNABLE_TRIGGERS = frozenset({"MeterValuePeriodic", "MeterValueClock"})
+DEFAULT_PROTOCOL = "1.6"  # the protocol of messages that name none, and of every row queued before schema 3
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class OutboxMessage:
     attempts: int  # CALLERRORs so far; timeouts and lost connections do not count
     next_attempt_at: float  # in the caller's clock (the `now` of record_failure); 0 = at once
     last_error: str | None
+    protocol: str = DEFAULT_PROTOCOL  # the protocol version the payload is written in
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class DeadLetter:
     attempts: int
     error: str
     dead_at: float
+    protocol: str = DEFAULT_PROTOCOL
 
 
 
@@ -125,15 +128,20 @@ class OutboxMixin(Db):
         wall_time: float,
         monotonic: float,
         clock_trusted: bool,
+        protocol: str = DEFAULT_PROTOCOL,
+        thinnable: bool | None = None,
     ) -> int:
         """Commit a message to the outbox and return its id (ids increase in send order, never reused).
 
         tx_local_id must come from open_transaction(). For a 1.6 MeterValues/StopTransaction whose
         transactionId is already known (or -1), the store writes it into the stored payload itself.
         With max_bytes set, intermediate meter samples are thinned in the same commit (see take_thinned()).
+        protocol is the version the payload is written in; thinnable says whether the message may be dropped
+        when the disk bound is hit (None: decided by the action name, as for 1.6 and 2.0.1 meter samples).
         """
         with self._write() as conn:
-            msg_id = self._insert_outbox(conn, action, payload, tx_local_id, wall_time, monotonic, clock_trusted)
+            msg_id = self._insert_outbox(conn, action, payload, tx_local_id, wall_time, monotonic, clock_trusted,
+                                         protocol=protocol, thinnable=thinnable)
         if self._bytes_stale:
             self._refresh_bytes()
         return msg_id
@@ -147,6 +155,9 @@ class OutboxMixin(Db):
         wall_time: float,
         monotonic: float,
         clock_trusted: bool,
+        *,
+        protocol: str = DEFAULT_PROTOCOL,
+        thinnable: bool | None = None,
     ) -> int:
         """Insert one outbox row inside the caller's write transaction; thin when over the disk cap."""
         stored = payload
@@ -159,16 +170,17 @@ class OutboxMixin(Db):
         text = _dumps(stored)
         cursor = conn.execute(
             "INSERT INTO outbox (action, payload, tx_local_id, thinnable, boot_id, wall_time, monotonic, "
-            "clock_trusted) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "clock_trusted, protocol) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 action,
                 text,
                 tx_local_id,
-                int(_is_thinnable(action, payload)),
+                int(_is_thinnable(action, payload) if thinnable is None else thinnable),
                 self.boot_id,
                 wall_time,
                 monotonic,
                 int(clock_trusted),
+                protocol,
             ),
         )
         msg_id = int(cursor.lastrowid or 0)
@@ -247,7 +259,7 @@ class OutboxMixin(Db):
 
     _OUTBOX_COLUMNS = (
         "id, action, payload, tx_local_id, boot_id, wall_time, monotonic, clock_trusted, attempts, "
-        "next_attempt_at, last_error, timestamp_shift_s"
+        "next_attempt_at, last_error, timestamp_shift_s, protocol"
     )
 
     @staticmethod
@@ -265,6 +277,7 @@ class OutboxMixin(Db):
             attempts=row[8],
             next_attempt_at=row[9],
             last_error=row[10],
+            protocol=row[12],
         )
 
     def pending(self, limit: int = 50, after_id: int = 0) -> list[OutboxMessage]:
@@ -337,9 +350,9 @@ class OutboxMixin(Db):
             else:
                 conn.execute(
                     "INSERT INTO dead_letters (id, action, payload, tx_local_id, boot_id, wall_time, "
-                    "monotonic, clock_trusted, timestamp_shift_s, attempts, error, dead_at) "
+                    "monotonic, clock_trusted, timestamp_shift_s, attempts, error, dead_at, protocol) "
                     "SELECT id, action, payload, tx_local_id, boot_id, wall_time, monotonic, clock_trusted, "
-                    "timestamp_shift_s, ?, ?, ? FROM outbox WHERE id = ?",
+                    "timestamp_shift_s, ?, ?, ?, protocol FROM outbox WHERE id = ?",
                     (attempts, error, time.time(), msg_id),
                 )
                 conn.execute("DELETE FROM outbox WHERE id = ?", (msg_id,))
@@ -369,7 +382,7 @@ class OutboxMixin(Db):
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT id, action, payload, tx_local_id, boot_id, wall_time, monotonic, clock_trusted, "
-                "attempts, error, dead_at, timestamp_shift_s FROM dead_letters ORDER BY id LIMIT ?",
+                "attempts, error, dead_at, timestamp_shift_s, protocol FROM dead_letters ORDER BY id LIMIT ?",
                 (-1 if limit is None else limit,),
             ).fetchall()
         return [
@@ -385,6 +398,7 @@ class OutboxMixin(Db):
                 attempts=r[8],
                 error=r[9],
                 dead_at=r[10],
+                protocol=r[12],
             )
             for r in rows
         ]

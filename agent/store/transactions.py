@@ -8,7 +8,7 @@ from typing import Any
 
 from agent.errors import StoreError
 from agent.store.db import _dumps, _load_payload
-from agent.store.outbox import OutboxMixin
+from agent.store.outbox import DEFAULT_PROTOCOL, OutboxMixin
 
 LOGGER = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class TransactionsMixin(OutboxMixin):
         start_payload: dict[str, Any],
         *,
         clock_trusted: bool,
+        protocol: str = DEFAULT_PROTOCOL,
     ) -> int:
         """Record the start of a reserved transaction and queue its start message in ONE commit."""
         with self._write() as conn:
@@ -117,7 +118,7 @@ class TransactionsMixin(OutboxMixin):
             if cursor.rowcount == 0:
                 raise StoreError(f"state database {self.path}: no transaction with local id {tx_local_id}")
             msg_id = self._insert_outbox(conn, start_action, start_payload, tx_local_id, start_wall,
-                                         start_monotonic, clock_trusted)
+                                         start_monotonic, clock_trusted, protocol=protocol)
         if self._bytes_stale:
             self._refresh_bytes()
         return msg_id
@@ -133,6 +134,7 @@ class TransactionsMixin(OutboxMixin):
         stop_payload: dict[str, Any],
         *,
         clock_trusted: bool,
+        protocol: str = DEFAULT_PROTOCOL,
     ) -> int | None:
         """Record the stop and queue the stop message in ONE commit; None if it was already stopped."""
         with self._write() as conn:
@@ -152,7 +154,7 @@ class TransactionsMixin(OutboxMixin):
                 (meter_stop_wh, stop_wall, reason, meter_stop_wh, stop_wall, tx_local_id),
             )
             msg_id = self._insert_outbox(conn, stop_action, stop_payload, tx_local_id, stop_wall,
-                                         stop_monotonic, clock_trusted)
+                                         stop_monotonic, clock_trusted, protocol=protocol)
             # the stop message carries the transaction data now: one commit moves it there
             conn.execute("DELETE FROM tx_data WHERE tx_local_id = ?", (tx_local_id,))
         if self._bytes_stale:

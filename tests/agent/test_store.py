@@ -625,3 +625,65 @@ def test_a_reserved_transaction_that_never_began_cannot_be_stopped(store: Store)
         store.end_transaction(tx, 0.0, T0, 1.0, "Other", "StopTransaction", {"transactionId": 0},
                               clock_trusted=True)
     assert store.pending_count() == 0
+
+
+# ---------------------------------------------------------------- schema 3: protocol, thinnable flag
+
+
+def test_a_schema_2_queue_migrates_and_its_messages_read_back_as_1_6(db_path: Path) -> None:
+    from agent.store.db import _MIGRATIONS
+
+    conn = sqlite3.connect(db_path)  # the file an agent with schema 2 left behind, built with its own SQL
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for statement in (s for migration in _MIGRATIONS[:2] for s in migration):
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version (version) VALUES (2)")
+    for seq in (1, 2):
+        conn.execute(
+            "INSERT INTO outbox (action, payload, thinnable, boot_id, wall_time, monotonic, clock_trusted) "
+            "VALUES ('Heartbeat', ?, 0, 'old-boot', ?, 1.0, 1)",
+            (f'{{"seq":{seq}}}', T0),
+        )
+    conn.commit()
+    conn.close()
+
+    with Store(db_path) as store:
+        assert SCHEMA_VERSION == 3
+        with store._read() as rconn:
+            assert rconn.execute("SELECT version FROM schema_version").fetchone()[0] == 3
+        head = store.peek()
+        assert head is not None and head.protocol == "1.6" and head.payload == {"seq": 1}
+        assert store.record_failure(head.id, "InternalError", max_attempts=1, retry_interval_s=1, now=0)
+        assert [(d.payload, d.protocol) for d in store.dead_letters()] == [({"seq": 1}, "1.6")]
+        second = store.peek()
+        assert second is not None and second.protocol == "1.6"
+        store.ack(second.id, {})
+        assert store.pending_count() == 0
+
+
+def test_the_protocol_is_stored_with_the_message_and_kept_in_dead_letters(store: Store) -> None:
+    put(store, "Heartbeat", {})
+    store.enqueue("Heartbeat", {}, wall_time=T0, monotonic=10.0, clock_trusted=True, protocol="2.0.1")
+    tx = store.reserve_tx_id(T0, 10.0)
+    store.begin_transaction(tx, 1, "TAG1", 0.0, T0, 10.0, None, "TransactionEvent",
+                            {"eventType": "Started"}, clock_trusted=True, protocol="2.0.1")
+    assert [m.protocol for m in store.pending()] == ["1.6", "2.0.1", "2.0.1"]
+    first = store.pending()[1]
+    assert store.record_failure(first.id, "FormationViolation", max_attempts=1, retry_interval_s=1, now=0)
+    assert [d.protocol for d in store.dead_letters()] == ["2.0.1"]
+
+
+def test_an_explicit_thinnable_flag_overrides_the_action_name_rule(tmp_path: Path) -> None:
+    with Store(tmp_path / "a.db", max_bytes=400) as store:
+        tx = open_tx(store)
+
+        def queue(action: str, thinnable: bool | None) -> int:
+            return store.enqueue(action, meter_values(tx, 0), tx_local_id=tx, wall_time=T0, monotonic=10.0,
+                                 clock_trusted=True, thinnable=thinnable)
+
+        kept = [queue("MeterValues", False) for _ in range(6)]  # meter samples by name, but marked to keep
+        assert [m.id for m in store.pending(limit=1000)] == kept and store.over_limit
+        assert store.take_thinned() == 0
+        extra = [queue("DataTransfer", True) for _ in range(3)]  # not thinnable by name, but marked so
+        assert [m.id for m in store.pending(limit=1000)] == [*kept, extra[0], extra[2]]
+        assert store.take_thinned() == 1
