@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 import uuid
@@ -23,6 +24,7 @@ from agent.errors import DamagedDatabase, DiskFull, StoreError
 LOGGER = logging.getLogger(__name__)
 
 DEFAULT_CACHE_CAPACITY = 1000  # authorization cache entries; least recently used are evicted
+LOW_SPACE_BYTES = 256 * 1024  # below this an I/O error of SQLite is a full disk
 BUSY_TIMEOUT_S = 5.0  # only our own process opens the file; a lock held longer than this is a bug
 
 # Each entry migrates the schema from version i to i + 1; never edit a released entry, append a new one.
@@ -265,7 +267,17 @@ class Db:
             return DamagedDatabase(str(self.path), text)
         if name.startswith("SQLITE_FULL") or "database or disk is full" in text:
             return DiskFull(str(self.path), text)
+        if (name.startswith("SQLITE_IOERR") or "disk I/O error" in text) and self._no_space_left():
+            # SQLite reports ENOSPC on a WAL or journal write as a plain I/O error
+            return DiskFull(str(self.path), text)
         return StoreError(f"state database {self.path}: {text}")
+
+    def _no_space_left(self) -> bool:
+        """True when the file system of the database has (almost) no free space."""
+        try:
+            return shutil.disk_usage(self.path.parent).free < LOW_SPACE_BYTES
+        except OSError:
+            return False
 
     def _connection(self) -> sqlite3.Connection:
         """The open connection, or a clear error after close()."""

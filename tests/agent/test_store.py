@@ -687,3 +687,16 @@ def test_an_explicit_thinnable_flag_overrides_the_action_name_rule(tmp_path: Pat
         extra = [queue("DataTransfer", True) for _ in range(3)]  # not thinnable by name, but marked so
         assert [m.id for m in store.pending(limit=1000)] == [*kept, extra[0], extra[2]]
         assert store.take_thinned() == 1
+
+
+def test_an_io_error_on_a_full_file_system_is_a_full_disk(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    error = sqlite3.OperationalError("disk I/O error")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage(1 << 20, 1 << 20, 4096))
+    assert isinstance(store._translate(error), DiskFull)  # SQLite says ENOSPC on a WAL write this way
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage(1 << 30, 1 << 20, 1 << 29))
+    translated = store._translate(error)
+    assert type(translated) is StoreError and "disk I/O error" in str(translated)
