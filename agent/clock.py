@@ -8,6 +8,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 LOGGER = logging.getLogger(__name__)
@@ -43,3 +44,15 @@ def kernel_boot_id() -> str:
     except OSError as err:
         LOGGER.warning("kernel boot id unknown (%s): a power cut cannot be told from a restart", err)
         return ""
+
+
+def iso(ts: float) -> str:
+    """Wall seconds as an OCPP date-time: UTC, milliseconds (truncated), 'Z' suffix."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(value: str | None) -> float | None:
+    """An OCPP date-time ('Z' or an offset) as wall seconds; None for None or an empty string."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

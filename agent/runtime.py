@@ -17,10 +17,9 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.clock import kernel_boot_id, system_clock_synchronized
+from agent.clock import iso, kernel_boot_id, parse_iso, system_clock_synchronized
 from agent.config import AgentConfig
 from agent.core import events as ev
 from agent.core.auth import AuthEntry as CoreAuthEntry
@@ -36,7 +35,6 @@ from agent.ocpp.v16.metering import (
     Sample,
     billed_wh,
     can_provide,
-    iso,
     meter_value,
     next_aligned,
     parse_csl,
@@ -89,11 +87,7 @@ class LinkSession(Protocol):
     async def notify(self, action: str, payload: dict[str, Any]) -> None: ...
 
 
-def iso_to_epoch(value: str | None) -> float | None:
-    """Parse an OCPP date-time (Z or offset) to epoch seconds."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+iso_to_epoch = parse_iso  # the adapters' name for it
 
 
 @dataclass

@@ -20,13 +20,13 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.exceptions import InvalidMessage, InvalidStatus
 
+from agent.clock import iso
 from agent.config import AgentConfig
 from agent.keys import ChangeResult, OcppKeys
 from agent.link import LinkSettings
@@ -91,9 +91,6 @@ class SecurityError(Exception):
     """A certificate, signature or credential is not acceptable; the message says why."""
 
 
-def iso(ts: float) -> str:
-    """Epoch seconds as an OCPP date-time."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 # ---- files ------------------------------------------------------------------------------------------------

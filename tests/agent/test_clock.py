@@ -114,3 +114,15 @@ async def test_ntp_step_corrects_queued_timestamps(setup, monkeypatch: pytest.Mo
     assert msg is not None and abs(stamp(msg.payload["timestamp"]) - real_time.time()) < 60
     agent.set_clock(iso(real_time.time() + 3600))  # a back office an hour off does not override NTP
     assert abs(agent.now() - real_time.time()) < 5
+
+
+def test_iso_never_shows_a_later_second_than_the_instant_and_parses_back() -> None:
+    from agent.clock import iso, parse_iso
+
+    assert iso(1_700_000_000.25) == "2023-11-14T22:13:20.250Z"
+    # half a microsecond below the next second: the old formatter printed 22:13:21.999 (a second ahead)
+    edge = iso(1_700_000_000.9999996)
+    assert edge in ("2023-11-14T22:13:20.999Z", "2023-11-14T22:13:21.000Z"), edge
+    assert parse_iso("2023-11-14T22:13:20.250Z") == 1_700_000_000.25
+    assert parse_iso("2023-11-14T23:13:20.250+01:00") == 1_700_000_000.25
+    assert parse_iso(None) is None and parse_iso("") is None

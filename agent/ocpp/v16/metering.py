@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from agent.clock import iso
 from drivers.base import MeterReading
 
 PHASES = ("L1", "L2", "L3")
@@ -15,9 +15,6 @@ VOLTAGE_PHASES = ("L1-N", "L2-N", "L3-N")
 PHASE_SUFFIXES = ("L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1", "L1", "L2", "L3", "N")
 
 
-def iso(ts: float) -> str:
-    """OCPP date-time: UTC, millisecond precision, Z suffix."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
 
 
 def parse_csl(value: str) -> list[str]:
