@@ -181,13 +181,13 @@ class Hardware:
         if not isinstance(err, ImplausibleReading) or err.reason != "energy_backwards":
             return None
         meter = devices.meter
-        backwards_for = getattr(meter, "backwards_for_s", None)
-        if backwards_for is None or backwards_for() < self.meter_replaced_after_s:
+        backwards_for_s = meter.backwards_for_s()
+        if backwards_for_s < self.meter_replaced_after_s:
             return None
-        new_wh = getattr(meter, "backwards_energy_wh", None)
+        new_wh = meter.backwards_energy_wh
         message = f"meter replaced or reset: register now {new_wh if new_wh is not None else '?'} Wh"
         LOGGER.warning("connector %d: %s (below the last accepted reading for %.0f s); new baseline",
-                       devices.connector_id, message, backwards_for())
+                       devices.connector_id, message, backwards_for_s)
         meter.accept_baseline()
         self.meter_replacements.append((devices.connector_id, message))
         return Fault(meter.name, "meter_replaced", message)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.clock import iso, kernel_boot_id, parse_iso, system_clock_synchronized
-from agent.config import AgentConfig
+from agent.config import AgentConfig, ConnectorConfig
 from agent.core import events as ev
 from agent.core.auth import AuthEntry as CoreAuthEntry
 from agent.core.auth import DecisionAction, cache_update, decide_local, decide_without_answer, list_conflict
@@ -41,7 +41,7 @@ from agent.ocpp.v16.metering import (
 )
 from agent.security import SecurityEventType
 from agent.store import AuthEntry as StoreAuthEntry
-from agent.store import PreviousRun, Store
+from agent.store import PreviousRun, Store, TransactionRow
 from drivers.base import MeterReading
 from drivers.errors import DriverError
 
@@ -829,7 +829,7 @@ class Agent:
                            row.tx_local_id, row.connector_id, reason.value, why, meter_stop, source)
 
     @staticmethod
-    def _boot_stop(row: Any, previous: PreviousRun, current_boot: str,
+    def _boot_stop(row: TransactionRow, previous: PreviousRun, current_boot: str,
                    fallback_wall: float) -> tuple[ev.StopReason, float, str]:
         """(reason, stop time, why) for a transaction found open at boot."""
         if row.decided_reason is not None:
@@ -1040,7 +1040,7 @@ class Agent:
                     LOGGER.error("transaction %d meter not persisted: %s", session.local_tx_id, err)
 
     @staticmethod
-    def _power_limit_w(op: ev.SetLimit, cfg: Any) -> float:
+    def _power_limit_w(op: ev.SetLimit, cfg: ConnectorConfig) -> float:
         """The controller's power register: the core's W on DC (no limit: the controller's own rating);
         on AC the pilot board's, the offered current on every real phase at nominal voltage."""
         if cfg.kind == "dc":
