@@ -25,7 +25,7 @@ from agent.runtime import Agent
 from agent.sdnotify import notify, watchdog_interval_s
 from agent.security import SecurityManager, check_local_permissions
 from agent.store import open_or_recover
-from drivers.errors import DriverError
+from drivers.errors import DriverError, HardwareFault
 from drivers.registry import resolve
 from drivers.transport import BusPool
 
@@ -120,7 +120,11 @@ def _welded_at_start(connectors: dict[int, ConnectorDevices]) -> set[int]:
     time.sleep(max(float(getattr(d.contactor, "settle_s", 0.1)) for d in with_feedback) + 0.05)
     welded = set()
     for devices in with_feedback:
-        if devices.contactor.feedback_closed:
+        try:
+            devices.contactor.check()  # the same mirror-contact rule as every poll
+        except HardwareFault as err:
+            if err.code != "contactor_welded":
+                continue
             welded.add(devices.connector_id)
             LOGGER.error("connector %d: the contactor is closed with its coil off (welded?): cable locked",
                          devices.connector_id)

@@ -108,7 +108,6 @@ class Hardware:
     first_poll_ok: bool = False
     silent_suspend_s: float = 5.0  # a meter or controller silent this long suspends charging ...
     silent_stop_s: float = 60.0  # ... and this long stops the transaction
-    meter_replacements: list[tuple[int, str]] = field(default_factory=list)  # taken by the runtime to record
     meter_replaced_after_s: float = 300.0  # a register consistently below the last accepted one this long
     welded_at_start: set[int] = field(default_factory=set)  # connectors locked at start: contactor welded
 
@@ -189,7 +188,6 @@ class Hardware:
         LOGGER.warning("connector %d: %s (below the last accepted reading for %.0f s); new baseline",
                        devices.connector_id, message, backwards_for_s)
         meter.accept_baseline()
-        self.meter_replacements.append((devices.connector_id, message))
         return Fault(meter.name, "meter_replaced", message)
 
     def _silence_fault(self, name: str, code: str, error: DriverError) -> Fault | None:

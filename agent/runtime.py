@@ -865,13 +865,6 @@ class Agent:
         observations = await self.hw.poll()
         for connector_id, obs in observations.items():
             self._observe(connector_id, obs)
-        while self.hw.meter_replacements:
-            connector_id, message = self.hw.meter_replacements.pop(0)
-            try:  # recorded where a technician and the bundle find it
-                self.store.security_log_append("MeterReplaced", f"connector {connector_id}: {message}",
-                                               wall_time=self.now(), clock_trusted=self.clock_trusted)
-            except Exception as err:
-                LOGGER.error("meter replacement not recorded: %s", err)
         if self._deferred:
             self.flush_deferred()
         self.check_system_clock()
@@ -910,11 +903,21 @@ class Agent:
                 if suspends and not stops:
                     LOGGER.warning("connector %d: %s %s; charging suspended, the transaction goes on",
                                    connector_id, source, message)
+                if code == "meter_replaced":
+                    self._record_meter_replacement(connector_id, message)
                 self.feed(ev.FaultRaised(connector_id, source, code, stops, role, message[:50],
                                          suspends_charging=suspends))
         if obs.meter is not None:
             state.reading = obs.meter
             self.feed(ev.MeterSample(connector_id, obs.meter.energy_import_wh, obs.meter.power_w))
+
+    def _record_meter_replacement(self, connector_id: int, message: str) -> None:
+        """A replaced or reset meter goes to the security log, where a technician and the bundle find it."""
+        try:
+            self.store.security_log_append("MeterReplaced", f"connector {connector_id}: {message}",
+                                           wall_time=self.now(), clock_trusted=self.clock_trusted)
+        except Exception as err:
+            LOGGER.error("meter replacement not recorded: %s", err)
 
     def _sample_meters(self) -> None:
         # One instant for the whole pass, aligned first: a periodic sample stamped after an aligned instant is
@@ -923,6 +926,7 @@ class Agent:
         self._aligned(now)
         mono = time.monotonic()
         sampled = parse_csl(self.keys.get_str("MeterValuesSampledData"))
+        stop_sampled = parse_csl(self.keys.get_str("StopTxnSampledData"))
         for connector_id, state in self.connectors.items():
             session = self.core.session(connector_id)
             if session is None or state.next_sample_mono is None or mono + SAMPLE_SLACK_S < state.next_sample_mono:
@@ -936,7 +940,6 @@ class Agent:
             sample = self._sample(connector_id)
             self.queue_meter_values(connector_id, session.local_tx_id,
                                      [meter_value(sample, sampled, "Sample.Periodic", now)])
-            stop_sampled = parse_csl(self.keys.get_str("StopTxnSampledData"))
             if stop_sampled:
                 self._keep_tx_data(session.local_tx_id, meter_value(sample, stop_sampled, "Sample.Periodic", now))
             self._durable(f"meter of transaction {session.local_tx_id}", functools.partial(
@@ -958,6 +961,7 @@ class Agent:
         # office lines up the values of many chargers by that instant.
         instant = self._next_aligned - interval
         measurands = parse_csl(self.keys.get_str("MeterValuesAlignedData"))
+        stop_aligned = parse_csl(self.keys.get_str("StopTxnAlignedData"))
         for connector_id, state in self.connectors.items():
             if state.reading is None or state.reading.stale:
                 continue
@@ -966,13 +970,12 @@ class Agent:
             session = self.core.session(connector_id)
             if session is not None and session.start_wall > instant:
                 continue  # started after the instant: its first value is its Transaction.Begin
-            value = meter_value(self._sample(connector_id), measurands, "Sample.Clock", instant)
+            sample = self._sample(connector_id)
+            value = meter_value(sample, measurands, "Sample.Clock", instant)
             if session is not None:
                 self.queue_meter_values(connector_id, session.local_tx_id, [value])
-                stop_aligned = parse_csl(self.keys.get_str("StopTxnAlignedData"))
                 if stop_aligned:
-                    self._keep_tx_data(session.local_tx_id,
-                                       meter_value(self._sample(connector_id), stop_aligned, "Sample.Clock", instant))
+                    self._keep_tx_data(session.local_tx_id, meter_value(sample, stop_aligned, "Sample.Clock", instant))
             elif self.link_session is not None and value["sampledValue"]:
                 # Not transaction-related: sent when online, never queued.
                 self.link_session.send_meter_values(connector_id, {"connectorId": connector_id,

@@ -94,6 +94,7 @@ from agent.core.limits import (
     RateUnit,
     clear_profiles,
     composite_schedule,
+    connector_limit,
     drop_tx_profiles,
     floor_tenth,
     install_profile,
@@ -591,14 +592,13 @@ class ChargePointCore:
             if self.settings.stop_transaction_on_ev_side_disconnect:
                 tag = c.session.id_tag
                 self._stop(c, StopReason.EV_DISCONNECTED, run, keep_lock=True)
-                if self.settings.unlock_connector_on_ev_side_disconnect and not _welded(c):
+                if self.settings.unlock_connector_on_ev_side_disconnect:
                     self._set_lock(c, False, run)
                 else:
                     c.keep_locked_for = tag
             else:
                 self._open(c, run)  # the transaction goes on (SuspendedEV) until stopped or re-plugged
-        elif (c.keep_locked_for is not None and self.settings.unlock_connector_on_ev_side_disconnect
-              and not _welded(c)):
+        elif c.keep_locked_for is not None and self.settings.unlock_connector_on_ev_side_disconnect:
             c.keep_locked_for = None
             self._set_lock(c, False, run)
 
@@ -615,7 +615,7 @@ class ChargePointCore:
                 self._stop(c, StopReason.LOCAL, run)  # the same card again: no Authorize needed
                 return
         for c in candidates:
-            if c.keep_locked_for == tag and not _welded(c):
+            if c.keep_locked_for == tag:
                 c.keep_locked_for = None
                 self._set_lock(c, False, run)
                 return
@@ -839,6 +839,8 @@ class ChargePointCore:
             run.out.append(SetContactor(c.connector_id, False))
 
     def _set_lock(self, c: Connector, locked: bool, run: _Run) -> None:
+        if not locked and _welded(c):
+            return  # a welded contactor may leave the cable live: it stays locked until the fault clears
         if c.config.has_lock and c.locked != locked:
             c.locked = locked
             run.out.append(SetLock(c.connector_id, locked))
@@ -898,7 +900,7 @@ class ChargePointCore:
         if reason is StopReason.DEAUTHORIZED:
             # OCPP 1.6 3.6.1: the cable stays locked until the EV side unplugs or the same id returns.
             c.keep_locked_for = s.id_tag
-        elif not keep_lock and not _welded(c):  # a welded contactor may leave the cable live: keep it locked
+        elif not keep_lock:
             self._set_lock(c, False, run)
         if c.pending_operative is not None:
             self._set_operative(c, c.pending_operative)
@@ -1063,8 +1065,7 @@ def _below_minimum(c: Connector, cap: Limit, share: int) -> bool:
     """Whether an even share of the cap would give this AC connector less than its minimum current."""
     if c.config.is_dc:
         return False
-    amps = Limit(None if cap.amps is None else cap.amps / share,
-                 None if cap.watts is None else cap.watts / share).in_amps(_setup(c))
+    amps = connector_limit(Limit(), cap, share, _setup(c)).amps
     return amps is not None and amps < c.config.min_current_a
 
 

@@ -472,3 +472,15 @@ def test_a_cap_too_small_for_every_ac_connector_charges_as_many_as_fit_at_six_am
     last = _last_limits(rig.log)
     assert (last[2].current_a, last[3].current_a) == (8.0, 8.0) and rig.contactor(3)
     _sum_of_closed_limits_never_exceeds(rig.log, 16.0)
+
+
+def test_a_cap_in_watts_is_shared_by_dc_connectors_as_power() -> None:
+    dc = ConnectorConfig(is_dc=True, max_current_a=200, voltage_v=400.0, phases=1)
+    rig = Rig(connectors=2, config=dc)
+    rig.call("set_charging_profile", SetChargingProfile(0, prof(purpose="ChargePointMaxProfile", unit="W",
+                                                                periods=[(0, 50000)])))
+    rig.charge(1, "A")
+    assert _last_limits(rig.log)[1] == SetLimit(1, 200.0, 50000)
+    rig.charge(2, "B")
+    last = _last_limits(rig.log)
+    assert (last[1], last[2]) == (SetLimit(1, 200.0, 25000), SetLimit(2, 200.0, 25000))

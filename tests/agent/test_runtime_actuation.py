@@ -191,3 +191,17 @@ async def test_a_closing_waits_for_the_other_connectors_lower_limits_of_the_same
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
         store.close()
+
+
+@pytest.mark.parametrize(("kind", "limit", "expected_w"), [
+    ("dc", ev.SetLimit(1, 120.0, 50000.0), 50000.0),  # W to the power register as W
+    ("dc", ev.SetLimit(1, 120.0, None), float("inf")),  # no power limit: the register maximum (clamped there)
+    ("ac", ev.SetLimit(1, 15.9, None), 15.9 * 230.0 * 3),  # the pilot board: the offered current on 3 phases
+])
+def test_the_power_register_gets_the_cores_watts_on_dc_and_the_offered_current_on_ac(
+        tmp_path: Path, kind: str, limit: ev.SetLimit, expected_w: float) -> None:
+    text = CONFIG.format(state=tmp_path / "state")
+    if kind == "dc":
+        text = text.replace('kind = "ac"', 'kind = "dc"')
+    cfg = parse_config(text)
+    assert Agent._power_limit_w(limit, cfg.connector(1)) == pytest.approx(expected_w)

@@ -174,7 +174,12 @@ async def test_periodic_aligned_and_triggered_samples_leave_in_time_order_with_a
         await asyncio.sleep(0.7)
     rig.fault("meter", "slow", on=False, connector=2)
     rig.card()
-    await rig.wait_call("StopTransaction")
+    stop = await rig.wait_call("StopTransaction")
+    await rig.wait_contactor(False, connector=2)
+    await asyncio.sleep(0.5)
+    # AC (the RS-485 meter of connector 2): the billed numbers follow the same rule as on DC
+    assert stop["payload"]["meterStop"] == billed_wh(rig.meter_wh(2)), (stop["payload"], rig.meter_wh(2))
+    assert start["payload"]["meterStart"] < stop["payload"]["meterStop"]
     arrived = [v for m in rig.calls("MeterValues") if m["payload"].get("transactionId") == tx
                for v in m["payload"]["meterValue"]]
     contexts = {v["sampledValue"][0]["context"] for v in arrived}
