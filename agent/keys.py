@@ -12,11 +12,18 @@ from agent.config import (
     format_key_value,
     validate_key_value,
 )
+from agent.settings import MeasurandCheck, Settings, SettingsListener, changed_fields
 from agent.store import Store
 
 LOGGER = logging.getLogger(__name__)
 
 KEY_PREFIX = "ocpp16."  # rows in the store's config table
+MEASURAND_KEYS = ("MeterValuesSampledData", "MeterValuesAlignedData", "StopTxnSampledData", "StopTxnAlignedData")
+
+
+def parse_csl(value: str) -> list[str]:
+    """Split a comma-separated list (of measurands), dropping empty items."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 class ChangeResult:
@@ -55,6 +62,77 @@ class OcppKeys:
         # each may refuse a change (returns a ChangeResult) or let it go on (None): security, measurands...
         self.change_guards: list[Callable[[str, int | bool | str], str | None]] = []
         self.secret_setter: Callable[[str, str], str] | None = None
+        self._settings = self._to_settings()
+        self._settings_listeners: list[SettingsListener] = []
+        self.listeners.append(self._publish_settings)
+
+    # ---- the typed settings the runtime reads (agent/settings.py) ---------------------------------
+
+    def _to_settings(self) -> Settings:
+        """The 1.6 configuration keys as typed settings."""
+        max_energy = self.get_int("MaxEnergyOnInvalidId", 0)
+        ping = self.get("WebSocketPingInterval")
+        return Settings(
+            connection_timeout_s=float(self.get_int("ConnectionTimeOut", 60)),
+            stop_transaction_on_invalid_id=self.get_bool("StopTransactionOnInvalidId", True),
+            max_energy_on_invalid_id_wh=float(max_energy) if max_energy > 0 else None,
+            stop_transaction_on_ev_side_disconnect=self.get_bool("StopTransactionOnEVSideDisconnect", True),
+            unlock_connector_on_ev_side_disconnect=self.get_bool("UnlockConnectorOnEVSideDisconnect", True),
+            local_pre_authorize=self.get_bool("LocalPreAuthorize", False),
+            local_authorize_offline=self.get_bool("LocalAuthorizeOffline", True),
+            allow_offline_tx_for_unknown_id=self.get_bool("AllowOfflineTxForUnknownId", False),
+            authorize_remote_tx_requests=self.get_bool("AuthorizeRemoteTxRequests", False),
+            local_auth_list_enabled=self.get_bool("LocalAuthListEnabled", True),
+            auth_cache_enabled=self.get_bool("AuthorizationCacheEnabled", True),
+            minimum_status_duration_s=float(self.get_int("MinimumStatusDuration", 0)),
+            max_stack_level=self.get_int("ChargeProfileMaxStackLevel", 10),
+            max_profiles_installed=self.get_int("MaxChargingProfilesInstalled", 20),
+            max_schedule_periods=self.get_int("ChargingScheduleMaxPeriods", 24),
+            sample_interval_s=self.get_int("MeterValueSampleInterval", 60),
+            aligned_interval_s=self.get_int("ClockAlignedDataInterval", 0),
+            sampled_measurands=tuple(parse_csl(self.get_str("MeterValuesSampledData"))),
+            aligned_measurands=tuple(parse_csl(self.get_str("MeterValuesAlignedData"))),
+            ended_sampled_measurands=tuple(parse_csl(self.get_str("StopTxnSampledData"))),
+            ended_aligned_measurands=tuple(parse_csl(self.get_str("StopTxnAlignedData"))),
+            heartbeat_interval_s=float(self.get_int("HeartbeatInterval", 300)),
+            message_attempts=self.get_int("TransactionMessageAttempts", 3),
+            message_retry_interval_s=float(self.get_int("TransactionMessageRetryInterval", 60)),
+            websocket_ping_interval_s=float(ping) if isinstance(ping, int) and not isinstance(ping, bool) else None,
+        )
+
+    def current(self) -> Settings:
+        """The settings in force now (SettingsSource)."""
+        return self._settings
+
+    def subscribe(self, listener: SettingsListener) -> None:
+        """Hear about changed settings by field name (SettingsSource)."""
+        self._settings_listeners.append(listener)
+
+    def add_measurand_check(self, check: MeasurandCheck) -> None:
+        """A measurand key naming what no connector can provide is Rejected; warn about it now (SettingsSource)."""
+        for key in MEASURAND_KEYS:
+            missing = check(parse_csl(self.get_str(key)))
+            if missing:
+                LOGGER.warning("%s lists %s, which no connector's devices can provide: left out", key,
+                               ", ".join(missing))
+
+        def guard(key: str, value: int | bool | str) -> str | None:
+            if key not in MEASURAND_KEYS or not isinstance(value, str):
+                return None
+            missing = check(parse_csl(value))
+            if missing:
+                LOGGER.info("ChangeConfiguration %s refused: %s cannot be measured here", key, ", ".join(missing))
+                return ChangeResult.REJECTED
+            return None
+
+        self.change_guards.append(guard)
+
+    def _publish_settings(self, _key: str) -> None:
+        old, self._settings = self._settings, self._to_settings()
+        changed = changed_fields(old, self._settings)
+        if changed:
+            for listener in self._settings_listeners:
+                listener(changed)
 
     def get(self, key: str) -> int | bool | str | None:
         """The typed value, None when unset."""

@@ -15,7 +15,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,17 +29,11 @@ from agent.core.connector import ConnectorConfig as CoreConnectorConfig
 from agent.core.limits import parse_profile
 from agent.errors import CallRefused, DiskFull
 from agent.hardware import ConnectorObservation, Hardware
-from agent.keys import ChangeResult, OcppKeys
-from agent.ocpp.v16.metering import (
-    MeasurandSource,
-    Sample,
-    billed_wh,
-    can_provide,
-    meter_value,
-    next_aligned,
-    parse_csl,
-)
+from agent.keys import OcppKeys
+from agent.metering import MeasurandSource, Sample, billed_wh, can_provide, next_aligned
+from agent.ocpp.v16.metering import meter_value
 from agent.security import SecurityEventType
+from agent.settings import Settings, SettingsSource
 from agent.store import AuthEntry as StoreAuthEntry
 from agent.store import PreviousRun, Store, TransactionRow
 from drivers.base import MeterReading
@@ -60,7 +54,6 @@ BOOT_METER_ATTEMPTS = 3
 SAMPLE_SLACK_S = 0.1  # a sample due this much after a poll is taken at that poll (polls are not exact)
 STOP_HOLD_TIMEOUT_S = 10.0  # the longest a connector is held for its stop record (bounded: never stuck)
 STOP_METER_SETTLE_S = 1.0  # meters refresh their registers about once a second after the load drops
-MEASURAND_KEYS = ("MeterValuesSampledData", "MeterValuesAlignedData", "StopTxnSampledData", "StopTxnAlignedData")
 # a closing waits this long for the other connectors' lower limits (by then the device-silent rule has
 # suspended a connector whose controller does not answer)
 ORDER_WAIT_S = 5.0
@@ -143,11 +136,13 @@ class _Barrier:
 class Agent:
     """The charge point at run time."""
 
-    def __init__(self, config: AgentConfig, store: Store, hardware: Hardware, keys: OcppKeys) -> None:
+    def __init__(self, config: AgentConfig, store: Store, hardware: Hardware, keys: OcppKeys,
+                 settings: SettingsSource | None = None) -> None:
         self.config = config
         self.store = store
         self.hw = hardware
         self.keys = keys
+        self.settings_source: SettingsSource = settings if settings is not None else keys
         self.clock_offset_s = 0.0
         # wall minus monotonic at start: a later NTP step shows as a change of this difference
         self._wall_minus_mono = time.time() - time.monotonic()
@@ -165,13 +160,8 @@ class Agent:
         self.exit_requested: asyncio.Future[int] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._next_aligned: float | None = None
-        self.keys.listeners.append(self._on_key_changed)
-        self.keys.change_guards.append(self._guard_measurands)
-        for key in MEASURAND_KEYS:
-            missing = self._unprovidable(self.keys.get_str(key))
-            if missing:
-                LOGGER.warning("%s lists %s, which no connector's devices can provide: left out", key,
-                               ", ".join(missing))
+        self.settings_source.subscribe(self._on_settings_changed)
+        self.settings_source.add_measurand_check(self.unprovidable)
         self.recovery_note: str | None = None  # set when a damaged state database was replaced at start
         self._deferred: collections.deque[_Deferred] = collections.deque()  # records waiting for disk space
         self.disk_full_since: float | None = None
@@ -187,30 +177,34 @@ class Agent:
 
     # ------------------------------------------------------------------------------------ settings
 
+    @property
+    def settings(self) -> Settings:
+        """The settings in force now."""
+        return self.settings_source.current()
+
     def core_settings(self) -> CoreSettings:
-        """CoreSettings from the config file and the current OCPP keys."""
-        k = self.keys
+        """CoreSettings from the config file and the current settings."""
+        s = self.settings
         connectors = tuple(
             CoreConnectorConfig(is_dc=c.kind == "dc", max_current_a=c.max_current_a, has_lock=c.lock is not None,
                                 voltage_v=c.voltage_v, phases=c.phases, free_vend_id=c.free_vend_id_tag)
             for c in self.config.connectors
         )
-        max_energy = k.get_int("MaxEnergyOnInvalidId", 0)
         return CoreSettings(
             connectors=connectors,
-            connection_timeout_s=float(k.get_int("ConnectionTimeOut", 60)),
-            stop_transaction_on_invalid_id=k.get_bool("StopTransactionOnInvalidId", True),
-            max_energy_on_invalid_id_wh=float(max_energy) if max_energy > 0 else None,
-            stop_transaction_on_ev_side_disconnect=k.get_bool("StopTransactionOnEVSideDisconnect", True),
-            unlock_connector_on_ev_side_disconnect=k.get_bool("UnlockConnectorOnEVSideDisconnect", True),
-            local_pre_authorize=k.get_bool("LocalPreAuthorize", False),
-            local_authorize_offline=k.get_bool("LocalAuthorizeOffline", True),
-            allow_offline_tx_for_unknown_id=k.get_bool("AllowOfflineTxForUnknownId", False),
-            authorize_remote_tx_requests=k.get_bool("AuthorizeRemoteTxRequests", False),
-            minimum_status_duration_s=float(k.get_int("MinimumStatusDuration", 0)),
-            max_stack_level=k.get_int("ChargeProfileMaxStackLevel", 10),
-            max_profiles_installed=k.get_int("MaxChargingProfilesInstalled", 20),
-            max_schedule_periods=k.get_int("ChargingScheduleMaxPeriods", 24),
+            connection_timeout_s=s.connection_timeout_s,
+            stop_transaction_on_invalid_id=s.stop_transaction_on_invalid_id,
+            max_energy_on_invalid_id_wh=s.max_energy_on_invalid_id_wh,
+            stop_transaction_on_ev_side_disconnect=s.stop_transaction_on_ev_side_disconnect,
+            unlock_connector_on_ev_side_disconnect=s.unlock_connector_on_ev_side_disconnect,
+            local_pre_authorize=s.local_pre_authorize,
+            local_authorize_offline=s.local_authorize_offline,
+            allow_offline_tx_for_unknown_id=s.allow_offline_tx_for_unknown_id,
+            authorize_remote_tx_requests=s.authorize_remote_tx_requests,
+            minimum_status_duration_s=s.minimum_status_duration_s,
+            max_stack_level=s.max_stack_level,
+            max_profiles_installed=s.max_profiles_installed,
+            max_schedule_periods=s.max_schedule_periods,
         )
 
     def _measurand_sources(self) -> list[MeasurandSource]:
@@ -223,26 +217,17 @@ class Agent:
                 per_phase_power=bool(getattr(caps, "per_phase_power", False)), soc=is_dc and devices.dc is not None))
         return sources
 
-    def _unprovidable(self, csl: str) -> list[str]:
+    def unprovidable(self, measurands: Sequence[str]) -> list[str]:
+        """The measurands no connector's devices can provide (a list naming one would never be sent)."""
         sources = self._measurand_sources()
-        return [item for item in parse_csl(csl) if not any(can_provide(item, src) for src in sources)]
+        return [item for item in measurands if not any(can_provide(item, src) for src in sources)]
 
-    def _guard_measurands(self, key: str, value: int | bool | str) -> str | None:
-        """A measurand no connector can provide is Rejected (it would be accepted and then never sent)."""
-        if key not in MEASURAND_KEYS or not isinstance(value, str):
-            return None
-        missing = self._unprovidable(value)
-        if missing:
-            LOGGER.info("ChangeConfiguration %s refused: %s cannot be measured here", key, ", ".join(missing))
-            return ChangeResult.REJECTED
-        return None
-
-    def _on_key_changed(self, key: str) -> None:
+    def _on_settings_changed(self, changed: frozenset[str]) -> None:
         self.core.settings = self.core_settings()
-        if key == "MeterValueSampleInterval":
+        if "sample_interval_s" in changed:
             # The new interval applies from the next sample: a running transaction keeps sampling (never
             # sooner than the new interval asks, never later than the sample already due).
-            interval = self.keys.get_int("MeterValueSampleInterval", 60)
+            interval = self.settings.sample_interval_s
             mono = time.monotonic()
             for connector_id, state in self.connectors.items():
                 if interval <= 0 or self.core.session(connector_id) is None:
@@ -251,7 +236,7 @@ class Agent:
                 soonest = mono + interval
                 due = state.next_sample_mono
                 state.next_sample_mono = soonest if due is None else min(due, soonest)
-        if key == "ClockAlignedDataInterval":
+        if "aligned_interval_s" in changed:
             self._next_aligned = None
 
     def _persisted_availability(self) -> dict[int, bool]:
@@ -446,9 +431,9 @@ class Agent:
             out.reservation_id, "StartTransaction", payload, clock_trusted=self.clock_trusted,
         )
         begin = meter_value(self._sample(out.connector_id, meter_start_wh),
-                            parse_csl(self.keys.get_str("MeterValuesSampledData")), "Transaction.Begin", out.timestamp)
+                            self.settings.sampled_measurands, "Transaction.Begin", out.timestamp)
         self.queue_meter_values(out.connector_id, out.local_tx_id, [begin])
-        interval = self.keys.get_int("MeterValueSampleInterval", 60)
+        interval = self.settings.sample_interval_s
         state = self.connectors[out.connector_id]
         state.next_sample_mono = time.monotonic() + interval if interval > 0 else None
         self._outbox_changed()
@@ -518,7 +503,7 @@ class Agent:
         }
         if out.id_tag:
             payload["idTag"] = out.id_tag
-        measurands = parse_csl(self.keys.get_str("StopTxnSampledData"))
+        measurands = self.settings.ended_sampled_measurands
         data = self._tx_data(out.local_tx_id)
         if measurands:
             end = meter_value(self._sample(out.connector_id, meter_stop), measurands, "Transaction.End",
@@ -656,7 +641,7 @@ class Agent:
 
     def _check_list_conflict(self, connector_id: int, id_tag: str, status: ev.AuthStatus) -> None:
         """OCPP 1.6 3.5: a back-office answer that contradicts the local list is reported (LocalListConflict)."""
-        if not self.keys.get_bool("LocalAuthListEnabled", True):
+        if not self.settings.local_auth_list_enabled:
             return
         entry = self._core_entry(self.store.local_list_get(id_tag))
         if not list_conflict(entry, status, self.now()):
@@ -685,18 +670,19 @@ class Agent:
         return CoreAuthEntry(status, iso_to_epoch(entry.expiry_date), entry.parent_id_tag)
 
     def _remember_auth(self, id_tag: str, info: dict[str, Any]) -> None:
-        in_list = self.keys.get_bool("LocalAuthListEnabled", True) and self.store.local_list_get(id_tag) is not None
+        in_list = self.settings.local_auth_list_enabled and self.store.local_list_get(id_tag) is not None
         entry = cache_update(ev.AuthStatus(info.get("status", "Invalid")), iso_to_epoch(info.get("expiryDate")),
                              info.get("parentIdTag"), in_local_list=in_list,
-                             cache_enabled=self.keys.get_bool("AuthorizationCacheEnabled", True))
+                             cache_enabled=self.settings.auth_cache_enabled)
         if entry is not None:
             self.store.cache_put(StoreAuthEntry(id_tag, entry.status.value, info.get("expiryDate"),
                                                 entry.parent_id_tag))
 
     def _auth_entries(self, id_tag: str) -> tuple[CoreAuthEntry | None, CoreAuthEntry | None]:
         """(local list entry, cache entry) of an id, each None when disabled or absent."""
-        list_entry = self.store.local_list_get(id_tag) if self.keys.get_bool("LocalAuthListEnabled", True) else None
-        cache_entry = self.store.cache_get(id_tag) if self.keys.get_bool("AuthorizationCacheEnabled", True) else None
+        settings = self.settings
+        list_entry = self.store.local_list_get(id_tag) if settings.local_auth_list_enabled else None
+        cache_entry = self.store.cache_get(id_tag) if settings.auth_cache_enabled else None
         return self._core_entry(list_entry), self._core_entry(cache_entry)
 
     def local_decision(self, id_tag: str, online: bool) -> Any:
@@ -925,13 +911,14 @@ class Agent:
         now = self.now()
         self._aligned(now)
         mono = time.monotonic()
-        sampled = parse_csl(self.keys.get_str("MeterValuesSampledData"))
-        stop_sampled = parse_csl(self.keys.get_str("StopTxnSampledData"))
+        settings = self.settings
+        sampled = settings.sampled_measurands
+        stop_sampled = settings.ended_sampled_measurands
         for connector_id, state in self.connectors.items():
             session = self.core.session(connector_id)
             if session is None or state.next_sample_mono is None or mono + SAMPLE_SLACK_S < state.next_sample_mono:
                 continue
-            interval = self.keys.get_int("MeterValueSampleInterval", 60)
+            interval = settings.sample_interval_s
             # From the due time, not from now: counting from now adds a poll period to every interval.
             due = state.next_sample_mono + interval
             state.next_sample_mono = (due if due > mono else mono + interval) if interval > 0 else None
@@ -947,7 +934,7 @@ class Agent:
                 thinnable=True)
 
     def _aligned(self, now: float) -> None:
-        interval = self.keys.get_int("ClockAlignedDataInterval", 0)
+        interval = self.settings.aligned_interval_s
         if interval <= 0:
             self._next_aligned = None
             return
@@ -960,8 +947,8 @@ class Agent:
         # Stamped with the aligned instant itself (the reading is at most one poll younger): the back
         # office lines up the values of many chargers by that instant.
         instant = self._next_aligned - interval
-        measurands = parse_csl(self.keys.get_str("MeterValuesAlignedData"))
-        stop_aligned = parse_csl(self.keys.get_str("StopTxnAlignedData"))
+        measurands = self.settings.aligned_measurands
+        stop_aligned = self.settings.ended_aligned_measurands
         for connector_id, state in self.connectors.items():
             if state.reading is None or state.reading.stale:
                 continue

@@ -1,0 +1,73 @@
+"""The typed settings the runtime and the core read, whatever protocol version configured them.
+
+Each protocol version maps its own vocabulary onto `Settings` (1.6: configuration keys in
+`agent/ocpp/v16/keys.py`; 2.0.1: device model variables). Nothing below `agent/ocpp` reads a setting by its
+OCPP name: it reads a field here, and hears about changes by field name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """One consistent picture of the settings; a change publishes a new instance."""
+
+    # sessions and authorization
+    connection_timeout_s: float = 60.0
+    stop_transaction_on_invalid_id: bool = True
+    max_energy_on_invalid_id_wh: float | None = None  # None: no energy for an id found invalid mid-session
+    stop_transaction_on_ev_side_disconnect: bool = True
+    unlock_connector_on_ev_side_disconnect: bool = True
+    local_pre_authorize: bool = False
+    local_authorize_offline: bool = True
+    allow_offline_tx_for_unknown_id: bool = False
+    authorize_remote_tx_requests: bool = False
+    local_auth_list_enabled: bool = True
+    auth_cache_enabled: bool = True
+    minimum_status_duration_s: float = 0.0
+    # smart charging
+    max_stack_level: int = 10
+    max_profiles_installed: int = 20
+    max_schedule_periods: int = 24
+    # metering: intervals in seconds (0 = off) and measurand names (the same names in 1.6 and 2.0.1)
+    sample_interval_s: int = 60
+    aligned_interval_s: int = 0
+    sampled_measurands: tuple[str, ...] = ("Energy.Active.Import.Register",)
+    aligned_measurands: tuple[str, ...] = ("Energy.Active.Import.Register",)
+    ended_sampled_measurands: tuple[str, ...] = ()  # kept for the transaction's end message
+    ended_aligned_measurands: tuple[str, ...] = ()
+    # the back-office connection
+    heartbeat_interval_s: float = 300.0
+    message_attempts: int = 3  # CALLERRORs before a transaction message becomes a dead letter
+    message_retry_interval_s: float = 60.0
+    websocket_ping_interval_s: float | None = None  # None: the config file's value
+
+
+def changed_fields(old: Settings, new: Settings) -> frozenset[str]:
+    """The names of the fields whose value differs."""
+    return frozenset(f.name for f in dataclasses.fields(Settings) if getattr(old, f.name) != getattr(new, f.name))
+
+
+SettingsListener = Callable[[frozenset[str]], None]  # called with the names of the fields that changed
+MeasurandCheck = Callable[[Sequence[str]], list[str]]  # returns the measurands that cannot be provided
+
+
+class SettingsSource(Protocol):
+    """Where the runtime gets its settings: the active protocol version's configuration."""
+
+    def current(self) -> Settings:
+        """The settings in force now."""
+        ...
+
+    def subscribe(self, listener: SettingsListener) -> None:
+        """Call listener with the changed field names after every accepted change."""
+        ...
+
+    def add_measurand_check(self, check: MeasurandCheck) -> None:
+        """Refuse a measurand list naming what `check` says cannot be provided (and warn about it at start)."""
+        ...
