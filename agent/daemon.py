@@ -20,6 +20,7 @@ from agent.errors import AgentError
 from agent.hardware import ConnectorDevices, Hardware
 from agent.keys import OcppKeys
 from agent.link import Link, LinkSettings
+from agent.ocpp.v16.journal import V16Journal
 from agent.redact import RedactingFilter
 from agent.runtime import Agent
 from agent.sdnotify import notify, watchdog_interval_s
@@ -184,7 +185,7 @@ async def serve(cfg: AgentConfig) -> int:
         store.close()
         return EXIT_HARDWARE
     keys = OcppKeys(cfg, store)
-    agent = Agent(cfg, store, hw, keys)
+    agent = Agent(cfg, store, hw, keys, V16Journal(store, keys))
     agent.recovery_note = recovery
     loop = asyncio.get_running_loop()
     exit_future: asyncio.Future[int] = loop.create_future()

@@ -30,8 +30,8 @@ from agent.core.limits import parse_profile
 from agent.errors import CallRefused, DiskFull
 from agent.hardware import ConnectorObservation, Hardware
 from agent.keys import OcppKeys
-from agent.metering import MeasurandSource, Sample, billed_wh, can_provide, next_aligned
-from agent.ocpp.v16.metering import meter_value
+from agent.metering import MeasurandSource, Sample, can_provide, next_aligned
+from agent.ports import SampleTrigger, Stamp, TransactionJournal, TxStarted, TxStopped
 from agent.security import SecurityEventType
 from agent.settings import Settings, SettingsSource
 from agent.store import AuthEntry as StoreAuthEntry
@@ -59,8 +59,6 @@ STOP_METER_SETTLE_S = 1.0  # meters refresh their registers about once a second 
 ORDER_WAIT_S = 5.0
 DEFERRED_MAX = 2000  # records kept in memory while the disk is full (intermediate samples go first)
 DEFERRED_RETRIES = 20  # a stop record failing for another reason than a full disk is retried this many polls
-TX_DATA_MAX_VALUES = 200  # transactionData per StopTransaction: the first and the latest 199 are kept
-TX_ID_PLACEHOLDER = 0  # replaced by the store with the back office's id once StartTransaction is answered
 
 ROLE_BY_ATTR = {"meter": ev.DeviceRole.METER, "dc": ev.DeviceRole.DC_CONTROLLER,
                 "contactor": ev.DeviceRole.CONTACTOR, "lock": ev.DeviceRole.LOCK}
@@ -75,7 +73,7 @@ class LinkSession(Protocol):
 
     async def authorize(self, id_tag: str) -> ev.AuthResult: ...
 
-    def send_meter_values(self, connector_id: int, payload: dict[str, Any]) -> None: ...
+    def send_sample(self, connector_id: int, sample: Sample, trigger: SampleTrigger, at: float) -> None: ...
 
     async def notify(self, action: str, payload: dict[str, Any]) -> None: ...
 
@@ -137,11 +135,12 @@ class Agent:
     """The charge point at run time."""
 
     def __init__(self, config: AgentConfig, store: Store, hardware: Hardware, keys: OcppKeys,
-                 settings: SettingsSource | None = None) -> None:
+                 journal: TransactionJournal, settings: SettingsSource | None = None) -> None:
         self.config = config
         self.store = store
         self.hw = hardware
         self.keys = keys
+        self.journal = journal
         self.settings_source: SettingsSource = settings if settings is not None else keys
         self.clock_offset_s = 0.0
         # wall minus monotonic at start: a later NTP step shows as a change of this difference
@@ -378,7 +377,11 @@ class Agent:
 
     # ------------------------------------------------------------------------------- transactions
 
-    def _sample(self, connector_id: int, energy_wh: float | None = None) -> Sample:
+    def stamp(self) -> Stamp:
+        """The time of a record made now."""
+        return Stamp(self.now(), time.monotonic(), self.clock_trusted)
+
+    def sample_of(self, connector_id: int, energy_wh: float | None = None) -> Sample:
         """The connector's last reading as a sample; energy_wh pins the register (the Begin and End samples
         carry exactly the value of meterStart and meterStop). Never invents a reading: no zero fallback."""
         state = self.connectors[connector_id]
@@ -415,24 +418,13 @@ class Agent:
             self._start_failed(out)
 
     def _record_start(self, out: ev.TransactionStarted, meter_start_wh: float) -> None:
-        payload: dict[str, Any] = {
-            "connectorId": out.connector_id,
-            "idTag": out.id_tag,
-            "meterStart": billed_wh(meter_start_wh),
-            "timestamp": iso(out.timestamp),
-        }
-        if out.reservation_id is not None:
-            payload["reservationId"] = out.reservation_id
         if not self.flush_deferred():
             # the disk is full: no energy without a durable start (the records waiting in memory go first)
             raise DiskFull(str(self.store.path), f"{len(self._deferred)} records wait in memory")
-        self.store.begin_transaction(
-            out.local_tx_id, out.connector_id, out.id_tag, meter_start_wh, out.timestamp, time.monotonic(),
-            out.reservation_id, "StartTransaction", payload, clock_trusted=self.clock_trusted,
-        )
-        begin = meter_value(self._sample(out.connector_id, meter_start_wh),
-                            self.settings.sampled_measurands, "Transaction.Begin", out.timestamp)
-        self.queue_meter_values(out.connector_id, out.local_tx_id, [begin])
+        self.journal.started(TxStarted(out.local_tx_id, out.connector_id, out.id_tag, meter_start_wh,
+                                       out.timestamp, out.reservation_id), self.stamp())
+        self.queue_sample(out.connector_id, out.local_tx_id, self.sample_of(out.connector_id, meter_start_wh),
+                          SampleTrigger.BEGIN, out.timestamp)
         interval = self.settings.sample_interval_s
         state = self.connectors[out.connector_id]
         state.next_sample_mono = time.monotonic() + interval if interval > 0 else None
@@ -495,26 +487,10 @@ class Agent:
             except DriverError as err:
                 LOGGER.warning("final meter read for transaction %d failed (%s); meterStop from the last "
                                "sample", out.local_tx_id, err)
-        payload: dict[str, Any] = {
-            "transactionId": out.transaction_id if out.transaction_id is not None else TX_ID_PLACEHOLDER,
-            "meterStop": billed_wh(meter_stop),
-            "timestamp": iso(out.timestamp),
-            "reason": out.reason.value,
-        }
-        if out.id_tag:
-            payload["idTag"] = out.id_tag
-        measurands = self.settings.ended_sampled_measurands
-        data = self._tx_data(out.local_tx_id)
-        if measurands:
-            end = meter_value(self._sample(out.connector_id, meter_stop), measurands, "Transaction.End",
-                              out.timestamp)
-            if end["sampledValue"]:
-                data.append(end)
-        if data:
-            payload["transactionData"] = data
-        self._durable(f"StopTransaction of transaction {out.local_tx_id}", functools.partial(
-            self.store.end_transaction, out.local_tx_id, meter_stop, out.timestamp, time.monotonic(),
-            out.reason.value, "StopTransaction", payload, clock_trusted=self.clock_trusted))
+        end = self.sample_of(out.connector_id, meter_stop)
+        stopped = TxStopped(out.local_tx_id, out.connector_id, meter_stop, out.timestamp, out.reason, out.id_tag, end)
+        self._durable(f"stop of transaction {out.local_tx_id}",
+                      functools.partial(self.journal.stopped, stopped, self.stamp()))
         self._outbox_changed()
 
     # ---------------------------------------------------------------------- writes when the disk is full
@@ -584,37 +560,23 @@ class Agent:
             self._outbox_changed()
         return True
 
-    def _tx_data(self, tx_local_id: int) -> list[dict[str, Any]]:
-        """The transactionData collected on disk (StopTxnSampledData, StopTxnAlignedData), oldest first."""
-        try:
-            data = self.store.tx_data(tx_local_id)
-        except Exception as err:  # the stop goes out without it rather than not at all
-            LOGGER.error("transaction %d: transactionData not readable: %s", tx_local_id, err)
-            return []
-        return sorted(data, key=lambda v: str(v.get("timestamp", "")))  # ISO UTC strings sort in time order
+    def _keep_for_end(self, tx_local_id: int, sample: Sample, trigger: SampleTrigger, at: float) -> None:
+        self._durable(f"end values of transaction {tx_local_id}", functools.partial(
+            self.journal.keep_for_end, tx_local_id, sample, trigger, at, self.stamp()), thinnable=True)
 
-    def _keep_tx_data(self, tx_local_id: int, value: dict[str, Any]) -> None:
-        if not value["sampledValue"]:
-            return
-        self._durable(f"transactionData of transaction {tx_local_id}", functools.partial(
-            self.store.tx_data_append, tx_local_id, value, self.now(), cap=TX_DATA_MAX_VALUES,
-            clock_trusted=self.clock_trusted), thinnable=True)
-
-    def queue_triggered(self, connector_id: int, tx_local_id: int, value: dict[str, Any]) -> None:
+    def queue_triggered(self, connector_id: int, tx_local_id: int, sample: Sample) -> None:
         """A triggered sample of a transaction: a clock-aligned instant that has passed (a slow poll has not
-        taken it yet) is queued first, so the transaction's MeterValues stay in time order."""
-        self._aligned(self.now())
-        self.queue_meter_values(connector_id, tx_local_id, [value])
+        taken it yet) is queued first, so the transaction's samples stay in time order."""
+        now = self.now()
+        self._aligned(now)
+        self.queue_sample(connector_id, tx_local_id, sample, SampleTrigger.TRIGGER, now)
 
-    def queue_meter_values(self, connector_id: int, tx_local_id: int, values: list[dict[str, Any]]) -> None:
-        """Commit a transaction's meterValue elements to the outbox (in order with its other messages)."""
-        values = [v for v in values if v["sampledValue"]]
-        if not values:
-            return
-        payload = {"connectorId": connector_id, "transactionId": TX_ID_PLACEHOLDER, "meterValue": values}
-        if not self._durable(f"MeterValues of transaction {tx_local_id}", functools.partial(
-                self.store.enqueue, "MeterValues", payload, tx_local_id=tx_local_id, wall_time=self.now(),
-                monotonic=time.monotonic(), clock_trusted=self.clock_trusted), thinnable=True):
+    def queue_sample(self, connector_id: int, tx_local_id: int, sample: Sample, trigger: SampleTrigger,
+                     at: float) -> None:
+        """Commit a transaction's sample to the outbox through the journal (in order with its other messages)."""
+        if not self._durable(f"sample of transaction {tx_local_id}", functools.partial(
+                self.journal.sample, tx_local_id, connector_id, sample, trigger, at, self.stamp()),
+                thinnable=trigger is not SampleTrigger.BEGIN):
             return
         thinned = self.store.take_thinned()
         if thinned:
@@ -802,15 +764,9 @@ class Agent:
                                row.tx_local_id, source, meter_stop)
             reason, stop_wall, why = self._boot_stop(row, previous, current_boot,
                                                      row.last_wall if source != "the meter at boot" else self.now())
-            payload = {"transactionId": row.transaction_id if row.transaction_id is not None else TX_ID_PLACEHOLDER,
-                       "meterStop": billed_wh(meter_stop), "timestamp": iso(stop_wall),
-                       "reason": reason.value, "idTag": row.id_tag}
-            data = self._tx_data(row.tx_local_id)
-            if data:
-                payload["transactionData"] = data
-            self._durable(f"StopTransaction of transaction {row.tx_local_id}", functools.partial(
-                self.store.end_transaction, row.tx_local_id, meter_stop, stop_wall, time.monotonic(),
-                reason.value, "StopTransaction", payload, clock_trusted=self.clock_trusted))
+            stopped = TxStopped(row.tx_local_id, row.connector_id, meter_stop, stop_wall, reason, row.id_tag)
+            self._durable(f"stop of transaction {row.tx_local_id}",
+                          functools.partial(self.journal.stopped, stopped, self.stamp()))
             LOGGER.warning("transaction %d on connector %d stopped with reason %s (%s), meterStop %.1f Wh (%s)",
                            row.tx_local_id, row.connector_id, reason.value, why, meter_stop, source)
 
@@ -912,7 +868,6 @@ class Agent:
         self._aligned(now)
         mono = time.monotonic()
         settings = self.settings
-        sampled = settings.sampled_measurands
         stop_sampled = settings.ended_sampled_measurands
         for connector_id, state in self.connectors.items():
             session = self.core.session(connector_id)
@@ -924,11 +879,10 @@ class Agent:
             state.next_sample_mono = (due if due > mono else mono + interval) if interval > 0 else None
             if state.reading is None or state.reading.stale:
                 continue  # never republish an old value with a new time
-            sample = self._sample(connector_id)
-            self.queue_meter_values(connector_id, session.local_tx_id,
-                                     [meter_value(sample, sampled, "Sample.Periodic", now)])
+            sample = self.sample_of(connector_id)
+            self.queue_sample(connector_id, session.local_tx_id, sample, SampleTrigger.PERIODIC, now)
             if stop_sampled:
-                self._keep_tx_data(session.local_tx_id, meter_value(sample, stop_sampled, "Sample.Periodic", now))
+                self._keep_for_end(session.local_tx_id, sample, SampleTrigger.PERIODIC, now)
             self._durable(f"meter of transaction {session.local_tx_id}", functools.partial(
                 self.store.update_transaction_meter, session.local_tx_id, state.reading.energy_import_wh, now),
                 thinnable=True)
@@ -947,7 +901,6 @@ class Agent:
         # Stamped with the aligned instant itself (the reading is at most one poll younger): the back
         # office lines up the values of many chargers by that instant.
         instant = self._next_aligned - interval
-        measurands = self.settings.aligned_measurands
         stop_aligned = self.settings.ended_aligned_measurands
         for connector_id, state in self.connectors.items():
             if state.reading is None or state.reading.stale:
@@ -957,16 +910,14 @@ class Agent:
             session = self.core.session(connector_id)
             if session is not None and session.start_wall > instant:
                 continue  # started after the instant: its first value is its Transaction.Begin
-            sample = self._sample(connector_id)
-            value = meter_value(sample, measurands, "Sample.Clock", instant)
+            sample = self.sample_of(connector_id)
             if session is not None:
-                self.queue_meter_values(connector_id, session.local_tx_id, [value])
+                self.queue_sample(connector_id, session.local_tx_id, sample, SampleTrigger.CLOCK, instant)
                 if stop_aligned:
-                    self._keep_tx_data(session.local_tx_id, meter_value(sample, stop_aligned, "Sample.Clock", instant))
-            elif self.link_session is not None and value["sampledValue"]:
+                    self._keep_for_end(session.local_tx_id, sample, SampleTrigger.CLOCK, instant)
+            elif self.link_session is not None:
                 # Not transaction-related: sent when online, never queued.
-                self.link_session.send_meter_values(connector_id, {"connectorId": connector_id,
-                                                                   "meterValue": [value]})
+                self.link_session.send_sample(connector_id, sample, SampleTrigger.CLOCK, instant)
 
     async def actuator_loop(self, connector_id: int) -> None:
         """Executes contactor and limit commands of one connector in order; never dies."""

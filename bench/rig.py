@@ -177,7 +177,7 @@ def prefill(db: Path, count: int, *, stop: bool = True) -> None:
                                 {"connectorId": 1, "idTag": CARD, "meterStart": 12_345_600,
                                  "timestamp": "2023-11-14T22:13:20.000Z"}, clock_trusted=True)
         store.enqueue("MeterValues", meter_values_payload(0, 12_345_600.0), tx_local_id=tx, wall_time=now,
-                      monotonic=mono, clock_trusted=True)
+                      monotonic=mono, clock_trusted=True, thinnable=True, tx_id_field="transactionId")
         boot_id = store.boot_id
     conn = sqlite3.connect(str(db), isolation_level=None)
     try:
@@ -185,10 +185,11 @@ def prefill(db: Path, count: int, *, stop: bool = True) -> None:
         rows = []
         for n in range(1, count - 2):
             payload = meter_values_payload(n, 12_345_600.0 + n * 138.0)
-            rows.append(("MeterValues", json.dumps(payload, separators=(",", ":")), tx, 1, boot_id, now, mono, 1))
+            rows.append(("MeterValues", json.dumps(payload, separators=(",", ":")), tx, 1, boot_id, now, mono, 1,
+                         "transactionId"))
         conn.executemany(
             "INSERT INTO outbox (action, payload, tx_local_id, thinnable, boot_id, wall_time, monotonic, "
-            "clock_trusted) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            "clock_trusted, tx_id_field) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -198,7 +199,7 @@ def prefill(db: Path, count: int, *, stop: bool = True) -> None:
             store.end_transaction(tx, energy, now, mono, "Local", "StopTransaction",
                                   {"transactionId": 0, "meterStop": int(energy), "idTag": CARD,
                                    "timestamp": "2023-11-15T01:00:00.000Z", "reason": "Local"},
-                                  clock_trusted=True)
+                                  clock_trusted=True, tx_id_field="transactionId")
 
 
 def queued(db: Path) -> int:

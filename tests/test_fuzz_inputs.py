@@ -20,13 +20,12 @@ from hypothesis import strategies as st
 
 from agent.config import ConfigError, load_config, parse_config
 from agent.hardware import ConnectorDevices, Hardware
-from agent.keys import OcppKeys
 from agent.ocpp.v16.chargepoint import V16Connection
-from agent.runtime import Agent
 from agent.store import Store
 from drivers.rfid import ETX, MAX_BODY, STX, UID_SIZES, FrameDecoder, encode_frame
 from tests.agent.test_runtime_actuation import CountingMeter, RecordingContactor
 from tests.agent.test_watchdog import CONFIG
+from tests.agent.wiring import agent_for
 
 FAST = settings(max_examples=300, derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -135,7 +134,7 @@ class RouterRig:
         contactor = RecordingContactor()
         hw = Hardware(connectors={1: ConnectorDevices(1, "ac", meter=CountingMeter(contactor),  # type: ignore[arg-type]
                                                       contactor=contactor)})  # type: ignore[arg-type]
-        self.agent = Agent(cfg, self.store, hw, OcppKeys(cfg, self.store))
+        self.agent = agent_for(cfg, self.store, hw)
         self.wire = WireRecorder()
         self.conn = V16Connection(self.agent, self.wire)
 

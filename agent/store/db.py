@@ -119,6 +119,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE outbox ADD COLUMN protocol TEXT NOT NULL DEFAULT '1.6'",
         "ALTER TABLE dead_letters ADD COLUMN protocol TEXT NOT NULL DEFAULT '1.6'",
     ),
+    (
+        # the payload field that carries the back office's transaction id, filled in by the store once known
+        # (set by the protocol journal that queued the message; before, the store knew it by action name)
+        "ALTER TABLE outbox ADD COLUMN tx_id_field TEXT",
+        "UPDATE outbox SET tx_id_field = 'transactionId' WHERE protocol = '1.6' AND tx_local_id IS NOT NULL "
+        "AND json_type(payload, '$.transactionId') IS NOT NULL",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

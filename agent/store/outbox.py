@@ -18,10 +18,6 @@ LOGGER = logging.getLogger(__name__)
 
 ROW_OVERHEAD_BYTES = 64  # rough on-disk cost of an outbox row beyond its payload: columns, index entry, slack
 
-# 1.6: the back office's transactionId is rewritten into these queued messages once StartTransaction succeeds.
-_TX_ID_ACTIONS = ("MeterValues", "StopTransaction")
-_TX_ID_UNKNOWN = -1  # 1.6 errata: transactionId of messages whose StartTransaction never succeeded
-_THINNABLE_TRIGGERS = frozenset({"MeterValuePeriodic", "MeterValueClock"})
 DEFAULT_PROTOCOL = "1.6"  # the protocol of messages that name none, and of every row queued before schema 3
 
 
@@ -62,17 +58,6 @@ class DeadLetter:
 
 
 
-def _is_thinnable(action: str, payload: dict[str, Any]) -> bool:
-    """Whether a message is an intermediate meter sample that may be dropped when the disk bound is hit."""
-    if action == "MeterValues":
-        return True
-    if action == "TransactionEvent":
-        # Only periodic samples: other Updated events carry state changes the back office needs.
-        return payload.get("eventType") == "Updated" and payload.get("triggerReason") in _THINNABLE_TRIGGERS
-    return False
-
-
-
 class OutboxMixin(Db):
     """The outbox of Store: enqueue, peek, ack, failures and dead letters, thinning."""
 
@@ -96,24 +81,24 @@ class OutboxMixin(Db):
         self._bytes_stale = False
 
     def _tx_payload_bytes(self, conn: sqlite3.Connection, tx_local_id: int) -> int:
-        """Payload bytes of the queued messages whose transactionId the store rewrites."""
+        """Payload bytes of the queued messages that carry the back office's transaction id."""
         row = conn.execute(
             "SELECT COALESCE(SUM(length(CAST(payload AS BLOB))), 0) FROM outbox "
-            f"WHERE tx_local_id = ? AND action IN ({','.join('?' * len(_TX_ID_ACTIONS))})",
-            (tx_local_id, *_TX_ID_ACTIONS),
+            "WHERE tx_local_id = ? AND tx_id_field IS NOT NULL",
+            (tx_local_id,),
         ).fetchone()
         return int(row[0])
 
     def _set_transaction_id(self, conn: sqlite3.Connection, tx_local_id: int, transaction_id: int) -> int:
-        """Record the back office id and rewrite it into the queued messages of that transaction."""
+        """Record the back office id and write it into the queued messages of that transaction that carry it."""
         conn.execute(
             "UPDATE transactions SET transaction_id = ? WHERE tx_local_id = ?", (transaction_id, tx_local_id)
         )
         before = self._tx_payload_bytes(conn, tx_local_id)
         cursor = conn.execute(
-            "UPDATE outbox SET payload = json_set(payload, '$.transactionId', ?) "
-            f"WHERE tx_local_id = ? AND action IN ({','.join('?' * len(_TX_ID_ACTIONS))})",
-            (transaction_id, tx_local_id, *_TX_ID_ACTIONS),
+            "UPDATE outbox SET payload = json_set(payload, '$.' || tx_id_field, ?) "
+            "WHERE tx_local_id = ? AND tx_id_field IS NOT NULL",
+            (transaction_id, tx_local_id),
         )
         self._outbox_bytes += self._tx_payload_bytes(conn, tx_local_id) - before
         return cursor.rowcount
@@ -129,19 +114,19 @@ class OutboxMixin(Db):
         monotonic: float,
         clock_trusted: bool,
         protocol: str = DEFAULT_PROTOCOL,
-        thinnable: bool | None = None,
+        thinnable: bool = False,
+        tx_id_field: str | None = None,
     ) -> int:
         """Commit a message to the outbox and return its id (ids increase in send order, never reused).
 
-        tx_local_id must come from open_transaction(). For a 1.6 MeterValues/StopTransaction whose
-        transactionId is already known (or -1), the store writes it into the stored payload itself.
-        With max_bytes set, intermediate meter samples are thinned in the same commit (see take_thinned()).
-        protocol is the version the payload is written in; thinnable says whether the message may be dropped
-        when the disk bound is hit (None: decided by the action name, as for 1.6 and 2.0.1 meter samples).
+        tx_local_id must come from reserve_tx_id(). protocol is the version the payload is written in (the
+        store never reads the payload); thinnable: an intermediate sample that may be dropped when the disk
+        bound is hit (thinned in the same commit, see take_thinned()); tx_id_field: the payload field that
+        carries the back office's transaction id, written by the store once known (see ack()).
         """
         with self._write() as conn:
             msg_id = self._insert_outbox(conn, action, payload, tx_local_id, wall_time, monotonic, clock_trusted,
-                                         protocol=protocol, thinnable=thinnable)
+                                         protocol=protocol, thinnable=thinnable, tx_id_field=tx_id_field)
         if self._bytes_stale:
             self._refresh_bytes()
         return msg_id
@@ -157,30 +142,32 @@ class OutboxMixin(Db):
         clock_trusted: bool,
         *,
         protocol: str = DEFAULT_PROTOCOL,
-        thinnable: bool | None = None,
+        thinnable: bool = False,
+        tx_id_field: str | None = None,
     ) -> int:
         """Insert one outbox row inside the caller's write transaction; thin when over the disk cap."""
         stored = payload
-        if tx_local_id is not None and action in _TX_ID_ACTIONS:
+        if tx_local_id is not None and tx_id_field is not None:
             row = conn.execute(
                 "SELECT transaction_id FROM transactions WHERE tx_local_id = ?", (tx_local_id,)
             ).fetchone()
             if row is not None and row[0] is not None:
-                stored = {**payload, "transactionId": int(row[0])}
+                stored = {**payload, tx_id_field: int(row[0])}
         text = _dumps(stored)
         cursor = conn.execute(
             "INSERT INTO outbox (action, payload, tx_local_id, thinnable, boot_id, wall_time, monotonic, "
-            "clock_trusted, protocol) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "clock_trusted, protocol, tx_id_field) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 action,
                 text,
                 tx_local_id,
-                int(_is_thinnable(action, payload) if thinnable is None else thinnable),
+                int(thinnable),
                 self.boot_id,
                 wall_time,
                 monotonic,
                 int(clock_trusted),
                 protocol,
+                tx_id_field if tx_local_id is not None else None,
             ),
         )
         msg_id = int(cursor.lastrowid or 0)
@@ -289,11 +276,10 @@ class OutboxMixin(Db):
             ).fetchall()
         return [self._outbox_row(r) for r in rows]
 
-    def ack(self, msg_id: int, result: dict[str, Any]) -> None:
-        """Delete a message on its CALLRESULT; for StartTransaction, also map and rewrite transactionId.
-
-        result is the CALLRESULT payload; transactionId is read from "transactionId" (or "transaction_id").
-        """
+    def ack(self, msg_id: int, *, backoffice_tx_id: int | None = None) -> None:
+        """Delete a message on its CALLRESULT; with backoffice_tx_id (the answer named the back office's id of
+        the message's transaction), record it and write it into that transaction's queued messages, in the
+        same commit."""
         with self._write() as conn:
             row = conn.execute(
                 "SELECT action, tx_local_id, length(CAST(payload AS BLOB)) FROM outbox WHERE id = ?",
@@ -307,29 +293,30 @@ class OutboxMixin(Db):
             action, tx_local_id, size = row
             conn.execute("DELETE FROM outbox WHERE id = ?", (msg_id,))
             self._outbox_bytes -= int(size) + ROW_OVERHEAD_BYTES
-            if action == "StartTransaction" and tx_local_id is not None:
-                transaction_id = result.get("transactionId", result.get("transaction_id"))
-                if isinstance(transaction_id, int):
-                    rewritten = self._set_transaction_id(conn, tx_local_id, transaction_id)
+            if backoffice_tx_id is not None:
+                if tx_local_id is None:
+                    LOGGER.error("%s %d names a back office transaction id but belongs to no transaction",
+                                 action, msg_id)
+                else:
+                    rewritten = self._set_transaction_id(conn, tx_local_id, backoffice_tx_id)
                     LOGGER.info(
                         "transaction %d is back office transaction %d (%d queued messages rewritten)",
                         tx_local_id,
-                        transaction_id,
+                        backoffice_tx_id,
                         rewritten,
                     )
-                else:
-                    LOGGER.error("StartTransaction result without an integer transactionId: %r", result)
         if self._bytes_stale:
             self._refresh_bytes()
 
     def record_failure(
-        self, msg_id: int, error: str, *, max_attempts: int, retry_interval_s: float, now: float
+        self, msg_id: int, error: str, *, max_attempts: int, retry_interval_s: float, now: float,
+        dead_tx_id: int | None = None,
     ) -> bool:
         """Count a CALLERROR; after max_attempts move the message to dead letters and return True.
 
         next_attempt_at = now + retry_interval_s x attempts (linear, 1.6 TransactionMessageRetryInterval),
-        in the clock of `now`. A dead StartTransaction gives the later messages of its transaction
-        transactionId -1.
+        in the clock of `now`. dead_tx_id: when this message dies, its transaction's later messages carry
+        this id (the 1.6 errata: -1 for a StartTransaction that never succeeded), in the same commit.
         """
         with self._write() as conn:
             row = conn.execute(
@@ -357,8 +344,8 @@ class OutboxMixin(Db):
                 )
                 conn.execute("DELETE FROM outbox WHERE id = ?", (msg_id,))
                 self._outbox_bytes -= size + ROW_OVERHEAD_BYTES
-                if action == "StartTransaction" and tx_local_id is not None:
-                    self._set_transaction_id(conn, tx_local_id, _TX_ID_UNKNOWN)
+                if dead_tx_id is not None and tx_local_id is not None:
+                    self._set_transaction_id(conn, tx_local_id, dead_tx_id)
                 dead = True
         if self._bytes_stale:
             self._refresh_bytes()

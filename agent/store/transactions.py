@@ -135,6 +135,7 @@ class TransactionsMixin(OutboxMixin):
         *,
         clock_trusted: bool,
         protocol: str = DEFAULT_PROTOCOL,
+        tx_id_field: str | None = None,
     ) -> int | None:
         """Record the stop and queue the stop message in ONE commit; None if it was already stopped."""
         with self._write() as conn:
@@ -154,7 +155,7 @@ class TransactionsMixin(OutboxMixin):
                 (meter_stop_wh, stop_wall, reason, meter_stop_wh, stop_wall, tx_local_id),
             )
             msg_id = self._insert_outbox(conn, stop_action, stop_payload, tx_local_id, stop_wall,
-                                         stop_monotonic, clock_trusted, protocol=protocol)
+                                         stop_monotonic, clock_trusted, protocol=protocol, tx_id_field=tx_id_field)
             # the stop message carries the transaction data now: one commit moves it there
             conn.execute("DELETE FROM tx_data WHERE tx_local_id = ?", (tx_local_id,))
         if self._bytes_stale:

@@ -15,13 +15,13 @@ import agent.runtime as runtime_module
 from agent.config import parse_config
 from agent.core import events as ev
 from agent.hardware import ConnectorDevices, Hardware
-from agent.keys import OcppKeys
 from agent.ocpp.v16.metering import iso
 from agent.runtime import Agent
 from agent.store import Store
 from drivers.base import MeterCapabilities, MeterReading
 from drivers.gpio import GpioContactor
 from tests.agent.test_watchdog import CONFIG
+from tests.agent.wiring import agent_for
 
 DAYS_OFF = 3 * 86400.0  # the Pi booted believing it is three days earlier
 
@@ -68,7 +68,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-u
     store = Store(tmp_path / "agent.db")
     contactor = GpioContactor("contactor1", 22)
     hw = Hardware(connectors={1: ConnectorDevices(1, "ac", meter=Meter(), contactor=contactor)})  # type: ignore[arg-type]
-    agent = Agent(cfg, store, hw, OcppKeys(cfg, store))
+    agent = agent_for(cfg, store, hw)
     yield agent, store, clock
     contactor.release()
     store.close()

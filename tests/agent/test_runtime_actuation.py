@@ -12,11 +12,11 @@ import agent.runtime as runtime_module
 from agent.config import parse_config
 from agent.core import events as ev
 from agent.hardware import ConnectorDevices, Hardware
-from agent.keys import OcppKeys
 from agent.runtime import Agent
 from agent.store import Store
 from drivers.base import MeterCapabilities, MeterReading
 from tests.agent.test_watchdog import CONFIG
+from tests.agent.wiring import agent_for
 
 CARD = "0F00A1B2C3"
 
@@ -81,7 +81,7 @@ async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     contactor = RecordingContactor()
     meter = CountingMeter(contactor)
     hw = Hardware(connectors={1: ConnectorDevices(1, "ac", meter=meter, contactor=contactor)})  # type: ignore[arg-type]
-    agent = Agent(cfg, store, hw, OcppKeys(cfg, store))
+    agent = agent_for(cfg, store, hw)
     loop_task = asyncio.create_task(agent.actuator_loop(1))
     yield agent, store, contactor, meter
     loop_task.cancel()
@@ -177,7 +177,7 @@ async def test_a_closing_waits_for_the_other_connectors_lower_limits_of_the_same
         contactor = LoggingContactor(f"contactor{cid}", events)
         devices[cid] = ConnectorDevices(cid, "ac", meter=CountingMeter(contactor),  # type: ignore[arg-type]
                                         contactor=contactor, dc=SlowPilot(f"pilot{cid}", events, delay))  # type: ignore[arg-type]
-    agent = Agent(cfg, store, Hardware(connectors=devices), OcppKeys(cfg, store))
+    agent = agent_for(cfg, store, Hardware(connectors=devices))
     loops = [asyncio.create_task(agent.actuator_loop(cid)) for cid in (1, 2)]
     try:
         agent.core.connectors[2].contactor_closed = True  # what the core decided with these outputs

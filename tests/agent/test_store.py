@@ -38,8 +38,18 @@ def store(db_path: Path) -> Any:
 def put(
     store: Store, action: str, payload: dict[str, Any], tx: int | None = None, trusted: bool = True
 ) -> int:
-    """Enqueue with fixed clocks."""
-    return store.enqueue(action, payload, tx_local_id=tx, wall_time=T0, monotonic=10.0, clock_trusted=trusted)
+    """Enqueue with fixed clocks, flagged as the journals flag their messages (the store reads no action)."""
+    return store.enqueue(action, payload, tx_local_id=tx, wall_time=T0, monotonic=10.0, clock_trusted=trusted,
+                         thinnable=thinnable_as_journals_say(action, payload),
+                         tx_id_field="transactionId" if action in ("MeterValues", "StopTransaction") else None)
+
+
+def thinnable_as_journals_say(action: str, payload: dict[str, Any]) -> bool:
+    """1.6: every MeterValues; 2.0.1: periodic and clock-aligned Updated events, no other."""
+    if action == "TransactionEvent":
+        return payload.get("eventType") == "Updated" and payload.get("triggerReason") in (
+            "MeterValuePeriodic", "MeterValueClock")
+    return action == "MeterValues"
 
 
 def meter_values(tx_id: int, value: int, timestamp: str = "2023-11-14T22:13:20Z") -> dict[str, Any]:
@@ -56,7 +66,7 @@ def drain(store: Store) -> list[OutboxMessage]:
     out = []
     while (msg := store.peek()) is not None:
         out.append(msg)
-        store.ack(msg.id, {})
+        store.ack(msg.id)
     return out
 
 
@@ -90,10 +100,10 @@ def test_peek_returns_head_without_removing_and_ack_deletes(store: Store) -> Non
     head = store.peek()
     assert head is not None and head.id == first and head.attempts == 0 and head.next_attempt_at == 0
     assert store.peek() == head
-    store.ack(first, {"transactionId": 1, "idTagInfo": {"status": "Accepted"}})
+    store.ack(first, backoffice_tx_id=1)
     assert store.pending_count() == 1
     assert store.peek() is not None and store.peek().id == second  # type: ignore[union-attr]
-    store.ack(first, {})  # a second ack of the same id is harmless
+    store.ack(first)  # a second ack of the same id is harmless
     assert store.pending_count() == 1
 
 
@@ -106,7 +116,7 @@ def test_start_transaction_ack_rewrites_queued_messages(store: Store) -> None:
     stop = put(store, "StopTransaction", {"transactionId": tx, "meterStop": 1500, "timestamp": "t"}, tx)
     assert store.transaction_id_for(tx) is None
 
-    store.ack(start, {"transactionId": 4242, "idTagInfo": {"status": "Accepted"}})
+    store.ack(start, backoffice_tx_id=4242)
 
     assert store.transaction_id_for(tx) == 4242
     messages = {m.id: m for m in store.pending()}
@@ -149,7 +159,7 @@ def test_dead_start_transaction_gives_later_messages_minus_one(store: Store) -> 
     start = put(store, "StartTransaction", {"connectorId": 1, "idTag": "TAG1", "meterStart": 1000}, tx)
     mv = put(store, "MeterValues", meter_values(tx, 1), tx)
     assert store.record_failure(
-        start, "PropertyConstraintViolation", max_attempts=1, retry_interval_s=5, now=0
+        start, "PropertyConstraintViolation", max_attempts=1, retry_interval_s=5, now=0, dead_tx_id=-1
     )
     assert store.transaction_id_for(tx) == -1
     head = store.peek()
@@ -536,14 +546,14 @@ def test_memory_stays_flat_with_100k_queued(db_path: Path) -> None:
 
         tracemalloc.start()
         try:
-            store.ack(start, {"transactionId": 77})  # rewrites 100,000 queued payloads
+            store.ack(start, backoffice_tx_id=77)  # rewrites 100,000 queued payloads
             assert store.pending_count() == 100_000
             stats = store.outbox_stats()
             assert stats["pending"] == 100_000 and stats["bytes"] > 100_000 * 64
             for _ in range(200):
                 msg = store.peek()
                 assert msg is not None and msg.payload["transactionId"] == 77
-                store.ack(msg.id, {})
+                store.ack(msg.id)
             assert store.correct_untrusted_times(store.boot_id, 10.0) == 100_000 - 200 + 1
             put(store, "MeterValues", meter_values(tx, 0), tx)
             _, peak = tracemalloc.get_traced_memory()
@@ -648,16 +658,16 @@ def test_a_schema_2_queue_migrates_and_its_messages_read_back_as_1_6(db_path: Pa
     conn.close()
 
     with Store(db_path) as store:
-        assert SCHEMA_VERSION == 3
+        assert SCHEMA_VERSION == 4
         with store._read() as rconn:
-            assert rconn.execute("SELECT version FROM schema_version").fetchone()[0] == 3
+            assert rconn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
         head = store.peek()
         assert head is not None and head.protocol == "1.6" and head.payload == {"seq": 1}
         assert store.record_failure(head.id, "InternalError", max_attempts=1, retry_interval_s=1, now=0)
         assert [(d.payload, d.protocol) for d in store.dead_letters()] == [({"seq": 1}, "1.6")]
         second = store.peek()
         assert second is not None and second.protocol == "1.6"
-        store.ack(second.id, {})
+        store.ack(second.id)
         assert store.pending_count() == 0
 
 
@@ -673,11 +683,11 @@ def test_the_protocol_is_stored_with_the_message_and_kept_in_dead_letters(store:
     assert [d.protocol for d in store.dead_letters()] == ["2.0.1"]
 
 
-def test_an_explicit_thinnable_flag_overrides_the_action_name_rule(tmp_path: Path) -> None:
+def test_only_the_enqueuers_thinnable_flag_decides_never_the_action_name(tmp_path: Path) -> None:
     with Store(tmp_path / "a.db", max_bytes=400) as store:
         tx = open_tx(store)
 
-        def queue(action: str, thinnable: bool | None) -> int:
+        def queue(action: str, thinnable: bool) -> int:
             return store.enqueue(action, meter_values(tx, 0), tx_local_id=tx, wall_time=T0, monotonic=10.0,
                                  clock_trusted=True, thinnable=thinnable)
 
@@ -700,3 +710,34 @@ def test_an_io_error_on_a_full_file_system_is_a_full_disk(store: Store, monkeypa
     monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage(1 << 30, 1 << 20, 1 << 29))
     translated = store._translate(error)
     assert type(translated) is StoreError and "disk I/O error" in str(translated)
+
+
+def test_a_schema_3_queue_keeps_its_transaction_id_rewrite_after_the_migration(db_path: Path) -> None:
+    """Before schema 4 the store knew by action name which 1.6 messages carry transactionId; the migration
+    marks the queued ones, so a StartTransaction answered after the upgrade still reaches them."""
+    from agent.store.db import _MIGRATIONS
+
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for statement in (s for migration in _MIGRATIONS[:3] for s in migration):
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version (version) VALUES (3)")
+    conn.execute("INSERT INTO transactions (connector_id, id_tag, boot_id, clock_trusted, meter_start_wh, "
+                 "start_wall, start_monotonic, last_energy_wh, last_wall) VALUES (1, 'A', 'b', 1, 0, ?, 1, 0, ?)",
+                 (T0, T0))
+    rows = [("StartTransaction", '{"connectorId":1,"idTag":"A","meterStart":0,"timestamp":"t"}', 1),
+            ("MeterValues", '{"connectorId":1,"transactionId":0,"meterValue":[]}', 1),
+            ("StopTransaction", '{"transactionId":0,"meterStop":5,"timestamp":"t","reason":"Local"}', 1),
+            ("DataTransfer", '{"vendorId":"v","transactionId":0}', None)]
+    for action, payload, tx in rows:
+        conn.execute("INSERT INTO outbox (action, payload, tx_local_id, thinnable, boot_id, wall_time, monotonic, "
+                     "clock_trusted) VALUES (?, ?, ?, 0, 'b', ?, 1.0, 1)", (action, payload, tx, T0))
+    conn.commit()
+    conn.close()
+
+    with Store(db_path) as store:
+        start = store.peek()
+        assert start is not None and start.action == "StartTransaction"
+        store.ack(start.id, backoffice_tx_id=4711)
+        assert [(m.action, m.payload.get("transactionId")) for m in store.pending()] == [
+            ("MeterValues", 4711), ("StopTransaction", 4711), ("DataTransfer", 0)]

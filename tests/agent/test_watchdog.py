@@ -14,12 +14,11 @@ from gpiozero.pins.mock import MockFactory
 from agent.config import parse_config
 from agent.daemon import watchdog
 from agent.hardware import ConnectorDevices, Hardware
-from agent.keys import OcppKeys
-from agent.runtime import Agent
 from agent.sdnotify import notify
 from agent.store import Store
 from drivers.base import MeterCapabilities, MeterReading, now_stamps
 from drivers.gpio import GpioContactor
+from tests.agent.wiring import agent_for
 
 CONFIG = """
 [charge_point]
@@ -103,7 +102,7 @@ async def test_ready_after_first_poll_pings_while_healthy_none_when_stuck(
     meter = HangingMeter()
     contactor = GpioContactor("contactor1", 22)
     hw = Hardware(connectors={1: ConnectorDevices(1, "ac", meter=meter, contactor=contactor)})  # type: ignore[arg-type]
-    agent = Agent(cfg, store, hw, OcppKeys(cfg, store))
+    agent = agent_for(cfg, store, hw)
     tasks = [
         asyncio.create_task(agent.run(0.05, on_first_poll=lambda: notify("READY=1"))),
         asyncio.create_task(watchdog(agent, 0.05, stall_after_s=0.5)),
@@ -135,7 +134,7 @@ async def test_no_ready_before_the_first_poll_succeeds(tmp_path: Path, notify_so
     meter.hang.set()  # the hardware never answers
     contactor = GpioContactor("contactor1", 22)
     hw = Hardware(connectors={1: ConnectorDevices(1, "ac", meter=meter, contactor=contactor)})  # type: ignore[arg-type]
-    agent = Agent(cfg, store, hw, OcppKeys(cfg, store))
+    agent = agent_for(cfg, store, hw)
     task = asyncio.create_task(agent.run(0.05, on_first_poll=lambda: notify("READY=1")))
     try:
         await asyncio.sleep(0.5)

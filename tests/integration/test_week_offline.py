@@ -28,13 +28,12 @@ import agent.runtime as runtime_module
 from agent.config import parse_config
 from agent.core import events as ev
 from agent.hardware import ConnectorDevices, Hardware
-from agent.keys import OcppKeys
 from agent.ocpp.v16.chargepoint import V16Connection
-from agent.runtime import Agent
 from agent.store import Store
 from drivers.base import MeterCapabilities, MeterReading
 from drivers.gpio import GpioContactor
 from simulator.backoffice_client import BackOfficeClient
+from tests.agent.wiring import agent_for
 
 CONNECTORS = 4
 MINUTES = 7 * 24 * 60  # make soak: the whole week (about 3 minutes)
@@ -143,7 +142,7 @@ async def _offline_then_drain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, m
     devices = {i: ConnectorDevices(i, "ac", meter=meters[i], contactor=contactors[i])  # type: ignore[arg-type]
                for i in meters}
     hw = Hardware(connectors=devices)
-    agent = Agent(cfg, store, hw, OcppKeys(cfg, store))
+    agent = agent_for(cfg, store, hw)
     actuators = [asyncio.create_task(agent.actuator_loop(i)) for i in meters]
     office: subprocess.Popen[bytes] | None = None
     try:

@@ -28,9 +28,12 @@ from websockets.exceptions import ConnectionClosed
 from agent.core import events as ev
 from agent.errors import CallRefused
 from agent.keys import ChangeResult
+from agent.metering import Sample
 from agent.ocpp.frames import V16_CODES, FrameCheck, Verdict, check_frame, read_head
-from agent.ocpp.v16.metering import iso, meter_value, parse_csl
+from agent.ocpp.v16.journal import CONTEXTS, measurands_for
+from agent.ocpp.v16.metering import iso, meter_value
 from agent.ocpp.v16.security import SecurityHandlers
+from agent.ports import SampleTrigger
 from agent.security import SecurityEventType
 from agent.store import AuthEntry as StoreAuthEntry
 from agent.store import OutboxMessage
@@ -499,8 +502,11 @@ class V16Connection:
     async def notify(self, action: str, payload: dict[str, Any]) -> None:
         await self._send_plain(action, payload)
 
-    def send_meter_values(self, connector_id: int, payload: dict[str, Any]) -> None:
-        self._spawn(self._send_plain("MeterValues", payload), "aligned-meter-values")
+    def send_sample(self, connector_id: int, sample: Sample, trigger: SampleTrigger, at: float) -> None:
+        value = meter_value(sample, measurands_for(self.agent.settings, trigger), CONTEXTS[trigger], at)
+        if value["sampledValue"]:
+            self._spawn(self._send_plain("MeterValues", {"connectorId": connector_id, "meterValue": [value]}),
+                        "aligned-meter-values")
 
     # ---- the session ----------------------------------------------------------------------------
 
@@ -643,7 +649,7 @@ class V16Connection:
                 msg.id, f"{err.code}: {err.description}",
                 max_attempts=self.agent.keys.get_int("TransactionMessageAttempts", 3),
                 retry_interval_s=float(self.agent.keys.get_int("TransactionMessageRetryInterval", 60)),
-                now=time.monotonic())
+                now=time.monotonic(), dead_tx_id=self.agent.journal.id_when_dead(msg))
             LOGGER.warning("%s %d answered %s%s", msg.action, msg.id, err.code,
                            " (moved to dead letters)" if dead else "")
             if dead:
@@ -651,7 +657,7 @@ class V16Connection:
                     SecurityEventType.INVALID_MESSAGES,
                     f"{msg.action} {msg.id} refused {err.code} every time: kept as a dead letter")
             return
-        store.ack(msg.id, answer)
+        self.agent.journal.confirm(msg, answer)
         if msg.action == "StartTransaction" and msg.tx_local_id is not None:
             self.agent.transaction_confirmed(msg.tx_local_id, int(answer["transactionId"]),
                                              answer.get("idTagInfo", {}))
@@ -672,7 +678,6 @@ class V16Connection:
                     await self._send_status(status)
         elif message == "MeterValues":
             ids = [connector_id] if connector_id else list(agent.connectors)
-            measurands = parse_csl(agent.keys.get_str("MeterValuesSampledData"))
             for cid in ids:
                 # a triggered value is read now: the last poll may be up to a poll interval old, or missing
                 try:
@@ -682,13 +687,14 @@ class V16Connection:
                     last = agent.connectors[cid].reading
                     if last is None or last.stale:
                         continue
-                value = meter_value(agent._sample(cid), measurands, "Trigger", agent.now())
+                sample = agent.sample_of(cid)
                 session = agent.core.session(cid)
                 if session is not None:
                     # a transaction's values go through its outbox, behind the samples still queued there and
                     # behind a clock-aligned instant already passed, so they reach the back office in time order
-                    agent.queue_triggered(cid, session.local_tx_id, value)
+                    agent.queue_triggered(cid, session.local_tx_id, sample)
                     continue
+                value = meter_value(sample, agent.settings.sampled_measurands, "Trigger", agent.now())
                 await self._send_plain("MeterValues", {"connectorId": cid, "meterValue": [value]})
         elif message == "DiagnosticsStatusNotification":
             await self._send_plain("DiagnosticsStatusNotification", {"status": agent.firmware.diagnostics_status})

@@ -1,0 +1,93 @@
+"""The narrow interfaces between the runtime and the protocol adapters.
+
+The most important is the transaction journal: the runtime reports what happened to a transaction
+(`started`, `sample`, `stopped`) and the active protocol version turns it into its own messages, committed
+to the store's outbox (1.6: StartTransaction, MeterValues, StopTransaction with the transactionId rewrite;
+2.0.1: TransactionEvent). The runtime writes no OCPP.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agent.core.events import StopReason
+from agent.metering import Sample
+from agent.store import OutboxMessage
+
+
+class SampleTrigger(enum.Enum):
+    """Why a sample of a transaction was taken."""
+
+    BEGIN = "begin"  # the reading the transaction starts from
+    PERIODIC = "periodic"  # the sample interval
+    CLOCK = "clock"  # a clock-aligned instant
+    TRIGGER = "trigger"  # the back office asked for it
+    END = "end"  # the reading the transaction stops at
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """When a record was made: wall time (corrected), monotonic time, and whether the wall clock was trusted."""
+
+    wall: float
+    monotonic: float
+    clock_trusted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TxStarted:
+    """A transaction the station started (the journal records it and queues its start in one commit)."""
+
+    local_tx_id: int
+    connector_id: int
+    id_tag: str
+    meter_start_wh: float
+    timestamp: float
+    reservation_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TxStopped:
+    """A transaction that ended, with its final reading (end: the sample to report with it, if any)."""
+
+    local_tx_id: int
+    connector_id: int
+    meter_stop_wh: float
+    timestamp: float
+    reason: StopReason
+    id_tag: str | None = None
+    end: Sample | None = None
+
+
+class TransactionJournal(Protocol):
+    """Turns transaction facts into the active protocol's messages in the outbox (durably, in order)."""
+
+    protocol: str
+
+    def started(self, tx: TxStarted, stamp: Stamp) -> None:
+        """Record the transaction and queue its start message (raises DiskFull and store errors)."""
+        ...
+
+    def sample(self, local_tx_id: int, connector_id: int, sample: Sample, trigger: SampleTrigger, at: float,
+               stamp: Stamp) -> bool:
+        """Queue a transaction sample taken at `at`; False when the configured measurands gave nothing to send."""
+        ...
+
+    def keep_for_end(self, local_tx_id: int, sample: Sample, trigger: SampleTrigger, at: float,
+                     stamp: Stamp) -> None:
+        """Keep the values the protocol reports with the transaction's end (1.6: transactionData)."""
+        ...
+
+    def stopped(self, tx: TxStopped, stamp: Stamp) -> None:
+        """Record the stop and queue the stop message (with the values kept for the end) in one commit."""
+        ...
+
+    def confirm(self, msg: OutboxMessage, answer: dict[str, Any]) -> None:
+        """The back office answered a queued message: delete it (and learn what the answer names) in one commit."""
+        ...
+
+    def id_when_dead(self, msg: OutboxMessage) -> int | None:
+        """The back-office transaction id the later messages get when this one becomes a dead letter, if any."""
+        ...

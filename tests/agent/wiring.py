@@ -1,0 +1,16 @@
+"""An Agent wired the way the daemon wires it (the 1.6 keys and journal), for tests that build one directly."""
+
+from __future__ import annotations
+
+from agent.config import AgentConfig
+from agent.hardware import Hardware
+from agent.keys import OcppKeys
+from agent.ocpp.v16.journal import V16Journal
+from agent.runtime import Agent
+from agent.store import Store
+
+
+def agent_for(cfg: AgentConfig, store: Store, hw: Hardware) -> Agent:
+    """Agent(cfg, store, hw) with OCPP 1.6 keys and journal."""
+    keys = OcppKeys(cfg, store)
+    return Agent(cfg, store, hw, keys, V16Journal(store, keys))
