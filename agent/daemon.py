@@ -21,6 +21,7 @@ from agent.hardware import ConnectorDevices, Hardware
 from agent.keys import OcppKeys
 from agent.link import Link, LinkSettings
 from agent.ocpp.v16.journal import V16Journal
+from agent.ocpp.v16.profiles import stored_profiles
 from agent.redact import RedactingFilter
 from agent.runtime import Agent
 from agent.sdnotify import notify, watchdog_interval_s
@@ -185,7 +186,7 @@ async def serve(cfg: AgentConfig) -> int:
         store.close()
         return EXIT_HARDWARE
     keys = OcppKeys(cfg, store)
-    agent = Agent(cfg, store, hw, keys, V16Journal(store, keys))
+    agent = Agent(cfg, store, hw, keys, V16Journal(store, keys), profiles=stored_profiles(store))
     agent.recovery_note = recovery
     loop = asyncio.get_running_loop()
     exit_future: asyncio.Future[int] = loop.create_future()

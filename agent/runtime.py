@@ -26,7 +26,7 @@ from agent.core.auth import AuthEntry as CoreAuthEntry
 from agent.core.auth import DecisionAction, cache_update, decide_local, decide_without_answer, list_conflict
 from agent.core.chargepoint import ChargePointCore, CoreSettings
 from agent.core.connector import ConnectorConfig as CoreConnectorConfig
-from agent.core.limits import parse_profile
+from agent.core.limits import ChargingProfile
 from agent.errors import CallRefused, DiskFull
 from agent.hardware import ConnectorObservation, Hardware
 from agent.keys import OcppKeys
@@ -135,7 +135,8 @@ class Agent:
     """The charge point at run time."""
 
     def __init__(self, config: AgentConfig, store: Store, hardware: Hardware, keys: OcppKeys,
-                 journal: TransactionJournal, settings: SettingsSource | None = None) -> None:
+                 journal: TransactionJournal, settings: SettingsSource | None = None,
+                 profiles: Sequence[ChargingProfile] = ()) -> None:
         self.config = config
         self.store = store
         self.hw = hardware
@@ -151,7 +152,7 @@ class Agent:
         self.link_session: LinkSession | None = None
         self.connectors = {c.id: ConnectorState() for c in config.connectors}
         self.core = ChargePointCore(self.core_settings(), tx_id_allocator=self._reserve_tx_id)
-        self.core.restore(availability=self._persisted_availability(), profiles=self._persisted_profiles())
+        self.core.restore(availability=self._persisted_availability(), profiles=profiles)
         for connector_id in hardware.welded_at_start:
             if connector_id in self.core.connectors:
                 self.core.connectors[connector_id].locked = True  # locked by the daemon before anything ran
@@ -241,15 +242,6 @@ class Agent:
     def _persisted_availability(self) -> dict[int, bool]:
         ids = [0, *self.connectors]
         return {i: self.store.availability_get(i) for i in ids}
-
-    def _persisted_profiles(self) -> list[Any]:
-        profiles = []
-        for connector_id, raw in self.store.profiles():
-            try:
-                profiles.append(parse_profile(raw, connector_id))
-            except ValueError as err:
-                LOGGER.warning("dropping a stored charging profile: %s", err)
-        return profiles
 
     # --------------------------------------------------------------------------------------- clock
 

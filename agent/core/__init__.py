@@ -109,7 +109,6 @@ from agent.core.limits import (
     composite_schedule,
     install_profile,
     limit_at,
-    parse_profile,
 )
 
 __all__ = [
@@ -192,5 +191,4 @@ __all__ = [
     "install_profile",
     "limit_at",
     "list_conflict",
-    "parse_profile",
 ]

@@ -99,7 +99,6 @@ from agent.core.limits import (
     floor_tenth,
     install_profile,
     limit_at,
-    parse_profile,
     schedule_limits,
     with_connector,
 )
@@ -499,13 +498,9 @@ class ChargePointCore:
     def set_charging_profile(
         self, cmd: SetChargingProfile, now: float, monotonic: float | None = None
     ) -> tuple[ProfileResult, list[Output]]:
-        """SetChargingProfile: parse, apply the install rules, re-evaluate limits."""
+        """SetChargingProfile: apply the install rules, re-evaluate limits."""
         run = self._run(now, monotonic)
-        try:
-            profile = parse_profile(cmd.profile, cmd.connector_id)
-        except ValueError as err:
-            LOGGER.warning("charging profile rejected: %s", err)
-            return ProfileResult.REJECTED, []
+        profile = with_connector(cmd.profile, cmd.connector_id)
         if len(profile.schedule.periods) > self.settings.max_schedule_periods:
             LOGGER.warning("charging profile %d rejected: %d periods, ChargingScheduleMaxPeriods is %d",
                            profile.profile_id, len(profile.schedule.periods), self.settings.max_schedule_periods)
@@ -750,13 +745,9 @@ class ChargePointCore:
     # ------------------------------------------------------------------------------------- helpers
 
     def _remote_start(self, cmd: RemoteStart, run: _Run) -> RemoteStartResult:
-        tx_profile: ChargingProfile | None = None
-        if cmd.tx_profile is not None:
-            try:
-                tx_profile = parse_profile(cmd.tx_profile, cmd.connector_id or 0)
-            except ValueError as err:
-                LOGGER.warning("remote start rejected, bad chargingProfile: %s", err)
-                return RemoteStartResult.REJECTED
+        tx_profile = cmd.tx_profile
+        if tx_profile is not None:
+            tx_profile = with_connector(tx_profile, cmd.connector_id or 0)
             if tx_profile.purpose is not ProfilePurpose.TX:
                 return RemoteStartResult.REJECTED
         chosen: Connector | None

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from drivers.base import IndicatorState
+
+if TYPE_CHECKING:
+    from agent.core.limits import ChargingProfile
 
 __all__ = [
     "AuthResult",
@@ -346,7 +349,7 @@ class RemoteStart:
 
     connector_id: int | None
     id_tag: str
-    tx_profile: dict[str, Any] | None = None
+    tx_profile: ChargingProfile | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,10 +401,10 @@ class ResetRequested:
 
 @dataclass(frozen=True, slots=True)
 class SetChargingProfile:
-    """Install a charging profile (OCPP 1.6 JSON shape, parsed by agent.core.limits.parse_profile)."""
+    """Install a charging profile, parsed by the protocol adapter's codec."""
 
     connector_id: int
-    profile: dict[str, Any]
+    profile: ChargingProfile
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from agent.core import (
     UnlockResult,
 )
 from agent.core.events import IndicatorState
+from agent.ocpp.v16.profiles import parse_profile
 from tests.agent.test_core_rig import Rig, one, only
 
 # ------------------------------------------------------------------------------------------ starting
@@ -351,7 +352,7 @@ def test_remote_start_asks_authorize_when_authorize_remote_tx_requests() -> None
     assert one(out, TransactionStarted).id_tag == "REMOTE1"
 
 
-@pytest.mark.parametrize("case", ["busy", "unknown_connector", "faulted", "unavailable", "bad_profile"])
+@pytest.mark.parametrize("case", ["busy", "unknown_connector", "faulted", "unavailable", "not_a_tx_profile"])
 def test_remote_start_rejected(case: str) -> None:
     rig = Rig()
     connector, profile = 1, None
@@ -364,8 +365,10 @@ def test_remote_start_rejected(case: str) -> None:
     elif case == "unavailable":
         from agent.core import ChangeAvailability
         rig.call("change_availability", ChangeAvailability(1, False))
-    else:
-        profile = {"chargingProfileId": 1}
+    else:  # a profile that is not a TxProfile
+        schedule = {"chargingRateUnit": "A", "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 6}]}
+        profile = parse_profile({"chargingProfileId": 1, "stackLevel": 0, "chargingProfileKind": "Relative",
+                                 "chargingProfilePurpose": "TxDefaultProfile", "chargingSchedule": schedule})
     answer, _ = rig.call("remote_start", RemoteStart(connector, "R", profile))
     assert answer is RemoteStartResult.REJECTED
 

@@ -6,11 +6,12 @@ from agent.config import AgentConfig
 from agent.hardware import Hardware
 from agent.keys import OcppKeys
 from agent.ocpp.v16.journal import V16Journal
+from agent.ocpp.v16.profiles import stored_profiles
 from agent.runtime import Agent
 from agent.store import Store
 
 
 def agent_for(cfg: AgentConfig, store: Store, hw: Hardware) -> Agent:
-    """Agent(cfg, store, hw) with OCPP 1.6 keys and journal."""
+    """Agent(cfg, store, hw) with the OCPP 1.6 keys, journal and stored profiles."""
     keys = OcppKeys(cfg, store)
-    return Agent(cfg, store, hw, keys, V16Journal(store, keys))
+    return Agent(cfg, store, hw, keys, V16Journal(store, keys), profiles=stored_profiles(store))

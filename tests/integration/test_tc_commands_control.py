@@ -85,6 +85,20 @@ async def test_remote_start_with_tx_profile_limits_the_controller(rig: Rig) -> N
     await rig.office.wait_for(lambda: rig.sim_state()["connectors"]["1"]["dc"]["limit_a"] == 32.0, timeout=10)
 
 
+async def test_a_profile_the_codec_refuses_is_rejected_by_remote_start_and_set_charging_profile(rig: Rig) -> None:
+    """Schema-valid, but the first period starts at 5 s: the 1.6 codec refuses it before the core sees it."""
+    profile = {"chargingProfileId": 32, "stackLevel": 0, "chargingProfilePurpose": "TxProfile",
+               "chargingProfileKind": "Relative",
+               "chargingSchedule": {"chargingRateUnit": "A",
+                                    "chargingSchedulePeriod": [{"startPeriod": 5, "limit": 16.0}]}}
+    answer = await ok(rig, "RemoteStartTransaction", {"idTag": CARD, "connectorId": 1, "chargingProfile": profile})
+    assert answer["status"] == "Rejected"
+    default = {**profile, "chargingProfilePurpose": "TxDefaultProfile"}
+    answer = await ok(rig, "SetChargingProfile", {"connectorId": 1, "csChargingProfiles": default})
+    assert answer["status"] == "Rejected"
+    assert "first startPeriod must be 0" in rig.agent_log()
+
+
 async def test_remote_start_rejected_unknown_connector_and_busy(rig: Rig) -> None:
     answer = await ok(rig, "RemoteStartTransaction", {"idTag": CARD, "connectorId": 7})
     assert answer["status"] == "Rejected"

@@ -32,6 +32,7 @@ from agent.metering import Sample
 from agent.ocpp.frames import V16_CODES, FrameCheck, Verdict, check_frame, read_head
 from agent.ocpp.v16.journal import CONTEXTS, measurands_for
 from agent.ocpp.v16.metering import iso, meter_value
+from agent.ocpp.v16.profiles import parse_profile
 from agent.ocpp.v16.security import SecurityHandlers
 from agent.ports import SampleTrigger
 from agent.security import SecurityEventType
@@ -249,7 +250,13 @@ class V16ChargePoint(SecurityHandlers, ChargePoint):
     @on(Action.remote_start_transaction)
     def on_remote_start_transaction(self, id_tag: str, connector_id: int | None = None,
                                     charging_profile: dict[str, Any] | None = None, **_: Any) -> Any:
-        profile = _floats(charging_profile) if charging_profile is not None else None
+        profile = None
+        if charging_profile is not None:
+            try:
+                profile = parse_profile(_floats(charging_profile), connector_id or 0)
+            except ValueError as err:
+                LOGGER.warning("remote start rejected, bad chargingProfile: %s", err)
+                return call_result.RemoteStartTransaction(status="Rejected")
         result, outs = self.agent.core.remote_start(ev.RemoteStart(connector_id, id_tag, profile),
                                                     self.agent.now(), time.monotonic())
         self.agent.execute(outs)
@@ -390,8 +397,13 @@ class V16ChargePoint(SecurityHandlers, ChargePoint):
     def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any],
                                 **_: Any) -> Any:
         cs_charging_profiles = _floats(cs_charging_profiles)
+        try:
+            profile = parse_profile(cs_charging_profiles, connector_id)
+        except ValueError as err:
+            LOGGER.warning("charging profile rejected: %s", err)
+            return call_result.SetChargingProfile(status="Rejected")
         result, outs = self.agent.core.set_charging_profile(
-            ev.SetChargingProfile(connector_id, cs_charging_profiles), self.agent.now(), time.monotonic())
+            ev.SetChargingProfile(connector_id, profile), self.agent.now(), time.monotonic())
         self.agent.execute(outs)
         if result is ev.ProfileResult.ACCEPTED:
             self._persist_profiles(connector_id, cs_charging_profiles)
