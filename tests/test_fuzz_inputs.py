@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from agent.config import ConfigError, load_config, parse_config
 from agent.hardware import ConnectorDevices, Hardware
 from agent.keys import OcppKeys
-from agent.ocpp.v16.chargepoint import V16Connection
+from agent.ocpp.library import inline_schema_validation
+from agent.ocpp.v16.connection import V16Connection
 from agent.runtime import Agent
 from agent.store import Store
 from drivers.rfid import ETX, MAX_BODY, STX, UID_SIZES, FrameDecoder, encode_frame
@@ -137,6 +138,7 @@ class RouterRig:
                                                       contactor=contactor)})  # type: ignore[arg-type]
         self.agent = Agent(cfg, self.store, hw, OcppKeys(cfg, self.store))
         self.wire = WireRecorder()
+        inline_schema_validation()  # as the daemon does
         self.conn = V16Connection(self.agent, self.wire)
 
     def route(self, raw: str) -> list[list[Any]]:

@@ -29,7 +29,8 @@ from agent.config import parse_config
 from agent.core import events as ev
 from agent.hardware import ConnectorDevices, Hardware
 from agent.keys import OcppKeys
-from agent.ocpp.v16.chargepoint import V16Connection
+from agent.ocpp.library import inline_schema_validation
+from agent.ocpp.v16.connection import V16Connection
 from agent.runtime import Agent
 from agent.store import Store
 from drivers.base import MeterCapabilities, MeterReading
@@ -133,6 +134,7 @@ async def test_week_offline_then_drain_in_order_memory_flat(tmp_path: Path, monk
 
 
 async def _offline_then_drain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, minutes: int) -> None:
+    inline_schema_validation()  # as the daemon does
     clock = FakeClock()
     monkeypatch.setattr(runtime_module, "time", clock)
     Device.pin_factory = MockFactory()
