@@ -199,7 +199,10 @@ async def serve(cfg: AgentConfig) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, request_exit)
 
-    from agent.ocpp.v16.chargepoint import V16Connection
+    from agent.ocpp.library import inline_schema_validation
+    from agent.ocpp.v16.connection import V16Connection
+
+    inline_schema_validation()
 
     async def session(ws: Any) -> None:
         await V16Connection(agent, ws, on_accepted=link.mark_proven).run()

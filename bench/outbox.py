@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agent.store import Store
 from bench.common import Figure, ratio
-from bench.rig import CARD, meter_values_payload
+from bench.rig import meter_values_payload
 
 ROUND_S = 2.0  # per round; rounds alternate so both sides see the same disk weather
 ROUNDS = 3
@@ -51,7 +51,7 @@ async def enqueue_rate(workdir: Path) -> list[Figure]:
                 "payload TEXT NOT NULL, wall_time REAL NOT NULL)")
     totals = {"store": [0, 0.0], "raw": [0, 0.0]}
     with Store(directory / "agent.db") as store:
-        tx = store.open_transaction(1, CARD, 12_345_600.0, time.time(), time.monotonic())
+        tx = store.reserve_tx_id(time.time(), time.monotonic())
         for _ in range(ROUNDS):
             for name in ("raw", "store"):
                 if name == "raw":

@@ -15,6 +15,7 @@ from ocpp.charge_point import camel_to_snake_case
 from ocpp.v16 import ChargePoint, call
 from websockets.asyncio.client import connect
 
+from agent.ocpp.library import inline_schema_validation
 from bench.rig import meter_values_payload
 
 
@@ -27,6 +28,7 @@ def _message(mode: str, n: int) -> call.Heartbeat | call.MeterValues:
 
 async def run(url: str, seconds: float, mode: str = "heartbeat") -> dict[str, float]:
     """Boot, then as many Heartbeats as fit in `seconds`, one in flight (as OCPP-J allows)."""
+    inline_schema_validation()  # as the agent and the back office run it
     async with connect(url, subprotocols=["ocpp1.6"], proxy=None) as ws:  # type: ignore[list-item]
         cp = ChargePoint(url.rsplit("/", 1)[-1], ws)
         receiver = asyncio.create_task(cp.start())

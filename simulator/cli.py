@@ -40,7 +40,11 @@ async def run_hardware(args: argparse.Namespace) -> int:
             Path(args.write_agent_config).write_text(text)
         summary = {"control": f"http://127.0.0.1:{hw.control_port}", **hw.state()}
         if args.ready_file:
-            Path(args.ready_file).write_text(json.dumps(summary))
+            # written whole, then renamed: a reader polling for the file never sees it half written
+            ready = Path(args.ready_file)
+            partial = ready.with_name(ready.name + ".partial")
+            partial.write_text(json.dumps(summary))
+            partial.replace(ready)
         print_summary(summary, args.json)
         await wait_for_signal()
     finally:

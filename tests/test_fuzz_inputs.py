@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from agent.config import ConfigError, load_config, parse_config
 from agent.hardware import ConnectorDevices, Hardware
-from agent.ocpp.v16.chargepoint import V16Connection
+from agent.ocpp.library import inline_schema_validation
+from agent.ocpp.v16.connection import V16Connection
 from agent.store import Store
 from drivers.rfid import ETX, MAX_BODY, STX, UID_SIZES, FrameDecoder, encode_frame
 from tests.agent.test_runtime_actuation import CountingMeter, RecordingContactor
@@ -136,6 +137,7 @@ class RouterRig:
                                                       contactor=contactor)})  # type: ignore[arg-type]
         self.agent = agent_for(cfg, self.store, hw)
         self.wire = WireRecorder()
+        inline_schema_validation()  # as the daemon does
         self.conn = V16Connection(self.agent, self.wire)
 
     def route(self, raw: str) -> list[list[Any]]:

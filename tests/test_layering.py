@@ -110,3 +110,26 @@ def test_no_import_circles_at_load_time_in_agent() -> None:
 
     for name in sorted(graph):
         visit(name)
+
+
+def test_the_session_speaks_no_protocol_version() -> None:
+    """agent/ocpp/session.py and library.py import no version package: OCPP 2.0.1 reuses them unchanged."""
+    for name in ("session.py", "library.py"):
+        found = imports(ROOT / "agent" / "ocpp" / name)
+        bad = {n for n in found if n.startswith(("agent.ocpp.v", "ocpp.v"))}
+        assert not bad, f"agent/ocpp/{name} imports {sorted(bad)}"
+
+
+LIBRARY_PRIVATE = {"_call_lock", "_get_specific_response", "_unique_id_generator", "_ocpp_version", "_response_timeout",
+                   "_connection", "_handle_call", "_response_queue", "_send", "ASYNC_VALIDATION"}
+
+
+def test_only_the_library_wrapper_touches_private_parts_of_the_ocpp_library() -> None:
+    """agent/ocpp/library.py is the one place to adapt when an `ocpp` upgrade changes a private part."""
+    for path in (ROOT / "agent" / "ocpp").rglob("*.py"):
+        if path.name == "library.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            name = node.attr if isinstance(node, ast.Attribute) else (
+                node.name if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) else None)
+            assert name not in LIBRARY_PRIVATE, f"{path.relative_to(ROOT)}:{node.lineno} uses the library's {name}"

@@ -49,40 +49,8 @@ class PreviousRun:
 class TransactionsMixin(OutboxMixin):
     """The transactions of Store; their start and stop messages are queued in the same commit."""
 
-    def open_transaction(
-        self,
-        connector_id: int,
-        id_tag: str,
-        meter_start_wh: float,
-        start_wall: float,
-        start_monotonic: float,
-        reservation_id: int | None = None,
-        *,
-        clock_trusted: bool = True,
-    ) -> int:
-        """Record a started transaction and return its tx_local_id (persistent, never reused)."""
-        with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT INTO transactions (connector_id, id_tag, reservation_id, boot_id, clock_trusted, "
-                "meter_start_wh, start_wall, start_monotonic, last_energy_wh, last_wall) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    connector_id,
-                    id_tag,
-                    reservation_id,
-                    self.boot_id,
-                    int(clock_trusted),
-                    meter_start_wh,
-                    start_wall,
-                    start_monotonic,
-                    meter_start_wh,
-                    start_wall,
-                ),
-            )
-            return int(cursor.lastrowid or 0)
-
     def reserve_tx_id(self, wall: float, monotonic: float) -> int:
-        """Allocate a tx_local_id for the core before its TransactionStarted (filled by begin_transaction)."""
+        """Allocate a tx_local_id (never reused) for the core before its start (filled by begin_transaction)."""
         with self._write() as conn:
             cursor = conn.execute(
                 "INSERT INTO transactions (connector_id, id_tag, boot_id, clock_trusted, meter_start_wh, "
@@ -230,25 +198,6 @@ class TransactionsMixin(OutboxMixin):
             )
             if cursor.rowcount == 0:
                 raise StoreError(f"state database {self.path}: no transaction with local id {tx_local_id}")
-
-    def close_transaction(
-        self, tx_local_id: int, meter_stop_wh: float, stop_wall: float, reason: str
-    ) -> None:
-        """Record the stop of a transaction; closing twice keeps the first stop."""
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT stop_wall FROM transactions WHERE tx_local_id = ?", (tx_local_id,)
-            ).fetchone()
-            if row is None:
-                raise StoreError(f"state database {self.path}: no transaction with local id {tx_local_id}")
-            if row[0] is not None:
-                LOGGER.warning("transaction %d closed twice; keeping the first stop", tx_local_id)
-                return
-            conn.execute(
-                "UPDATE transactions SET meter_stop_wh = ?, stop_wall = ?, stop_reason = ?, "
-                "last_energy_wh = ?, last_wall = ? WHERE tx_local_id = ?",
-                (meter_stop_wh, stop_wall, reason, meter_stop_wh, stop_wall, tx_local_id),
-            )
 
     _TX_COLUMNS = (
         "tx_local_id, connector_id, id_tag, reservation_id, boot_id, clock_trusted, meter_start_wh, "

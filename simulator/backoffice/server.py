@@ -25,6 +25,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from agent.ocpp.library import inline_schema_validation
 from simulator.backoffice.control import ControlApi
 from simulator.backoffice.log import MessageLog
 from simulator.backoffice.schemas import CALL, CALLERROR, CALLRESULT, ERROR_CODES_16, SchemaValidator, frame_errors
@@ -109,6 +110,8 @@ class BackOffice:
 
         ssl_context serves wss:// (security profile 2; profile 3 when it requires client certificates).
         """
+        # the library's own validation in the event loop: its thread-pool hop costs more than the validation
+        inline_schema_validation()
         self._host, self._port, self._ssl = host, port, ssl_context
         self._offline = False
         await self._listen()

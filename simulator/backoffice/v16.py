@@ -13,7 +13,6 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import ocpp.messages
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
@@ -36,10 +35,6 @@ def utc_now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-# The library's own validation in the event loop: its thread-pool hop costs more than the validation.
-ocpp.messages.ASYNC_VALIDATION = False
-
-
 class _Session(ChargePoint):
     """One connected charge point: the library's central-system side, with recording and raw calls."""
 
@@ -49,6 +44,7 @@ class _Session(ChargePoint):
         self._office = office
         self._pending: dict[str, tuple[str, asyncio.Future[list[Any]]]] = {}
         self._own_errors: set[str] = set()  # CALLERRORs the back office meant to send (reject_next)
+        self._calls = asyncio.Lock()  # one CALL of ours in flight per connection (OCPP-J)
 
     async def route_message(self, raw_msg: str | bytes) -> None:
         """Record, validate independently, then let the library route the frame."""
@@ -109,7 +105,7 @@ class _Session(ChargePoint):
 
     async def send_call(self, action: str, payload: dict[str, Any], timeout: float) -> list[Any]:
         """Send one CALL (one in flight per connection, as OCPP-J requires) and return the answer frame."""
-        async with self._call_lock:
+        async with self._calls:
             uid = str(uuid.uuid4())
             future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
             self._pending[uid] = (action, future)
@@ -121,7 +117,7 @@ class _Session(ChargePoint):
 
     async def send_raw(self, text: str, unique_id: str | None, action: str, timeout: float) -> list[Any] | None:
         """Send any text as it is (malformed or oversized frames); the answer to unique_id, None if none asked."""
-        async with self._call_lock:
+        async with self._calls:
             future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
             if unique_id is not None:
                 self._pending[unique_id] = (action, future)

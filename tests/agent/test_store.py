@@ -71,8 +71,19 @@ def drain(store: Store) -> list[OutboxMessage]:
 
 
 def open_tx(store: Store, connector_id: int = 1, trusted: bool = True) -> int:
-    """Open a transaction with fixed values."""
-    return store.open_transaction(connector_id, "TAG1", 1000.0, T0, 10.0, clock_trusted=trusted)
+    """A transaction id as the core gets it before the start (the outbox tests queue the start themselves)."""
+    return store.reserve_tx_id(T0, 10.0)
+
+
+def begin_tx(store: Store, connector_id: int = 1, trusted: bool = True, *, id_tag: str = "TAG1",
+             meter_wh: float = 1000.0, reservation_id: int | None = None) -> tuple[int, int]:
+    """Start a transaction the way the runtime does (reserve, then begin with its start message): (tx, msg id)."""
+    tx = store.reserve_tx_id(T0, 10.0)
+    start = store.begin_transaction(
+        tx, connector_id, id_tag, meter_wh, T0, 10.0, reservation_id, "StartTransaction",
+        {"connectorId": connector_id, "idTag": id_tag, "meterStart": int(meter_wh), "timestamp": "t"},
+        clock_trusted=trusted)
+    return tx, start
 
 
 # ---------------------------------------------------------------- outbox
@@ -171,8 +182,8 @@ def test_dead_start_transaction_gives_later_messages_minus_one(store: Store) -> 
 
 def test_reopen_keeps_everything_with_a_new_boot_id(db_path: Path) -> None:
     first = Store(db_path)
-    tx = open_tx(first)
-    ids = [put(first, "MeterValues", meter_values(tx, i), tx) for i in range(5)]
+    tx, start = begin_tx(first)
+    ids = [start, *(put(first, "MeterValues", meter_values(tx, i), tx) for i in range(4))]
     first.record_failure(ids[0], "InternalError", max_attempts=5, retry_interval_s=30, now=1e6)
     dead = put(first, "StopTransaction", {"transactionId": 1, "meterStop": 1, "timestamp": "t"})
     first.record_failure(dead, "InternalError", max_attempts=1, retry_interval_s=30, now=0)
@@ -319,7 +330,7 @@ def test_opens_in_wal_with_full_sync(db_path: Path) -> None:
 
 
 def test_transaction_lifecycle(store: Store) -> None:
-    tx = store.open_transaction(2, "CARD", 500.0, T0, 3.0, reservation_id=9)
+    tx, _ = begin_tx(store, 2, id_tag="CARD", meter_wh=500.0, reservation_id=9)
     store.update_transaction_meter(tx, 750.0, T0 + 60)
     row = store.unfinished_transactions()[0]
     assert (row.tx_local_id, row.connector_id, row.id_tag, row.reservation_id) == (tx, 2, "CARD", 9)
@@ -329,8 +340,11 @@ def test_transaction_lifecycle(store: Store) -> None:
         T0 + 60,
         None,
     )
-    store.close_transaction(tx, 900.0, T0 + 120, "Local")
-    store.close_transaction(tx, 999.0, T0 + 999, "PowerLoss")  # the first stop wins
+    stop = {"transactionId": 0, "meterStop": 900, "timestamp": "t", "reason": "Local"}
+    assert store.end_transaction(tx, 900.0, T0 + 120, 20.0, "Local", "StopTransaction", stop,
+                                 clock_trusted=True) is not None
+    assert store.end_transaction(tx, 999.0, T0 + 999, 30.0, "PowerLoss", "StopTransaction", stop,
+                                 clock_trusted=True) is None  # the first stop wins, queued once
     assert store.unfinished_transactions() == []
     done = store.recent_transactions()[0]
     assert (done.meter_stop_wh, done.stop_wall, done.stop_reason) == (900.0, T0 + 120, "Local")
@@ -585,7 +599,7 @@ def test_full_disk_raises_disk_full_and_keeps_the_queue(store: Store) -> None:
 
 def test_stop_decision_is_recorded_once_and_survives_reopening(db_path: Path) -> None:
     store = Store(db_path)
-    tx = store.open_transaction(1, "CARD", 500.0, T0, 3.0)
+    tx, _ = begin_tx(store, id_tag="CARD", meter_wh=500.0)
     assert store.decide_stop(tx, "Remote", T0 + 10)
     assert not store.decide_stop(tx, "Local", T0 + 20)  # the first decision wins
     store.close()
@@ -596,7 +610,7 @@ def test_stop_decision_is_recorded_once_and_survives_reopening(db_path: Path) ->
 
 
 def test_transaction_data_is_bounded_keeping_the_first_and_the_latest(store: Store) -> None:
-    tx = store.open_transaction(1, "CARD", 500.0, T0, 3.0)
+    tx, _ = begin_tx(store, id_tag="CARD", meter_wh=500.0)
     for i in range(25):
         store.tx_data_append(tx, {"timestamp": f"2026-01-01T00:00:{i:02d}.000Z", "sampledValue": [{"value": str(i)}]},
                              T0 + i, cap=10)
@@ -608,7 +622,7 @@ def test_transaction_data_is_bounded_keeping_the_first_and_the_latest(store: Sto
 
 
 def test_transaction_data_times_are_corrected_with_the_clock(store: Store) -> None:
-    tx = store.open_transaction(1, "CARD", 500.0, T0, 3.0, clock_trusted=False)
+    tx, _ = begin_tx(store, trusted=False, id_tag="CARD", meter_wh=500.0)
     store.tx_data_append(tx, {"timestamp": "2026-01-01T00:00:00.000Z", "sampledValue": []}, T0, cap=10,
                          clock_trusted=False)
     store.correct_untrusted_times(store.boot_id, 3600.0)

@@ -14,7 +14,7 @@ from agent.store import Store, open_or_recover
 
 def fill(path: Path, n: int) -> None:
     store = Store(path)
-    tx = store.open_transaction(1, "CARD", 1000.0, time.time(), time.monotonic())
+    tx = store.reserve_tx_id(time.time(), time.monotonic())
     for i in range(n):
         store.enqueue("MeterValues", {"connectorId": 1, "transactionId": 0, "meterValue": [{"i": i}]},
                       tx_local_id=tx, wall_time=time.time(), monotonic=time.monotonic(), clock_trusted=True)

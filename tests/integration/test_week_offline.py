@@ -28,7 +28,8 @@ import agent.runtime as runtime_module
 from agent.config import parse_config
 from agent.core import events as ev
 from agent.hardware import ConnectorDevices, Hardware
-from agent.ocpp.v16.chargepoint import V16Connection
+from agent.ocpp.library import inline_schema_validation
+from agent.ocpp.v16.connection import V16Connection
 from agent.store import Store
 from drivers.base import MeterCapabilities, MeterReading
 from drivers.gpio import GpioContactor
@@ -132,6 +133,7 @@ async def test_week_offline_then_drain_in_order_memory_flat(tmp_path: Path, monk
 
 
 async def _offline_then_drain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, minutes: int) -> None:
+    inline_schema_validation()  # as the daemon does
     clock = FakeClock()
     monkeypatch.setattr(runtime_module, "time", clock)
     Device.pin_factory = MockFactory()

@@ -1,5 +1,6 @@
-"""OCPP 1.6J adapter: one `V16Connection` per websocket, translating between OCPP and the core.
+"""OCPP 1.6J handlers: the `ocpp` library's ChargePoint with the agent's `@on`/`@after` handlers.
 
+The session (agent/ocpp/session.py) runs the connection; agent/ocpp/v16/connection.py is its 1.6 adapter.
 Handlers translate and ask the core; they never decide. Calls to the back office are never awaited
 inside an `@on` handler (the library's receive loop would deadlock): they run as tasks or `@after`.
 """
@@ -7,51 +8,36 @@ inside an `@on` handler (the library's receive loop would deadlock): they run as
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import ocpp.messages
-from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
+from ocpp.charge_point import snake_to_camel_case
 from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, MessageType, validate_payload
+from ocpp.messages import Call
 from ocpp.routing import after, on
-from ocpp.v16 import ChargePoint, call, call_result
+from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
 from websockets.exceptions import ConnectionClosed
 
 from agent.core import events as ev
-from agent.errors import CallRefused
 from agent.keys import ChangeResult
-from agent.metering import Sample
 from agent.ocpp.frames import V16_CODES, FrameCheck, Verdict, check_frame, read_head
-from agent.ocpp.v16.journal import CONTEXTS, measurands_for
-from agent.ocpp.v16.metering import iso, meter_value
+from agent.ocpp.library import HookedChargePoint
+from agent.ocpp.v16.metering import iso
 from agent.ocpp.v16.profiles import parse_profile
 from agent.ocpp.v16.security import SecurityHandlers
-from agent.ports import SampleTrigger
-from agent.security import SecurityEventType
 from agent.store import AuthEntry as StoreAuthEntry
-from agent.store import OutboxMessage
-from drivers.errors import DriverError
 
 if TYPE_CHECKING:
+    from agent.ocpp.session import Session
     from agent.runtime import Agent
 
 LOGGER = logging.getLogger(__name__)
 FRAMES = logging.getLogger("agent.ocpp.frames")  # every frame, for `evsectl log` and the diagnostics bundle
 
-# Validate schemas in the event loop: a thread-pool hop per message costs more than the validation itself
-# (about 3x the throughput when the queue drains after an outage; see docs/bench.md).
-ocpp.messages.ASYNC_VALIDATION = False
-
-BOOT_RETRY_DEFAULT_S = 10
-ACK_GRACE_S = 0.5  # after the socket closed, how long an answered exchange may still commit its ack
 RESET_SOFT_WAIT_S = 12.0  # longest a reset waits for the stops to be recorded and sent
 RESET_HARD_WAIT_S = 8.0
 VENDOR_ID = "evse-agent"
@@ -77,16 +63,10 @@ def _boot_status(raw_msg: str | bytes) -> str | None:
         return None
 
 
-def _plain(result: Any) -> dict[str, Any]:
-    """A call_result dataclass as the camelCase dict that came over the wire."""
-    data = dataclasses.asdict(result)
-    return {k: v for k, v in snake_to_camel_case(data).items() if v is not None}
+class V16ChargePoint(SecurityHandlers, HookedChargePoint, ChargePoint):
+    """The `ocpp` library's 1.6 ChargePoint with this agent's handlers."""
 
-
-class V16ChargePoint(SecurityHandlers, ChargePoint):
-    """The `ocpp` library's ChargePoint with this agent's handlers."""
-
-    def __init__(self, cp_id: str, connection: Any, agent: Agent, conn: V16Connection,
+    def __init__(self, cp_id: str, connection: Any, agent: Agent, conn: Session,
                  response_timeout: float) -> None:
         super().__init__(cp_id, connection, response_timeout=response_timeout)
         self.agent = agent
@@ -97,7 +77,7 @@ class V16ChargePoint(SecurityHandlers, ChargePoint):
         self.boot_rejected = False
         self._boot_call: str | None = None  # unique id of our BootNotification in flight
 
-    async def _send(self, message: str) -> None:
+    async def send_frame(self, message: str) -> None:
         # The library answers schema errors with 2.0.1's "FormatViolation"; 1.6 calls it "FormationViolation".
         if message.startswith("[4,") and '"FormatViolation"' in message:
             message = message.replace('"FormatViolation"', '"FormationViolation"', 1)
@@ -109,32 +89,12 @@ class V16ChargePoint(SecurityHandlers, ChargePoint):
         elif message.startswith(("[3,", "[4,")):
             self._answers += 1
         FRAMES.debug("out %s", message)
-        await self._connection.send(message)
+        await super().send_frame(message)
 
-    async def _get_specific_response(self, unique_id: str, timeout: float) -> Any:
-        try:
-            return await super()._get_specific_response(unique_id, timeout)
-        finally:  # a late answer to a call that timed out is ignored, not queued for the next call
-            if self._awaited == unique_id:
-                self._awaited = None
-
-    async def call_raw(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Send a stored wire-form payload as a CALL and return the CALLRESULT payload (camelCase).
-
-        The same contract as the library's call(suppress=False) (one call in flight, schema validation both
-        ways, OCPPError for a CALLERROR, TimeoutError without an answer) without the dataclass round trip:
-        the outbox already holds the exact JSON to send.
-        """
-        message = Call(unique_id=str(self._unique_id_generator()), action=action, payload=payload)
-        await validate_payload(message, self._ocpp_version)
-        async with self._call_lock:
-            await self._send(message.to_json())
-            response = await self._get_specific_response(message.unique_id, self._response_timeout)
-        if response.message_type_id == MessageType.CallError:
-            raise response.to_exception()
-        response.action = action
-        await validate_payload(response, self._ocpp_version)
-        return dict(response.payload)
+    def response_waited(self, unique_id: str) -> None:
+        # a late answer to a call that timed out is ignored, not queued for the next call
+        if self._awaited == unique_id:
+            self._awaited = None
 
     async def route_message(self, raw_msg: str | bytes) -> None:
         """Check the frame (agent/ocpp/frames.py), then answer, drop, or hand it to the library."""
@@ -176,9 +136,9 @@ class V16ChargePoint(SecurityHandlers, ChargePoint):
             if not await self._refuse_unhandled(check.unique_id, check.action):
                 message = Call(unique_id=check.unique_id, action=check.action, payload=check.payload)
                 try:
-                    await self._handle_call(message)
+                    await self.handle_call(message)
                 except OCPPError as error:
-                    await self._send(message.create_call_error(error).to_json())
+                    await self.send_frame(message.create_call_error(error).to_json())
         except ConnectionClosed:
             raise
         except Exception:
@@ -188,7 +148,7 @@ class V16ChargePoint(SecurityHandlers, ChargePoint):
             await self._send_call_error(check.unique_id, "InternalError", "the call could not be handled")
 
     async def _send_call_error(self, unique_id: str, code: str, description: str) -> None:
-        await self._send(json.dumps([4, unique_id, code, description, {}], separators=(",", ":")))
+        await self.send_frame(json.dumps([4, unique_id, code, description, {}], separators=(",", ":")))
 
     async def _refuse_unhandled(self, unique_id: str, action: str) -> bool:
         """Answer a CALL whose action has no handler; True when answered.
@@ -476,240 +436,3 @@ class V16ChargePoint(SecurityHandlers, ChargePoint):
                                     **_: Any) -> None:
         if requested_message in self.TRIGGERABLE:
             await self.conn.triggered(requested_message, connector_id)
-
-
-class V16Connection:
-    """One websocket's session: boot, heartbeat, statuses, the outbox sender, back-office calls."""
-
-    def __init__(self, agent: Agent, ws: Any, on_accepted: Callable[[], None] | None = None) -> None:
-        self.agent = agent
-        self.on_accepted = on_accepted  # the link resets its reconnect backoff only for a proven connection
-        cfg = agent.config
-        self.timeout_s = cfg.backoffice.response_timeout_s
-        self.cp = V16ChargePoint(cfg.charge_point.id, ws, agent, self, self.timeout_s)
-        self.accepted = False
-        self.outbox_event = asyncio.Event()
-        self.heartbeat_changed = asyncio.Event()
-        self.statuses: asyncio.Queue[ev.StatusChanged] = asyncio.Queue()
-        self.heartbeat_interval_s = float(agent.keys.get_int("HeartbeatInterval", 300))
-        self._tasks: list[asyncio.Task[Any]] = []
-
-    # ---- what the runtime calls -------------------------------------------------------------------
-
-    def status_changed(self, status: ev.StatusChanged) -> None:
-        self.statuses.put_nowait(status)
-
-    def outbox_changed(self) -> None:
-        self.outbox_event.set()
-
-    async def authorize(self, id_tag: str) -> ev.AuthResult:
-        try:
-            result = await self.cp.call(call.Authorize(id_tag=id_tag), suppress=False)
-        except ConnectionClosed as err:
-            raise ConnectionError(f"connection closed during Authorize: {err}") from err
-        except OCPPError as err:  # online but no usable answer: the list and the cache decide alone
-            raise CallRefused(f"Authorize answered {err.code}") from err
-        return self.agent.authorize_answered(id_tag, snake_to_camel_case(result.id_tag_info))
-
-    async def notify(self, action: str, payload: dict[str, Any]) -> None:
-        await self._send_plain(action, payload)
-
-    def send_sample(self, connector_id: int, sample: Sample, trigger: SampleTrigger, at: float) -> None:
-        value = meter_value(sample, measurands_for(self.agent.settings, trigger), CONTEXTS[trigger], at)
-        if value["sampledValue"]:
-            self._spawn(self._send_plain("MeterValues", {"connectorId": connector_id, "meterValue": [value]}),
-                        "aligned-meter-values")
-
-    # ---- the session ----------------------------------------------------------------------------
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.append(task)
-        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
-
-    async def run(self) -> None:
-        """Serve the connection until it closes."""
-        receiver = asyncio.create_task(self.cp.start(), name="ocpp-receive")
-        booter = asyncio.create_task(self._boot_then_serve(), name="ocpp-session")
-        try:
-            done, _ = await asyncio.wait({receiver, booter}, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.exception() is not None and not isinstance(task.exception(), ConnectionClosed):
-                    LOGGER.error("OCPP session ended: %r", task.exception())
-        finally:
-            for task in (receiver, booter, *self._tasks):
-                task.cancel()
-            for task in (receiver, booter, *self._tasks):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            if self.accepted:
-                self.agent.offline()
-
-    async def _boot_then_serve(self) -> None:
-        await self._boot()
-        self.accepted = True
-        if self.on_accepted is not None:
-            self.on_accepted()
-        self.agent.online(self)
-        await asyncio.gather(self._heartbeat_loop(), self._status_loop(), self._outbox_loop())
-
-    def _boot_payload(self) -> Any:
-        cp = self.agent.config.charge_point
-        return call.BootNotification(charge_point_vendor=cp.vendor, charge_point_model=cp.model,
-                                     charge_point_serial_number=cp.serial_number,
-                                     firmware_version=cp.firmware_version)
-
-    async def _boot(self) -> None:
-        while True:
-            try:
-                result = await self.cp.call(self._boot_payload(), suppress=False)
-            except TimeoutError:
-                LOGGER.warning("BootNotification unanswered; retrying")
-                await asyncio.sleep(BOOT_RETRY_DEFAULT_S)
-                continue
-            except OCPPError as err:
-                LOGGER.warning("BootNotification refused with %s; retrying", err)
-                await asyncio.sleep(BOOT_RETRY_DEFAULT_S)
-                continue
-            self.agent.set_clock(result.current_time)
-            interval = int(result.interval or 0)
-            self.cp.boot_rejected = result.status == "Rejected"
-            if result.status == "Accepted":
-                if interval > 0:
-                    self.heartbeat_interval_s = float(interval)
-                    self.agent.keys.set_local("HeartbeatInterval", interval)
-                LOGGER.info("BootNotification accepted (heartbeat every %d s)", interval)
-                return
-            wait = interval if interval > 0 else BOOT_RETRY_DEFAULT_S
-            LOGGER.warning("BootNotification %s; retrying in %d s", result.status, wait)
-            await asyncio.sleep(wait)
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            interval = float(self.agent.keys.get_int("HeartbeatInterval", 300)) or 300.0
-            self.heartbeat_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.heartbeat_changed.wait(), timeout=interval)
-                continue  # the interval changed: restart the wait with the new one
-            try:
-                result = await self.cp.call(call.Heartbeat(), suppress=False)
-                self.agent.set_clock(result.current_time)
-            except (TimeoutError, OCPPError) as err:
-                LOGGER.warning("Heartbeat failed: %r", err)
-
-    async def _status_loop(self) -> None:
-        while True:
-            status = await self.statuses.get()
-            await self._send_status(status)
-
-    async def _send_status(self, status: ev.StatusChanged) -> None:
-        payload = call.StatusNotification(
-            connector_id=status.connector_id, error_code=status.error_code.value, status=status.status.value,
-            info=status.info[:50] if status.info else None, timestamp=iso(status.timestamp or self.agent.now()),
-            vendor_error_code=status.vendor_error_code[:50] if status.vendor_error_code else None)
-        try:
-            await self.cp.call(payload, suppress=False)
-        except (TimeoutError, OCPPError, ConnectionClosed) as err:
-            LOGGER.warning("StatusNotification failed: %r", err)
-
-    async def _send_plain(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
-        """Send a non-queued message; None when it failed."""
-        try:
-            cls = getattr(call, action)
-            result = await self.cp.call(cls(**camel_to_snake_case(payload)), suppress=False)
-            return _plain(result)
-        except (TimeoutError, OCPPError, ConnectionClosed) as err:  # not queued: the next trigger asks again
-            LOGGER.warning("%s failed: %r", action, err)
-            return None
-
-    async def _outbox_loop(self) -> None:
-        """Drain the outbox strictly in order, one call in flight."""
-        store = self.agent.store
-        while True:
-            msg = store.peek()
-            if msg is None:
-                self.outbox_event.clear()
-                if store.peek() is None:
-                    await self.outbox_event.wait()
-                continue
-            wait = msg.next_attempt_at - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(min(wait, 5.0))
-                continue
-            # The exchange runs as its own task: if this loop is cancelled (the socket closed) right after
-            # the answer arrived, the answer is still committed instead of the message being sent twice.
-            exchange = asyncio.ensure_future(self._deliver(msg))
-            try:
-                await asyncio.shield(exchange)
-            except asyncio.CancelledError:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(asyncio.shield(exchange), ACK_GRACE_S)
-                if not exchange.done():
-                    exchange.cancel()
-                raise
-
-    async def _deliver(self, msg: OutboxMessage) -> None:
-        """One queued message: send it, then ack, count a CALLERROR, or leave it first (no answer)."""
-        store = self.agent.store
-        try:
-            answer = await self.cp.call_raw(msg.action, msg.payload)
-        except TimeoutError:
-            LOGGER.warning("%s %d unanswered; it stays first in the queue", msg.action, msg.id)
-            return  # not an attempt: retried for ever
-        except OCPPError as err:
-            dead = store.record_failure(
-                msg.id, f"{err.code}: {err.description}",
-                max_attempts=self.agent.keys.get_int("TransactionMessageAttempts", 3),
-                retry_interval_s=float(self.agent.keys.get_int("TransactionMessageRetryInterval", 60)),
-                now=time.monotonic(), dead_tx_id=self.agent.journal.id_when_dead(msg))
-            LOGGER.warning("%s %d answered %s%s", msg.action, msg.id, err.code,
-                           " (moved to dead letters)" if dead else "")
-            if dead:
-                self.agent.security_manager().event(
-                    SecurityEventType.INVALID_MESSAGES,
-                    f"{msg.action} {msg.id} refused {err.code} every time: kept as a dead letter")
-            return
-        self.agent.journal.confirm(msg, answer)
-        if msg.action == "StartTransaction" and msg.tx_local_id is not None:
-            self.agent.transaction_confirmed(msg.tx_local_id, int(answer["transactionId"]),
-                                             answer.get("idTagInfo", {}))
-        elif msg.action == "StopTransaction" and "idTagInfo" in answer and "idTag" in msg.payload:
-            self.agent._remember_auth(msg.payload["idTag"], answer["idTagInfo"])
-
-    async def triggered(self, message: str, connector_id: int | None) -> None:
-        """Send a message the back office asked for with TriggerMessage."""
-        agent = self.agent
-        if message == "BootNotification":
-            with contextlib.suppress(TimeoutError, OCPPError):
-                await self.cp.call(self._boot_payload(), suppress=False)
-        elif message == "Heartbeat":
-            await self._send_plain("Heartbeat", {})
-        elif message == "StatusNotification":
-            for status in agent.core.current_statuses(agent.now(), time.monotonic()):
-                if connector_id is None or status.connector_id == connector_id:
-                    await self._send_status(status)
-        elif message == "MeterValues":
-            ids = [connector_id] if connector_id else list(agent.connectors)
-            for cid in ids:
-                # a triggered value is read now: the last poll may be up to a poll interval old, or missing
-                try:
-                    agent.connectors[cid].reading = await agent.hw.connectors[cid].meter.read()
-                except DriverError as err:
-                    LOGGER.warning("triggered MeterValues for connector %d: %s", cid, err)
-                    last = agent.connectors[cid].reading
-                    if last is None or last.stale:
-                        continue
-                sample = agent.sample_of(cid)
-                session = agent.core.session(cid)
-                if session is not None:
-                    # a transaction's values go through its outbox, behind the samples still queued there and
-                    # behind a clock-aligned instant already passed, so they reach the back office in time order
-                    agent.queue_triggered(cid, session.local_tx_id, sample)
-                    continue
-                value = meter_value(sample, agent.settings.sampled_measurands, "Trigger", agent.now())
-                await self._send_plain("MeterValues", {"connectorId": cid, "meterValue": [value]})
-        elif message == "DiagnosticsStatusNotification":
-            await self._send_plain("DiagnosticsStatusNotification", {"status": agent.firmware.diagnostics_status})
-        elif message == "FirmwareStatusNotification":
-            await self._send_plain("FirmwareStatusNotification", {"status": agent.firmware.firmware_status})
-

@@ -18,7 +18,7 @@ from ocpp.v16.enums import Action
 from agent.security import CertificateUse, SecurityError, SecurityManager
 
 if TYPE_CHECKING:
-    from agent.ocpp.v16.chargepoint import V16Connection
+    from agent.ocpp.session import Session
     from agent.runtime import Agent
 
 LOGGER = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class SecurityHandlers:
 
     if TYPE_CHECKING:
         agent: Agent
-        conn: V16Connection
+        conn: Session
 
         async def call(self, payload: Any, suppress: bool = True, unique_id: Any = None,
                        skip_schema_validation: bool = False) -> Any: ...
