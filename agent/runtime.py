@@ -39,14 +39,15 @@ from agent.ocpp.v16.metering import (
     next_aligned,
     parse_csl,
 )
-from agent.security import SecurityEventType
+from agent.security.events import SecurityEventType
 from agent.store import AuthEntry as StoreAuthEntry
 from agent.store import PreviousRun, Store, TransactionRow
 from drivers.base import MeterReading
 from drivers.errors import DriverError
 
 if TYPE_CHECKING:
-    from agent.security import SecurityManager
+    from agent.security.manager import SecurityManager
+    from agent.services.firmware import FirmwareManager
 
 LOGGER = logging.getLogger(__name__)
 
@@ -179,11 +180,11 @@ class Agent:
         self.storage_note: str | None = None  # the last disk-full episode, for evsectl status
         self._unrecorded_starts: set[int] = set()  # connectors faulted because a start found the disk full
         self._unrecorded_tx: set[int] = set()  # local ids of those starts
-        self.security: SecurityManager | None = None  # attached by SecurityManager.for_agent
         self.log_lines: Callable[[], list[str]] = list  # recent log lines for diagnostics (set by the daemon)
-        from agent.firmware import FirmwareManager
-
-        self.firmware = FirmwareManager(self, self._notify_status)
+        # The services, built and given their ports by agent/daemon.py (wire_services); the 1.6 handlers reach
+        # them through the agent.
+        self.security: SecurityManager | None = None
+        self.firmware: FirmwareManager
 
     # ------------------------------------------------------------------------------------ settings
 
@@ -739,10 +740,10 @@ class Agent:
                              iso_to_epoch(info.get("expiryDate")))
 
     def security_manager(self) -> SecurityManager:
-        """The security event recorder (created on first use)."""
-        from agent.security import SecurityManager
-
-        return SecurityManager.for_agent(self)
+        """The security event recorder (set by agent/daemon.py wire_services)."""
+        if self.security is None:
+            raise RuntimeError("no security manager: agent/daemon.py wire_services() was not called")
+        return self.security
 
     def transactions_open(self) -> bool:
         """True while a transaction runs or its stop is not yet recorded (its meter read still pending)."""
@@ -757,12 +758,6 @@ class Agent:
         while time.monotonic() < deadline and (
                 self.transactions_open() or (drain and self.link_session is not None and self.store.pending_count())):
             await asyncio.sleep(0.1)
-
-    async def _notify_status(self, action: str, status: str) -> None:
-        """Firmware and diagnostics status: sent when online, not queued (a trigger asks for the current one)."""
-        session = self.link_session
-        if session is not None:
-            await session.notify(action, {"status": status})
 
     # --------------------------------------------------------------------------------- the link
 

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agent.config import ConfigError, load_config, parse_config
+from agent.daemon import wire_services
 from agent.hardware import ConnectorDevices, Hardware
 from agent.keys import OcppKeys
 from agent.ocpp.v16.chargepoint import V16Connection
@@ -136,6 +137,7 @@ class RouterRig:
         hw = Hardware(connectors={1: ConnectorDevices(1, "ac", meter=CountingMeter(contactor),  # type: ignore[arg-type]
                                                       contactor=contactor)})  # type: ignore[arg-type]
         self.agent = Agent(cfg, self.store, hw, OcppKeys(cfg, self.store))
+        wire_services(self.agent)
         self.wire = WireRecorder()
         self.conn = V16Connection(self.agent, self.wire)
 

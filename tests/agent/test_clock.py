@@ -14,6 +14,7 @@ from gpiozero.pins.mock import MockFactory
 import agent.runtime as runtime_module
 from agent.config import parse_config
 from agent.core import events as ev
+from agent.daemon import wire_services
 from agent.hardware import ConnectorDevices, Hardware
 from agent.keys import OcppKeys
 from agent.ocpp.v16.metering import iso
@@ -69,6 +70,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-u
     contactor = GpioContactor("contactor1", 22)
     hw = Hardware(connectors={1: ConnectorDevices(1, "ac", meter=Meter(), contactor=contactor)})  # type: ignore[arg-type]
     agent = Agent(cfg, store, hw, OcppKeys(cfg, store))
+    wire_services(agent)
     yield agent, store, clock
     contactor.release()
     store.close()

@@ -11,6 +11,7 @@ import pytest
 import agent.runtime as runtime_module
 from agent.config import parse_config
 from agent.core import events as ev
+from agent.daemon import wire_services
 from agent.hardware import ConnectorDevices, Hardware
 from agent.keys import OcppKeys
 from agent.runtime import Agent
@@ -82,6 +83,7 @@ async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     meter = CountingMeter(contactor)
     hw = Hardware(connectors={1: ConnectorDevices(1, "ac", meter=meter, contactor=contactor)})  # type: ignore[arg-type]
     agent = Agent(cfg, store, hw, OcppKeys(cfg, store))
+    wire_services(agent)
     loop_task = asyncio.create_task(agent.actuator_loop(1))
     yield agent, store, contactor, meter
     loop_task.cancel()
@@ -178,6 +180,7 @@ async def test_a_closing_waits_for_the_other_connectors_lower_limits_of_the_same
         devices[cid] = ConnectorDevices(cid, "ac", meter=CountingMeter(contactor),  # type: ignore[arg-type]
                                         contactor=contactor, dc=SlowPilot(f"pilot{cid}", events, delay))  # type: ignore[arg-type]
     agent = Agent(cfg, store, Hardware(connectors=devices), OcppKeys(cfg, store))
+    wire_services(agent)
     loops = [asyncio.create_task(agent.actuator_loop(cid)) for cid in (1, 2)]
     try:
         agent.core.connectors[2].contactor_closed = True  # what the core decided with these outputs

@@ -12,7 +12,7 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from agent.config import parse_config
-from agent.daemon import watchdog
+from agent.daemon import watchdog, wire_services
 from agent.hardware import ConnectorDevices, Hardware
 from agent.keys import OcppKeys
 from agent.runtime import Agent
@@ -104,6 +104,7 @@ async def test_ready_after_first_poll_pings_while_healthy_none_when_stuck(
     contactor = GpioContactor("contactor1", 22)
     hw = Hardware(connectors={1: ConnectorDevices(1, "ac", meter=meter, contactor=contactor)})  # type: ignore[arg-type]
     agent = Agent(cfg, store, hw, OcppKeys(cfg, store))
+    wire_services(agent)
     tasks = [
         asyncio.create_task(agent.run(0.05, on_first_poll=lambda: notify("READY=1"))),
         asyncio.create_task(watchdog(agent, 0.05, stall_after_s=0.5)),
@@ -136,6 +137,7 @@ async def test_no_ready_before_the_first_poll_succeeds(tmp_path: Path, notify_so
     contactor = GpioContactor("contactor1", 22)
     hw = Hardware(connectors={1: ConnectorDevices(1, "ac", meter=meter, contactor=contactor)})  # type: ignore[arg-type]
     agent = Agent(cfg, store, hw, OcppKeys(cfg, store))
+    wire_services(agent)
     task = asyncio.create_task(agent.run(0.05, on_first_poll=lambda: notify("READY=1")))
     try:
         await asyncio.sleep(0.5)

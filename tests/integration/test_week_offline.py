@@ -27,6 +27,7 @@ from websockets.asyncio.client import connect
 import agent.runtime as runtime_module
 from agent.config import parse_config
 from agent.core import events as ev
+from agent.daemon import wire_services
 from agent.hardware import ConnectorDevices, Hardware
 from agent.keys import OcppKeys
 from agent.ocpp.v16.chargepoint import V16Connection
@@ -144,6 +145,7 @@ async def _offline_then_drain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, m
                for i in meters}
     hw = Hardware(connectors=devices)
     agent = Agent(cfg, store, hw, OcppKeys(cfg, store))
+    wire_services(agent)
     actuators = [asyncio.create_task(agent.actuator_loop(i)) for i in meters]
     office: subprocess.Popen[bytes] | None = None
     try:

@@ -31,7 +31,7 @@ from agent.keys import ChangeResult
 from agent.ocpp.frames import V16_CODES, FrameCheck, Verdict, check_frame, read_head
 from agent.ocpp.v16.metering import iso, meter_value, parse_csl
 from agent.ocpp.v16.security import SecurityHandlers
-from agent.security import SecurityEventType
+from agent.security.events import SecurityEventType
 from agent.store import AuthEntry as StoreAuthEntry
 from agent.store import OutboxMessage
 from drivers.errors import DriverError
