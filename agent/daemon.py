@@ -1,4 +1,7 @@
-"""`evse-agent`: the charge point daemon. Wires config, store, drivers, core, OCPP link and systemd."""
+"""`evse-agent`: the charge point daemon, the composition root.
+
+Wires config, store, drivers, core, services, OCPP link and systemd: every part gets its ports from here.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +14,13 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.config import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG
 from agent.config import AgentConfig, ConfigError, load_config
+from agent.diag.bundle import write_bundle
 from agent.errors import AgentError
 from agent.hardware import ConnectorDevices, Hardware
 from agent.keys import OcppKeys
@@ -25,7 +30,9 @@ from agent.ocpp.v16.profiles import stored_profiles
 from agent.redact import RedactingFilter
 from agent.runtime import Agent
 from agent.sdnotify import notify, watchdog_interval_s
-from agent.security import SecurityManager, check_local_permissions
+from agent.security.files import check_local_permissions
+from agent.security.manager import SecurityManager
+from agent.services.firmware import FirmwareManager
 from agent.store import open_or_recover
 from drivers.errors import DriverError, HardwareFault
 from drivers.registry import resolve
@@ -152,6 +159,48 @@ def release_hardware(hw: Hardware) -> None:
             release()
 
 
+@dataclass(frozen=True)
+class Services:
+    """The services built for one agent."""
+
+    security: SecurityManager
+    firmware: FirmwareManager
+
+
+def wire_services(agent: Agent, keys: OcppKeys) -> Services:
+    """Build the services with the ports they take from the runtime and attach them to it (tests wire here too)."""
+    cfg = agent.config
+
+    def outbox_changed() -> None:
+        if agent.link_session is not None:
+            agent.link_session.outbox_changed()
+
+    async def notify(action: str, payload: dict[str, Any]) -> None:
+        # sent when online, never queued: a trigger asks for the current status again
+        if agent.link_session is not None:
+            await agent.link_session.notify(action, payload)
+
+    def bundle(dest_dir: Path, log_lines: list[str], *, start: float | None = None,
+               stop: float | None = None) -> Path:
+        return write_bundle(agent, dest_dir, log_lines, start=start, stop=stop)
+
+    def request_exit() -> None:
+        # read when asked: serve() sets the future after the agent is built, and a test's agent may have none
+        future = agent.exit_requested
+        if future is not None and not future.done():
+            future.set_result(0)
+
+    security = SecurityManager(cfg, agent.store, keys, now=agent.now,
+                               clock_trusted=lambda: agent.clock_trusted, outbox_changed=outbox_changed,
+                               notify=notify, bundle=bundle, log_lines=lambda: agent.log_lines())
+    firmware = FirmwareManager(cfg.firmware, Path(cfg.state.directory), now=agent.now, notify=notify,
+                               transactions_open=agent.transactions_open, settle=agent.settle,
+                               request_exit=request_exit, security=security, write_bundle=bundle)
+    agent.security = security
+    agent.firmware = firmware
+    return Services(security, firmware)
+
+
 async def watchdog(agent: Agent, poll_interval_s: float, stall_after_s: float | None = None) -> None:
     """WATCHDOG=1 only while the main loop completes passes: a hung driver call stops the pings."""
     stall_after_s = stall_after_s if stall_after_s is not None else max(3 * poll_interval_s, 5.0)
@@ -186,7 +235,7 @@ async def serve(cfg: AgentConfig) -> int:
         store.close()
         return EXIT_HARDWARE
     keys = OcppKeys(cfg, store)
-    agent = Agent(cfg, store, hw, keys, V16Journal(store, keys), profiles=stored_profiles(store))
+    agent = Agent(cfg, store, hw, keys, V16Journal(store, keys), keys, profiles=stored_profiles(store))
     agent.recovery_note = recovery
     loop = asyncio.get_running_loop()
     exit_future: asyncio.Future[int] = loop.create_future()
@@ -209,7 +258,7 @@ async def serve(cfg: AgentConfig) -> int:
 
     # The security manager decides each attempt's URL scheme, Basic password and TLS context (profiles 1-3)
     # and falls back to the previous profile when a raised one cannot connect.
-    security = SecurityManager.for_agent(agent)
+    security = wire_services(agent, keys).security
     link = Link(
         LinkSettings(
             url=cfg.backoffice.url, charge_point_id=cfg.charge_point.id,

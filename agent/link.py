@@ -68,7 +68,7 @@ Session = Callable[[ClientConnection], Awaitable[None]]
 
 
 class LinkHooks(Protocol):
-    """What the security module decides per attempt (agent/security.py SecurityManager)."""
+    """What the security module decides per attempt (agent/security/manager.py SecurityManager)."""
 
     def prepare(self, base: LinkSettings) -> LinkSettings:
         """The settings of the next attempt (profile, password, TLS context); may raise to skip it."""

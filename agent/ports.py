@@ -61,6 +61,35 @@ class TxStopped:
     end: Sample | None = None
 
 
+class ConfigVocabulary(Protocol):
+    """The active protocol version's configuration, by its own names (1.6 keys; 2.0.1 variables): what the
+    technician CLI lists and changes, and what the version's handlers read. The runtime only carries it."""
+
+    def entries(self, keys: list[str] | None = None) -> tuple[list[dict[str, object]], list[str]]:
+        """(known entries, unknown names); secrets are never listed."""
+        ...
+
+    def change(self, key: str, value: str) -> str:
+        """Validate, persist and apply a change; the version's answer status."""
+        ...
+
+    def set_local(self, key: str, value: int | bool | str) -> None:
+        """A change made by the charger itself."""
+        ...
+
+    def get_int(self, key: str, default: int = 0) -> int:
+        """An integer entry."""
+        ...
+
+    def get_bool(self, key: str, default: bool = False) -> bool:
+        """A boolean entry."""
+        ...
+
+    def get_str(self, key: str, default: str = "") -> str:
+        """A string entry."""
+        ...
+
+
 class TransactionJournal(Protocol):
     """Turns transaction facts into the active protocol's messages in the outbox (durably, in order)."""
 

@@ -29,10 +29,9 @@ from agent.core.connector import ConnectorConfig as CoreConnectorConfig
 from agent.core.limits import ChargingProfile
 from agent.errors import CallRefused, DiskFull
 from agent.hardware import ConnectorObservation, Hardware
-from agent.keys import OcppKeys
 from agent.metering import MeasurandSource, Sample, can_provide, next_aligned
-from agent.ports import SampleTrigger, Stamp, TransactionJournal, TxStarted, TxStopped
-from agent.security import SecurityEventType
+from agent.ports import ConfigVocabulary, SampleTrigger, Stamp, TransactionJournal, TxStarted, TxStopped
+from agent.security.events import SecurityEventType
 from agent.settings import Settings, SettingsSource
 from agent.store import AuthEntry as StoreAuthEntry
 from agent.store import PreviousRun, Store, TransactionRow
@@ -40,7 +39,8 @@ from drivers.base import MeterReading
 from drivers.errors import DriverError
 
 if TYPE_CHECKING:
-    from agent.security import SecurityManager
+    from agent.security.manager import SecurityManager
+    from agent.services.firmware import FirmwareManager
 
 LOGGER = logging.getLogger(__name__)
 
@@ -134,15 +134,15 @@ class _Barrier:
 class Agent:
     """The charge point at run time."""
 
-    def __init__(self, config: AgentConfig, store: Store, hardware: Hardware, keys: OcppKeys,
-                 journal: TransactionJournal, settings: SettingsSource | None = None,
+    def __init__(self, config: AgentConfig, store: Store, hardware: Hardware, keys: ConfigVocabulary,
+                 journal: TransactionJournal, settings: SettingsSource,
                  profiles: Sequence[ChargingProfile] = ()) -> None:
         self.config = config
         self.store = store
         self.hw = hardware
         self.keys = keys
         self.journal = journal
-        self.settings_source: SettingsSource = settings if settings is not None else keys
+        self.settings_source = settings
         self.clock_offset_s = 0.0
         # wall minus monotonic at start: a later NTP step shows as a change of this difference
         self._wall_minus_mono = time.time() - time.monotonic()
@@ -169,11 +169,11 @@ class Agent:
         self.storage_note: str | None = None  # the last disk-full episode, for evsectl status
         self._unrecorded_starts: set[int] = set()  # connectors faulted because a start found the disk full
         self._unrecorded_tx: set[int] = set()  # local ids of those starts
-        self.security: SecurityManager | None = None  # attached by SecurityManager.for_agent
         self.log_lines: Callable[[], list[str]] = list  # recent log lines for diagnostics (set by the daemon)
-        from agent.firmware import FirmwareManager
-
-        self.firmware = FirmwareManager(self, self._notify_status)
+        # The services, built and given their ports by agent/daemon.py (wire_services); the 1.6 handlers reach
+        # them through the agent.
+        self.security: SecurityManager | None = None
+        self.firmware: FirmwareManager
 
     # ------------------------------------------------------------------------------------ settings
 
@@ -658,13 +658,14 @@ class Agent:
             # online, but no usable answer: not an offline situation, so only the list and the cache decide
             entries = self._auth_entries(id_tag)
             decision = decide_without_answer(*entries, self.now())
-            LOGGER.warning("Authorize for %s refused (%s); decided by the local list and cache: %s (%s)", id_tag,
+            LOGGER.warning("authorization of %s refused by the back office (%s); decided by the local list and "
+                           "cache: %s (%s)", id_tag,
                            err, decision.status.value, decision.source.value)
             self.feed(decision.as_result(id_tag))
             return
         except (TimeoutError, ConnectionError, OSError) as err:
             # no answer (timeout, or the socket closed under the call): the offline rules decide
-            LOGGER.warning("Authorize for %s got no answer (%s); deciding offline", id_tag, type(err).__name__)
+            LOGGER.warning("authorization of %s got no answer (%s); deciding offline", id_tag, type(err).__name__)
             offline = self.local_decision(id_tag, False)
             LOGGER.info("id %s decided locally: %s (%s)", id_tag, offline.status.value, offline.source.value)
             self.feed(offline.as_result(id_tag))
@@ -679,10 +680,10 @@ class Agent:
                              iso_to_epoch(info.get("expiryDate")))
 
     def security_manager(self) -> SecurityManager:
-        """The security event recorder (created on first use)."""
-        from agent.security import SecurityManager
-
-        return SecurityManager.for_agent(self)
+        """The security event recorder (set by agent/daemon.py wire_services)."""
+        if self.security is None:
+            raise RuntimeError("no security manager: agent/daemon.py wire_services() was not called")
+        return self.security
 
     def transactions_open(self) -> bool:
         """True while a transaction runs or its stop is not yet recorded (its meter read still pending)."""
@@ -697,12 +698,6 @@ class Agent:
         while time.monotonic() < deadline and (
                 self.transactions_open() or (drain and self.link_session is not None and self.store.pending_count())):
             await asyncio.sleep(0.1)
-
-    async def _notify_status(self, action: str, status: str) -> None:
-        """Firmware and diagnostics status: sent when online, not queued (a trigger asks for the current one)."""
-        session = self.link_session
-        if session is not None:
-            await session.notify(action, {"status": status})
 
     # --------------------------------------------------------------------------------- the link
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from agent.core.profiles import ChargingProfile
 from drivers.base import IndicatorState
-
-if TYPE_CHECKING:
-    from agent.core.limits import ChargingProfile
 
 __all__ = [
     "AuthResult",

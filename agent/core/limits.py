@@ -14,13 +14,24 @@ power limit goes to the controller as W. Times are wall seconds.
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from agent.core.events import ClearProfileResult, ProfileResult
+from agent.core.profiles import (
+    ChargingProfile,
+    ChargingSchedule,
+    ProfileKind,
+    ProfilePurpose,
+    RateUnit,
+    Recurrency,
+    SchedulePeriod,
+)
+
+__all__ = ["ChargingProfile", "ChargingSchedule", "ProfileKind", "ProfilePurpose", "RateUnit", "Recurrency",
+           "SchedulePeriod"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -28,72 +39,6 @@ DEFAULT_PHASES = 3  # OCPP 1.6: numberPhases defaults to 3 when absent
 DAY_S = 86400.0
 WEEK_S = 7 * DAY_S
 LOOKAHEAD_S = 8 * DAY_S  # a weekly recurrence changes at least once in this window, if it changes at all
-
-
-class ProfilePurpose(enum.StrEnum):
-    """chargingProfilePurpose."""
-
-    CHARGE_POINT_MAX = "ChargePointMaxProfile"
-    TX_DEFAULT = "TxDefaultProfile"
-    TX = "TxProfile"
-
-
-class ProfileKind(enum.StrEnum):
-    """chargingProfileKind."""
-
-    ABSOLUTE = "Absolute"
-    RECURRING = "Recurring"
-    RELATIVE = "Relative"
-
-
-class Recurrency(enum.StrEnum):
-    """recurrencyKind."""
-
-    DAILY = "Daily"
-    WEEKLY = "Weekly"
-
-
-class RateUnit(enum.StrEnum):
-    """chargingRateUnit."""
-
-    A = "A"
-    W = "W"
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulePeriod:
-    """One period: from start_period_s (relative to the schedule start) on, at most `limit` (A or W)."""
-
-    start_period_s: float
-    limit: float
-    number_phases: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ChargingSchedule:
-    """A chargingSchedule; start_schedule is wall seconds or None."""
-
-    unit: RateUnit
-    periods: tuple[SchedulePeriod, ...]
-    duration_s: float | None = None
-    start_schedule: float | None = None
-    min_charging_rate: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ChargingProfile:
-    """A charging profile as installed on connector_id (0 = the whole charge point)."""
-
-    profile_id: int
-    stack_level: int
-    purpose: ProfilePurpose
-    kind: ProfileKind
-    schedule: ChargingSchedule
-    connector_id: int = 0
-    recurrency: Recurrency | None = None
-    valid_from: float | None = None
-    valid_to: float | None = None
-    transaction_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,13 +13,29 @@ import platform
 import tarfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from agent.runtime import Agent
+from agent.config import AgentConfig
+from agent.ports import ConfigVocabulary
+from agent.store import Store
 
 PACKAGES = ("evse-agent", "ocpp", "websockets", "pymodbus", "pyserial", "gpiozero")
 MAX_LOG_BYTES = 5_000_000
+
+
+class BundleSource(Protocol):
+    """What the archive is made of: the config, the store, the protocol configuration and the status picture."""
+
+    @property
+    def config(self) -> AgentConfig: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def keys(self) -> ConfigVocabulary: ...
+
+    def status(self) -> dict[str, Any]: ...
 
 
 def _versions() -> dict[str, str]:
@@ -50,13 +66,13 @@ def _in_window(line: str, start: float | None, stop: float | None) -> bool:
     return (start is None or stamp >= start) and (stop is None or stamp <= stop)
 
 
-def write_bundle(agent: Agent, dest_dir: Path, log_lines: list[str], *, start: float | None = None,
+def write_bundle(source: BundleSource, dest_dir: Path, log_lines: list[str], *, start: float | None = None,
                  stop: float | None = None) -> Path:
     """Write the archive into dest_dir and return its path."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = dest_dir / f"diagnostics-{agent.config.charge_point.id}-{stamp}.tar.gz"
-    store = agent.store
+    path = dest_dir / f"diagnostics-{source.config.charge_point.id}-{stamp}.tar.gz"
+    store = source.store
     summary: dict[str, Any] = {
         "outbox": store.outbox_stats(),
         "dead_letters": [{"id": d.id, "action": d.action, "attempts": d.attempts, "error": d.error}
@@ -70,17 +86,17 @@ def write_bundle(agent: Agent, dest_dir: Path, log_lines: list[str], *, start: f
             for r in store.recent_transactions(50)
         ],
     }
-    ocpp_keys, _ = agent.keys.entries()
+    ocpp_keys, _ = source.keys.entries()
     tmp = path.with_name(path.name + ".part")
     with tarfile.open(tmp, "w:gz") as tar:
-        _add(tar, "config.json", json.dumps(agent.config.redacted(), indent=2, default=str).encode())
+        _add(tar, "config.json", json.dumps(source.config.redacted(), indent=2, default=str).encode())
         _add(tar, "ocpp-keys.json", json.dumps(ocpp_keys, indent=2).encode())
-        _add(tar, "status.json", json.dumps(agent.status(), indent=2, default=str).encode())
+        _add(tar, "status.json", json.dumps(source.status(), indent=2, default=str).encode())
         _add(tar, "database.json", json.dumps(summary, indent=2, default=str).encode())
         _add(tar, "versions.json", json.dumps(_versions(), indent=2).encode())
         text = "\n".join(line for line in log_lines if _in_window(line, start, stop))
         _add(tar, "agent.log", text.encode()[-MAX_LOG_BYTES:])
-        frames = Path(agent.config.state.directory) / "ocpp-frames.log"
+        frames = Path(source.config.state.directory) / "ocpp-frames.log"
         for candidate in sorted(frames.parent.glob(frames.name + "*")):
             data = candidate.read_bytes()[-MAX_LOG_BYTES:]
             lines = [ln for ln in data.decode(errors="replace").splitlines() if _in_window(ln, start, stop)]

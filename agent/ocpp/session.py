@@ -25,7 +25,7 @@ from agent.errors import CallRefused
 from agent.metering import Sample
 from agent.ocpp.library import HookedChargePoint
 from agent.ports import SampleTrigger
-from agent.security import SecurityEventType
+from agent.security.events import SecurityEventType
 from agent.store import OutboxMessage
 
 if TYPE_CHECKING:

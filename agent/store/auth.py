@@ -100,7 +100,7 @@ class AuthMixin(Db):
     def cache_put(self, entry: AuthEntry) -> None:
         """Cache an idTagInfo, evicting the least recently used entries beyond cache_capacity."""
         if entry.status is None:
-            raise ValueError("a cached idTagInfo needs a status")
+            raise ValueError("a cached authorization needs a status")
         with self._write() as conn:
             self._lru_counter += 1
             conn.execute(

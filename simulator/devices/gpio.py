@@ -187,6 +187,8 @@ class SimPinFactory(MockFactory):
             return None
         sock.settimeout(IO_TIMEOUT_S)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # counted before the hello: the simulator may act on the hello before this thread runs on
+        self.connects += 1
         with self._send_lock:
             with self._state_lock:
                 snapshot = {str(pin): level for pin, level in self._outputs.items()}
@@ -197,7 +199,6 @@ class SimPinFactory(MockFactory):
                 sock.close()
                 return None
             self._sock = sock
-        self.connects += 1
         self.connected.set()
         LOGGER.info("evsesim gpio: connected to %s:%d", *self.address)
         return sock

@@ -1,4 +1,4 @@
-"""Tests of agent/security.py: certificates, signatures, secrets, events, and the link against a TLS back office.
+"""Tests of agent/security/: certificates, signatures, secrets, events, and the link against a TLS back office.
 
 A CA is made in the test with `cryptography`; the back office serves real TLS on 127.0.0.1.
 """
@@ -23,11 +23,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from agent.certificates import certificate_hash, load_pem_chain, verify_chain, verify_firmware_signature
 from agent.config import AgentConfig, parse_config
 from agent.keys import OcppKeys
 from agent.link import Link, LinkSettings
-from agent.security import CertificateUse, SecurityError, SecurityManager, check_local_permissions
+from agent.security.certificates import certificate_hash, load_pem_chain, verify_chain, verify_firmware_signature
+from agent.security.events import CertificateUse, SecurityError
+from agent.security.files import check_local_permissions
+from agent.security.manager import SecurityManager
 from agent.store import Store
 from simulator.backoffice import BackOffice
 
@@ -340,7 +342,7 @@ def test_tc_084_profile_cannot_be_lowered_and_needs_credentials(tmp_path: Path) 
 
 
 def test_critical_events_are_queued_others_only_logged(tmp_path: Path) -> None:
-    from agent.security import SecurityEventType
+    from agent.security.events import SecurityEventType
 
     rig = Rig(make_config(tmp_path, profile=0, url="ws://127.0.0.1:1/ocpp"))
     rig.security.startup()

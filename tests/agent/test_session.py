@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agent.ocpp.session import ACK_GRACE_S, Session
-from agent.security import SecurityEventType
+from agent.security.events import SecurityEventType
 from agent.settings import Settings
 from agent.store import OutboxMessage, Store
 from tests.agent.ocpp_peer import Peer, PeerChargePoint, Reply

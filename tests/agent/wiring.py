@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent.config import AgentConfig
+from agent.daemon import wire_services
 from agent.hardware import Hardware
 from agent.keys import OcppKeys
 from agent.ocpp.v16.journal import V16Journal
@@ -12,6 +13,8 @@ from agent.store import Store
 
 
 def agent_for(cfg: AgentConfig, store: Store, hw: Hardware) -> Agent:
-    """Agent(cfg, store, hw) with the OCPP 1.6 keys, journal and stored profiles."""
+    """Agent(cfg, store, hw) with the OCPP 1.6 keys, journal and stored profiles, and its services wired."""
     keys = OcppKeys(cfg, store)
-    return Agent(cfg, store, hw, keys, V16Journal(store, keys), profiles=stored_profiles(store))
+    agent = Agent(cfg, store, hw, keys, V16Journal(store, keys), keys, profiles=stored_profiles(store))
+    wire_services(agent, keys)
+    return agent

@@ -1,6 +1,6 @@
 """OCPP 1.6 Security Whitepaper handlers (mixed into V16ChargePoint).
 
-They translate; agent/security.py decides. Calls to the back office (SignCertificate, the triggered
+They translate; agent/security/ decides. Calls to the back office (SignCertificate, the triggered
 messages) are sent from `@after` handlers, which the library runs as tasks after the answer.
 """
 
@@ -15,11 +15,12 @@ from ocpp.routing import after, on
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action
 
-from agent.security import CertificateUse, SecurityError, SecurityManager
+from agent.security.events import CertificateUse, SecurityError
 
 if TYPE_CHECKING:
     from agent.ocpp.session import Session
     from agent.runtime import Agent
+    from agent.security.manager import SecurityManager
 
 LOGGER = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class SecurityHandlers:
     @property
     def security(self) -> SecurityManager:
         """The agent's security manager."""
-        return SecurityManager.for_agent(self.agent)
+        return self.agent.security_manager()
 
     # ---- certificates ----------------------------------------------------------------------------
 
@@ -49,7 +50,7 @@ class SecurityHandlers:
     def on_install_certificate(self, certificate_type: str, certificate: str, **_: Any) -> Any:
         status = self.security.certs.install(CertificateUse(certificate_type), certificate)
         if status == "Accepted":
-            from agent.security import SecurityEventType
+            from agent.security.events import SecurityEventType
 
             self.security.event(SecurityEventType.RECONFIGURATION_OF_SECURITY_PARAMETERS,
                                 f"{certificate_type} installed")
@@ -67,7 +68,7 @@ class SecurityHandlers:
     def on_delete_certificate(self, certificate_hash_data: dict[str, Any], **_: Any) -> Any:
         status = self.security.certs.delete(snake_to_camel_case(certificate_hash_data))
         if status == "Accepted":
-            from agent.security import SecurityEventType
+            from agent.security.events import SecurityEventType
 
             self.security.event(SecurityEventType.RECONFIGURATION_OF_SECURITY_PARAMETERS,
                                 f"certificate {certificate_hash_data.get('serial_number')} deleted")
@@ -139,8 +140,8 @@ class SecurityHandlers:
     @on(Action.signed_update_firmware)
     def on_signed_update_firmware(self, request_id: int, firmware: dict[str, Any], retries: int | None = None,
                                   retry_interval: int | None = None, **_: Any) -> Any:
-        from agent.firmware import SignedFirmware
         from agent.runtime import iso_to_epoch
+        from agent.services.firmware import SignedFirmware
 
         try:
             cert = self.security.check_signing_certificate(firmware["signing_certificate"])

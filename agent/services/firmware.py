@@ -15,21 +15,19 @@ import zipfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from agent.transfer import TransferError, download, redact, upload
-
-if TYPE_CHECKING:
-    from agent.runtime import Agent
+from agent.config.schema import FirmwareConfig
+from agent.security.events import FirmwareSecurity, SecurityError, SecurityEventType
+from agent.services.ports import BundleWriter, Notify
+from agent.services.transfer import download, redact, transfer_with_retries, upload
 
 LOGGER = logging.getLogger(__name__)
 
 INSTALL_TIMEOUT_S = 900.0
 IDLE_POLL_S = 1.0
 SETTLE_S = 10.0
-
-StatusSender = Callable[[str, str], Awaitable[None]]  # (action, status)
 
 
 class FirmwareError(Exception):
@@ -69,17 +67,24 @@ def verify_firmware(path: Path) -> None:
 class FirmwareManager:
     """Runs UpdateFirmware and GetDiagnostics jobs and reports their status."""
 
-    def __init__(self, agent: Agent, send: StatusSender) -> None:
-        self.agent = agent
-        self.send = send
+    def __init__(self, config: FirmwareConfig, state_dir: Path, *, now: Callable[[], float], notify: Notify,
+                 transactions_open: Callable[[], bool], settle: Callable[[float], Awaitable[None]],
+                 request_exit: Callable[[], None], security: FirmwareSecurity, write_bundle: BundleWriter) -> None:
+        self.config = config
+        self._now = now
+        self._notify = notify
+        self._transactions_open = transactions_open
+        self._settle = settle
+        self._request_exit = request_exit
+        self._security = security
+        self._write_bundle = write_bundle
         self.firmware_status = "Idle"
         self.diagnostics_status = "Idle"
         self._firmware_job: asyncio.Task[None] | None = None
         self._diagnostics_job: asyncio.Task[None] | None = None
         self._signed: SignedFirmware | None = None
-        cfg = agent.config
-        self.download_dir = Path(cfg.firmware.download_dir or Path(cfg.state.directory) / "firmware")
-        self.diagnostics_dir = Path(cfg.state.directory) / "diagnostics"
+        self.download_dir = Path(config.download_dir or state_dir / "firmware")
+        self.diagnostics_dir = state_dir / "diagnostics"
 
     @property
     def signed(self) -> SignedFirmware | None:
@@ -92,16 +97,16 @@ class FirmwareManager:
             LOGGER.info("firmware: %s", status)
             signed = self._signed
             if signed is None:
-                await self.send("FirmwareStatusNotification", status)
-            elif self.agent.link_session is not None:
-                await self.agent.link_session.notify(
-                    "SignedFirmwareStatusNotification", {"status": status, "requestId": signed.request_id})
+                await self._notify("FirmwareStatusNotification", {"status": status})
+            else:
+                await self._notify("SignedFirmwareStatusNotification",
+                                   {"status": status, "requestId": signed.request_id})
 
     async def _diagnostics(self, status: str) -> None:
         if status != self.diagnostics_status:
             self.diagnostics_status = status
             LOGGER.info("diagnostics: %s", status)
-            await self.send("DiagnosticsStatusNotification", status)
+            await self._notify("DiagnosticsStatusNotification", {"status": status})
 
     # ---- firmware -----------------------------------------------------------------------------
 
@@ -121,23 +126,19 @@ class FirmwareManager:
 
     async def update(self, location: str, retrieve_at: float, retries: int, retry_interval_s: float) -> None:
         """Download (with retries), verify (the signature too when signed), wait for no session, install."""
-        delay = retrieve_at - self.agent.now()
+        delay = retrieve_at - self._now()
         if delay > 0:
             await asyncio.sleep(delay)
         name = Path(urlsplit(location).path).name or "firmware.bin"
         self.download_dir.mkdir(parents=True, exist_ok=True)
         path = self.download_dir / name
         await self._firmware("Downloading")
-        for attempt in range(retries + 1):
-            try:
-                size = await asyncio.to_thread(download, location, path,
-                                               max_bytes=self.agent.config.firmware.max_bytes)
-                LOGGER.info("firmware %s downloaded (%d bytes)", name, size)
-                break
-            except TransferError as err:
-                LOGGER.warning("firmware download attempt %d/%d failed: %s", attempt + 1, retries + 1, err)
-                if attempt < retries:
-                    await asyncio.sleep(retry_interval_s)
+        max_bytes = self.config.max_bytes
+        size = await transfer_with_retries("firmware download",
+                                           lambda: download(location, path, max_bytes=max_bytes), retries,
+                                           retry_interval_s)
+        if size is not None:
+            LOGGER.info("firmware %s downloaded (%d bytes)", name, size)
         else:
             await self._firmware("DownloadFailed")
             self.firmware_status = "Idle"  # Idle is only reported when triggered
@@ -145,11 +146,8 @@ class FirmwareManager:
         await self._firmware("Downloaded")
         signed = self._signed
         if signed is not None:
-            from agent.security import SecurityError, SecurityManager
-
             try:
-                SecurityManager.for_agent(self.agent).check_firmware(path, signed.signing_certificate,
-                                                                      signed.signature)
+                self._security.check_firmware(path, signed.signing_certificate, signed.signature)
             except SecurityError as err:
                 LOGGER.error("firmware refused: %s", err)
                 await self._firmware("InvalidSignature")
@@ -157,10 +155,10 @@ class FirmwareManager:
                 path.unlink(missing_ok=True)
                 return
             await self._firmware("SignatureVerified")
-            if signed.install_at is not None and signed.install_at > self.agent.now():
+            if signed.install_at is not None and signed.install_at > self._now():
                 await self._firmware("InstallScheduled")
-                await asyncio.sleep(signed.install_at - self.agent.now())
-        installer = self.agent.config.firmware.installer
+                await asyncio.sleep(signed.install_at - self._now())
+        installer = self.config.installer
         try:
             verify_firmware(path)
             if not installer:
@@ -193,20 +191,16 @@ class FirmwareManager:
             self.firmware_status = "Idle"  # Idle is only reported when triggered
             return
         await self._firmware("Installed")
-        from agent.security import SecurityEventType, SecurityManager
-
-        SecurityManager.for_agent(self.agent).event(SecurityEventType.FIRMWARE_UPDATED, f"installed {name}")
+        self._security.event(SecurityEventType.FIRMWARE_UPDATED, f"installed {name}")
         await self._wait_until_idle()  # a session may have started while the installer ran
-        await self.agent.settle(SETTLE_S)  # let the last session's messages reach the back office
+        await self._settle(SETTLE_S)  # let the last session's messages reach the back office
         LOGGER.warning("firmware installed; restarting into the new version")
-        future = self.agent.exit_requested
-        if future is not None and not future.done():
-            future.set_result(0)
+        self._request_exit()
 
     async def _wait_until_idle(self) -> None:
         """Never cut a session: wait until no connector has a transaction."""
         logged = False
-        while self.agent.transactions_open():
+        while self._transactions_open():
             if not logged:
                 LOGGER.info("firmware waits for the running sessions to end")
                 logged = True
@@ -217,9 +211,7 @@ class FirmwareManager:
     def start_diagnostics(self, location: str, retries: int, retry_interval_s: float,
                           start: float | None, stop: float | None, log_lines: list[str]) -> str:
         """Write the archive now (its name goes into the answer) and upload it in the background."""
-        from agent.diag.bundle import write_bundle
-
-        path = write_bundle(self.agent, self.diagnostics_dir, log_lines, start=start, stop=stop)
+        path = self._write_bundle(self.diagnostics_dir, log_lines, start=start, stop=stop)
         if self._diagnostics_job is not None and not self._diagnostics_job.done():
             self._diagnostics_job.cancel()
         self._diagnostics_job = asyncio.create_task(
@@ -229,16 +221,11 @@ class FirmwareManager:
 
     async def _upload(self, location: str, path: Path, retries: int, retry_interval_s: float) -> None:
         await self._diagnostics("Uploading")
-        for attempt in range(retries + 1):
-            try:
-                target = await asyncio.to_thread(upload, location, path)
-                LOGGER.info("diagnostics uploaded to %s", redact(target))
-                await self._diagnostics("Uploaded")
-                break
-            except TransferError as err:
-                LOGGER.warning("diagnostics upload attempt %d/%d failed: %s", attempt + 1, retries + 1, err)
-                if attempt < retries:
-                    await asyncio.sleep(retry_interval_s)
+        target = await transfer_with_retries("diagnostics upload", lambda: upload(location, path), retries,
+                                             retry_interval_s)
+        if target is not None:
+            LOGGER.info("diagnostics uploaded to %s", redact(target))
+            await self._diagnostics("Uploaded")
         else:
             await self._diagnostics("UploadFailed")
         self.diagnostics_status = "Idle"  # Idle is only reported when triggered

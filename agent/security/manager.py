@@ -11,14 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import logging
-import os
 import ssl
-import stat
-import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,125 +26,23 @@ from agent.clock import iso
 from agent.config import AgentConfig
 from agent.keys import ChangeResult, OcppKeys
 from agent.link import LinkSettings
+from agent.security.events import CRITICAL_EVENTS, TECH_INFO_MAX, CertificateUse, SecurityError, SecurityEventType
+from agent.security.files import CERT_DIR, KEY_FILE, read_key_file, write_secret
+from agent.services.ports import BundleWriter, Notify
+from agent.services.transfer import redact, transfer_with_retries, upload
 from agent.store import Store
 
 if TYPE_CHECKING:
     from cryptography import x509
 
-    from agent.certificates import CertificateStore
     from agent.link import Link
-    from agent.runtime import Agent
+    from agent.security.certificates import CertificateStore
 
 LOGGER = logging.getLogger(__name__)
 
 FALLBACK_AFTER_FAILURES = 3  # connection attempts with a new profile/key before the old one comes back
 RECONNECT_DELAY_S = 0.5  # lets the ChangeConfiguration answer reach the back office before the close
 EVENT_REPEAT_S = 300.0  # the same connection failure is logged again at most this often (backoff storms)
-TECH_INFO_MAX = 255  # SecurityEventNotification.techInfo maxLength
-KEY_FILE = "authorization_key"  # AuthorizationKey set over OCPP, in the state directory, mode 0600
-CERT_DIR = "certs"
-
-
-class SecurityEventType(enum.StrEnum):
-    """Security Whitepaper edition 3, appendix 1."""
-
-    FIRMWARE_UPDATED = "FirmwareUpdated"
-    FAILED_TO_AUTHENTICATE_AT_CENTRAL_SYSTEM = "FailedToAuthenticateAtCentralSystem"
-    CENTRAL_SYSTEM_FAILED_TO_AUTHENTICATE = "CentralSystemFailedToAuthenticate"
-    SETTING_SYSTEM_TIME = "SettingSystemTime"
-    STARTUP_OF_THE_DEVICE = "StartupOfTheDevice"
-    RESET_OR_REBOOT = "ResetOrReboot"
-    SECURITY_LOG_WAS_CLEARED = "SecurityLogWasCleared"
-    RECONFIGURATION_OF_SECURITY_PARAMETERS = "ReconfigurationOfSecurityParameters"
-    MEMORY_EXHAUSTION = "MemoryExhaustion"
-    INVALID_MESSAGES = "InvalidMessages"
-    ATTEMPTED_REPLAY_ATTACKS = "AttemptedReplayAttacks"
-    TAMPER_DETECTION_ACTIVATED = "TamperDetectionActivated"
-    INVALID_FIRMWARE_SIGNATURE = "InvalidFirmwareSignature"
-    INVALID_FIRMWARE_SIGNING_CERTIFICATE = "InvalidFirmwareSigningCertificate"
-    INVALID_CENTRAL_SYSTEM_CERTIFICATE = "InvalidCentralSystemCertificate"
-    INVALID_CHARGE_POINT_CERTIFICATE = "InvalidChargePointCertificate"
-    INVALID_TLS_VERSION = "InvalidTLSVersion"
-    INVALID_TLS_CIPHER_SUITE = "InvalidTLSCipherSuite"
-
-
-CRITICAL_EVENTS = frozenset({
-    SecurityEventType.FIRMWARE_UPDATED, SecurityEventType.SETTING_SYSTEM_TIME,
-    SecurityEventType.STARTUP_OF_THE_DEVICE, SecurityEventType.RESET_OR_REBOOT,
-    SecurityEventType.SECURITY_LOG_WAS_CLEARED, SecurityEventType.MEMORY_EXHAUSTION,
-    SecurityEventType.TAMPER_DETECTION_ACTIVATED,
-})
-
-
-class CertificateUse(enum.StrEnum):
-    """CA certificates the back office may install (1.6 CertificateUseEnumType)."""
-
-    CENTRAL_SYSTEM_ROOT = "CentralSystemRootCertificate"
-    MANUFACTURER_ROOT = "ManufacturerRootCertificate"
-
-
-class SecurityError(Exception):
-    """A certificate, signature or credential is not acceptable; the message says why."""
-
-
-
-
-# ---- files ------------------------------------------------------------------------------------------------
-
-
-def write_secret(path: Path, data: bytes) -> None:
-    """Write a file atomically with mode 0600 (never readable by anyone else, not even for a moment)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name)  # mkstemp creates it 0600
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def check_local_permissions(config_path: str | Path, cfg: AgentConfig) -> list[str]:
-    """Problems with who may change the config or read the secrets; empty when the start is safe."""
-    problems: list[str] = []
-
-    def mode_of(path: Path) -> int | None:
-        try:
-            return stat.S_IMODE(path.stat().st_mode)
-        except OSError:
-            return None
-
-    config = Path(config_path)
-    mode = mode_of(config)
-    if mode is not None and mode & stat.S_IWOTH:
-        problems.append(f"{config} is writable by every user (mode {mode:04o}): run chmod o-w {config}")
-    secrets = [cfg.backoffice.authorization_key_file, cfg.backoffice.client_key_file,
-               str(Path(cfg.state.directory) / KEY_FILE), str(Path(cfg.state.directory) / CERT_DIR / "cp" / "key.pem")]
-    for name in secrets:
-        if not name:
-            continue
-        path = Path(name)
-        mode = mode_of(path)
-        if mode is not None and mode & 0o077:
-            problems.append(f"{path} holds a secret but is readable or writable by group or others "
-                            f"(mode {mode:04o}): run chmod 600 {path}")
-    return problems
-
-
-def read_key_file(path: Path) -> str:
-    """An AuthorizationKey file: the key on its first line."""
-    try:
-        return path.read_text(encoding="utf-8").strip().splitlines()[0].strip()
-    except (OSError, IndexError, UnicodeDecodeError) as err:
-        raise SecurityError(f"cannot read the AuthorizationKey from {path}: {err}") from err
-
-
-# ---- certificates -----------------------------------------------------------------------------------------
 
 
 # ---- TLS and connection failures ----------------------------------------------------------------------------
@@ -218,15 +112,13 @@ class _Pending:
     failures: int = 0
 
 
-Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
-
-
 class SecurityManager:
     """Security profile, AuthorizationKey, certificates and the security log of one charge point."""
 
     def __init__(self, config: AgentConfig, store: Store, keys: OcppKeys, *, now: Callable[[], float] = time.time,
                  clock_trusted: Callable[[], bool] = lambda: False,
-                 outbox_changed: Callable[[], None] = lambda: None, notify: Notify | None = None) -> None:
+                 outbox_changed: Callable[[], None] = lambda: None, notify: Notify | None = None,
+                 bundle: BundleWriter | None = None, log_lines: Callable[[], list[str]] = list) -> None:
         self.config = config
         self.store = store
         self.keys = keys
@@ -234,11 +126,12 @@ class SecurityManager:
         self._clock_trusted = clock_trusted
         self._outbox_changed = outbox_changed
         self._notify = notify
+        self._bundle = bundle
+        self._log_lines = log_lines
         self.state_dir = Path(config.state.directory)
         self._certs: CertificateStore | None = None
         self.profile = keys.get_int("SecurityProfile", config.backoffice.security_profile)
         self.link: Link | None = None
-        self.agent: Agent | None = None
         self.log_status = "Idle"
         self._pending: _Pending | None = None
         self._last_failure: tuple[str, str, float] | None = None
@@ -251,32 +144,11 @@ class SecurityManager:
     def certs(self) -> CertificateStore:
         """The certificate store, loaded (with `cryptography`) on first use."""
         if self._certs is None:
-            from agent.certificates import CertificateStore
+            from agent.security.certificates import CertificateStore
 
             self._certs = CertificateStore(self.state_dir / CERT_DIR,
                                            self.keys.get_int("CertificateStoreMaxLength", 20))
         return self._certs
-
-    @classmethod
-    def for_agent(cls, agent: Agent) -> SecurityManager:
-        """The agent's manager (created and attached on first use)."""
-        existing = getattr(agent, "security", None)
-        if isinstance(existing, SecurityManager):
-            return existing
-
-        def outbox_changed() -> None:
-            if agent.link_session is not None:
-                agent.link_session.outbox_changed()
-
-        async def notify(action: str, payload: dict[str, Any]) -> None:
-            if agent.link_session is not None:
-                await agent.link_session.notify(action, payload)
-
-        mgr = cls(agent.config, agent.store, agent.keys, now=agent.now, clock_trusted=lambda: agent.clock_trusted,
-                  outbox_changed=outbox_changed, notify=notify)
-        mgr.agent = agent
-        agent.security = mgr
-        return mgr
 
     # ---- events -----------------------------------------------------------------------------------
 
@@ -484,8 +356,6 @@ class SecurityManager:
     def start_get_log(self, log_type: str, request_id: int, location: str, retries: int,
                       retry_interval_s: float, oldest: float | None, latest: float | None) -> str:
         """Write the log file now (its name is the answer) and upload it in the background."""
-        from agent.diag.bundle import write_bundle
-
         folder = self.state_dir / "logs"
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -493,9 +363,9 @@ class SecurityManager:
             path = folder / f"security-{self.config.charge_point.id}-{stamp}.log"
             path.write_text(self.security_log_text(oldest, latest))
         else:
-            if self.agent is None:
-                raise OSError("no agent to take the diagnostics from")
-            path = write_bundle(self.agent, folder, self.agent.log_lines(), start=oldest, stop=latest)
+            if self._bundle is None:
+                raise OSError("no diagnostics archive can be written here")
+            path = self._bundle(folder, self._log_lines(), start=oldest, stop=latest)
         task = asyncio.get_running_loop().create_task(
             self._upload_log(location, path, request_id, retries, retry_interval_s), name="get-log")
         self._tasks.add(task)
@@ -504,19 +374,12 @@ class SecurityManager:
 
     async def _upload_log(self, location: str, path: Path, request_id: int, retries: int,
                           retry_interval_s: float) -> None:
-        from agent.transfer import TransferError, redact, upload
-
         await self._log_status("Uploading", request_id)
-        for attempt in range(retries + 1):
-            try:
-                target = await asyncio.to_thread(upload, location, path)
-                LOGGER.info("log uploaded to %s", redact(target))
-                await self._log_status("Uploaded", request_id)
-                break
-            except TransferError as err:
-                LOGGER.warning("log upload attempt %d/%d failed: %s", attempt + 1, retries + 1, err)
-                if attempt < retries:
-                    await asyncio.sleep(retry_interval_s)
+        target = await transfer_with_retries("log upload", lambda: upload(location, path), retries,
+                                             retry_interval_s)
+        if target is not None:
+            LOGGER.info("log uploaded to %s", redact(target))
+            await self._log_status("Uploaded", request_id)
         else:
             await self._log_status("UploadFailure", request_id)
         self.log_status = "Idle"
@@ -529,7 +392,7 @@ class SecurityManager:
 
     def check_signing_certificate(self, pem: str) -> x509.Certificate:
         """The firmware signing certificate, verified against the installed ManufacturerRootCertificates."""
-        from agent.certificates import load_pem_chain, verify_chain
+        from agent.security.certificates import load_pem_chain, verify_chain
 
         try:
             chain = load_pem_chain(pem)
@@ -541,7 +404,7 @@ class SecurityManager:
 
     def check_firmware(self, path: Path, signing_certificate: x509.Certificate, signature_b64: str) -> None:
         """The signature over the downloaded file; InvalidFirmwareSignature when it does not match."""
-        from agent.certificates import verify_firmware_signature
+        from agent.security.certificates import verify_firmware_signature
 
         try:
             verify_firmware_signature(path, signing_certificate, signature_b64)
@@ -558,7 +421,7 @@ class SecurityManager:
 
     def certificate_signed(self, chain_pem: str) -> str:
         """CertificateSigned: Accepted once the chain is valid for our key, else Rejected with the event."""
-        from agent.certificates import load_pem_chain
+        from agent.security.certificates import load_pem_chain
 
         max_size = self.keys.get_int("CertificateSignedMaxChainSize", 10000)
         try:

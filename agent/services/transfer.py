@@ -1,17 +1,21 @@
 """File transfers for firmware downloads and diagnostics uploads: HTTP(S) and FTP(S), stdlib only.
 
-Blocking functions: the agent runs them in a worker thread (`asyncio.to_thread`) so the event loop, and
-with it the charging sessions, never wait on a slow server.
+`download` and `upload` block: `transfer_with_retries` runs them in a worker thread (`asyncio.to_thread`) so
+the event loop, and with it the charging sessions, never wait on a slow server. It is the one retry rule for
+every transfer the back office asks for (firmware, diagnostics, logs).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ftplib
 import logging
 import ssl
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 from agent.redact import redact as redact_text
@@ -21,6 +25,8 @@ LOGGER = logging.getLogger(__name__)
 TIMEOUT_S = 60.0
 CHUNK = 64 * 1024
 SCHEMES = ("http", "https", "ftp", "ftps")
+
+T = TypeVar("T")
 
 
 class TransferError(Exception):
@@ -115,3 +121,15 @@ def upload(location: str, path: Path, *, timeout_s: float = TIMEOUT_S) -> str:
     except (OSError, urllib.error.URLError, ftplib.Error, EOFError, ValueError) as err:
         raise TransferError(f"upload to {redact(target)} failed: {err}") from err
 
+
+async def transfer_with_retries(what: str, transfer: Callable[[], T], retries: int,
+                                retry_interval_s: float) -> T | None:
+    """Run a blocking transfer in a worker thread, retried `retries` times on TransferError; None if all failed."""
+    for attempt in range(retries + 1):
+        try:
+            return await asyncio.to_thread(transfer)
+        except TransferError as err:
+            LOGGER.warning("%s attempt %d/%d failed: %s", what, attempt + 1, retries + 1, err)
+            if attempt < retries:
+                await asyncio.sleep(retry_interval_s)
+    return None

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.x509.oid import NameOID
 
-from agent.security import CertificateUse, SecurityError, write_secret
+from agent.security.events import CertificateUse, SecurityError
+from agent.security.files import write_secret
 
 LOGGER = logging.getLogger(__name__)
 

@@ -1,0 +1,67 @@
+"""The Security Whitepaper's vocabulary: event types, certificate uses, the error, and the recorder port.
+
+Kept apart from the manager so a service can record an event or refuse a file without knowing who keeps
+the security log.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Any, Protocol
+
+TECH_INFO_MAX = 255  # SecurityEventNotification.techInfo maxLength
+
+
+class SecurityEventType(enum.StrEnum):
+    """Security Whitepaper edition 3, appendix 1."""
+
+    FIRMWARE_UPDATED = "FirmwareUpdated"
+    FAILED_TO_AUTHENTICATE_AT_CENTRAL_SYSTEM = "FailedToAuthenticateAtCentralSystem"
+    CENTRAL_SYSTEM_FAILED_TO_AUTHENTICATE = "CentralSystemFailedToAuthenticate"
+    SETTING_SYSTEM_TIME = "SettingSystemTime"
+    STARTUP_OF_THE_DEVICE = "StartupOfTheDevice"
+    RESET_OR_REBOOT = "ResetOrReboot"
+    SECURITY_LOG_WAS_CLEARED = "SecurityLogWasCleared"
+    RECONFIGURATION_OF_SECURITY_PARAMETERS = "ReconfigurationOfSecurityParameters"
+    MEMORY_EXHAUSTION = "MemoryExhaustion"
+    INVALID_MESSAGES = "InvalidMessages"
+    ATTEMPTED_REPLAY_ATTACKS = "AttemptedReplayAttacks"
+    TAMPER_DETECTION_ACTIVATED = "TamperDetectionActivated"
+    INVALID_FIRMWARE_SIGNATURE = "InvalidFirmwareSignature"
+    INVALID_FIRMWARE_SIGNING_CERTIFICATE = "InvalidFirmwareSigningCertificate"
+    INVALID_CENTRAL_SYSTEM_CERTIFICATE = "InvalidCentralSystemCertificate"
+    INVALID_CHARGE_POINT_CERTIFICATE = "InvalidChargePointCertificate"
+    INVALID_TLS_VERSION = "InvalidTLSVersion"
+    INVALID_TLS_CIPHER_SUITE = "InvalidTLSCipherSuite"
+
+
+CRITICAL_EVENTS = frozenset({
+    SecurityEventType.FIRMWARE_UPDATED, SecurityEventType.SETTING_SYSTEM_TIME,
+    SecurityEventType.STARTUP_OF_THE_DEVICE, SecurityEventType.RESET_OR_REBOOT,
+    SecurityEventType.SECURITY_LOG_WAS_CLEARED, SecurityEventType.MEMORY_EXHAUSTION,
+    SecurityEventType.TAMPER_DETECTION_ACTIVATED,
+})
+
+
+class CertificateUse(enum.StrEnum):
+    """CA certificates the back office may install (1.6 CertificateUseEnumType)."""
+
+    CENTRAL_SYSTEM_ROOT = "CentralSystemRootCertificate"
+    MANUFACTURER_ROOT = "ManufacturerRootCertificate"
+
+
+class SecurityError(Exception):
+    """A certificate, signature or credential is not acceptable; the message says why."""
+
+
+class SecurityEvents(Protocol):
+    """Records a security event (the security log, and the back office for a critical one)."""
+
+    def event(self, kind: SecurityEventType, tech_info: str | None = None) -> None: ...
+
+
+class FirmwareSecurity(SecurityEvents, Protocol):
+    """What the firmware service asks of security: record events, check a signed file's signature."""
+
+    def check_firmware(self, path: Path, signing_certificate: Any, signature_b64: str) -> None: ...
