@@ -181,7 +181,7 @@ class EscapeCatcher(logging.Handler):
 @pytest.fixture
 def escapes() -> Iterator[EscapeCatcher]:
     catcher = EscapeCatcher()
-    logger = logging.getLogger("agent.ocpp.v16.chargepoint")
+    logger = logging.getLogger("agent.ocpp.routing")  # FrameGuard: the frame rules the 1.6 router uses
     logger.addHandler(catcher)
     yield catcher
     logger.removeHandler(catcher)

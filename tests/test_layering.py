@@ -148,8 +148,8 @@ def _assert_no_circle(graph: dict[str, set[str]]) -> None:
 
 
 def test_the_session_speaks_no_protocol_version() -> None:
-    """agent/ocpp/session.py and library.py import no version package: OCPP 2.0.1 reuses them unchanged."""
-    for name in ("session.py", "library.py"):
+    """agent/ocpp/{session,library,routing,frames}.py import no version package: 2.0.1 reuses them unchanged."""
+    for name in ("session.py", "library.py", "routing.py", "frames.py"):
         found = imports(ROOT / "agent" / "ocpp" / name)
         bad = {n for n in found if n.startswith(("agent.ocpp.v", "ocpp.v"))}
         assert not bad, f"agent/ocpp/{name} imports {sorted(bad)}"

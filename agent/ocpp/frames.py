@@ -1,4 +1,4 @@
-"""OCPP-J frame checks made before the `ocpp` library sees a frame (OCPP-J 1.6 section 4.2.3).
+"""OCPP-J frame checks made before the `ocpp` library sees a frame (OCPP-J 1.6 section 4.2.3, 2.0.1 section 4.3).
 
 The library drops any frame it cannot unpack, even when its unique id is readable. Here every incoming
 frame gets a verdict: a well-formed CALL or response goes on to the library; a malformed frame whose
@@ -9,11 +9,24 @@ unique id can be read, and that is not a response, is answered with a CALLERROR;
     CALLRESULT  [3, "<UniqueId>", {<Payload>}]
     CALLERROR   [4, "<UniqueId>", "<errorCode>", "<errorDescription>", {<errorDetails>}]
 
-A response is never answered (two peers could answer each other's errors for ever). Which code fits:
-an element missing or extra, or text that is not JSON: FormationViolation (the PDU structure); a CALL
-without its payload: ProtocolError (the payload is incomplete); a message type id that is no known type:
-NotImplemented (the receiver does not know it; 2.0.1 calls it MessageTypeNotSupported); the CALL type id
-given as a string, an action or payload of the wrong JSON type: TypeConstraintViolation.
+A response is never answered (two peers could answer each other's errors for ever). The same rules hold in
+both versions; only the codes differ, one `ErrorCodes` table per version (`V16_CODES`, `V201_CODES`):
+
+| what is wrong                                   | 1.6                     | 2.0.1                   |
+|-------------------------------------------------|-------------------------|-------------------------|
+| not JSON, an element missing or extra           | FormationViolation      | RpcFrameworkError       |
+| a CALL without its payload                      | ProtocolError           | ProtocolError           |
+| a message type id that is no known type         | NotImplemented          | MessageTypeNotSupported |
+| the CALL type id given as a string or a float   | TypeConstraintViolation | RpcFrameworkError       |
+| an action that is not a string                  | TypeConstraintViolation | RpcFrameworkError       |
+| a payload that is not a JSON object             | TypeConstraintViolation | FormatViolation         |
+| a payload against the action's schema (library) | FormationViolation      | FormatViolation         |
+| an action the version does not define          | NotImplemented          | NotImplemented          |
+| an action of the version with no handler here   | NotSupported            | NotSupported            |
+
+1.6 has no code for a broken RPC frame: FormationViolation covers "syntactically incorrect or not conform
+the PDU structure". 2.0.1 splits it: RpcFrameworkError is "not a valid RPC request", FormatViolation
+"payload syntactically incorrect", ProtocolError "payload not conform the PDU structure".
 """
 
 from __future__ import annotations
@@ -30,16 +43,31 @@ _DECODER = json.JSONDecoder()
 
 @dataclass(frozen=True, slots=True)
 class ErrorCodes:
-    """The CALLERROR codes of one OCPP version for each kind of malformed frame."""
+    """The CALLERROR codes of one OCPP version for each kind of malformed or unanswerable CALL."""
 
-    formation: str
-    protocol: str
-    not_implemented: str
-    type_constraint: str
+    version: str  # named in descriptions ("is not an OCPP 1.6 action")
+    frame: str  # not JSON, an element missing or extra
+    no_payload: str
+    message_type: str  # a message type id that is no known type
+    type_id: str  # the CALL type id not given as a JSON integer
+    action_type: str
+    payload_type: str
+    schema_format: str  # what the library's schema error "FormatViolation" is called in this version
+    unknown_action: str  # the action is not known by the receiver
+    unsupported_action: str  # recognized, not supported
+    internal: str = "InternalError"
 
 
-V16_CODES = ErrorCodes(formation="FormationViolation", protocol="ProtocolError",
-                       not_implemented="NotImplemented", type_constraint="TypeConstraintViolation")
+V16_CODES = ErrorCodes(version="1.6", frame="FormationViolation", no_payload="ProtocolError",
+                       message_type="NotImplemented", type_id="TypeConstraintViolation",
+                       action_type="TypeConstraintViolation", payload_type="TypeConstraintViolation",
+                       schema_format="FormationViolation", unknown_action="NotImplemented",
+                       unsupported_action="NotSupported")
+V201_CODES = ErrorCodes(version="2.0.1", frame="RpcFrameworkError", no_payload="ProtocolError",
+                        message_type="MessageTypeNotSupported", type_id="RpcFrameworkError",
+                        action_type="RpcFrameworkError", payload_type="FormatViolation",
+                        schema_format="FormatViolation", unknown_action="NotImplemented",
+                        unsupported_action="NotSupported")
 
 
 class Verdict(enum.Enum):
@@ -112,8 +140,8 @@ def _by_type(type_id: Any, unique_id: str, codes: ErrorCodes) -> FrameCheck | No
     if kind == CALL:
         if exact:
             return None
-        return _answer(unique_id, codes.type_constraint, f"MessageTypeId must be the number 2, not {type_id!r}")
-    return _answer(unique_id, codes.not_implemented, f"unknown MessageTypeId {_short(type_id)}")
+        return _answer(unique_id, codes.type_id, f"MessageTypeId must be the number 2, not {type_id!r}")
+    return _answer(unique_id, codes.message_type, f"unknown MessageTypeId {_short(type_id)}")
 
 
 def _short(value: Any, limit: int = 40) -> str:
@@ -135,7 +163,7 @@ def check_frame(raw: str | bytes, codes: ErrorCodes = V16_CODES) -> FrameCheck:
         if head is None:
             return _drop(f"frame of {len(raw)} chars that is not JSON and has no readable unique id")
         type_id, unique_id = head
-        return _by_type(type_id, unique_id, codes) or _answer(unique_id, codes.formation, "frame is not valid JSON")
+        return _by_type(type_id, unique_id, codes) or _answer(unique_id, codes.frame, "frame is not valid JSON")
     if not isinstance(frame, list):
         return _drop(f"frame is a JSON {type(frame).__name__}, not an array")
     if len(frame) < 2 or not isinstance(frame[1], str):
@@ -158,17 +186,17 @@ def check_frame(raw: str | bytes, codes: ErrorCodes = V16_CODES) -> FrameCheck:
 def _check_call(frame: list[Any], unique_id: str, codes: ErrorCodes) -> FrameCheck:
     """The verdict on a frame whose type id is CALL."""
     if len(frame) == 2:
-        return _answer(unique_id, codes.formation, "CALL without Action and payload")
+        return _answer(unique_id, codes.frame, "CALL without Action and payload")
     if len(frame) == 3:
         if isinstance(frame[2], str):
-            return _answer(unique_id, codes.protocol, f"CALL {_short(frame[2])} without a payload")
-        return _answer(unique_id, codes.formation, "CALL without an Action")
+            return _answer(unique_id, codes.no_payload, f"CALL {_short(frame[2])} without a payload")
+        return _answer(unique_id, codes.frame, "CALL without an Action")
     if len(frame) > 4:
-        return _answer(unique_id, codes.formation, f"CALL with {len(frame)} elements instead of 4")
+        return _answer(unique_id, codes.frame, f"CALL with {len(frame)} elements instead of 4")
     action, payload = frame[2], frame[3]
     if not isinstance(action, str):
-        return _answer(unique_id, codes.type_constraint, f"Action must be a string, not {type(action).__name__}")
+        return _answer(unique_id, codes.action_type, f"Action must be a string, not {type(action).__name__}")
     if not isinstance(payload, dict):
-        return _answer(unique_id, codes.type_constraint,
+        return _answer(unique_id, codes.payload_type,
                        f"payload of {_short(action)} must be a JSON object, not {type(payload).__name__}")
     return FrameCheck(Verdict.CALL, unique_id, action=action, payload=payload)

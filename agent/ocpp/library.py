@@ -51,6 +51,10 @@ class HookedChargePoint(ChargePoint):
     def response_waited(self, unique_id: str) -> None:
         """The wait for the answer to `unique_id` ended (answered, timed out or cancelled)."""
 
+    def handles(self, action: str) -> bool:
+        """Whether an `@on` or `@after` handler is registered for the action (the library's route map)."""
+        return action in self.route_map
+
     async def handle_call(self, message: Call) -> None:
         """Run a well-formed CALL through the library's handlers (`@on`, then `@after`)."""
         await self._handle_call(message)

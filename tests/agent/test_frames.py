@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.ocpp.frames import Verdict, check_frame, read_head
+from agent.ocpp.frames import V16_CODES, V201_CODES, Verdict, check_frame, read_head
 
 ANSWERED = [
     ('[2,"a1",{"x":1}]', "FormationViolation"),  # CALL without an action
@@ -59,3 +59,13 @@ def test_description_never_echoes_a_huge_action() -> None:
     check = check_frame('[2,"c2","' + "A" * 100_000 + '"]')
     assert check.code == "ProtocolError"
     assert len(check.description) < 200
+
+
+@pytest.mark.parametrize("raw", [raw for raw, _ in ANSWERED] + ["[]", "not json", '[3,"r",{}]', '[2,"c","Reset",{}]'])
+def test_the_versions_share_the_rules_and_differ_in_codes(raw: str) -> None:
+    """Under the 2.0.1 table a frame gets the same verdict and unique id, the code from that table."""
+    v16, v201 = check_frame(raw, V16_CODES), check_frame(raw, V201_CODES)
+    assert (v201.verdict, v201.unique_id, v201.action, v201.payload) == (
+        v16.verdict, v16.unique_id, v16.action, v16.payload)
+    if v16.verdict is Verdict.ANSWER:
+        assert v201.code in ("RpcFrameworkError", "FormatViolation", "ProtocolError", "MessageTypeNotSupported")

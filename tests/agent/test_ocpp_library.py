@@ -21,7 +21,7 @@ from ocpp.routing import after, on
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action
 
-from agent.ocpp.library import LIBRARY_VERSION, inline_schema_validation
+from agent.ocpp.library import LIBRARY_VERSION, HookedChargePoint, inline_schema_validation
 from tests.agent.ocpp_peer import Peer, PeerChargePoint, result
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,6 +124,37 @@ async def test_handle_call_runs_the_handlers_and_answers_through_the_hook() -> N
     await cp.handle_call(Call(unique_id="u1", action="ClearCache", payload={}))
     assert ran == ["on", "after"], changed("ChargePoint._handle_call (handlers not run)")
     assert peer.sent == [[3, "u1", {"status": "Accepted"}]], changed("ChargePoint._handle_call (answer not sent)")
+
+
+@pytest.mark.parametrize("base", [ocpp.v16.ChargePoint, ocpp.v201.ChargePoint])
+def test_handles_reads_the_route_map_by_action_name(base: type[Any]) -> None:
+    """FrameGuard answers NotImplemented/NotSupported itself for an action `handles` says has no handler."""
+
+    class Handled(HookedChargePoint, base):  # type: ignore[misc, valid-type]
+        @on("ClearCache")
+        def on_clear_cache(self, **_: Any) -> Any:
+            return None
+
+    cp = Handled("CP1", object(), response_timeout=1)
+    assert cp.handles("ClearCache"), changed("ChargePoint.route_map (no longer keyed by the action name)")
+    assert not cp.handles("Reset") and not cp.handles("NoSuchAction"), changed("ChargePoint.route_map")
+
+
+@pytest.mark.parametrize("base", [ocpp.v16.ChargePoint, ocpp.v201.ChargePoint])
+async def test_a_schema_violation_raises_format_violation_out_of_handle_call(base: type[Any]) -> None:
+    """FrameGuard turns it into the version's code (1.6: FormationViolation) and answers it once."""
+
+    class Handled(HookedChargePoint, base):  # type: ignore[misc, valid-type]
+        @on("ClearCache")
+        def on_clear_cache(self, **_: Any) -> Any:
+            raise AssertionError("the handler ran on a payload against the schema")
+
+    peer = Peer(result())
+    cp = Handled("CP1", peer, response_timeout=1)
+    with pytest.raises(OCPPError) as refused:
+        await cp.handle_call(Call(unique_id="u1", action="ClearCache", payload={"noSuchField": 1}))
+    assert refused.value.code == "FormatViolation", changed(f"the schema error code ({refused.value.code})")
+    assert peer.sent == [], changed("ChargePoint._handle_call (it answered a schema error itself)")
 
 
 async def test_inline_schema_validation_runs_validation_in_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,24 +8,20 @@ inside an `@on` handler (the library's receive loop would deadlock): they run as
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ocpp.charge_point import snake_to_camel_case
-from ocpp.exceptions import OCPPError
-from ocpp.messages import Call
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
-from websockets.exceptions import ConnectionClosed
 
 from agent.core import events as ev
 from agent.keys import ChangeResult
-from agent.ocpp.frames import V16_CODES, FrameCheck, Verdict, check_frame, read_head
-from agent.ocpp.library import HookedChargePoint
+from agent.ocpp.frames import V16_CODES
+from agent.ocpp.routing import FrameGuard
 from agent.ocpp.v16.metering import iso
 from agent.ocpp.v16.profiles import parse_profile
 from agent.ocpp.v16.security import SecurityHandlers
@@ -36,7 +32,6 @@ if TYPE_CHECKING:
     from agent.runtime import Agent
 
 LOGGER = logging.getLogger(__name__)
-FRAMES = logging.getLogger("agent.ocpp.frames")  # every frame, for `evsectl log` and the diagnostics bundle
 
 RESET_SOFT_WAIT_S = 12.0  # longest a reset waits for the stops to be recorded and sent
 RESET_HARD_WAIT_S = 8.0
@@ -54,116 +49,17 @@ def _floats(value: Any) -> Any:
     return value
 
 
-def _boot_status(raw_msg: str | bytes) -> str | None:
-    """The status of a BootNotification CALLRESULT frame (None for anything else)."""
-    try:
-        frame = json.loads(raw_msg)
-        return str(frame[2]["status"]) if frame[0] == 3 else None
-    except (ValueError, TypeError, KeyError, IndexError):
-        return None
+class V16ChargePoint(SecurityHandlers, FrameGuard, ChargePoint):
+    """The `ocpp` library's 1.6 ChargePoint with this agent's handlers, its frames checked by FrameGuard."""
 
-
-class V16ChargePoint(SecurityHandlers, HookedChargePoint, ChargePoint):
-    """The `ocpp` library's 1.6 ChargePoint with this agent's handlers."""
+    FRAME_CODES = V16_CODES
+    ACTIONS = frozenset(a.value for a in Action)
 
     def __init__(self, cp_id: str, connection: Any, agent: Agent, conn: Session,
                  response_timeout: float) -> None:
         super().__init__(cp_id, connection, response_timeout=response_timeout)
         self.agent = agent
         self.conn = conn
-        self._awaited: str | None = None  # unique id of our CALL in flight: only its answer is routed
-        self._answers = 0  # CALLRESULTs and CALLERRORs sent: each incoming CALL gets exactly one
-        # OCPP 1.6 4.2: while the BootNotification is Rejected, no Central System initiated message is answered
-        self.boot_rejected = False
-        self._boot_call: str | None = None  # unique id of our BootNotification in flight
-
-    async def send_frame(self, message: str) -> None:
-        # The library answers schema errors with 2.0.1's "FormatViolation"; 1.6 calls it "FormationViolation".
-        if message.startswith("[4,") and '"FormatViolation"' in message:
-            message = message.replace('"FormatViolation"', '"FormationViolation"', 1)
-        if message.startswith("[2,"):  # before sending: the answer may arrive before send() returns
-            head = read_head(message)
-            self._awaited = head[1] if head else None
-            if '"BootNotification"' in message[:120]:
-                self._boot_call = self._awaited
-        elif message.startswith(("[3,", "[4,")):
-            self._answers += 1
-        FRAMES.debug("out %s", message)
-        await super().send_frame(message)
-
-    def response_waited(self, unique_id: str) -> None:
-        # a late answer to a call that timed out is ignored, not queued for the next call
-        if self._awaited == unique_id:
-            self._awaited = None
-
-    async def route_message(self, raw_msg: str | bytes) -> None:
-        """Check the frame (agent/ocpp/frames.py), then answer, drop, or hand it to the library."""
-        FRAMES.debug("in %s", raw_msg)
-        try:
-            check = check_frame(raw_msg, V16_CODES)
-            if self.boot_rejected and check.verdict in (Verdict.ANSWER, Verdict.CALL):
-                LOGGER.warning("BootNotification was Rejected: not answering the back office's call %r",
-                               check.unique_id)
-                return
-            if check.verdict is Verdict.DROP:
-                LOGGER.warning("dropped an incoming frame: %s (unique id %r)", check.description, check.unique_id)
-            elif check.verdict is Verdict.ANSWER:
-                assert check.unique_id is not None
-                LOGGER.warning("malformed frame %r answered %s: %s", check.unique_id, check.code, check.description)
-                await self._send_call_error(check.unique_id, check.code, check.description)
-            elif check.verdict is Verdict.RESPONSE:
-                if check.unique_id != self._awaited:
-                    LOGGER.warning("ignored an answer to no call in flight (unique id %r)", check.unique_id)
-                    return
-                self._awaited = None
-                if check.unique_id == self._boot_call:
-                    # decided here, before any next frame is routed: a call right behind a Rejected answer
-                    # must already go unanswered
-                    self.boot_rejected = _boot_status(raw_msg) == "Rejected"
-                await super().route_message(raw_msg)
-            else:
-                await self._answer_call(check)
-        except ConnectionClosed:
-            raise
-        except Exception:  # a bad frame must never stop the receive loop
-            LOGGER.exception("handling a frame failed")
-
-    async def _answer_call(self, check: FrameCheck) -> None:
-        """Run a well-formed CALL through the library; exactly one answer, whatever happens."""
-        assert check.unique_id is not None and check.payload is not None
-        answers = self._answers
-        try:
-            if not await self._refuse_unhandled(check.unique_id, check.action):
-                message = Call(unique_id=check.unique_id, action=check.action, payload=check.payload)
-                try:
-                    await self.handle_call(message)
-                except OCPPError as error:
-                    await self.send_frame(message.create_call_error(error).to_json())
-        except ConnectionClosed:
-            raise
-        except Exception:
-            LOGGER.exception("handling %s %r failed", check.action[:40], check.unique_id)
-        if self._answers == answers:  # the library failed before it answered: still answer once
-            LOGGER.error("no answer was sent to %s %r: answering InternalError", check.action[:40], check.unique_id)
-            await self._send_call_error(check.unique_id, "InternalError", "the call could not be handled")
-
-    async def _send_call_error(self, unique_id: str, code: str, description: str) -> None:
-        await self.send_frame(json.dumps([4, unique_id, code, description, {}], separators=(",", ":")))
-
-    async def _refuse_unhandled(self, unique_id: str, action: str) -> bool:
-        """Answer a CALL whose action has no handler; True when answered.
-
-        The library swaps the two codes; OCPP-J 1.6 section 4.2.3: NotImplemented = the action is not
-        known by the receiver, NotSupported = recognized but not supported.
-        """
-        if action in self.route_map:
-            return False
-        if action in {a.value for a in Action}:
-            code, text = "NotSupported", f"{action} is not supported by this charge point"
-        else:
-            code, text = "NotImplemented", f"{action[:40]} is not an OCPP 1.6 action"
-        await self._send_call_error(unique_id, code, text)
-        return True
 
     # ---- Core ------------------------------------------------------------------------------------
 
