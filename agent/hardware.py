@@ -56,6 +56,7 @@ class Fault:
     message: str
     stops_charging: bool = True
     suspends_charging: bool = False  # charging pauses, the transaction goes on (a device silent for a while)
+    role: str = "other"  # the device's job on the connector: meter, dc, contactor, lock (or other)
 
 
 @dataclass
@@ -188,9 +189,9 @@ class Hardware:
         LOGGER.warning("connector %d: %s (below the last accepted reading for %.0f s); new baseline",
                        devices.connector_id, message, backwards_for_s)
         meter.accept_baseline()
-        return Fault(meter.name, "meter_replaced", message)
+        return Fault(meter.name, "meter_replaced", message, role="meter")
 
-    def _silence_fault(self, name: str, code: str, error: DriverError) -> Fault | None:
+    def _silence_fault(self, name: str, code: str, error: DriverError, role: str) -> Fault | None:
         """A device that does not answer (timeout, CRC, garbage, implausible value): retried quietly at first,
         then charging is suspended, and only a long silence ends the transaction."""
         health = self.health[name]
@@ -199,8 +200,8 @@ class Hardware:
             return None
         if silent < self.silent_stop_s:
             return Fault(name, code, f"silent {silent:.0f} s: {error}", stops_charging=False,
-                         suspends_charging=True)
-        return Fault(name, code, f"silent {silent:.0f} s: {error}")
+                         suspends_charging=True, role=role)
+        return Fault(name, code, f"silent {silent:.0f} s: {error}", role=role)
 
     async def poll_connector(self, devices: ConnectorDevices) -> ConnectorObservation:
         """Read the meter and the DC controller and check the contactor and lock."""
@@ -211,14 +212,14 @@ class Hardware:
             self._mark(devices.meter.name, None)
         except HardwareFault as err:
             self._mark(devices.meter.name, err)
-            faults[(devices.meter.name, err.code)] = Fault(devices.meter.name, err.code, str(err))
+            faults[(devices.meter.name, err.code)] = Fault(devices.meter.name, err.code, str(err), role="meter")
         except DriverError as err:
             self._mark(devices.meter.name, err)
             replaced = self._meter_replaced(devices, err)
             if replaced is not None:
                 faults[(devices.meter.name, replaced.code)] = replaced
             else:
-                fault = self._silence_fault(devices.meter.name, "communication", err)
+                fault = self._silence_fault(devices.meter.name, "communication", err, "meter")
                 if fault is not None:
                     faults[(devices.meter.name, "communication")] = fault
         obs = ConnectorObservation(devices.connector_id, meter_reading, None, faults)
@@ -240,15 +241,16 @@ class Hardware:
                     await dc.reset_faults()
                 for code in codes:
                     mapped = DC_CODE_RENAMES.get(code, code)
-                    faults[(dc.name, mapped)] = Fault(dc.name, mapped, f"{dc.name}: {code}")
+                    faults[(dc.name, mapped)] = Fault(dc.name, mapped, f"{dc.name}: {code}", role="dc")
                 if status.isolation is Isolation.FAULT:
-                    faults[(dc.name, "isolation_fault")] = Fault(dc.name, "isolation_fault", "isolation fault")
+                    faults[(dc.name, "isolation_fault")] = Fault(dc.name, "isolation_fault", "isolation fault",
+                                                                 role="dc")
             except DriverError as err:
                 self._mark(dc.name, err)
-                fault = self._silence_fault(dc.name, "controller_communication", err)
+                fault = self._silence_fault(dc.name, "controller_communication", err, "dc")
                 if fault is not None:
                     faults[(dc.name, "controller_communication")] = fault
-        for device in (devices.contactor, devices.lock):
+        for role, device in (("contactor", devices.contactor), ("lock", devices.lock)):
             if device is None:
                 continue
             try:
@@ -256,8 +258,27 @@ class Hardware:
                 self._mark(device.name, None)
             except HardwareFault as err:
                 self._mark(device.name, err)
-                faults[(device.name, err.code)] = Fault(device.name, err.code, str(err))
+                faults[(device.name, err.code)] = Fault(device.name, err.code, str(err), role=role)
         return obs
+
+    async def lock_released(self, connector_id: int) -> bool:
+        """After an unlock command: wait for the lock to move, then check its feedback (True without a lock)."""
+        devices = self.connectors.get(connector_id)
+        lock = devices.lock if devices else None
+        if lock is None:
+            return True
+        await asyncio.sleep(float(getattr(lock, "settle_s", 0.2)) + 0.05)
+        try:
+            lock.check()
+        except Exception as err:
+            LOGGER.warning("connector %d did not unlock: %s", connector_id, err)
+            return False
+        return True
+
+    async def read_meter_now(self, connector_id: int) -> MeterReading:
+        """Read a connector's meter at once (a start, a stop, a triggered value, the boot recovery); raises
+        DriverError. The one way the runtime reads a meter outside the poll."""
+        return await self.connectors[connector_id].meter.read()
 
     async def poll(self) -> dict[int, ConnectorObservation]:
         """Poll every connector concurrently (devices on one bus serialise on its lock)."""

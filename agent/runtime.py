@@ -60,8 +60,8 @@ ORDER_WAIT_S = 5.0
 DEFERRED_MAX = 2000  # records kept in memory while the disk is full (intermediate samples go first)
 DEFERRED_RETRIES = 20  # a stop record failing for another reason than a full disk is retried this many polls
 
-ROLE_BY_ATTR = {"meter": ev.DeviceRole.METER, "dc": ev.DeviceRole.DC_CONTROLLER,
-                "contactor": ev.DeviceRole.CONTACTOR, "lock": ev.DeviceRole.LOCK}
+ROLES = {"meter": ev.DeviceRole.METER, "dc": ev.DeviceRole.DC_CONTROLLER,
+         "contactor": ev.DeviceRole.CONTACTOR, "lock": ev.DeviceRole.LOCK}  # agent/hardware's Fault.role
 
 
 class LinkSession(Protocol):
@@ -467,7 +467,7 @@ class Agent:
             await asyncio.wait_for(opened, OPEN_RAMP_TIMEOUT_S + 3.0)
             await asyncio.sleep(STOP_METER_SETTLE_S)
             try:
-                reading = await self.hw.connectors[out.connector_id].meter.read()
+                reading = await self.hw.read_meter_now(out.connector_id)
                 if reading.energy_import_wh < out.meter_stop_wh:
                     # a re-baselined (replaced) meter: its register says nothing about this transaction
                     LOGGER.warning("transaction %d: final reading %.1f Wh is below the last accepted %.1f Wh; "
@@ -555,6 +555,26 @@ class Agent:
     def _keep_for_end(self, tx_local_id: int, sample: Sample, trigger: SampleTrigger, at: float) -> None:
         self._durable(f"end values of transaction {tx_local_id}", functools.partial(
             self.journal.keep_for_end, tx_local_id, sample, trigger, at, self.stamp()), thinnable=True)
+
+    async def unlock(self, connector_id: int) -> ev.UnlockResult:
+        """UnlockConnector: the core decides (a running transaction stops first), the lock's feedback confirms."""
+        result, outs = self.core.unlock(ev.UnlockRequested(connector_id), self.now(), time.monotonic())
+        self.execute(outs)
+        if result is ev.UnlockResult.UNLOCKED and not await self.hw.lock_released(connector_id):
+            return ev.UnlockResult.UNLOCK_FAILED
+        return result
+
+    async def read_meter_now(self, connector_id: int) -> Sample | None:
+        """A fresh sample of a connector (a triggered value): the meter read now; when it does not answer, the
+        last reading if it is not stale, else None (never an invented value)."""
+        state = self.connectors[connector_id]
+        try:
+            state.reading = await self.hw.read_meter_now(connector_id)
+        except DriverError as err:
+            LOGGER.warning("meter of connector %d not read now: %s", connector_id, err)
+            if state.reading is None or state.reading.stale:
+                return None
+        return self.sample_of(connector_id)
 
     def queue_triggered(self, connector_id: int, tx_local_id: int, sample: Sample) -> None:
         """A triggered sample of a transaction: a clock-aligned instant that has passed (a slow poll has not
@@ -734,11 +754,10 @@ class Agent:
         for row in self.store.unfinished_transactions():
             meter_stop = row.last_energy_wh
             source = "the last persisted sample"
-            devices = self.hw.connectors.get(row.connector_id)
-            if devices is not None:
+            if row.connector_id in self.hw.connectors:
                 for attempt in range(BOOT_METER_ATTEMPTS):
                     try:
-                        reading = await devices.meter.read()
+                        reading = await self.hw.read_meter_now(row.connector_id)
                         # The contactor cannot have closed since the process went: this register is exact.
                         meter_stop, source = reading.energy_import_wh, "the meter at boot"
                         break
@@ -814,21 +833,20 @@ class Agent:
         if obs.soc_pct is not None or obs.dc is not None:
             state.soc_pct = obs.soc_pct
         # faults: one code per source; a source that reports nothing any more has recovered
-        current: dict[str, tuple[str, str, bool, bool]] = {}
+        current: dict[str, tuple[str, str, bool, bool, str]] = {}
         for (source, code), fault in sorted(obs.faults.items()):
-            current.setdefault(source, (code, fault.message, fault.stops_charging, fault.suspends_charging))
+            current.setdefault(source, (code, fault.message, fault.stops_charging, fault.suspends_charging,
+                                        fault.role))
         for source in list(state.fault_codes):
             if source not in current:
                 del state.fault_codes[source]
                 self.feed(ev.FaultCleared(connector_id, source))
-        devices = self.hw.connectors[connector_id]
-        for source, (code, message, stops, suspends) in current.items():
+        for source, (code, message, stops, suspends, role_name) in current.items():
             # the same code raised again as stopping (a silence that went on too long) is news for the core
             key = f"{code}/{'stop' if stops else 'suspend' if suspends else 'warn'}"
             if state.fault_codes.get(source) != key:
                 state.fault_codes[source] = key
-                role = next((ROLE_BY_ATTR[attr] for attr in ROLE_BY_ATTR
-                             if getattr(getattr(devices, attr), "name", None) == source), ev.DeviceRole.OTHER)
+                role = ROLES.get(role_name, ev.DeviceRole.OTHER)
                 if suspends and not stops:
                     LOGGER.warning("connector %d: %s %s; charging suspended, the transaction goes on",
                                    connector_id, source, message)

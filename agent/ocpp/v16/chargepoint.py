@@ -7,7 +7,6 @@ inside an `@on` handler (the library's receive loop would deadlock): they run as
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from decimal import Decimal
@@ -148,19 +147,7 @@ class V16ChargePoint(SecurityHandlers, FrameGuard, ChargePoint):
 
     @on(Action.unlock_connector)
     async def on_unlock_connector(self, connector_id: int, **_: Any) -> Any:
-        result, outs = self.agent.core.unlock(ev.UnlockRequested(connector_id), self.agent.now(),
-                                              time.monotonic())
-        self.agent.execute(outs)
-        if result is ev.UnlockResult.UNLOCKED:
-            devices = self.agent.hw.connectors.get(connector_id)
-            lock = devices.lock if devices else None
-            if lock is not None:
-                await asyncio.sleep(float(getattr(lock, "settle_s", 0.2)) + 0.05)
-                try:
-                    lock.check()
-                except Exception as err:
-                    LOGGER.warning("connector %d did not unlock: %s", connector_id, err)
-                    result = ev.UnlockResult.UNLOCK_FAILED
+        result = await self.agent.unlock(connector_id)
         return call_result.UnlockConnector(status=result.value)
 
     # ---- FirmwareManagement ------------------------------------------------------------------------

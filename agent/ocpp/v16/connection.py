@@ -22,7 +22,6 @@ from agent.ocpp.v16.journal import CONTEXTS, measurands_for
 from agent.ocpp.v16.metering import iso, meter_value
 from agent.ports import SampleTrigger
 from agent.store import OutboxMessage
-from drivers.errors import DriverError
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -119,14 +118,9 @@ class V16Adapter:
             ids = [connector_id] if connector_id else list(agent.connectors)
             for cid in ids:
                 # a triggered value is read now: the last poll may be up to a poll interval old, or missing
-                try:
-                    agent.connectors[cid].reading = await agent.hw.connectors[cid].meter.read()
-                except DriverError as err:
-                    LOGGER.warning("triggered MeterValues for connector %d: %s", cid, err)
-                    last = agent.connectors[cid].reading
-                    if last is None or last.stale:
-                        continue
-                sample = agent.sample_of(cid)
+                sample = await agent.read_meter_now(cid)
+                if sample is None:
+                    continue
                 tx = agent.core.session(cid)
                 if tx is not None:
                     # a transaction's values go through its outbox, behind the samples still queued there and
