@@ -78,7 +78,6 @@ class LinkSession(Protocol):
     async def notify(self, action: str, payload: dict[str, Any]) -> None: ...
 
 
-iso_to_epoch = parse_iso  # the adapters' name for it
 
 
 @dataclass
@@ -251,7 +250,7 @@ class Agent:
 
     def set_clock(self, current_time: str) -> None:
         """The back office's currentTime: trusted unless NTP already is; corrects this boot's records once."""
-        remote = iso_to_epoch(current_time)
+        remote = parse_iso(current_time)
         if remote is None or self.clock_source == "ntp":
             return  # a synchronized system clock wins over the back office's
         offset = remote - time.time()
@@ -603,15 +602,14 @@ class Agent:
         if self.link_session is not None:
             self.link_session.outbox_changed()
 
-    def transaction_confirmed(self, tx_local_id: int, transaction_id: int, id_tag_info: dict[str, Any]) -> None:
-        """The back office answered a StartTransaction (called by the connection after the outbox ack)."""
-        status = ev.AuthStatus(id_tag_info.get("status", "Accepted"))
-        parent = id_tag_info.get("parentIdTag")
+    def transaction_confirmed(self, tx_local_id: int, transaction_id: int, auth: ev.AuthResult) -> None:
+        """The back office accepted a transaction's start: its id for the transaction, and what it says of the
+        id that started it (called by the connection after the journal committed the answer)."""
         row = self.store.transaction(tx_local_id)
         if row is not None:
-            self._check_list_conflict(row.connector_id, row.id_tag, status)
-            self._remember_auth(row.id_tag, id_tag_info)
-        self.feed(ev.TransactionConfirmed(tx_local_id, transaction_id, status, parent))
+            self._check_list_conflict(row.connector_id, row.id_tag, auth.status)
+            self.remember_authorization(replace(auth, id_tag=row.id_tag))
+        self.feed(ev.TransactionConfirmed(tx_local_id, transaction_id, auth.status, auth.parent_id_tag))
 
     def _check_list_conflict(self, connector_id: int, id_tag: str, status: ev.AuthStatus) -> None:
         """OCPP 1.6 3.5: a back-office answer that contradicts the local list is reported (LocalListConflict)."""
@@ -641,16 +639,16 @@ class Agent:
             status = ev.AuthStatus(entry.status)
         except ValueError:
             status = ev.AuthStatus.INVALID
-        return CoreAuthEntry(status, iso_to_epoch(entry.expiry_date), entry.parent_id_tag)
+        return CoreAuthEntry(status, parse_iso(entry.expiry_date), entry.parent_id_tag)
 
-    def _remember_auth(self, id_tag: str, info: dict[str, Any]) -> None:
-        in_list = self.settings.local_auth_list_enabled and self.store.local_list_get(id_tag) is not None
-        entry = cache_update(ev.AuthStatus(info.get("status", "Invalid")), iso_to_epoch(info.get("expiryDate")),
-                             info.get("parentIdTag"), in_local_list=in_list,
+    def remember_authorization(self, auth: ev.AuthResult) -> None:
+        """What the back office said of an id goes to the authorization cache (where the rules allow)."""
+        in_list = self.settings.local_auth_list_enabled and self.store.local_list_get(auth.id_tag) is not None
+        entry = cache_update(auth.status, auth.expiry, auth.parent_id_tag, in_local_list=in_list,
                              cache_enabled=self.settings.auth_cache_enabled)
         if entry is not None:
-            self.store.cache_put(StoreAuthEntry(id_tag, entry.status.value, info.get("expiryDate"),
-                                                entry.parent_id_tag))
+            expiry = iso(auth.expiry) if auth.expiry is not None else None
+            self.store.cache_put(StoreAuthEntry(auth.id_tag, entry.status.value, expiry, entry.parent_id_tag))
 
     def _auth_entries(self, id_tag: str) -> tuple[CoreAuthEntry | None, CoreAuthEntry | None]:
         """(local list entry, cache entry) of an id, each None when disabled or absent."""
@@ -692,12 +690,11 @@ class Agent:
             return
         self.feed(result)
 
-    def authorize_answered(self, id_tag: str, info: dict[str, Any]) -> ev.AuthResult:
-        """Turn an Authorize idTagInfo into an AuthResult and update the cache."""
-        self._check_list_conflict(0, id_tag, ev.AuthStatus(info.get("status", "Invalid")))
-        self._remember_auth(id_tag, info)
-        return ev.AuthResult(id_tag, ev.AuthStatus(info.get("status", "Invalid")), info.get("parentIdTag"),
-                             iso_to_epoch(info.get("expiryDate")))
+    def authorization_answered(self, auth: ev.AuthResult) -> ev.AuthResult:
+        """The back office answered an authorization: check it against the local list, cache it, pass it on."""
+        self._check_list_conflict(0, auth.id_tag, auth.status)
+        self.remember_authorization(auth)
+        return auth
 
     def security_manager(self) -> SecurityManager:
         """The security event recorder (set by agent/daemon.py wire_services)."""

@@ -17,6 +17,7 @@ from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
 
+from agent.clock import parse_iso
 from agent.core import events as ev
 from agent.keys import ChangeResult
 from agent.ocpp.frames import V16_CODES
@@ -155,9 +156,8 @@ class V16ChargePoint(SecurityHandlers, FrameGuard, ChargePoint):
     @on(Action.update_firmware)
     def on_update_firmware(self, location: str, retrieve_date: str, retries: int | None = None,
                            retry_interval: int | None = None, **_: Any) -> Any:
-        from agent.runtime import iso_to_epoch
 
-        self.agent.firmware.start_update(location, iso_to_epoch(retrieve_date) or self.agent.now(),
+        self.agent.firmware.start_update(location, parse_iso(retrieve_date) or self.agent.now(),
                                          retries if retries is not None else 3,
                                          float(retry_interval if retry_interval is not None else 30))
         return call_result.UpdateFirmware()
@@ -165,13 +165,12 @@ class V16ChargePoint(SecurityHandlers, FrameGuard, ChargePoint):
     @on(Action.get_diagnostics)
     def on_get_diagnostics(self, location: str, retries: int | None = None, retry_interval: int | None = None,
                            start_time: str | None = None, stop_time: str | None = None, **_: Any) -> Any:
-        from agent.runtime import iso_to_epoch
 
         try:
             name = self.agent.firmware.start_diagnostics(
                 location, retries if retries is not None else 3,
                 float(retry_interval if retry_interval is not None else 30),
-                iso_to_epoch(start_time), iso_to_epoch(stop_time), self.agent.log_lines())
+                parse_iso(start_time), parse_iso(stop_time), self.agent.log_lines())
         except OSError as err:
             LOGGER.error("diagnostics archive could not be written: %s", err)
             return call_result.GetDiagnostics()
@@ -218,9 +217,8 @@ class V16ChargePoint(SecurityHandlers, FrameGuard, ChargePoint):
     @on(Action.reserve_now)
     def on_reserve_now(self, connector_id: int, expiry_date: str, id_tag: str, reservation_id: int,
                        parent_id_tag: str | None = None, **_: Any) -> Any:
-        from agent.runtime import iso_to_epoch
 
-        expiry = iso_to_epoch(expiry_date) or 0.0
+        expiry = parse_iso(expiry_date) or 0.0
         result, outs = self.agent.core.reserve_now(
             ev.ReserveNow(connector_id, expiry, id_tag, reservation_id, parent_id_tag),
             self.agent.now(), time.monotonic())

@@ -14,6 +14,7 @@ from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 from ocpp.exceptions import OCPPError
 from ocpp.v16 import call
 
+from agent.clock import parse_iso
 from agent.core import events as ev
 from agent.metering import Sample
 from agent.ocpp.session import BootAnswer, Session
@@ -27,6 +28,15 @@ if TYPE_CHECKING:
     from agent.runtime import Agent
 
 LOGGER = logging.getLogger(__name__)
+
+
+def auth_result(id_tag: str, info: dict[str, Any], default_status: str = "Invalid") -> ev.AuthResult:
+    """A 1.6 idTagInfo as the runtime takes it (an unknown status counts as Invalid)."""
+    try:
+        status = ev.AuthStatus(info.get("status", default_status))
+    except ValueError:
+        status = ev.AuthStatus.INVALID
+    return ev.AuthResult(id_tag, status, info.get("parentIdTag"), parse_iso(info.get("expiryDate")))
 
 
 class V16Adapter:
@@ -81,7 +91,7 @@ class V16Adapter:
 
     def authorize_answer(self, id_tag: str, result: Any) -> ev.AuthResult:
         """idTagInfo as the runtime takes it."""
-        return self.agent.authorize_answered(id_tag, snake_to_camel_case(result.id_tag_info))
+        return self.agent.authorization_answered(auth_result(id_tag, snake_to_camel_case(result.id_tag_info)))
 
     def sample_request(self, connector_id: int, sample: Sample, trigger: SampleTrigger, at: float) -> Any | None:
         """MeterValues outside a transaction (clock-aligned, MeterValuesAlignedData)."""
@@ -97,10 +107,11 @@ class V16Adapter:
     def confirm(self, msg: OutboxMessage, answer: dict[str, Any]) -> None:
         """StartTransaction gives the transactionId; StopTransaction's idTagInfo updates the cache."""
         if msg.action == "StartTransaction" and msg.tx_local_id is not None:
+            info = answer.get("idTagInfo", {})
             self.agent.transaction_confirmed(msg.tx_local_id, int(answer["transactionId"]),
-                                             answer.get("idTagInfo", {}))
+                                             auth_result(str(msg.payload.get("idTag", "")), info, "Accepted"))
         elif msg.action == "StopTransaction" and "idTagInfo" in answer and "idTag" in msg.payload:
-            self.agent._remember_auth(msg.payload["idTag"], answer["idTagInfo"])
+            self.agent.remember_authorization(auth_result(msg.payload["idTag"], answer["idTagInfo"]))
 
     async def triggered(self, message: str, connector_id: int | None) -> None:
         """Send a message the back office asked for with TriggerMessage."""

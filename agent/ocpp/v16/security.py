@@ -15,6 +15,7 @@ from ocpp.routing import after, on
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action
 
+from agent.clock import parse_iso
 from agent.security.events import CertificateUse, SecurityError
 
 if TYPE_CHECKING:
@@ -123,13 +124,12 @@ class SecurityHandlers:
     @on(Action.get_log)
     def on_get_log(self, log: dict[str, Any], log_type: str, request_id: int, retries: int | None = None,
                    retry_interval: int | None = None, **_: Any) -> Any:
-        from agent.runtime import iso_to_epoch
 
         try:
             name = self.security.start_get_log(
                 log_type, request_id, log["remote_location"], retries if retries is not None else 3,
                 float(retry_interval if retry_interval is not None else 30),
-                iso_to_epoch(log.get("oldest_timestamp")), iso_to_epoch(log.get("latest_timestamp")))
+                parse_iso(log.get("oldest_timestamp")), parse_iso(log.get("latest_timestamp")))
         except (OSError, ValueError) as err:
             LOGGER.error("GetLog %s: the log could not be written: %s", log_type, err)
             return call_result.GetLog(status="Rejected")
@@ -140,7 +140,6 @@ class SecurityHandlers:
     @on(Action.signed_update_firmware)
     def on_signed_update_firmware(self, request_id: int, firmware: dict[str, Any], retries: int | None = None,
                                   retry_interval: int | None = None, **_: Any) -> Any:
-        from agent.runtime import iso_to_epoch
         from agent.services.firmware import SignedFirmware
 
         try:
@@ -149,9 +148,9 @@ class SecurityHandlers:
             LOGGER.error("SignedUpdateFirmware %d refused: %s", request_id, err)
             return call_result.SignedUpdateFirmware(status="InvalidCertificate")
         signed = SignedFirmware(request_id, cert, firmware["signature"],
-                                iso_to_epoch(firmware.get("install_date_time")))
+                                parse_iso(firmware.get("install_date_time")))
         replaced = self.agent.firmware.start_update(
-            firmware["location"], iso_to_epoch(firmware["retrieve_date_time"]) or self.agent.now(),
+            firmware["location"], parse_iso(firmware["retrieve_date_time"]) or self.agent.now(),
             retries if retries is not None else 3, float(retry_interval if retry_interval is not None else 30),
             signed)
         return call_result.SignedUpdateFirmware(status="AcceptedCanceled" if replaced else "Accepted")
