@@ -81,6 +81,11 @@ class LinkSession(Protocol):
 iso_to_epoch = parse_iso  # the adapters' name for it
 
 
+def _domain_fault_names(fault: ev.Fault | None) -> dict[str, Any]:
+    """The fault's own code, when no protocol names it."""
+    return {"error_code": fault.code if fault else None, "vendor_error_code": None}
+
+
 @dataclass
 class ConnectorState:
     """What the runtime last told the core about a connector's hardware."""
@@ -171,6 +176,8 @@ class Agent:
         self._unrecorded_tx: set[int] = set()  # local ids of those starts
         self.security: SecurityManager | None = None  # attached by SecurityManager.for_agent
         self.log_lines: Callable[[], list[str]] = list  # recent log lines for diagnostics (set by the daemon)
+        # how the active protocol names a fault in `evsectl status` (set by the daemon: the back office's words)
+        self.fault_names: Callable[[ev.Fault | None], dict[str, Any]] = _domain_fault_names
         from agent.firmware import FirmwareManager
 
         self.firmware = FirmwareManager(self, self._notify_status)
@@ -335,7 +342,8 @@ class Agent:
             case ev.ShowIndicator():
                 self.hw.show(out.connector_id, out.state)
             case ev.StatusChanged():
-                LOGGER.info("connector %d: %s %s", out.connector_id, out.status.value, out.error_code.value)
+                LOGGER.info("connector %d: %s %s", out.connector_id, out.status.value,
+                            out.fault.code if out.fault else "no fault")
                 if self.link_session is not None:
                     self.link_session.status_changed(out)
             case ev.NeedAuthorize():
@@ -594,7 +602,7 @@ class Agent:
         self.feed(ev.TransactionConfirmed(tx_local_id, transaction_id, status, parent))
 
     def _check_list_conflict(self, connector_id: int, id_tag: str, status: ev.AuthStatus) -> None:
-        """OCPP 1.6 3.5: a back-office answer that contradicts the local list is reported (LocalListConflict)."""
+        """OCPP 1.6 3.5: a back-office answer that contradicts the local list is reported with the status."""
         if not self.settings.local_auth_list_enabled:
             return
         entry = self._core_entry(self.store.local_list_get(id_tag))
@@ -608,8 +616,8 @@ class Agent:
         current = snapshot["status"] if connector_id == 0 else snapshot["connectors"][str(connector_id)]["status"]
         if self.link_session is not None:
             self.link_session.status_changed(ev.StatusChanged(
-                connector_id, ev.ConnectorStatus(current), ev.ChargePointErrorCode.LOCAL_LIST_CONFLICT, info[:50],
-                None, self.now()))
+                connector_id, ev.ConnectorStatus(current), ev.Fault(ev.FAULT_LOCAL_LIST_CONFLICT, info=info),
+                self.now()))
 
     # ------------------------------------------------------------------------------ authorization
 
@@ -1070,6 +1078,8 @@ class Agent:
     def status(self) -> dict[str, Any]:
         """A status picture for evsectl and logs."""
         snap = self.core.snapshot()
+        for cid, view in snap["connectors"].items():
+            view.update(self.fault_names(self.core.fault(int(cid))))
         snap["link"] = {"online": self.link_session is not None, "clock_trusted": self.clock_trusted,
                         "clock_source": self.clock_source}
         snap["queue"] = self.store.outbox_stats()

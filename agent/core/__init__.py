@@ -39,8 +39,10 @@ from agent.core.auth import (
     list_conflict,
 )
 from agent.core.chargepoint import ChargePointCore, CoreSettings
-from agent.core.connector import Blocker, ConnectorConfig, error_code_for
+from agent.core.connector import Blocker, ConnectorConfig
 from agent.core.events import (
+    FAULT_EMERGENCY_STOP,
+    FAULT_LOCAL_LIST_CONFLICT,
     AuthorizationRejected,
     AuthResult,
     AuthStatus,
@@ -48,7 +50,6 @@ from agent.core.events import (
     CancelReservation,
     CancelReservationResult,
     ChangeAvailability,
-    ChargePointErrorCode,
     ClearChargingProfile,
     ClearProfileResult,
     Command,
@@ -56,6 +57,7 @@ from agent.core.events import (
     DeviceRole,
     EstopChanged,
     EvReadyChanged,
+    Fault,
     FaultCleared,
     FaultRaised,
     IdPresented,
@@ -112,6 +114,8 @@ from agent.core.limits import (
 )
 
 __all__ = [
+    "FAULT_EMERGENCY_STOP",
+    "FAULT_LOCAL_LIST_CONFLICT",
     "AuthEntry",
     "AuthResult",
     "AuthSettings",
@@ -123,7 +127,6 @@ __all__ = [
     "CancelReservationResult",
     "ChangeAvailability",
     "ChargePointCore",
-    "ChargePointErrorCode",
     "ChargingProfile",
     "ChargingSchedule",
     "ClearChargingProfile",
@@ -139,6 +142,7 @@ __all__ = [
     "ElectricalSetup",
     "EstopChanged",
     "EvReadyChanged",
+    "Fault",
     "FaultCleared",
     "FaultRaised",
     "IdPresented",
@@ -187,7 +191,6 @@ __all__ = [
     "clear_profiles",
     "composite_schedule",
     "decide_local",
-    "error_code_for",
     "install_profile",
     "limit_at",
     "list_conflict",

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.core.connector import (
-    ESTOP_VENDOR_CODE,
+    ESTOP_FAULT,
     Connector,
     ConnectorConfig,
     StatusView,
@@ -42,12 +42,12 @@ from agent.core.events import (
     CancelReservation,
     CancelReservationResult,
     ChangeAvailability,
-    ChargePointErrorCode,
     ClearChargingProfile,
     ClearProfileResult,
     ConnectorStatus,
     EstopChanged,
     EvReadyChanged,
+    Fault,
     FaultCleared,
     FaultRaised,
     IdPresented,
@@ -248,8 +248,7 @@ class ChargePointCore:
             s = c.session
             connectors[str(i)] = {
                 "status": view.status.value,
-                "error_code": view.error_code.value,
-                "vendor_error_code": view.vendor_error_code,
+                "fault": fault_dict(view.fault),
                 "reported_status": c.reported.status.value if c.reported else None,
                 "operative": c.operative,
                 "pending_operative": c.pending_operative,
@@ -295,6 +294,13 @@ class ChargePointCore:
             ],
             "connectors": connectors,
         }
+
+    def fault(self, connector_id: int) -> Fault | None:
+        """The fault a connector's status reports now (0: the charge point's), or None."""
+        if connector_id == 0:
+            return self._cp_view().fault
+        c = self.connectors.get(connector_id)
+        return None if c is None else connector_status(c, self.cp_estop, self.cp_faults).fault
 
     def session(self, connector_id: int) -> Session | None:
         """The running transaction of a connector, if any."""
@@ -1030,8 +1036,7 @@ class ChargePointCore:
 
     def _cp_view(self) -> StatusView:
         if self.cp_estop:
-            return StatusView(ConnectorStatus.FAULTED, ChargePointErrorCode.OTHER_ERROR, "emergency stop",
-                              ESTOP_VENDOR_CODE)
+            return StatusView(ConnectorStatus.FAULTED, ESTOP_FAULT)
         held = self.any_held()
         plain = ConnectorStatus.AVAILABLE if self.cp_operative and not held else ConnectorStatus.UNAVAILABLE
         for fault in self.cp_faults.values():
@@ -1040,11 +1045,17 @@ class ChargePointCore:
 
     @staticmethod
     def _status_out(connector_id: int, view: StatusView, run: _Run) -> StatusChanged:
-        return StatusChanged(connector_id, view.status, view.error_code, view.info, view.vendor_error_code,
-                             run.clock.wall)
+        return StatusChanged(connector_id, view.status, view.fault, run.clock.wall)
 
 
 WELDED_CODE = "contactor_welded"
+
+
+def fault_dict(fault: Fault | None) -> dict[str, str] | None:
+    """A fault as the snapshot shows it (the runtime adds the active protocol's names for it)."""
+    if fault is None:
+        return None
+    return {"code": fault.code, "role": fault.role.value, "source": fault.source, "info": fault.info}
 
 
 def _welded(c: Connector) -> bool:

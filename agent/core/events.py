@@ -2,8 +2,9 @@
 
 Everything here is a frozen dataclass or an enum with OCPP 1.6 compatible string values and
 protocol-neutral names, so the 1.6 adapter can pass `.value` straight into a payload and the 2.0.1
-adapter can translate. Nothing here does I/O. Times are wall seconds (epoch floats) unless the name
-says monotonic.
+adapter can translate. Faults are the domain's (`Fault`: the driver's code and the device's role); each
+adapter names them in its protocol's words (1.6: agent/ocpp/v16/statuses.py). Nothing here does I/O.
+Times are wall seconds (epoch floats) unless the name says monotonic.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from agent.core.limits import ChargingProfile
 
 __all__ = [
+    "FAULT_EMERGENCY_STOP",
+    "FAULT_LOCAL_LIST_CONFLICT",
     "AuthResult",
     "AuthStatus",
     "AuthorizationRejected",
@@ -25,7 +28,6 @@ __all__ = [
     "CancelReservation",
     "CancelReservationResult",
     "ChangeAvailability",
-    "ChargePointErrorCode",
     "ClearChargingProfile",
     "ClearProfileResult",
     "Command",
@@ -33,6 +35,7 @@ __all__ = [
     "DeviceRole",
     "EstopChanged",
     "EvReadyChanged",
+    "Fault",
     "FaultCleared",
     "FaultRaised",
     "IdPresented",
@@ -90,27 +93,6 @@ class ConnectorStatus(enum.StrEnum):
     FAULTED = "Faulted"
 
 
-class ChargePointErrorCode(enum.StrEnum):
-    """Error code reported with a status; values are the OCPP 1.6 ChargePointErrorCode strings."""
-
-    NO_ERROR = "NoError"
-    CONNECTOR_LOCK_FAILURE = "ConnectorLockFailure"
-    EV_COMMUNICATION_ERROR = "EVCommunicationError"
-    GROUND_FAILURE = "GroundFailure"
-    HIGH_TEMPERATURE = "HighTemperature"
-    INTERNAL_ERROR = "InternalError"
-    LOCAL_LIST_CONFLICT = "LocalListConflict"
-    OTHER_ERROR = "OtherError"
-    OVER_CURRENT_FAILURE = "OverCurrentFailure"
-    OVER_VOLTAGE = "OverVoltage"
-    POWER_METER_FAILURE = "PowerMeterFailure"
-    POWER_SWITCH_FAILURE = "PowerSwitchFailure"
-    READER_FAILURE = "ReaderFailure"
-    RESET_FAILURE = "ResetFailure"
-    UNDER_VOLTAGE = "UnderVoltage"
-    WEAK_SIGNAL = "WeakSignal"
-
-
 class StopReason(enum.StrEnum):
     """Why a transaction stopped; values are the OCPP 1.6 Reason strings."""
 
@@ -138,7 +120,7 @@ class AuthStatus(enum.StrEnum):
 
 
 class DeviceRole(enum.StrEnum):
-    """Which kind of device raised a fault; decides the error code of a generic fault code."""
+    """Which kind of device raised a fault; a protocol names a generic fault code by it."""
 
     METER = "meter"
     DC_CONTROLLER = "dc_controller"
@@ -420,6 +402,24 @@ class ClearChargingProfile:
 # ------------------------------------------------------------------------------------------- outputs
 # Decisions; the hardware layer executes the actuator ones, the adapter turns the rest into messages.
 
+FAULT_EMERGENCY_STOP = "emergency_stop"  # the e-stop is pressed (not a device fault: no source)
+FAULT_LOCAL_LIST_CONFLICT = "local_list_conflict"  # the back office contradicts the local authorization list
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A fault reported with a status, in the domain's words; each protocol adapter names it in its own."""
+
+    code: str  # the driver's fault code (FaultRaised.code), or a FAULT_* code of the core
+    role: DeviceRole = DeviceRole.OTHER
+    source: str = ""  # the device that raised it ("" for a FAULT_* code)
+    info: str = ""  # what the device or the core said about it
+
+    @classmethod
+    def of(cls, raised: FaultRaised) -> Fault:
+        """The fault a device raised."""
+        return cls(raised.code, raised.role, raised.source, raised.info)
+
 
 @dataclass(frozen=True, slots=True)
 class SetContactor:
@@ -456,13 +456,11 @@ class ShowIndicator:
 
 @dataclass(frozen=True, slots=True)
 class StatusChanged:
-    """Report a (held) status of a connector, or of the charge point for connector_id 0."""
+    """Report a (held) status of a connector, or of the charge point for connector_id 0 (fault None: no error)."""
 
     connector_id: int
     status: ConnectorStatus
-    error_code: ChargePointErrorCode = ChargePointErrorCode.NO_ERROR
-    info: str | None = None
-    vendor_error_code: str | None = None
+    fault: Fault | None = None
     timestamp: float = 0.0
 
 

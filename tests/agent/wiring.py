@@ -7,6 +7,7 @@ from agent.hardware import Hardware
 from agent.keys import OcppKeys
 from agent.ocpp.v16.journal import V16Journal
 from agent.ocpp.v16.profiles import stored_profiles
+from agent.ocpp.v16.statuses import snapshot_fields
 from agent.runtime import Agent
 from agent.store import Store
 
@@ -14,4 +15,6 @@ from agent.store import Store
 def agent_for(cfg: AgentConfig, store: Store, hw: Hardware) -> Agent:
     """Agent(cfg, store, hw) with the OCPP 1.6 keys, journal and stored profiles."""
     keys = OcppKeys(cfg, store)
-    return Agent(cfg, store, hw, keys, V16Journal(store, keys), profiles=stored_profiles(store))
+    agent = Agent(cfg, store, hw, keys, V16Journal(store, keys), profiles=stored_profiles(store))
+    agent.fault_names = snapshot_fields
+    return agent
