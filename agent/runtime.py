@@ -360,6 +360,10 @@ class Agent:
                 self._on_tx_stopped(out)
             case ev.ReservationEnded():
                 LOGGER.info("reservation %d ended: %s", out.reservation_id, out.reason.value)
+            case (ev.Authorized() | ev.EvConnected() | ev.EvDisconnected() | ev.EnergyTransferStarted()
+                  | ev.EnergyTransferSuspended() | ev.EnergyTransferResumed() | ev.Deauthorized()):
+                LOGGER.debug("connector %s: %r", out.connector_id, out)
+                self.journal.session_event(out, self.stamp())
             case _:
                 LOGGER.error("unknown core output %r", out)
 

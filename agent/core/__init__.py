@@ -16,8 +16,10 @@ How the adapter and the hardware poller drive it:
 
 Every call returns a list of outputs to execute in order: SetContactor/SetLimit/SetLock/ShowIndicator go to
 agent/hardware; StatusChanged, TransactionStarted/Stopped, ReservationEnded become messages (and store
-rows); NeedAuthorize asks the adapter to resolve an id (auth.decide_local with the local list and cache,
-else an Authorize call) and feed the answer back as AuthResult. StartTransaction's answer comes back as
+rows); the session events (Authorized, EvConnected/EvDisconnected, EnergyTransferStarted/Suspended/Resumed,
+Deauthorized) go to the transaction journal, for a protocol that reports them; NeedAuthorize asks the
+adapter to resolve an id (auth.decide_local with the local list and cache, else an Authorize call) and feed
+the answer back as AuthResult. StartTransaction's answer comes back as
 TransactionConfirmed. Transaction ids: the core calls `tx_id_allocator()` (the store's persistent
 counter) for every new transaction; without one it counts from `first_tx_id`.
 
@@ -44,7 +46,9 @@ from agent.core.events import (
     FAULT_EMERGENCY_STOP,
     FAULT_LOCAL_LIST_CONFLICT,
     AuthorizationRejected,
+    Authorized,
     AuthResult,
+    AuthSource,
     AuthStatus,
     AvailabilityResult,
     CancelReservation,
@@ -54,8 +58,14 @@ from agent.core.events import (
     ClearProfileResult,
     Command,
     ConnectorStatus,
+    Deauthorized,
     DeviceRole,
+    EnergyTransferResumed,
+    EnergyTransferStarted,
+    EnergyTransferSuspended,
     EstopChanged,
+    EvConnected,
+    EvDisconnected,
     EvReadyChanged,
     Fault,
     FaultCleared,
@@ -82,6 +92,7 @@ from agent.core.events import (
     ResetKind,
     ResetRequested,
     ResetResult,
+    SessionEvent,
     SetChargingProfile,
     SetContactor,
     SetLimit,
@@ -89,6 +100,7 @@ from agent.core.events import (
     ShowIndicator,
     StatusChanged,
     StopReason,
+    SuspendedBy,
     Tick,
     TransactionConfirmed,
     TransactionStarted,
@@ -119,8 +131,10 @@ __all__ = [
     "AuthEntry",
     "AuthResult",
     "AuthSettings",
+    "AuthSource",
     "AuthStatus",
     "AuthorizationRejected",
+    "Authorized",
     "AvailabilityResult",
     "Blocker",
     "CancelReservation",
@@ -136,11 +150,17 @@ __all__ = [
     "ConnectorConfig",
     "ConnectorStatus",
     "CoreSettings",
+    "Deauthorized",
     "DecisionAction",
     "DecisionSource",
     "DeviceRole",
     "ElectricalSetup",
+    "EnergyTransferResumed",
+    "EnergyTransferStarted",
+    "EnergyTransferSuspended",
     "EstopChanged",
+    "EvConnected",
+    "EvDisconnected",
     "EvReadyChanged",
     "Fault",
     "FaultCleared",
@@ -174,6 +194,7 @@ __all__ = [
     "ResetRequested",
     "ResetResult",
     "SchedulePeriod",
+    "SessionEvent",
     "SetChargingProfile",
     "SetContactor",
     "SetLimit",
@@ -181,6 +202,7 @@ __all__ = [
     "ShowIndicator",
     "StatusChanged",
     "StopReason",
+    "SuspendedBy",
     "Tick",
     "TransactionConfirmed",
     "TransactionStarted",

@@ -36,6 +36,7 @@ from agent.core.connector import (
 )
 from agent.core.events import (
     AuthorizationRejected,
+    Authorized,
     AuthResult,
     AuthStatus,
     AvailabilityResult,
@@ -45,7 +46,13 @@ from agent.core.events import (
     ClearChargingProfile,
     ClearProfileResult,
     ConnectorStatus,
+    Deauthorized,
+    EnergyTransferResumed,
+    EnergyTransferStarted,
+    EnergyTransferSuspended,
     EstopChanged,
+    EvConnected,
+    EvDisconnected,
     EvReadyChanged,
     Fault,
     FaultCleared,
@@ -78,6 +85,7 @@ from agent.core.events import (
     ShowIndicator,
     StatusChanged,
     StopReason,
+    SuspendedBy,
     Tick,
     TransactionConfirmed,
     TransactionStarted,
@@ -575,7 +583,9 @@ class ChargePointCore:
         if c is None:
             return
         c.plugged = event.plugged
+        tx_id = c.session.local_tx_id if c.session is not None else None
         if event.plugged:
+            run.out.append(EvConnected(c.connector_id, run.clock.wall, tx_id))
             if (c.session is None and c.auth is None and self._cp_auth is not None
                     and self._startable(c) and self._reservation_ok(c, self._cp_auth.id_tag,
                                                                     self._cp_auth.parent_id_tag)):
@@ -583,7 +593,7 @@ class ChargePointCore:
             free_vend = c.config.free_vend_id or self.settings.free_vend_id
             if (free_vend and c.session is None and c.auth is None and self._startable(c)
                     and self._reservation_ok(c, free_vend, None)):
-                c.auth = Authorization(free_vend, None, AuthSource.FREE_VEND, run.clock.mono)
+                self._grant(c, free_vend, None, AuthSource.FREE_VEND, run)
             return
         c.ev_ready = False
         if c.config.is_dc:
@@ -602,6 +612,7 @@ class ChargePointCore:
         elif c.keep_locked_for is not None and self.settings.unlock_connector_on_ev_side_disconnect:
             c.keep_locked_for = None
             self._set_lock(c, False, run)
+        run.out.append(EvDisconnected(c.connector_id, run.clock.wall, tx_id))  # after the contactor opened
 
     def _on_id(self, event: IdPresented, run: _Run) -> None:
         tag = event.id_tag
@@ -650,7 +661,7 @@ class ChargePointCore:
                 # Card first on a shared reader with several free connectors: wait for a plug anywhere.
                 if any(self._startable(c) and self._reservation_ok(c, tag, parent)
                        for c in self.connectors.values()):
-                    self._cp_auth = Authorization(tag, parent, intent.source, run.clock.mono)
+                    self._grant(None, tag, parent, intent.source, run)
                 else:
                     run.out.append(AuthorizationRejected(None, tag, AuthStatus.INVALID))
                 return
@@ -667,7 +678,7 @@ class ChargePointCore:
         if not self._startable(target) or not self._reservation_ok(target, tag, parent):
             run.out.append(AuthorizationRejected(target.connector_id, tag, AuthStatus.INVALID))
             return
-        target.auth = Authorization(tag, parent, intent.source, run.clock.mono)
+        self._grant(target, tag, parent, intent.source, run)
 
     def _pick_for_any(self, tag: str, parent: str | None, *, may_stop: bool) -> Connector | None:
         """Shared reader: a plugged idle connector to start, else a transaction of the same group to stop."""
@@ -691,6 +702,7 @@ class ChargePointCore:
             s.transaction_id = event.transaction_id
             if event.status is not AuthStatus.ACCEPTED and not s.invalid:
                 LOGGER.info("transaction %d: id %s is %s", s.local_tx_id, s.id_tag, event.status.value)
+                run.out.append(Deauthorized(c.connector_id, s.local_tx_id, s.id_tag, run.clock.wall))
                 s.invalid = True
                 s.invalid_since_wh = c.energy_wh if c.energy_wh is not None else s.meter_start_wh
             self._limits_dirty(c)
@@ -778,7 +790,7 @@ class ChargePointCore:
                     self._intents[cmd.id_tag] = Intent(IntentKind.ANY, None, AuthSource.REMOTE)
                     run.out.append(NeedAuthorize(cmd.id_tag, None))
                 else:
-                    self._cp_auth = Authorization(cmd.id_tag, None, AuthSource.REMOTE, run.clock.mono)
+                    self._grant(None, cmd.id_tag, None, AuthSource.REMOTE, run)
                 return RemoteStartResult.ACCEPTED
         c = chosen
         if tx_profile is not None:
@@ -787,7 +799,7 @@ class ChargePointCore:
             self._intents[cmd.id_tag] = Intent(IntentKind.START, c.connector_id, AuthSource.REMOTE)
             run.out.append(NeedAuthorize(cmd.id_tag, c.connector_id))
         else:
-            c.auth = Authorization(cmd.id_tag, None, AuthSource.REMOTE, run.clock.mono)
+            self._grant(c, cmd.id_tag, None, AuthSource.REMOTE, run)
         return RemoteStartResult.ACCEPTED
 
     def _reservation_answer(self, c: Connector, cmd: ReserveNow) -> ReservationResult:
@@ -845,6 +857,16 @@ class ChargePointCore:
     def _limits_dirty(self, only: Connector | None = None) -> None:
         for c in [only] if only is not None else self.connectors.values():
             c.schedule_evaluated_at = None
+
+    def _grant(self, c: Connector | None, tag: str, parent: str | None, source: AuthSource, run: _Run) -> None:
+        """Attach an authorization to a connector (None: the charge point's, for the first plug-in)."""
+        auth = Authorization(tag, parent, source, run.clock.mono, run.clock.wall,
+                             c.energy_wh if c is not None else None)
+        if c is None:
+            self._cp_auth = auth
+        else:
+            c.auth = auth
+        run.out.append(Authorized(None if c is None else c.connector_id, tag, source, run.clock.wall))
 
     def _start(self, c: Connector, auth: Authorization, run: _Run) -> None:
         try:
@@ -953,6 +975,7 @@ class ChargePointCore:
             if close != c.contactor_closed:
                 c.contactor_closed = close
                 run.out.append(SetContactor(c.connector_id, close))
+            self._energy_event(c, run)
             view = connector_status(c, self.cp_estop, self.cp_faults)
             indicator = indicator_for(view.status)
             if indicator != c.indicator:
@@ -971,6 +994,27 @@ class ChargePointCore:
                 and clock.mono - self._cp_candidate_since >= self.settings.minimum_status_duration_s):
             self._cp_reported = self._cp_candidate
             run.out.append(self._status_out(0, cp_view, run))
+
+    @staticmethod
+    def _energy_event(c: Connector, run: _Run) -> None:
+        """Report a change of the transaction's energy transfer (started, suspended by EV or EVSE, resumed)."""
+        s = c.session
+        if s is None:
+            return
+        if c.contactor_closed:
+            if not s.energy_began:
+                s.energy_began = True
+                run.out.append(EnergyTransferStarted(c.connector_id, s.local_tx_id, run.clock.wall))
+            elif s.suspended_by is not None:
+                s.suspended_by = None
+                run.out.append(EnergyTransferResumed(c.connector_id, s.local_tx_id, run.clock.wall))
+            return
+        if not s.energy_began:
+            return  # not started yet: nothing was suspended
+        by = SuspendedBy.EV if not c.plugged or not c.ev_ready else SuspendedBy.EVSE
+        if by is not s.suspended_by:
+            s.suspended_by = by
+            run.out.append(EnergyTransferSuspended(c.connector_id, s.local_tx_id, by, run.clock.wall))
 
     def _apply_invalid_id(self, c: Connector, run: _Run) -> None:
         s = c.session

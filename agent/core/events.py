@@ -22,8 +22,10 @@ __all__ = [
     "FAULT_EMERGENCY_STOP",
     "FAULT_LOCAL_LIST_CONFLICT",
     "AuthResult",
+    "AuthSource",
     "AuthStatus",
     "AuthorizationRejected",
+    "Authorized",
     "AvailabilityResult",
     "CancelReservation",
     "CancelReservationResult",
@@ -32,8 +34,14 @@ __all__ = [
     "ClearProfileResult",
     "Command",
     "ConnectorStatus",
+    "Deauthorized",
     "DeviceRole",
+    "EnergyTransferResumed",
+    "EnergyTransferStarted",
+    "EnergyTransferSuspended",
     "EstopChanged",
+    "EvConnected",
+    "EvDisconnected",
     "EvReadyChanged",
     "Fault",
     "FaultCleared",
@@ -60,6 +68,7 @@ __all__ = [
     "ResetKind",
     "ResetRequested",
     "ResetResult",
+    "SessionEvent",
     "SetChargingProfile",
     "SetContactor",
     "SetLimit",
@@ -67,6 +76,7 @@ __all__ = [
     "ShowIndicator",
     "StatusChanged",
     "StopReason",
+    "SuspendedBy",
     "Tick",
     "TransactionConfirmed",
     "TransactionStarted",
@@ -129,6 +139,21 @@ class DeviceRole(enum.StrEnum):
     ID_READER = "id_reader"
     ESTOP = "estop"
     OTHER = "other"
+
+
+class AuthSource(enum.StrEnum):
+    """How an authorization was granted."""
+
+    CARD = "card"
+    REMOTE = "remote"
+    FREE_VEND = "free_vend"
+
+
+class SuspendedBy(enum.StrEnum):
+    """Which side stopped drawing energy during a transaction."""
+
+    EV = "EV"  # the EV does not ask (not ready, or unplugged while the transaction goes on)
+    EVSE = "EVSE"  # the station does not offer (a fault, a limit of 0, an id found invalid)
 
 
 class ResetKind(enum.StrEnum):
@@ -507,6 +532,76 @@ class TransactionStopped:
     transaction_id: int | None = None
 
 
+# Session events: what happened to a session, in the words any protocol can report (2.0.1's trigger
+# reasons and charging states are built from them; 1.6 needs none). TransactionStarted/Stopped complete them.
+
+
+@dataclass(frozen=True, slots=True)
+class Authorized:
+    """An id may charge (connector_id None: granted at the charge point, the first plug-in takes it)."""
+
+    connector_id: int | None
+    id_tag: str
+    source: AuthSource
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class EvConnected:
+    """A cable was plugged into an EV (local_tx_id: the transaction already running on it, if any)."""
+
+    connector_id: int
+    timestamp: float
+    local_tx_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvDisconnected:
+    """The cable was removed at the EV side (local_tx_id: the transaction that ran on it, if any)."""
+
+    connector_id: int
+    timestamp: float
+    local_tx_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyTransferStarted:
+    """The power path closed for the first time in a transaction."""
+
+    connector_id: int
+    local_tx_id: int
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyTransferSuspended:
+    """The power path opened during a transaction that goes on."""
+
+    connector_id: int
+    local_tx_id: int
+    by: SuspendedBy
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyTransferResumed:
+    """The power path closed again after a suspension."""
+
+    connector_id: int
+    local_tx_id: int
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class Deauthorized:
+    """The back office refused the id of a running transaction (what follows is the invalid-id rule's)."""
+
+    connector_id: int
+    local_tx_id: int
+    id_tag: str
+    timestamp: float
+
+
 @dataclass(frozen=True, slots=True)
 class ReservationEnded:
     """A reservation was used, expired or cancelled."""
@@ -555,4 +650,21 @@ Output = (
     | TransactionStarted
     | TransactionStopped
     | ReservationEnded
+    | Authorized
+    | EvConnected
+    | EvDisconnected
+    | EnergyTransferStarted
+    | EnergyTransferSuspended
+    | EnergyTransferResumed
+    | Deauthorized
+)
+
+SessionEvent = (
+    Authorized
+    | EvConnected
+    | EvDisconnected
+    | EnergyTransferStarted
+    | EnergyTransferSuspended
+    | EnergyTransferResumed
+    | Deauthorized
 )
