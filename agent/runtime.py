@@ -209,6 +209,8 @@ class Agent:
             allow_offline_tx_for_unknown_id=s.allow_offline_tx_for_unknown_id,
             authorize_remote_tx_requests=s.authorize_remote_tx_requests,
             minimum_status_duration_s=s.minimum_status_duration_s,
+            tx_start_point=s.tx_start_point,
+            tx_stop_point=s.tx_stop_point,
             max_stack_level=s.max_stack_level,
             max_profiles_installed=s.max_profiles_installed,
             max_schedule_periods=s.max_schedule_periods,

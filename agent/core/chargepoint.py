@@ -22,8 +22,10 @@ from typing import Any
 
 from agent.core.connector import (
     ESTOP_FAULT,
+    Blocker,
     Connector,
     ConnectorConfig,
+    Instant,
     StatusView,
     connector_status,
     contactor_blockers,
@@ -142,6 +144,13 @@ class CoreSettings:
     authorize_remote_tx_requests: bool = False
     free_vend_id: str | None = None  # set: a plug-in on any connector starts a transaction for this id
     minimum_status_duration_s: float = 0.0
+    # when a transaction starts and stops (2.0.1's TxStartPoint/TxStopPoint names; 1.6: PowerPathClosed, i.e.
+    # authorized and plugged). A transaction always needs an authorized id and a plugged EV: a start point
+    # reached before both (Authorized, EVConnected) dates the start and meterStart back to it; EnergyTransfer
+    # waits for the power path to close. Unplugging ends it only with EVConnected or PowerPathClosed among
+    # the stop points (and stop_transaction_on_ev_side_disconnect); a deauthorization always ends it.
+    tx_start_point: tuple[str, ...] = ("PowerPathClosed",)
+    tx_stop_point: tuple[str, ...] = ("PowerPathClosed",)
     max_stack_level: int = 100  # ChargeProfileMaxStackLevel
     max_profiles_installed: int = 20  # MaxChargingProfilesInstalled
     max_schedule_periods: int = 24  # ChargingScheduleMaxPeriods
@@ -585,6 +594,7 @@ class ChargePointCore:
         c.plugged = event.plugged
         tx_id = c.session.local_tx_id if c.session is not None else None
         if event.plugged:
+            c.plugged_at = Instant(run.clock.wall, run.clock.mono, c.energy_wh)
             run.out.append(EvConnected(c.connector_id, run.clock.wall, tx_id))
             if (c.session is None and c.auth is None and self._cp_auth is not None
                     and self._startable(c) and self._reservation_ok(c, self._cp_auth.id_tag,
@@ -599,8 +609,9 @@ class ChargePointCore:
         if c.config.is_dc:
             c.isolation_valid = False  # a new plug-in needs a new cable check
         c.finishing = False
+        c.plugged_at = None
         if c.session is not None:
-            if self.settings.stop_transaction_on_ev_side_disconnect:
+            if self.settings.stop_transaction_on_ev_side_disconnect and self._unplug_stops():
                 tag = c.session.id_tag
                 self._stop(c, StopReason.EV_DISCONNECTED, run, keep_lock=True)
                 if self.settings.unlock_connector_on_ev_side_disconnect:
@@ -613,6 +624,10 @@ class ChargePointCore:
             c.keep_locked_for = None
             self._set_lock(c, False, run)
         run.out.append(EvDisconnected(c.connector_id, run.clock.wall, tx_id))  # after the contactor opened
+
+    def _unplug_stops(self) -> bool:
+        """Whether unplugging at the EV side ends a transaction (a stop point that needs the EV connected)."""
+        return bool(set(self.settings.tx_stop_point) & {"EVConnected", "PowerPathClosed"})
 
     def _on_id(self, event: IdPresented, run: _Run) -> None:
         tag = event.id_tag
@@ -868,7 +883,27 @@ class ChargePointCore:
             c.auth = auth
         run.out.append(Authorized(None if c is None else c.connector_id, tag, source, run.clock.wall))
 
-    def _start(self, c: Connector, auth: Authorization, run: _Run) -> None:
+    def _start_point(self, c: Connector, auth: Authorization, run: _Run) -> Instant | None:
+        """When the transaction of an authorized, plugged connector starts (None: not yet)."""
+        assert c.energy_wh is not None
+        points = set(self.settings.tx_start_point)
+        now = Instant(run.clock.wall, run.clock.mono, c.energy_wh)
+        reached: list[Instant] = []
+        if "PowerPathClosed" in points or not points & _START_POINTS:
+            reached.append(now)
+        if "Authorized" in points:
+            reached.append(Instant(auth.granted_wall, auth.granted_monotonic,
+                                    c.energy_wh if auth.granted_energy_wh is None else auth.granted_energy_wh))
+        if "EVConnected" in points and c.plugged_at is not None:
+            plug = c.plugged_at
+            reached.append(Instant(plug.wall, plug.mono, c.energy_wh if plug.energy_wh is None else plug.energy_wh))
+        if "EnergyTransfer" in points and contactor_blockers(c, self.cp_estop, self.cp_faults) <= {
+                Blocker.NOT_AUTHORIZED}:
+            reached.append(now)  # the power path closes in this pass, once the transaction exists
+        # the contactor never closed before the start, so the register then and now differ by no billed energy
+        return min(reached, key=lambda instant: instant.mono, default=None)
+
+    def _start(self, c: Connector, auth: Authorization, run: _Run, at: Instant) -> None:
         try:
             local_tx_id = self._allocate()
         except Exception as err:  # the allocator persists the id: no storage, no transaction (no energy)
@@ -881,11 +916,11 @@ class ChargePointCore:
             reservation_id = c.reservation.reservation_id
             c.reservation = None
             run.out.append(ReservationEnded(reservation_id, ReservationEndReason.USED, c.connector_id))
-        assert c.energy_wh is not None  # _reconcile starts only with a reading
-        meter_start = c.energy_wh
+        meter_start = c.energy_wh if at.energy_wh is None else at.energy_wh
+        assert meter_start is not None  # _reconcile starts only with a reading
         c.session = Session(
             local_tx_id=local_tx_id, connector_id=c.connector_id, id_tag=auth.id_tag,
-            parent_id_tag=auth.parent_id_tag, start_wall=run.clock.wall, start_monotonic=run.clock.mono,
+            parent_id_tag=auth.parent_id_tag, start_wall=at.wall, start_monotonic=at.mono,
             meter_start_wh=meter_start, reservation_id=reservation_id,
         )
         c.auth = None
@@ -894,7 +929,7 @@ class ChargePointCore:
         LOGGER.info("connector %d: transaction %d started for %s", c.connector_id, c.session.local_tx_id,
                     auth.id_tag)
         run.out.append(TransactionStarted(c.connector_id, c.session.local_tx_id, auth.id_tag, meter_start,
-                                          run.clock.wall, reservation_id, auth.parent_id_tag))
+                                          at.wall, reservation_id, auth.parent_id_tag))
         self._set_lock(c, True, run)
         if c.pending_tx_profile is not None:
             _, self.profiles = install_profile(
@@ -944,7 +979,9 @@ class ChargePointCore:
                 if c.plugged and self._startable(c) and c.energy_wh is not None:
                     # meterStart needs a reading: before the first one the start waits (a meter that does
                     # not answer raises its fault, which ends the authorization: no charging)
-                    self._start(c, c.auth, run)
+                    at = self._start_point(c, c.auth, run)
+                    if at is not None:
+                        self._start(c, c.auth, run, at)
                 elif not c.plugged and clock.mono - c.auth.granted_monotonic >= timeout:
                     LOGGER.info("connector %d: ConnectionTimeOut for %s", c.connector_id, c.auth.id_tag)
                     c.auth = None
@@ -1093,6 +1130,7 @@ class ChargePointCore:
 
 
 WELDED_CODE = "contactor_welded"
+_START_POINTS = {"Authorized", "EVConnected", "PowerPathClosed", "EnergyTransfer"}  # the ones the core can see
 
 
 def fault_dict(fault: Fault | None) -> dict[str, str] | None:

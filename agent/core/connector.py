@@ -66,6 +66,15 @@ def fault_view(fault: FaultRaised, status: ConnectorStatus) -> StatusView:
     return StatusView(status, Fault.of(fault))
 
 
+@dataclass(frozen=True, slots=True)
+class Instant:
+    """A moment of a connector: wall and monotonic time and its meter register then."""
+
+    wall: float
+    mono: float
+    energy_wh: float | None
+
+
 @dataclass(slots=True)
 class Connector:
     """The mutable state of one connector (owned by ChargePointCore)."""
@@ -73,6 +82,7 @@ class Connector:
     connector_id: int
     config: ConnectorConfig = field(default_factory=ConnectorConfig)
     plugged: bool = False
+    plugged_at: Instant | None = None  # when the EV was plugged in (an EVConnected start point dates from it)
     ev_ready: bool = False
     isolation_valid: bool = False
     hardware_max_a: float | None = None
