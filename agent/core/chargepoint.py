@@ -25,12 +25,14 @@ from agent.core.connector import (
     Blocker,
     Connector,
     ConnectorConfig,
+    Evse,
     Instant,
     StatusView,
     connector_status,
     contactor_blockers,
     effective_limit_a,
     effective_limit_w,
+    evse_status,
     fault_view,
     indicator_for,
     stopping_fault,
@@ -193,6 +195,11 @@ class ChargePointCore:
         self.connectors: dict[int, Connector] = {
             i: Connector(i, cfg) for i, cfg in enumerate(settings.connectors, start=1)
         }
+        groups: dict[int, list[int]] = {}
+        for i, cfg in enumerate(settings.connectors, start=1):
+            groups.setdefault(i if cfg.evse_id is None else cfg.evse_id, []).append(i)
+        self.evses: dict[int, Evse] = {e: Evse(e, tuple(ids)) for e, ids in sorted(groups.items())}
+        self._evse_of = {i: e.evse_id for e in self.evses.values() for i in e.connector_ids}
         self.online = False
         self.cp_operative = True
         self.cp_pending_operative: bool | None = None  # ChangeAvailability(0) Scheduled until transactions end
@@ -318,6 +325,14 @@ class ChargePointCore:
             return self._cp_view().fault
         c = self.connectors.get(connector_id)
         return None if c is None else connector_status(c, self.cp_estop, self.cp_faults).fault
+
+    def evse_status(self, evse_id: int) -> ConnectorStatus | None:
+        """The status of an EVSE (None: unknown EVSE)."""
+        evse = self.evses.get(evse_id)
+        if evse is None:
+            return None
+        return evse_status([connector_status(self.connectors[i], self.cp_estop, self.cp_faults).status
+                            for i in evse.connector_ids])
 
     def session(self, connector_id: int) -> Session | None:
         """The running transaction of a connector, if any."""
@@ -838,10 +853,15 @@ class ChargePointCore:
         return c.reservation is None or reservation_accepts(c.reservation, tag, parent)
 
     def _startable(self, c: Connector) -> bool:
-        """A new authorization may be attached: operative, no stopping fault, no e-stop."""
+        """A new authorization may be attached: operative, no stopping fault, no e-stop, its EVSE free."""
         return (c.operative and self.cp_operative and not c.held and self.storage_ok and not self.cp_estop
-                and not c.estop
+                and not c.estop and not self._evse_busy(c)
                 and stopping_fault(c, self.cp_faults) is None and suspending_fault(c, self.cp_faults) is None)
+
+    def _evse_busy(self, c: Connector) -> bool:
+        """Another connector of the same EVSE runs a transaction (one power path, one transaction)."""
+        evse = self.evses[self._evse_of[c.connector_id]]
+        return any(self.connectors[i].session is not None for i in evse.connector_ids if i != c.connector_id)
 
     def _set_operative(self, c: Connector, operative: bool) -> None:
         c.operative = operative

@@ -38,6 +38,15 @@ class ConnectorConfig:
     phases: int = 3
     min_current_a: float = 6.0  # AC: IEC 61851-1 has no PWM duty cycle below 6 A (ignored on DC)
     free_vend_id: str | None = None  # set: a plug-in on this connector starts a transaction for this id
+    evse_id: int | None = None  # the EVSE it belongs to (None: its own, numbered like the connector)
+
+
+@dataclass(frozen=True, slots=True)
+class Evse:
+    """Connectors that share one power path: at most one of them runs a transaction at a time."""
+
+    evse_id: int
+    connector_ids: tuple[int, ...]
 
 
 class Blocker(enum.StrEnum):
@@ -234,6 +243,17 @@ _INDICATOR = {
     ConnectorStatus.UNAVAILABLE: IndicatorState.UNAVAILABLE,
     ConnectorStatus.FAULTED: IndicatorState.FAULTED,
 }
+
+
+# The EVSE shows the connector that says most about it: one in use, then one reserved, then a free one.
+_EVSE_ORDER = (ConnectorStatus.CHARGING, ConnectorStatus.SUSPENDED_EVSE, ConnectorStatus.SUSPENDED_EV,
+               ConnectorStatus.FINISHING, ConnectorStatus.PREPARING, ConnectorStatus.RESERVED,
+               ConnectorStatus.AVAILABLE, ConnectorStatus.UNAVAILABLE, ConnectorStatus.FAULTED)
+
+
+def evse_status(statuses: list[ConnectorStatus]) -> ConnectorStatus:
+    """The status of an EVSE from its connectors' statuses."""
+    return min(statuses, key=_EVSE_ORDER.index)
 
 
 def indicator_for(status: ConnectorStatus) -> IndicatorState:
