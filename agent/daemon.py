@@ -27,6 +27,7 @@ from agent.keys import OcppKeys
 from agent.link import Link, LinkSettings
 from agent.ocpp.v16.journal import V16Journal
 from agent.ocpp.v16.profiles import stored_profiles
+from agent.ocpp.v16.statuses import snapshot_fields
 from agent.redact import RedactingFilter
 from agent.runtime import Agent
 from agent.sdnotify import notify, watchdog_interval_s
@@ -237,6 +238,7 @@ async def serve(cfg: AgentConfig) -> int:
     keys = OcppKeys(cfg, store)
     agent = Agent(cfg, store, hw, keys, V16Journal(store, keys), keys, profiles=stored_profiles(store))
     agent.recovery_note = recovery
+    agent.fault_names = snapshot_fields
     loop = asyncio.get_running_loop()
     exit_future: asyncio.Future[int] = loop.create_future()
     agent.exit_requested = exit_future

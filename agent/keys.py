@@ -12,7 +12,7 @@ from agent.config import (
     format_key_value,
     validate_key_value,
 )
-from agent.settings import MeasurandCheck, Settings, SettingsListener, changed_fields
+from agent.settings import TX_POINTS_16, MeasurandCheck, Settings, SettingsListener, changed_fields
 from agent.store import Store
 
 LOGGER = logging.getLogger(__name__)
@@ -85,6 +85,8 @@ class OcppKeys:
             local_auth_list_enabled=self.get_bool("LocalAuthListEnabled", True),
             auth_cache_enabled=self.get_bool("AuthorizationCacheEnabled", True),
             minimum_status_duration_s=float(self.get_int("MinimumStatusDuration", 0)),
+            tx_start_point=TX_POINTS_16,  # 1.6 has no key for them: authorized and plugged, both ways
+            tx_stop_point=TX_POINTS_16,
             max_stack_level=self.get_int("ChargeProfileMaxStackLevel", 10),
             max_profiles_installed=self.get_int("MaxChargingProfilesInstalled", 20),
             max_schedule_periods=self.get_int("ChargingScheduleMaxPeriods", 24),

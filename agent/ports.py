@@ -1,9 +1,9 @@
 """The narrow interfaces between the runtime and the protocol adapters.
 
 The most important is the transaction journal: the runtime reports what happened to a transaction
-(`started`, `sample`, `stopped`) and the active protocol version turns it into its own messages, committed
-to the store's outbox (1.6: StartTransaction, MeterValues, StopTransaction with the transactionId rewrite;
-2.0.1: TransactionEvent). The runtime writes no OCPP.
+(`started`, `sample`, `stopped`, and the session events between them) and the active protocol version turns
+it into its own messages, committed to the store's outbox (1.6: StartTransaction, MeterValues,
+StopTransaction with the transactionId rewrite; 2.0.1: TransactionEvent). The runtime writes no OCPP.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from agent.core.events import StopReason
+from agent.core.events import SessionEvent, StopReason
 from agent.metering import Sample
 from agent.store import OutboxMessage
 
@@ -111,6 +111,11 @@ class TransactionJournal(Protocol):
 
     def stopped(self, tx: TxStopped, stamp: Stamp) -> None:
         """Record the stop and queue the stop message (with the values kept for the end) in one commit."""
+        ...
+
+    def session_event(self, event: SessionEvent, stamp: Stamp) -> None:
+        """A session event (authorized, EV connected, energy transfer started/suspended/resumed, deauthorized);
+        a protocol that reports them (2.0.1: TransactionEvent trigger reasons) records them."""
         ...
 
     def confirm(self, msg: OutboxMessage, answer: dict[str, Any]) -> None:

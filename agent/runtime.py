@@ -80,6 +80,11 @@ class LinkSession(Protocol):
 
 
 
+def _domain_fault_names(fault: ev.Fault | None) -> dict[str, Any]:
+    """The fault's own code, when no protocol names it."""
+    return {"error_code": fault.code if fault else None, "vendor_error_code": None}
+
+
 @dataclass
 class ConnectorState:
     """What the runtime last told the core about a connector's hardware."""
@@ -173,6 +178,8 @@ class Agent:
         # them through the agent.
         self.security: SecurityManager | None = None
         self.firmware: FirmwareManager
+        # how the active protocol names a fault in `evsectl status` (set by the daemon: the back office's words)
+        self.fault_names: Callable[[ev.Fault | None], dict[str, Any]] = _domain_fault_names
 
     # ------------------------------------------------------------------------------------ settings
 
@@ -201,6 +208,8 @@ class Agent:
             allow_offline_tx_for_unknown_id=s.allow_offline_tx_for_unknown_id,
             authorize_remote_tx_requests=s.authorize_remote_tx_requests,
             minimum_status_duration_s=s.minimum_status_duration_s,
+            tx_start_point=s.tx_start_point,
+            tx_stop_point=s.tx_stop_point,
             max_stack_level=s.max_stack_level,
             max_profiles_installed=s.max_profiles_installed,
             max_schedule_periods=s.max_schedule_periods,
@@ -334,7 +343,8 @@ class Agent:
             case ev.ShowIndicator():
                 self.hw.show(out.connector_id, out.state)
             case ev.StatusChanged():
-                LOGGER.info("connector %d: %s %s", out.connector_id, out.status.value, out.error_code.value)
+                LOGGER.info("connector %d: %s %s", out.connector_id, out.status.value,
+                            out.fault.code if out.fault else "no fault")
                 if self.link_session is not None:
                     self.link_session.status_changed(out)
             case ev.NeedAuthorize():
@@ -351,6 +361,10 @@ class Agent:
                 self._on_tx_stopped(out)
             case ev.ReservationEnded():
                 LOGGER.info("reservation %d ended: %s", out.reservation_id, out.reason.value)
+            case (ev.Authorized() | ev.EvConnected() | ev.EvDisconnected() | ev.EnergyTransferStarted()
+                  | ev.EnergyTransferSuspended() | ev.EnergyTransferResumed() | ev.Deauthorized()):
+                LOGGER.debug("connector %s: %r", out.connector_id, out)
+                self.journal.session_event(out, self.stamp())
             case _:
                 LOGGER.error("unknown core output %r", out)
 
@@ -612,7 +626,7 @@ class Agent:
         self.feed(ev.TransactionConfirmed(tx_local_id, transaction_id, auth.status, auth.parent_id_tag))
 
     def _check_list_conflict(self, connector_id: int, id_tag: str, status: ev.AuthStatus) -> None:
-        """OCPP 1.6 3.5: a back-office answer that contradicts the local list is reported (LocalListConflict)."""
+        """OCPP 1.6 3.5: a back-office answer that contradicts the local list is reported with the status."""
         if not self.settings.local_auth_list_enabled:
             return
         entry = self._core_entry(self.store.local_list_get(id_tag))
@@ -626,8 +640,8 @@ class Agent:
         current = snapshot["status"] if connector_id == 0 else snapshot["connectors"][str(connector_id)]["status"]
         if self.link_session is not None:
             self.link_session.status_changed(ev.StatusChanged(
-                connector_id, ev.ConnectorStatus(current), ev.ChargePointErrorCode.LOCAL_LIST_CONFLICT, info[:50],
-                None, self.now()))
+                connector_id, ev.ConnectorStatus(current), ev.Fault(ev.FAULT_LOCAL_LIST_CONFLICT, info=info),
+                self.now()))
 
     # ------------------------------------------------------------------------------ authorization
 
@@ -1080,6 +1094,8 @@ class Agent:
     def status(self) -> dict[str, Any]:
         """A status picture for evsectl and logs."""
         snap = self.core.snapshot()
+        for cid, view in snap["connectors"].items():
+            view.update(self.fault_names(self.core.fault(int(cid))))
         snap["link"] = {"online": self.link_session is not None, "clock_trusted": self.clock_trusted,
                         "clock_source": self.clock_source}
         snap["queue"] = self.store.outbox_stats()

@@ -12,6 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+# When a transaction starts and stops, in OCPP 2.0.1's words (TxStartPoint/TxStopPoint): it starts at the first
+# point reached and stops when the first stop point is no longer true. PowerPathClosed is Authorized AND
+# EVConnected (2.0.1 defines it so), which is what 1.6 fixes for both.
+TX_POINTS = ("ParkingBayOccupancy", "EVConnected", "Authorized", "DataSigned", "PowerPathClosed", "EnergyTransfer")
+TX_POINTS_16 = ("PowerPathClosed",)
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -30,6 +36,8 @@ class Settings:
     local_auth_list_enabled: bool = True
     auth_cache_enabled: bool = True
     minimum_status_duration_s: float = 0.0
+    tx_start_point: tuple[str, ...] = TX_POINTS_16  # names from TX_POINTS
+    tx_stop_point: tuple[str, ...] = TX_POINTS_16
     # smart charging
     max_stack_level: int = 10
     max_profiles_installed: int = 20

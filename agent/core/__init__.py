@@ -16,8 +16,10 @@ How the adapter and the hardware poller drive it:
 
 Every call returns a list of outputs to execute in order: SetContactor/SetLimit/SetLock/ShowIndicator go to
 agent/hardware; StatusChanged, TransactionStarted/Stopped, ReservationEnded become messages (and store
-rows); NeedAuthorize asks the adapter to resolve an id (auth.decide_local with the local list and cache,
-else an Authorize call) and feed the answer back as AuthResult. StartTransaction's answer comes back as
+rows); the session events (Authorized, EvConnected/EvDisconnected, EnergyTransferStarted/Suspended/Resumed,
+Deauthorized) go to the transaction journal, for a protocol that reports them; NeedAuthorize asks the
+adapter to resolve an id (auth.decide_local with the local list and cache, else an Authorize call) and feed
+the answer back as AuthResult. StartTransaction's answer comes back as
 TransactionConfirmed. Transaction ids: the core calls `tx_id_allocator()` (the store's persistent
 counter) for every new transaction; without one it counts from `first_tx_id`.
 
@@ -39,23 +41,33 @@ from agent.core.auth import (
     list_conflict,
 )
 from agent.core.chargepoint import ChargePointCore, CoreSettings
-from agent.core.connector import Blocker, ConnectorConfig, error_code_for
+from agent.core.connector import Blocker, ConnectorConfig
 from agent.core.events import (
+    FAULT_EMERGENCY_STOP,
+    FAULT_LOCAL_LIST_CONFLICT,
     AuthorizationRejected,
+    Authorized,
     AuthResult,
+    AuthSource,
     AuthStatus,
     AvailabilityResult,
     CancelReservation,
     CancelReservationResult,
     ChangeAvailability,
-    ChargePointErrorCode,
     ClearChargingProfile,
     ClearProfileResult,
     Command,
     ConnectorStatus,
+    Deauthorized,
     DeviceRole,
+    EnergyTransferResumed,
+    EnergyTransferStarted,
+    EnergyTransferSuspended,
     EstopChanged,
+    EvConnected,
+    EvDisconnected,
     EvReadyChanged,
+    Fault,
     FaultCleared,
     FaultRaised,
     IdPresented,
@@ -80,6 +92,7 @@ from agent.core.events import (
     ResetKind,
     ResetRequested,
     ResetResult,
+    SessionEvent,
     SetChargingProfile,
     SetContactor,
     SetLimit,
@@ -87,6 +100,7 @@ from agent.core.events import (
     ShowIndicator,
     StatusChanged,
     StopReason,
+    SuspendedBy,
     Tick,
     TransactionConfirmed,
     TransactionStarted,
@@ -112,18 +126,21 @@ from agent.core.limits import (
 )
 
 __all__ = [
+    "FAULT_EMERGENCY_STOP",
+    "FAULT_LOCAL_LIST_CONFLICT",
     "AuthEntry",
     "AuthResult",
     "AuthSettings",
+    "AuthSource",
     "AuthStatus",
     "AuthorizationRejected",
+    "Authorized",
     "AvailabilityResult",
     "Blocker",
     "CancelReservation",
     "CancelReservationResult",
     "ChangeAvailability",
     "ChargePointCore",
-    "ChargePointErrorCode",
     "ChargingProfile",
     "ChargingSchedule",
     "ClearChargingProfile",
@@ -133,12 +150,19 @@ __all__ = [
     "ConnectorConfig",
     "ConnectorStatus",
     "CoreSettings",
+    "Deauthorized",
     "DecisionAction",
     "DecisionSource",
     "DeviceRole",
     "ElectricalSetup",
+    "EnergyTransferResumed",
+    "EnergyTransferStarted",
+    "EnergyTransferSuspended",
     "EstopChanged",
+    "EvConnected",
+    "EvDisconnected",
     "EvReadyChanged",
+    "Fault",
     "FaultCleared",
     "FaultRaised",
     "IdPresented",
@@ -170,6 +194,7 @@ __all__ = [
     "ResetRequested",
     "ResetResult",
     "SchedulePeriod",
+    "SessionEvent",
     "SetChargingProfile",
     "SetContactor",
     "SetLimit",
@@ -177,6 +202,7 @@ __all__ = [
     "ShowIndicator",
     "StatusChanged",
     "StopReason",
+    "SuspendedBy",
     "Tick",
     "TransactionConfirmed",
     "TransactionStarted",
@@ -187,7 +213,6 @@ __all__ = [
     "clear_profiles",
     "composite_schedule",
     "decide_local",
-    "error_code_for",
     "install_profile",
     "limit_at",
     "list_conflict",

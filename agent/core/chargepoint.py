@@ -21,14 +21,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.core.connector import (
-    ESTOP_VENDOR_CODE,
+    ESTOP_FAULT,
+    Blocker,
     Connector,
     ConnectorConfig,
+    Evse,
+    Instant,
     StatusView,
     connector_status,
     contactor_blockers,
     effective_limit_a,
     effective_limit_w,
+    evse_status,
     fault_view,
     indicator_for,
     stopping_fault,
@@ -36,18 +40,25 @@ from agent.core.connector import (
 )
 from agent.core.events import (
     AuthorizationRejected,
+    Authorized,
     AuthResult,
     AuthStatus,
     AvailabilityResult,
     CancelReservation,
     CancelReservationResult,
     ChangeAvailability,
-    ChargePointErrorCode,
     ClearChargingProfile,
     ClearProfileResult,
     ConnectorStatus,
+    Deauthorized,
+    EnergyTransferResumed,
+    EnergyTransferStarted,
+    EnergyTransferSuspended,
     EstopChanged,
+    EvConnected,
+    EvDisconnected,
     EvReadyChanged,
+    Fault,
     FaultCleared,
     FaultRaised,
     IdPresented,
@@ -78,6 +89,7 @@ from agent.core.events import (
     ShowIndicator,
     StatusChanged,
     StopReason,
+    SuspendedBy,
     Tick,
     TransactionConfirmed,
     TransactionStarted,
@@ -134,6 +146,13 @@ class CoreSettings:
     authorize_remote_tx_requests: bool = False
     free_vend_id: str | None = None  # set: a plug-in on any connector starts a transaction for this id
     minimum_status_duration_s: float = 0.0
+    # when a transaction starts and stops (2.0.1's TxStartPoint/TxStopPoint names; 1.6: PowerPathClosed, i.e.
+    # authorized and plugged). A transaction always needs an authorized id and a plugged EV: a start point
+    # reached before both (Authorized, EVConnected) dates the start and meterStart back to it; EnergyTransfer
+    # waits for the power path to close. Unplugging ends it only with EVConnected or PowerPathClosed among
+    # the stop points (and stop_transaction_on_ev_side_disconnect); a deauthorization always ends it.
+    tx_start_point: tuple[str, ...] = ("PowerPathClosed",)
+    tx_stop_point: tuple[str, ...] = ("PowerPathClosed",)
     max_stack_level: int = 100  # ChargeProfileMaxStackLevel
     max_profiles_installed: int = 20  # MaxChargingProfilesInstalled
     max_schedule_periods: int = 24  # ChargingScheduleMaxPeriods
@@ -176,6 +195,11 @@ class ChargePointCore:
         self.connectors: dict[int, Connector] = {
             i: Connector(i, cfg) for i, cfg in enumerate(settings.connectors, start=1)
         }
+        groups: dict[int, list[int]] = {}
+        for i, cfg in enumerate(settings.connectors, start=1):
+            groups.setdefault(i if cfg.evse_id is None else cfg.evse_id, []).append(i)
+        self.evses: dict[int, Evse] = {e: Evse(e, tuple(ids)) for e, ids in sorted(groups.items())}
+        self._evse_of = {i: e.evse_id for e in self.evses.values() for i in e.connector_ids}
         self.online = False
         self.cp_operative = True
         self.cp_pending_operative: bool | None = None  # ChangeAvailability(0) Scheduled until transactions end
@@ -248,8 +272,7 @@ class ChargePointCore:
             s = c.session
             connectors[str(i)] = {
                 "status": view.status.value,
-                "error_code": view.error_code.value,
-                "vendor_error_code": view.vendor_error_code,
+                "fault": fault_dict(view.fault),
                 "reported_status": c.reported.status.value if c.reported else None,
                 "operative": c.operative,
                 "pending_operative": c.pending_operative,
@@ -295,6 +318,21 @@ class ChargePointCore:
             ],
             "connectors": connectors,
         }
+
+    def fault(self, connector_id: int) -> Fault | None:
+        """The fault a connector's status reports now (0: the charge point's), or None."""
+        if connector_id == 0:
+            return self._cp_view().fault
+        c = self.connectors.get(connector_id)
+        return None if c is None else connector_status(c, self.cp_estop, self.cp_faults).fault
+
+    def evse_status(self, evse_id: int) -> ConnectorStatus | None:
+        """The status of an EVSE (None: unknown EVSE)."""
+        evse = self.evses.get(evse_id)
+        if evse is None:
+            return None
+        return evse_status([connector_status(self.connectors[i], self.cp_estop, self.cp_faults).status
+                            for i in evse.connector_ids])
 
     def session(self, connector_id: int) -> Session | None:
         """The running transaction of a connector, if any."""
@@ -569,7 +607,10 @@ class ChargePointCore:
         if c is None:
             return
         c.plugged = event.plugged
+        tx_id = c.session.local_tx_id if c.session is not None else None
         if event.plugged:
+            c.plugged_at = Instant(run.clock.wall, run.clock.mono, c.energy_wh)
+            run.out.append(EvConnected(c.connector_id, run.clock.wall, tx_id))
             if (c.session is None and c.auth is None and self._cp_auth is not None
                     and self._startable(c) and self._reservation_ok(c, self._cp_auth.id_tag,
                                                                     self._cp_auth.parent_id_tag)):
@@ -577,14 +618,15 @@ class ChargePointCore:
             free_vend = c.config.free_vend_id or self.settings.free_vend_id
             if (free_vend and c.session is None and c.auth is None and self._startable(c)
                     and self._reservation_ok(c, free_vend, None)):
-                c.auth = Authorization(free_vend, None, AuthSource.FREE_VEND, run.clock.mono)
+                self._grant(c, free_vend, None, AuthSource.FREE_VEND, run)
             return
         c.ev_ready = False
         if c.config.is_dc:
             c.isolation_valid = False  # a new plug-in needs a new cable check
         c.finishing = False
+        c.plugged_at = None
         if c.session is not None:
-            if self.settings.stop_transaction_on_ev_side_disconnect:
+            if self.settings.stop_transaction_on_ev_side_disconnect and self._unplug_stops():
                 tag = c.session.id_tag
                 self._stop(c, StopReason.EV_DISCONNECTED, run, keep_lock=True)
                 if self.settings.unlock_connector_on_ev_side_disconnect:
@@ -596,6 +638,11 @@ class ChargePointCore:
         elif c.keep_locked_for is not None and self.settings.unlock_connector_on_ev_side_disconnect:
             c.keep_locked_for = None
             self._set_lock(c, False, run)
+        run.out.append(EvDisconnected(c.connector_id, run.clock.wall, tx_id))  # after the contactor opened
+
+    def _unplug_stops(self) -> bool:
+        """Whether unplugging at the EV side ends a transaction (a stop point that needs the EV connected)."""
+        return bool(set(self.settings.tx_stop_point) & {"EVConnected", "PowerPathClosed"})
 
     def _on_id(self, event: IdPresented, run: _Run) -> None:
         tag = event.id_tag
@@ -644,7 +691,7 @@ class ChargePointCore:
                 # Card first on a shared reader with several free connectors: wait for a plug anywhere.
                 if any(self._startable(c) and self._reservation_ok(c, tag, parent)
                        for c in self.connectors.values()):
-                    self._cp_auth = Authorization(tag, parent, intent.source, run.clock.mono)
+                    self._grant(None, tag, parent, intent.source, run)
                 else:
                     run.out.append(AuthorizationRejected(None, tag, AuthStatus.INVALID))
                 return
@@ -661,7 +708,7 @@ class ChargePointCore:
         if not self._startable(target) or not self._reservation_ok(target, tag, parent):
             run.out.append(AuthorizationRejected(target.connector_id, tag, AuthStatus.INVALID))
             return
-        target.auth = Authorization(tag, parent, intent.source, run.clock.mono)
+        self._grant(target, tag, parent, intent.source, run)
 
     def _pick_for_any(self, tag: str, parent: str | None, *, may_stop: bool) -> Connector | None:
         """Shared reader: a plugged idle connector to start, else a transaction of the same group to stop."""
@@ -685,6 +732,7 @@ class ChargePointCore:
             s.transaction_id = event.transaction_id
             if event.status is not AuthStatus.ACCEPTED and not s.invalid:
                 LOGGER.info("transaction %d: id %s is %s", s.local_tx_id, s.id_tag, event.status.value)
+                run.out.append(Deauthorized(c.connector_id, s.local_tx_id, s.id_tag, run.clock.wall))
                 s.invalid = True
                 s.invalid_since_wh = c.energy_wh if c.energy_wh is not None else s.meter_start_wh
             self._limits_dirty(c)
@@ -772,7 +820,7 @@ class ChargePointCore:
                     self._intents[cmd.id_tag] = Intent(IntentKind.ANY, None, AuthSource.REMOTE)
                     run.out.append(NeedAuthorize(cmd.id_tag, None))
                 else:
-                    self._cp_auth = Authorization(cmd.id_tag, None, AuthSource.REMOTE, run.clock.mono)
+                    self._grant(None, cmd.id_tag, None, AuthSource.REMOTE, run)
                 return RemoteStartResult.ACCEPTED
         c = chosen
         if tx_profile is not None:
@@ -781,7 +829,7 @@ class ChargePointCore:
             self._intents[cmd.id_tag] = Intent(IntentKind.START, c.connector_id, AuthSource.REMOTE)
             run.out.append(NeedAuthorize(cmd.id_tag, c.connector_id))
         else:
-            c.auth = Authorization(cmd.id_tag, None, AuthSource.REMOTE, run.clock.mono)
+            self._grant(c, cmd.id_tag, None, AuthSource.REMOTE, run)
         return RemoteStartResult.ACCEPTED
 
     def _reservation_answer(self, c: Connector, cmd: ReserveNow) -> ReservationResult:
@@ -805,10 +853,15 @@ class ChargePointCore:
         return c.reservation is None or reservation_accepts(c.reservation, tag, parent)
 
     def _startable(self, c: Connector) -> bool:
-        """A new authorization may be attached: operative, no stopping fault, no e-stop."""
+        """A new authorization may be attached: operative, no stopping fault, no e-stop, its EVSE free."""
         return (c.operative and self.cp_operative and not c.held and self.storage_ok and not self.cp_estop
-                and not c.estop
+                and not c.estop and not self._evse_busy(c)
                 and stopping_fault(c, self.cp_faults) is None and suspending_fault(c, self.cp_faults) is None)
+
+    def _evse_busy(self, c: Connector) -> bool:
+        """Another connector of the same EVSE runs a transaction (one power path, one transaction)."""
+        evse = self.evses[self._evse_of[c.connector_id]]
+        return any(self.connectors[i].session is not None for i in evse.connector_ids if i != c.connector_id)
 
     def _set_operative(self, c: Connector, operative: bool) -> None:
         c.operative = operative
@@ -840,7 +893,37 @@ class ChargePointCore:
         for c in [only] if only is not None else self.connectors.values():
             c.schedule_evaluated_at = None
 
-    def _start(self, c: Connector, auth: Authorization, run: _Run) -> None:
+    def _grant(self, c: Connector | None, tag: str, parent: str | None, source: AuthSource, run: _Run) -> None:
+        """Attach an authorization to a connector (None: the charge point's, for the first plug-in)."""
+        auth = Authorization(tag, parent, source, run.clock.mono, run.clock.wall,
+                             c.energy_wh if c is not None else None)
+        if c is None:
+            self._cp_auth = auth
+        else:
+            c.auth = auth
+        run.out.append(Authorized(None if c is None else c.connector_id, tag, source, run.clock.wall))
+
+    def _start_point(self, c: Connector, auth: Authorization, run: _Run) -> Instant | None:
+        """When the transaction of an authorized, plugged connector starts (None: not yet)."""
+        assert c.energy_wh is not None
+        points = set(self.settings.tx_start_point)
+        now = Instant(run.clock.wall, run.clock.mono, c.energy_wh)
+        reached: list[Instant] = []
+        if "PowerPathClosed" in points or not points & _START_POINTS:
+            reached.append(now)
+        if "Authorized" in points:
+            reached.append(Instant(auth.granted_wall, auth.granted_monotonic,
+                                    c.energy_wh if auth.granted_energy_wh is None else auth.granted_energy_wh))
+        if "EVConnected" in points and c.plugged_at is not None:
+            plug = c.plugged_at
+            reached.append(Instant(plug.wall, plug.mono, c.energy_wh if plug.energy_wh is None else plug.energy_wh))
+        if "EnergyTransfer" in points and contactor_blockers(c, self.cp_estop, self.cp_faults) <= {
+                Blocker.NOT_AUTHORIZED}:
+            reached.append(now)  # the power path closes in this pass, once the transaction exists
+        # the contactor never closed before the start, so the register then and now differ by no billed energy
+        return min(reached, key=lambda instant: instant.mono, default=None)
+
+    def _start(self, c: Connector, auth: Authorization, run: _Run, at: Instant) -> None:
         try:
             local_tx_id = self._allocate()
         except Exception as err:  # the allocator persists the id: no storage, no transaction (no energy)
@@ -853,11 +936,11 @@ class ChargePointCore:
             reservation_id = c.reservation.reservation_id
             c.reservation = None
             run.out.append(ReservationEnded(reservation_id, ReservationEndReason.USED, c.connector_id))
-        assert c.energy_wh is not None  # _reconcile starts only with a reading
-        meter_start = c.energy_wh
+        meter_start = c.energy_wh if at.energy_wh is None else at.energy_wh
+        assert meter_start is not None  # _reconcile starts only with a reading
         c.session = Session(
             local_tx_id=local_tx_id, connector_id=c.connector_id, id_tag=auth.id_tag,
-            parent_id_tag=auth.parent_id_tag, start_wall=run.clock.wall, start_monotonic=run.clock.mono,
+            parent_id_tag=auth.parent_id_tag, start_wall=at.wall, start_monotonic=at.mono,
             meter_start_wh=meter_start, reservation_id=reservation_id,
         )
         c.auth = None
@@ -866,7 +949,7 @@ class ChargePointCore:
         LOGGER.info("connector %d: transaction %d started for %s", c.connector_id, c.session.local_tx_id,
                     auth.id_tag)
         run.out.append(TransactionStarted(c.connector_id, c.session.local_tx_id, auth.id_tag, meter_start,
-                                          run.clock.wall, reservation_id, auth.parent_id_tag))
+                                          at.wall, reservation_id, auth.parent_id_tag))
         self._set_lock(c, True, run)
         if c.pending_tx_profile is not None:
             _, self.profiles = install_profile(
@@ -916,7 +999,9 @@ class ChargePointCore:
                 if c.plugged and self._startable(c) and c.energy_wh is not None:
                     # meterStart needs a reading: before the first one the start waits (a meter that does
                     # not answer raises its fault, which ends the authorization: no charging)
-                    self._start(c, c.auth, run)
+                    at = self._start_point(c, c.auth, run)
+                    if at is not None:
+                        self._start(c, c.auth, run, at)
                 elif not c.plugged and clock.mono - c.auth.granted_monotonic >= timeout:
                     LOGGER.info("connector %d: ConnectionTimeOut for %s", c.connector_id, c.auth.id_tag)
                     c.auth = None
@@ -947,6 +1032,7 @@ class ChargePointCore:
             if close != c.contactor_closed:
                 c.contactor_closed = close
                 run.out.append(SetContactor(c.connector_id, close))
+            self._energy_event(c, run)
             view = connector_status(c, self.cp_estop, self.cp_faults)
             indicator = indicator_for(view.status)
             if indicator != c.indicator:
@@ -965,6 +1051,27 @@ class ChargePointCore:
                 and clock.mono - self._cp_candidate_since >= self.settings.minimum_status_duration_s):
             self._cp_reported = self._cp_candidate
             run.out.append(self._status_out(0, cp_view, run))
+
+    @staticmethod
+    def _energy_event(c: Connector, run: _Run) -> None:
+        """Report a change of the transaction's energy transfer (started, suspended by EV or EVSE, resumed)."""
+        s = c.session
+        if s is None:
+            return
+        if c.contactor_closed:
+            if not s.energy_began:
+                s.energy_began = True
+                run.out.append(EnergyTransferStarted(c.connector_id, s.local_tx_id, run.clock.wall))
+            elif s.suspended_by is not None:
+                s.suspended_by = None
+                run.out.append(EnergyTransferResumed(c.connector_id, s.local_tx_id, run.clock.wall))
+            return
+        if not s.energy_began:
+            return  # not started yet: nothing was suspended
+        by = SuspendedBy.EV if not c.plugged or not c.ev_ready else SuspendedBy.EVSE
+        if by is not s.suspended_by:
+            s.suspended_by = by
+            run.out.append(EnergyTransferSuspended(c.connector_id, s.local_tx_id, by, run.clock.wall))
 
     def _apply_invalid_id(self, c: Connector, run: _Run) -> None:
         s = c.session
@@ -1030,8 +1137,7 @@ class ChargePointCore:
 
     def _cp_view(self) -> StatusView:
         if self.cp_estop:
-            return StatusView(ConnectorStatus.FAULTED, ChargePointErrorCode.OTHER_ERROR, "emergency stop",
-                              ESTOP_VENDOR_CODE)
+            return StatusView(ConnectorStatus.FAULTED, ESTOP_FAULT)
         held = self.any_held()
         plain = ConnectorStatus.AVAILABLE if self.cp_operative and not held else ConnectorStatus.UNAVAILABLE
         for fault in self.cp_faults.values():
@@ -1040,11 +1146,18 @@ class ChargePointCore:
 
     @staticmethod
     def _status_out(connector_id: int, view: StatusView, run: _Run) -> StatusChanged:
-        return StatusChanged(connector_id, view.status, view.error_code, view.info, view.vendor_error_code,
-                             run.clock.wall)
+        return StatusChanged(connector_id, view.status, view.fault, run.clock.wall)
 
 
 WELDED_CODE = "contactor_welded"
+_START_POINTS = {"Authorized", "EVConnected", "PowerPathClosed", "EnergyTransfer"}  # the ones the core can see
+
+
+def fault_dict(fault: Fault | None) -> dict[str, str] | None:
+    """A fault as the snapshot shows it (the runtime adds the active protocol's names for it)."""
+    if fault is None:
+        return None
+    return {"code": fault.code, "role": fault.role.value, "source": fault.source, "info": fault.info}
 
 
 def _welded(c: Connector) -> bool:

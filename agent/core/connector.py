@@ -1,4 +1,4 @@
-"""Per-connector state and the pure rules on it: contactor conditions, status, fault error codes.
+"""Per-connector state and the pure rules on it: contactor conditions, status and the fault reported with it.
 
 The ChargePointCore mutates a Connector's fields in its handlers; the functions here only read them.
 """
@@ -10,9 +10,10 @@ import logging
 from dataclasses import dataclass, field
 
 from agent.core.events import (
-    ChargePointErrorCode,
+    FAULT_EMERGENCY_STOP,
     ConnectorStatus,
     DeviceRole,
+    Fault,
     FaultRaised,
     IndicatorState,
 )
@@ -21,7 +22,9 @@ from agent.core.session import Authorization, Reservation, Session
 
 LOGGER = logging.getLogger(__name__)
 
-ESTOP_VENDOR_CODE = "EmergencyStop"
+# Faulted, not Unavailable: Unavailable belongs to a change of availability, and the back office must see
+# an alarm it can tell apart.
+ESTOP_FAULT = Fault(FAULT_EMERGENCY_STOP, DeviceRole.ESTOP, info="emergency stop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,15 @@ class ConnectorConfig:
     phases: int = 3
     min_current_a: float = 6.0  # AC: IEC 61851-1 has no PWM duty cycle below 6 A (ignored on DC)
     free_vend_id: str | None = None  # set: a plug-in on this connector starts a transaction for this id
+    evse_id: int | None = None  # the EVSE it belongs to (None: its own, numbered like the connector)
+
+
+@dataclass(frozen=True, slots=True)
+class Evse:
+    """Connectors that share one power path: at most one of them runs a transaction at a time."""
+
+    evse_id: int
+    connector_ids: tuple[int, ...]
 
 
 class Blocker(enum.StrEnum):
@@ -50,49 +62,26 @@ class Blocker(enum.StrEnum):
     LIMIT_BELOW_MINIMUM = "limit_below_minimum"  # AC: above 0 but below the 6 A the pilot can offer
 
 
-_CODE_MAP = {
-    "energy_backwards": ChargePointErrorCode.POWER_METER_FAILURE,
-    "meter_replaced": ChargePointErrorCode.POWER_METER_FAILURE,
-    "isolation_fault": ChargePointErrorCode.GROUND_FAILURE,
-    "over_current": ChargePointErrorCode.OVER_CURRENT_FAILURE,
-    "over_voltage": ChargePointErrorCode.OVER_VOLTAGE,
-    "under_voltage": ChargePointErrorCode.UNDER_VOLTAGE,
-    "over_temperature": ChargePointErrorCode.HIGH_TEMPERATURE,
-    "lock_failure": ChargePointErrorCode.CONNECTOR_LOCK_FAILURE,
-    "ev_communication": ChargePointErrorCode.EV_COMMUNICATION_ERROR,
-    "contactor_welded": ChargePointErrorCode.POWER_SWITCH_FAILURE,
-    "contactor_not_closed": ChargePointErrorCode.POWER_SWITCH_FAILURE,
-}
-
-
-def error_code_for(fault: FaultRaised) -> ChargePointErrorCode:
-    """Map a driver fault code (and the device's role for generic codes) to an OCPP error code."""
-    if fault.code in _CODE_MAP:
-        return _CODE_MAP[fault.code]
-    if fault.code in ("communication", "timeout", "stale"):
-        if fault.role is DeviceRole.METER:
-            return ChargePointErrorCode.POWER_METER_FAILURE
-        if fault.role is DeviceRole.ID_READER:
-            return ChargePointErrorCode.READER_FAILURE
-        if fault.role is DeviceRole.LOCK:
-            return ChargePointErrorCode.CONNECTOR_LOCK_FAILURE
-    return ChargePointErrorCode.OTHER_ERROR
-
-
 @dataclass(frozen=True, slots=True)
 class StatusView:
-    """A status with its error details, as StatusChanged reports it."""
+    """A status with the fault reported with it, as StatusChanged reports it."""
 
     status: ConnectorStatus
-    error_code: ChargePointErrorCode = ChargePointErrorCode.NO_ERROR
-    info: str | None = None
-    vendor_error_code: str | None = None
+    fault: Fault | None = None
 
 
 def fault_view(fault: FaultRaised, status: ConnectorStatus) -> StatusView:
-    """The status view of a fault (vendorErrorCode is always the driver's code, info names the device)."""
-    info = f"{fault.source}: {fault.info}" if fault.info else fault.source
-    return StatusView(status, error_code_for(fault), info[:50], fault.code[:255])
+    """The status view of a device's fault."""
+    return StatusView(status, Fault.of(fault))
+
+
+@dataclass(frozen=True, slots=True)
+class Instant:
+    """A moment of a connector: wall and monotonic time and its meter register then."""
+
+    wall: float
+    mono: float
+    energy_wh: float | None
 
 
 @dataclass(slots=True)
@@ -102,6 +91,7 @@ class Connector:
     connector_id: int
     config: ConnectorConfig = field(default_factory=ConnectorConfig)
     plugged: bool = False
+    plugged_at: Instant | None = None  # when the EV was plugged in (an EVConnected start point dates from it)
     ev_ready: bool = False
     isolation_valid: bool = False
     hardware_max_a: float | None = None
@@ -209,10 +199,7 @@ def connector_status(
 ) -> StatusView:
     """The status the connector is in now (before MinimumStatusDuration)."""
     if cp_estop or connector.estop:
-        # Faulted, not Unavailable: Unavailable belongs to ChangeAvailability, and the back office
-        # must see an alarm it can tell apart (vendorErrorCode "EmergencyStop").
-        return StatusView(ConnectorStatus.FAULTED, ChargePointErrorCode.OTHER_ERROR, "emergency stop",
-                          ESTOP_VENDOR_CODE)
+        return StatusView(ConnectorStatus.FAULTED, ESTOP_FAULT)
     fault = stopping_fault(connector, cp_faults)
     if fault is not None:
         return fault_view(fault, ConnectorStatus.FAULTED)
@@ -256,6 +243,17 @@ _INDICATOR = {
     ConnectorStatus.UNAVAILABLE: IndicatorState.UNAVAILABLE,
     ConnectorStatus.FAULTED: IndicatorState.FAULTED,
 }
+
+
+# The EVSE shows the connector that says most about it: one in use, then one reserved, then a free one.
+_EVSE_ORDER = (ConnectorStatus.CHARGING, ConnectorStatus.SUSPENDED_EVSE, ConnectorStatus.SUSPENDED_EV,
+               ConnectorStatus.FINISHING, ConnectorStatus.PREPARING, ConnectorStatus.RESERVED,
+               ConnectorStatus.AVAILABLE, ConnectorStatus.UNAVAILABLE, ConnectorStatus.FAULTED)
+
+
+def evse_status(statuses: list[ConnectorStatus]) -> ConnectorStatus:
+    """The status of an EVSE from its connectors' statuses."""
+    return min(statuses, key=_EVSE_ORDER.index)
 
 
 def indicator_for(status: ConnectorStatus) -> IndicatorState:

@@ -2,8 +2,9 @@
 
 Everything here is a frozen dataclass or an enum with OCPP 1.6 compatible string values and
 protocol-neutral names, so the 1.6 adapter can pass `.value` straight into a payload and the 2.0.1
-adapter can translate. Nothing here does I/O. Times are wall seconds (epoch floats) unless the name
-says monotonic.
+adapter can translate. Faults are the domain's (`Fault`: the driver's code and the device's role); each
+adapter names them in its protocol's words (1.6: agent/ocpp/v16/statuses.py). Nothing here does I/O.
+Times are wall seconds (epoch floats) unless the name says monotonic.
 """
 
 from __future__ import annotations
@@ -15,21 +16,31 @@ from agent.core.profiles import ChargingProfile
 from drivers.base import IndicatorState
 
 __all__ = [
+    "FAULT_EMERGENCY_STOP",
+    "FAULT_LOCAL_LIST_CONFLICT",
     "AuthResult",
+    "AuthSource",
     "AuthStatus",
     "AuthorizationRejected",
+    "Authorized",
     "AvailabilityResult",
     "CancelReservation",
     "CancelReservationResult",
     "ChangeAvailability",
-    "ChargePointErrorCode",
     "ClearChargingProfile",
     "ClearProfileResult",
     "Command",
     "ConnectorStatus",
+    "Deauthorized",
     "DeviceRole",
+    "EnergyTransferResumed",
+    "EnergyTransferStarted",
+    "EnergyTransferSuspended",
     "EstopChanged",
+    "EvConnected",
+    "EvDisconnected",
     "EvReadyChanged",
+    "Fault",
     "FaultCleared",
     "FaultRaised",
     "IdPresented",
@@ -54,6 +65,7 @@ __all__ = [
     "ResetKind",
     "ResetRequested",
     "ResetResult",
+    "SessionEvent",
     "SetChargingProfile",
     "SetContactor",
     "SetLimit",
@@ -61,6 +73,7 @@ __all__ = [
     "ShowIndicator",
     "StatusChanged",
     "StopReason",
+    "SuspendedBy",
     "Tick",
     "TransactionConfirmed",
     "TransactionStarted",
@@ -85,27 +98,6 @@ class ConnectorStatus(enum.StrEnum):
     RESERVED = "Reserved"
     UNAVAILABLE = "Unavailable"
     FAULTED = "Faulted"
-
-
-class ChargePointErrorCode(enum.StrEnum):
-    """Error code reported with a status; values are the OCPP 1.6 ChargePointErrorCode strings."""
-
-    NO_ERROR = "NoError"
-    CONNECTOR_LOCK_FAILURE = "ConnectorLockFailure"
-    EV_COMMUNICATION_ERROR = "EVCommunicationError"
-    GROUND_FAILURE = "GroundFailure"
-    HIGH_TEMPERATURE = "HighTemperature"
-    INTERNAL_ERROR = "InternalError"
-    LOCAL_LIST_CONFLICT = "LocalListConflict"
-    OTHER_ERROR = "OtherError"
-    OVER_CURRENT_FAILURE = "OverCurrentFailure"
-    OVER_VOLTAGE = "OverVoltage"
-    POWER_METER_FAILURE = "PowerMeterFailure"
-    POWER_SWITCH_FAILURE = "PowerSwitchFailure"
-    READER_FAILURE = "ReaderFailure"
-    RESET_FAILURE = "ResetFailure"
-    UNDER_VOLTAGE = "UnderVoltage"
-    WEAK_SIGNAL = "WeakSignal"
 
 
 class StopReason(enum.StrEnum):
@@ -135,7 +127,7 @@ class AuthStatus(enum.StrEnum):
 
 
 class DeviceRole(enum.StrEnum):
-    """Which kind of device raised a fault; decides the error code of a generic fault code."""
+    """Which kind of device raised a fault; a protocol names a generic fault code by it."""
 
     METER = "meter"
     DC_CONTROLLER = "dc_controller"
@@ -144,6 +136,21 @@ class DeviceRole(enum.StrEnum):
     ID_READER = "id_reader"
     ESTOP = "estop"
     OTHER = "other"
+
+
+class AuthSource(enum.StrEnum):
+    """How an authorization was granted."""
+
+    CARD = "card"
+    REMOTE = "remote"
+    FREE_VEND = "free_vend"
+
+
+class SuspendedBy(enum.StrEnum):
+    """Which side stopped drawing energy during a transaction."""
+
+    EV = "EV"  # the EV does not ask (not ready, or unplugged while the transaction goes on)
+    EVSE = "EVSE"  # the station does not offer (a fault, a limit of 0, an id found invalid)
 
 
 class ResetKind(enum.StrEnum):
@@ -417,6 +424,24 @@ class ClearChargingProfile:
 # ------------------------------------------------------------------------------------------- outputs
 # Decisions; the hardware layer executes the actuator ones, the adapter turns the rest into messages.
 
+FAULT_EMERGENCY_STOP = "emergency_stop"  # the e-stop is pressed (not a device fault: no source)
+FAULT_LOCAL_LIST_CONFLICT = "local_list_conflict"  # the back office contradicts the local authorization list
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A fault reported with a status, in the domain's words; each protocol adapter names it in its own."""
+
+    code: str  # the driver's fault code (FaultRaised.code), or a FAULT_* code of the core
+    role: DeviceRole = DeviceRole.OTHER
+    source: str = ""  # the device that raised it ("" for a FAULT_* code)
+    info: str = ""  # what the device or the core said about it
+
+    @classmethod
+    def of(cls, raised: FaultRaised) -> Fault:
+        """The fault a device raised."""
+        return cls(raised.code, raised.role, raised.source, raised.info)
+
 
 @dataclass(frozen=True, slots=True)
 class SetContactor:
@@ -453,13 +478,11 @@ class ShowIndicator:
 
 @dataclass(frozen=True, slots=True)
 class StatusChanged:
-    """Report a (held) status of a connector, or of the charge point for connector_id 0."""
+    """Report a (held) status of a connector, or of the charge point for connector_id 0 (fault None: no error)."""
 
     connector_id: int
     status: ConnectorStatus
-    error_code: ChargePointErrorCode = ChargePointErrorCode.NO_ERROR
-    info: str | None = None
-    vendor_error_code: str | None = None
+    fault: Fault | None = None
     timestamp: float = 0.0
 
 
@@ -504,6 +527,76 @@ class TransactionStopped:
     reason: StopReason
     id_tag: str | None = None
     transaction_id: int | None = None
+
+
+# Session events: what happened to a session, in the words any protocol can report (2.0.1's trigger
+# reasons and charging states are built from them; 1.6 needs none). TransactionStarted/Stopped complete them.
+
+
+@dataclass(frozen=True, slots=True)
+class Authorized:
+    """An id may charge (connector_id None: granted at the charge point, the first plug-in takes it)."""
+
+    connector_id: int | None
+    id_tag: str
+    source: AuthSource
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class EvConnected:
+    """A cable was plugged into an EV (local_tx_id: the transaction already running on it, if any)."""
+
+    connector_id: int
+    timestamp: float
+    local_tx_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvDisconnected:
+    """The cable was removed at the EV side (local_tx_id: the transaction that ran on it, if any)."""
+
+    connector_id: int
+    timestamp: float
+    local_tx_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyTransferStarted:
+    """The power path closed for the first time in a transaction."""
+
+    connector_id: int
+    local_tx_id: int
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyTransferSuspended:
+    """The power path opened during a transaction that goes on."""
+
+    connector_id: int
+    local_tx_id: int
+    by: SuspendedBy
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyTransferResumed:
+    """The power path closed again after a suspension."""
+
+    connector_id: int
+    local_tx_id: int
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class Deauthorized:
+    """The back office refused the id of a running transaction (what follows is the invalid-id rule's)."""
+
+    connector_id: int
+    local_tx_id: int
+    id_tag: str
+    timestamp: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,4 +647,21 @@ Output = (
     | TransactionStarted
     | TransactionStopped
     | ReservationEnded
+    | Authorized
+    | EvConnected
+    | EvDisconnected
+    | EnergyTransferStarted
+    | EnergyTransferSuspended
+    | EnergyTransferResumed
+    | Deauthorized
+)
+
+SessionEvent = (
+    Authorized
+    | EvConnected
+    | EvDisconnected
+    | EnergyTransferStarted
+    | EnergyTransferSuspended
+    | EnergyTransferResumed
+    | Deauthorized
 )

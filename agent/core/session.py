@@ -6,15 +6,9 @@ import enum
 import logging
 from dataclasses import dataclass
 
+from agent.core.events import AuthSource, SuspendedBy
+
 LOGGER = logging.getLogger(__name__)
-
-
-class AuthSource(enum.Enum):
-    """How an authorization was granted."""
-
-    CARD = "card"
-    REMOTE = "remote"
-    FREE_VEND = "free_vend"
 
 
 @dataclass(slots=True)
@@ -25,6 +19,8 @@ class Authorization:
     parent_id_tag: str | None
     source: AuthSource
     granted_monotonic: float
+    granted_wall: float = 0.0
+    granted_energy_wh: float | None = None  # the connector's register when granted (None: not known yet)
 
 
 @dataclass(slots=True)
@@ -71,6 +67,8 @@ class Session:
     invalid: bool = False  # the back office refused the id after the start
     invalid_since_wh: float = 0.0
     energy_suspended: bool = False  # invalid id, StopTransactionOnInvalidId = false: no more energy
+    energy_began: bool = False  # the power path closed at least once
+    suspended_by: SuspendedBy | None = None  # since it began: who holds the energy back now (None: charging)
 
 
 class InvalidIdAction(enum.Enum):

@@ -73,7 +73,7 @@ def show_status(s: dict[str, Any]) -> str:
     rows = [["connector", "status", "error", "plugged", "contactor", "limit A", "power W", "energy Wh", "session"]]
     for cid, c in sorted(s["connectors"].items()):
         tx = c.get("transaction")
-        rows.append([cid, c["status"], c["error_code"] if c["error_code"] != "NoError" else "-",
+        rows.append([cid, c["status"], c["error_code"] if c.get("error_code") not in (None, "NoError") else "-",
                      "yes" if c["plugged"] else "no", "closed" if c["contactor_closed"] else "open",
                      f"{c['limit_a']:.0f}", f"{c['power_w'] or 0:.0f}", f"{c['energy_wh'] or 0:.0f}",
                      f"{tx['id_tag']} #{tx['transaction_id'] or tx['local_tx_id']}" if tx else "-"])

@@ -18,6 +18,7 @@ from agent.core import (
     DeviceRole,
     EstopChanged,
     EvReadyChanged,
+    Fault,
     FaultCleared,
     FaultRaised,
     IdPresented,
@@ -48,6 +49,7 @@ from agent.core import (
 )
 from agent.core.events import IndicatorState
 from agent.ocpp.v16.profiles import parse_profile
+from agent.ocpp.v16.statuses import error_fields
 from tests.agent.test_core_rig import Rig, one, only
 
 # ------------------------------------------------------------------------------------------ starting
@@ -583,7 +585,8 @@ def test_a_silent_meter_suspends_the_transaction_then_resumes_or_ends_it() -> No
     out = rig.send(silent)
     assert SetContactor(1, False) in out and not only(out, TransactionStopped)
     status = only(rig.log, StatusChanged)[-1]
-    assert (status.status, status.error_code.value) == (ConnectorStatus.SUSPENDED_EVSE, "PowerMeterFailure")
+    assert (status.status, status.fault) == (ConnectorStatus.SUSPENDED_EVSE, Fault.of(silent))
+    assert error_fields(status.fault).error_code.value == "PowerMeterFailure"
     out = rig.send(FaultCleared(1, "meter1"))
     assert SetContactor(1, True) in out and rig.status() is ConnectorStatus.CHARGING
     rig.send(silent)
@@ -609,7 +612,10 @@ def test_a_welded_contactor_keeps_the_cable_locked_and_refuses_unlock() -> None:
     assert SetLock(1, False) not in out and rig.core.connectors[1].locked
     assert rig.status() is ConnectorStatus.FAULTED
     status = only(rig.log, StatusChanged)[-1]
-    assert (status.error_code.value, status.vendor_error_code) == ("PowerSwitchFailure", "contactor_welded")
+    assert status.fault is not None and (status.fault.code, status.fault.role) == ("contactor_welded",
+                                                                                 DeviceRole.CONTACTOR)
+    fields = error_fields(status.fault)
+    assert (fields.error_code.value, fields.vendor_error_code) == ("PowerSwitchFailure", "contactor_welded")
     answer, out = rig.call("unlock", UnlockRequested(1))
     assert answer is UnlockResult.UNLOCK_FAILED and not only(out, SetLock)
     assert "welded" in (rig.core.unlock_refusal(1) or "")

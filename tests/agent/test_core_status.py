@@ -12,7 +12,6 @@ from agent.core import (
     CancelReservation,
     CancelReservationResult,
     ChangeAvailability,
-    ChargePointErrorCode,
     ConnectorStatus,
     DeviceRole,
     EstopChanged,
@@ -33,8 +32,9 @@ from agent.core import (
     StopReason,
     TransactionStarted,
     TransactionStopped,
-    error_code_for,
 )
+from agent.core.events import FAULT_EMERGENCY_STOP, Fault
+from agent.ocpp.v16.statuses import ChargePointErrorCode, error_fields
 from tests.agent.test_core_rig import Rig, one, only
 
 # ------------------------------------------------------------------------------------------- faults
@@ -53,12 +53,7 @@ FAULT_CODES = [
     ("communication", DeviceRole.ID_READER, ChargePointErrorCode.READER_FAILURE),
     ("communication", DeviceRole.DC_CONTROLLER, ChargePointErrorCode.OTHER_ERROR),
     ("host_timeout", DeviceRole.DC_CONTROLLER, ChargePointErrorCode.OTHER_ERROR),
-]
-
-
-@pytest.mark.parametrize(("code", "role", "expected"), FAULT_CODES)
-def test_fault_code_maps_to_error_code(code: str, role: DeviceRole, expected: ChargePointErrorCode) -> None:
-    assert error_code_for(FaultRaised(1, "dev", code, role=role)) is expected
+]  # the 1.6 mapping itself is tested in tests/agent/test_v16_statuses.py
 
 
 @pytest.mark.parametrize(("code", "role", "expected"), FAULT_CODES)
@@ -71,11 +66,12 @@ def test_tc_041_fault_during_transaction_stops_and_reports_faulted(
     assert out[0] == SetContactor(1, False)
     assert one(out, TransactionStopped).reason is StopReason.OTHER
     status = one(out, StatusChanged)
-    assert (status.status, status.error_code, status.vendor_error_code, status.info) == (
-        ConnectorStatus.FAULTED, expected, code, "dev1")
+    assert (status.status, status.fault) == (ConnectorStatus.FAULTED, Fault(code, role, "dev1"))
+    fields = error_fields(status.fault)  # what 1.6 tells the back office
+    assert (fields.error_code, fields.vendor_error_code, fields.info) == (expected, code, "dev1")
     out = rig.send(FaultCleared(1, "dev1"))
     assert rig.status() is ConnectorStatus.FINISHING  # still plugged, transaction over
-    assert one(out, StatusChanged).error_code is ChargePointErrorCode.NO_ERROR
+    assert one(out, StatusChanged).fault is None
 
 
 def test_faulted_connector_refuses_cards_and_recovers() -> None:
@@ -94,7 +90,8 @@ def test_warning_fault_keeps_charging_and_reports_error_code() -> None:
     assert not only(out, TransactionStopped) and rig.contactor()
     status = one(out, StatusChanged)
     assert status.status is ConnectorStatus.CHARGING
-    assert status.error_code is ChargePointErrorCode.READER_FAILURE
+    assert status.fault == Fault("communication", DeviceRole.ID_READER, "reader")
+    assert error_fields(status.fault).error_code is ChargePointErrorCode.READER_FAILURE
 
 
 def test_fault_clears_only_when_every_source_cleared() -> None:
@@ -124,8 +121,11 @@ def test_emergency_stop_stops_with_reason_and_reports_faulted() -> None:
     assert out[0] == SetContactor(1, False)
     assert one(out, TransactionStopped).reason is StopReason.EMERGENCY_STOP
     status = next(s for s in only(out, StatusChanged) if s.connector_id == 1)
-    assert (status.status, status.error_code, status.vendor_error_code) == (
-        ConnectorStatus.FAULTED, ChargePointErrorCode.OTHER_ERROR, "EmergencyStop")
+    assert (status.status, status.fault) == (
+        ConnectorStatus.FAULTED, Fault(FAULT_EMERGENCY_STOP, DeviceRole.ESTOP, info="emergency stop"))
+    fields = error_fields(status.fault)
+    assert (fields.error_code, fields.vendor_error_code, fields.info) == (
+        ChargePointErrorCode.OTHER_ERROR, "EmergencyStop", "emergency stop")
     assert rig.status(2) is ConnectorStatus.FAULTED
     rig.send(EvReadyChanged(1, True))
     assert not rig.contactor()

@@ -205,3 +205,16 @@ def test_the_power_register_gets_the_cores_watts_on_dc_and_the_offered_current_o
         text = text.replace('kind = "ac"', 'kind = "dc"')
     cfg = parse_config(text)
     assert Agent._power_limit_w(limit, cfg.connector(1)) == pytest.approx(expected_w)
+
+
+async def test_session_events_reach_the_journal(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    agent, store, _, meter = rig
+    seen: list[Any] = []
+    monkeypatch.setattr(agent.journal, "session_event", lambda event, stamp: seen.append(event))
+    await observe(agent, meter)
+    agent.feed(ev.PlugChanged(1, True))
+    agent.feed(ev.IdPresented(1, CARD))
+    agent.feed(ev.EvReadyChanged(1, True))
+    await settle()
+    assert [type(e).__name__ for e in seen] == ["EvConnected", "Authorized", "EnergyTransferStarted"]
+    assert [m.action for m in store.pending(50)] == ["StartTransaction", "MeterValues"]  # 1.6 writes no more

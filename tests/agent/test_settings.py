@@ -6,7 +6,7 @@ from pathlib import Path
 
 from agent.config import parse_config
 from agent.keys import ChangeResult, OcppKeys
-from agent.settings import Settings, changed_fields
+from agent.settings import TX_POINTS, TX_POINTS_16, Settings, changed_fields
 from agent.store import Store
 from tests.agent.test_watchdog import CONFIG
 
@@ -55,3 +55,11 @@ def test_a_measurand_check_refuses_what_cannot_be_measured(tmp_path: Path) -> No
     assert keys.change("MeterValuesSampledData", "Energy.Active.Import.Register,SoC") == ChangeResult.REJECTED
     assert keys.change("MeterValuesSampledData", "Energy.Active.Import.Register") == ChangeResult.ACCEPTED
     assert keys.current().sampled_measurands == ("Energy.Active.Import.Register",)
+
+
+def test_the_1_6_transaction_start_and_stop_points_are_fixed(tmp_path: Path) -> None:
+    """1.6 starts when authorized and plugged and stops when either ends: 2.0.1's PowerPathClosed."""
+    settings = keys_for(tmp_path, "StopTransactionOnEVSideDisconnect = false").current()
+    assert (settings.tx_start_point, settings.tx_stop_point) == (TX_POINTS_16, TX_POINTS_16) == (
+        ("PowerPathClosed",), ("PowerPathClosed",))
+    assert set(TX_POINTS_16) <= set(TX_POINTS)

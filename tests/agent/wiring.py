@@ -8,6 +8,7 @@ from agent.hardware import Hardware
 from agent.keys import OcppKeys
 from agent.ocpp.v16.journal import V16Journal
 from agent.ocpp.v16.profiles import stored_profiles
+from agent.ocpp.v16.statuses import snapshot_fields
 from agent.runtime import Agent
 from agent.store import Store
 
@@ -17,4 +18,5 @@ def agent_for(cfg: AgentConfig, store: Store, hw: Hardware) -> Agent:
     keys = OcppKeys(cfg, store)
     agent = Agent(cfg, store, hw, keys, V16Journal(store, keys), keys, profiles=stored_profiles(store))
     wire_services(agent, keys)
+    agent.fault_names = snapshot_fields
     return agent

@@ -21,6 +21,7 @@ from agent.ocpp.session import BootAnswer, Session
 from agent.ocpp.v16.chargepoint import V16ChargePoint
 from agent.ocpp.v16.journal import CONTEXTS, measurands_for
 from agent.ocpp.v16.metering import iso, meter_value
+from agent.ocpp.v16.statuses import error_fields
 from agent.ports import SampleTrigger
 from agent.store import OutboxMessage
 
@@ -74,11 +75,13 @@ class V16Adapter:
         return str(result.current_time)
 
     def status_request(self, status: ev.StatusChanged) -> Any:
-        """StatusNotification (info and vendorErrorCode cut to the 50 characters 1.6 allows)."""
+        """StatusNotification, the fault named in 1.6 words (info and vendorErrorCode cut to the 50 characters
+        1.6 allows)."""
+        fields = error_fields(status.fault)
         return call.StatusNotification(
-            connector_id=status.connector_id, error_code=status.error_code.value, status=status.status.value,
-            info=status.info[:50] if status.info else None, timestamp=iso(status.timestamp or self.agent.now()),
-            vendor_error_code=status.vendor_error_code[:50] if status.vendor_error_code else None)
+            connector_id=status.connector_id, error_code=fields.error_code.value, status=status.status.value,
+            info=fields.info[:50] if fields.info else None, timestamp=iso(status.timestamp or self.agent.now()),
+            vendor_error_code=fields.vendor_error_code[:50] if fields.vendor_error_code else None)
 
     def request(self, action: str, payload: dict[str, Any]) -> Any:
         """The 1.6 call dataclass of an action, from its wire-form payload."""

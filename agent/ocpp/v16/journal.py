@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent.clock import iso
+from agent.core.events import SessionEvent
 from agent.metering import Sample, billed_wh
 from agent.ocpp.v16.metering import meter_value
 from agent.ports import SampleTrigger, Stamp, TxStarted, TxStopped
@@ -120,6 +121,9 @@ class V16Journal:
         self.store.end_transaction(
             tx.local_tx_id, tx.meter_stop_wh, tx.timestamp, stamp.monotonic, tx.reason.value, "StopTransaction",
             payload, clock_trusted=stamp.clock_trusted, protocol=PROTOCOL, tx_id_field=TX_ID_FIELD)
+
+    def session_event(self, event: SessionEvent, stamp: Stamp) -> None:
+        """Nothing: 1.6 reports a session by its statuses and its start and stop, not by events."""
 
     def _tx_data(self, tx_local_id: int) -> list[dict[str, Any]]:
         """The transactionData collected on disk, oldest first."""
