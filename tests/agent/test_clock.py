@@ -11,7 +11,6 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
-import agent.runtime as runtime_module
 from agent.config import parse_config
 from agent.core import events as ev
 from agent.hardware import ConnectorDevices, Hardware
@@ -21,7 +20,7 @@ from agent.store import Store
 from drivers.base import MeterCapabilities, MeterReading
 from drivers.gpio import GpioContactor
 from tests.agent.test_watchdog import CONFIG
-from tests.agent.wiring import agent_for
+from tests.agent.wiring import agent_for, patch_runtime
 
 DAYS_OFF = 3 * 86400.0  # the Pi booted believing it is three days earlier
 
@@ -60,8 +59,8 @@ def stamp(text: str) -> float:
 @pytest.fixture
 def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     clock = WrongClock()
-    monkeypatch.setattr(runtime_module, "time", clock)
-    monkeypatch.setattr(runtime_module, "system_clock_synchronized", lambda: False)
+    patch_runtime(monkeypatch, "time", clock)
+    patch_runtime(monkeypatch, "system_clock_synchronized", lambda: False)
     Device.pin_factory = MockFactory()
     text = CONFIG.format(state=tmp_path / "state") + '\n[ocpp]\nAllowOfflineTxForUnknownId = true\n'
     cfg = parse_config(text)
@@ -107,7 +106,7 @@ async def test_ntp_step_corrects_queued_timestamps(setup, monkeypatch: pytest.Mo
     agent, store, clock = setup
     await start_offline_session(agent)
     clock.error = 0.0  # NTP steps the system clock to the right time
-    monkeypatch.setattr(runtime_module, "system_clock_synchronized", lambda: True)
+    patch_runtime(monkeypatch, "system_clock_synchronized", lambda: True)
     agent.check_system_clock()
     assert agent.clock_trusted and agent.clock_source == "ntp"
     msg = store.peek()

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-import agent.runtime as runtime_module
 from agent.config import parse_config
 from agent.core import events as ev
 from agent.hardware import ConnectorDevices, Hardware
@@ -16,7 +15,7 @@ from agent.runtime import Agent
 from agent.store import Store
 from drivers.base import MeterCapabilities, MeterReading
 from tests.agent.test_watchdog import CONFIG
-from tests.agent.wiring import agent_for
+from tests.agent.wiring import agent_for, patch_runtime
 
 CARD = "0F00A1B2C3"
 
@@ -74,7 +73,7 @@ class CountingMeter:
 
 @pytest.fixture
 async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(runtime_module, "STOP_METER_SETTLE_S", 0.05)
+    patch_runtime(monkeypatch, "STOP_METER_SETTLE_S", 0.05)
     text = CONFIG.format(state=tmp_path / "state") + '\n[ocpp]\nAllowOfflineTxForUnknownId = true\n'
     cfg = parse_config(text)
     store = Store(tmp_path / "agent.db")

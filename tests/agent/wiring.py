@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from typing import Any
+
+import pytest
+
+import agent.runtime
 from agent.config import AgentConfig
 from agent.daemon import wire_services
 from agent.hardware import Hardware
@@ -20,3 +27,14 @@ def agent_for(cfg: AgentConfig, store: Store, hw: Hardware) -> Agent:
     wire_services(agent, keys)
     agent.fault_names = snapshot_fields
     return agent
+
+
+def patch_runtime(monkeypatch: pytest.MonkeyPatch, name: str, value: Any) -> None:
+    """Replace a global (a constant, `time`, a clock function) in every module of the runtime package that has it."""
+    patched = 0
+    for info in pkgutil.iter_modules(agent.runtime.__path__, "agent.runtime."):
+        module = importlib.import_module(info.name)
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, value)
+            patched += 1
+    assert patched, f"no runtime module has {name}"

@@ -24,7 +24,6 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 from websockets.asyncio.client import connect
 
-import agent.runtime as runtime_module
 from agent.config import parse_config
 from agent.core import events as ev
 from agent.hardware import ConnectorDevices, Hardware
@@ -34,7 +33,7 @@ from agent.store import Store
 from drivers.base import MeterCapabilities, MeterReading
 from drivers.gpio import GpioContactor
 from simulator.backoffice_client import BackOfficeClient
-from tests.agent.wiring import agent_for
+from tests.agent.wiring import agent_for, patch_runtime
 
 CONNECTORS = 4
 MINUTES = 7 * 24 * 60  # make soak: the whole week (about 3 minutes)
@@ -135,7 +134,7 @@ async def test_week_offline_then_drain_in_order_memory_flat(tmp_path: Path, monk
 async def _offline_then_drain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, minutes: int) -> None:
     inline_schema_validation()  # as the daemon does
     clock = FakeClock()
-    monkeypatch.setattr(runtime_module, "time", clock)
+    patch_runtime(monkeypatch, "time", clock)
     Device.pin_factory = MockFactory()
     cfg = parse_config(config_text(tmp_path / "state"))
     store = Store(tmp_path / "agent.db")
