@@ -23,9 +23,9 @@ from agent.config import AgentConfig, ConfigError, load_config
 from agent.diag.bundle import write_bundle
 from agent.errors import AgentError
 from agent.hardware import ConnectorDevices, Hardware
-from agent.keys import OcppKeys
 from agent.link import Link, LinkSettings
 from agent.ocpp.v16.journal import V16Journal
+from agent.ocpp.v16.keys import OcppKeys
 from agent.ocpp.v16.profiles import stored_profiles
 from agent.ocpp.v16.statuses import snapshot_fields
 from agent.redact import RedactingFilter

@@ -9,6 +9,7 @@ StopTransaction with the transactionId rewrite; 2.0.1: TransactionEvent). The ru
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,6 +62,15 @@ class TxStopped:
     end: Sample | None = None
 
 
+class ChangeResult:
+    """The outcome of a configuration change, in the words both OCPP versions use for it."""
+
+    ACCEPTED = "Accepted"
+    REJECTED = "Rejected"
+    REBOOT_REQUIRED = "RebootRequired"
+    NOT_SUPPORTED = "NotSupported"
+
+
 class ConfigVocabulary(Protocol):
     """The active protocol version's configuration, by its own names (1.6 keys; 2.0.1 variables): what the
     technician CLI lists and changes, and what the version's handlers read. The runtime only carries it."""
@@ -88,6 +98,14 @@ class ConfigVocabulary(Protocol):
     def get_str(self, key: str, default: str = "") -> str:
         """A string entry."""
         ...
+
+
+class GuardedConfig(ConfigVocabulary, Protocol):
+    """A configuration the security rules take part in: they hear changes, may refuse one, and keep secrets."""
+
+    listeners: list[Callable[[str], None]]
+    change_guards: list[Callable[[str, int | bool | str], str | None]]
+    secret_setter: Callable[[str, str], str] | None
 
 
 class TransactionJournal(Protocol):

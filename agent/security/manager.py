@@ -24,8 +24,8 @@ from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from agent.clock import iso
 from agent.config import AgentConfig
-from agent.keys import ChangeResult, OcppKeys
 from agent.link import LinkSettings
+from agent.ports import ChangeResult, GuardedConfig
 from agent.security.events import CRITICAL_EVENTS, TECH_INFO_MAX, CertificateUse, SecurityError, SecurityEventType
 from agent.security.files import CERT_DIR, KEY_FILE, read_key_file, write_secret
 from agent.services.ports import BundleWriter, Notify
@@ -115,7 +115,7 @@ class _Pending:
 class SecurityManager:
     """Security profile, AuthorizationKey, certificates and the security log of one charge point."""
 
-    def __init__(self, config: AgentConfig, store: Store, keys: OcppKeys, *, now: Callable[[], float] = time.time,
+    def __init__(self, config: AgentConfig, store: Store, keys: GuardedConfig, *, now: Callable[[], float] = time.time,
                  clock_trusted: Callable[[], bool] = lambda: False,
                  outbox_changed: Callable[[], None] = lambda: None, notify: Notify | None = None,
                  bundle: BundleWriter | None = None, log_lines: Callable[[], list[str]] = list) -> None:

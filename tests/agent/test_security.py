@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from agent.config import AgentConfig, parse_config
-from agent.keys import OcppKeys
 from agent.link import Link, LinkSettings
+from agent.ocpp.v16.keys import OcppKeys
 from agent.security.certificates import certificate_hash, load_pem_chain, verify_chain, verify_firmware_signature
 from agent.security.events import CertificateUse, SecurityError
 from agent.security.files import check_local_permissions

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.config import parse_config
-from agent.keys import ChangeResult, OcppKeys
+from agent.ocpp.v16.keys import ChangeResult, OcppKeys
 from agent.settings import TX_POINTS, TX_POINTS_16, Settings, changed_fields
 from agent.store import Store
 from tests.agent.test_watchdog import CONFIG

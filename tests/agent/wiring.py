@@ -12,8 +12,8 @@ import agent.runtime
 from agent.config import AgentConfig
 from agent.daemon import wire_services
 from agent.hardware import Hardware
-from agent.keys import OcppKeys
 from agent.ocpp.v16.journal import V16Journal
+from agent.ocpp.v16.keys import OcppKeys
 from agent.ocpp.v16.profiles import stored_profiles
 from agent.ocpp.v16.statuses import snapshot_fields
 from agent.runtime import Agent

@@ -19,9 +19,9 @@ from ocpp.v16.enums import Action
 
 from agent.clock import parse_iso
 from agent.core import events as ev
-from agent.keys import ChangeResult
 from agent.ocpp.frames import V16_CODES
 from agent.ocpp.routing import FrameGuard
+from agent.ocpp.v16.keys import ChangeResult
 from agent.ocpp.v16.metering import iso
 from agent.ocpp.v16.profiles import parse_profile
 from agent.ocpp.v16.security import SecurityHandlers

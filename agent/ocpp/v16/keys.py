@@ -12,10 +12,13 @@ from agent.config import (
     format_key_value,
     validate_key_value,
 )
+from agent.ports import ChangeResult
 from agent.settings import TX_POINTS_16, MeasurandCheck, Settings, SettingsListener, changed_fields
 from agent.store import Store
 
 LOGGER = logging.getLogger(__name__)
+
+__all__ = ["ChangeResult", "OcppKeys", "parse_csl"]
 
 KEY_PREFIX = "ocpp16."  # rows in the store's config table
 MEASURAND_KEYS = ("MeterValuesSampledData", "MeterValuesAlignedData", "StopTxnSampledData", "StopTxnAlignedData")
@@ -24,15 +27,6 @@ MEASURAND_KEYS = ("MeterValuesSampledData", "MeterValuesAlignedData", "StopTxnSa
 def parse_csl(value: str) -> list[str]:
     """Split a comma-separated list (of measurands), dropping empty items."""
     return [item.strip() for item in value.split(",") if item.strip()]
-
-
-class ChangeResult:
-    """ChangeConfiguration answers (1.6 ConfigurationStatus)."""
-
-    ACCEPTED = "Accepted"
-    REJECTED = "Rejected"
-    REBOOT_REQUIRED = "RebootRequired"
-    NOT_SUPPORTED = "NotSupported"
 
 
 class OcppKeys:
