@@ -80,8 +80,8 @@ def write_bundle(source: BundleSource, dest_dir: Path, log_lines: list[str], *, 
         "local_list": {"version": store.local_list_version(), "entries": store.local_list_count()},
         "cache_entries": store.cache_count(),
         "recent_transactions": [
-            {"tx_local_id": r.tx_local_id, "transaction_id": r.transaction_id, "connector": r.connector_id,
-             "start": r.start_wall, "stop": r.stop_wall, "reason": r.stop_reason,
+            {"tx_local_id": r.tx_local_id, "station_tx_id": r.station_tx_id, "transaction_id": r.transaction_id,
+             "connector": r.connector_id, "start": r.start_wall, "stop": r.stop_wall, "reason": r.stop_reason,
              "meter_start_wh": r.meter_start_wh, "meter_stop_wh": r.meter_stop_wh}
             for r in store.recent_transactions(50)
         ],

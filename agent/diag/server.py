@@ -193,8 +193,9 @@ class DiagServer:
     def _sessions(self, limit: int) -> list[dict[str, Any]]:
         rows = self.agent.store.recent_transactions(limit)
         return [
-            {"tx_local_id": r.tx_local_id, "transaction_id": r.transaction_id, "connector": r.connector_id,
-             "id_tag": r.id_tag, "start": r.start_wall, "stop": r.stop_wall, "reason": r.stop_reason,
+            {"tx_local_id": r.tx_local_id, "station_tx_id": r.station_tx_id, "transaction_id": r.transaction_id,
+             "connector": r.connector_id, "id_tag": r.id_tag, "start": r.start_wall, "stop": r.stop_wall,
+             "reason": r.stop_reason,
              "energy_wh": round((r.meter_stop_wh if r.meter_stop_wh is not None else r.last_energy_wh)
                                 - r.meter_start_wh, 1), "running": r.stop_wall is None}
             for r in rows if r.connector_id

@@ -126,6 +126,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "UPDATE outbox SET tx_id_field = 'transactionId' WHERE protocol = '1.6' AND tx_local_id IS NOT NULL "
         "AND json_type(payload, '$.transactionId') IS NOT NULL",
     ),
+    (
+        # the station's own id of a transaction: a string, unique beyond this database (a replaced database
+        # restarts tx_local_id at 1; a back office must never see the same id twice). OCPP 2.0.1 sends it.
+        "ALTER TABLE transactions ADD COLUMN station_tx_id TEXT",
+        "UPDATE transactions SET station_tx_id = lower(hex(randomblob(16))) WHERE station_tx_id IS NULL",
+        "CREATE UNIQUE INDEX transactions_station_tx_id ON transactions(station_tx_id)",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

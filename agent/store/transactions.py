@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ class TransactionRow:
     transaction_id: int | None  # the back office's id once known; -1 when StartTransaction never succeeded
     decided_reason: str | None = None  # the stop reason, recorded when the stop was decided
     decided_wall: float | None = None  # the time of that decision
+    station_tx_id: str = ""  # the station's own id of the transaction (a UUID in hex; OCPP 2.0.1's transactionId)
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,14 @@ class TransactionsMixin(OutboxMixin):
     """The transactions of Store; their start and stop messages are queued in the same commit."""
 
     def reserve_tx_id(self, wall: float, monotonic: float) -> int:
-        """Allocate a tx_local_id (never reused) for the core before its start (filled by begin_transaction)."""
+        """Allocate a tx_local_id (never reused) for the core before its start (filled by begin_transaction),
+        with the station's own string id of the transaction (`station_tx_id`)."""
         with self._write() as conn:
             cursor = conn.execute(
                 "INSERT INTO transactions (connector_id, id_tag, boot_id, clock_trusted, meter_start_wh, "
-                "start_wall, start_monotonic, last_energy_wh, last_wall) VALUES (0, '', ?, 0, 0, ?, ?, 0, ?)",
-                (self.boot_id, wall, monotonic, wall),
+                "start_wall, start_monotonic, last_energy_wh, last_wall, station_tx_id) "
+                "VALUES (0, '', ?, 0, 0, ?, ?, 0, ?, ?)",
+                (self.boot_id, wall, monotonic, wall, uuid.uuid4().hex),
             )
             return int(cursor.lastrowid or 0)
 
@@ -202,7 +206,7 @@ class TransactionsMixin(OutboxMixin):
     _TX_COLUMNS = (
         "tx_local_id, connector_id, id_tag, reservation_id, boot_id, clock_trusted, meter_start_wh, "
         "start_wall, start_monotonic, last_energy_wh, last_wall, meter_stop_wh, stop_wall, stop_reason, "
-        "transaction_id, decided_reason, decided_wall"
+        "transaction_id, decided_reason, decided_wall, station_tx_id"
     )
 
     @staticmethod
@@ -226,6 +230,7 @@ class TransactionsMixin(OutboxMixin):
             transaction_id=r[14],
             decided_reason=r[15],
             decided_wall=r[16],
+            station_tx_id=r[17] or "",
         )
 
     def unfinished_transactions(self) -> list[TransactionRow]:

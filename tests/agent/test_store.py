@@ -672,7 +672,7 @@ def test_a_schema_2_queue_migrates_and_its_messages_read_back_as_1_6(db_path: Pa
     conn.close()
 
     with Store(db_path) as store:
-        assert SCHEMA_VERSION == 4
+        assert SCHEMA_VERSION == 5
         with store._read() as rconn:
             assert rconn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
         head = store.peek()
@@ -755,3 +755,34 @@ def test_a_schema_3_queue_keeps_its_transaction_id_rewrite_after_the_migration(d
         store.ack(start.id, backoffice_tx_id=4711)
         assert [(m.action, m.payload.get("transactionId")) for m in store.pending()] == [
             ("MeterValues", 4711), ("StopTransaction", 4711), ("DataTransfer", 0)]
+
+
+def test_every_transaction_has_a_station_id_that_a_new_database_never_repeats(tmp_path: Path) -> None:
+    """The station's own transaction id (2.0.1 sends it) is a string unique beyond the database: a salvaged
+    database restarts tx_local_id at 1, the station id never repeats; rows from before schema 5 get one too."""
+    from agent.store.db import _MIGRATIONS
+
+    with Store(tmp_path / "a.db") as first:
+        tx, _ = begin_tx(first)
+        row = first.transaction(tx)
+        assert row is not None and len(row.station_tx_id) == 32 and int(row.station_tx_id, 16) >= 0
+        assert first.transaction(tx) == row  # stable
+        kept = row.station_tx_id
+    with Store(tmp_path / "b.db") as replaced:  # a new database after a salvage
+        tx2, _ = begin_tx(replaced)
+        assert tx2 == tx and replaced.transaction(tx2).station_tx_id != kept  # type: ignore[union-attr]
+
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for statement in (s for migration in _MIGRATIONS[:4] for s in migration):
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version (version) VALUES (4)")
+    for _ in range(2):
+        conn.execute("INSERT INTO transactions (connector_id, id_tag, boot_id, clock_trusted, meter_start_wh, "
+                     "start_wall, start_monotonic, last_energy_wh, last_wall) VALUES (1, 'A', 'b', 1, 0, 1, 1, 0, 1)")
+    conn.commit()
+    conn.close()
+    with Store(old) as migrated:
+        ids = [t.station_tx_id for t in migrated.unfinished_transactions()]
+        assert len(ids) == 2 and len(set(ids)) == 2 and all(len(i) == 32 for i in ids)
