@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from drivers.base import (
@@ -21,6 +21,7 @@ from drivers.base import (
     Contactor,
     DcController,
     DcStatus,
+    DeviceHealth,
     EmergencyStop,
     EnergyMeter,
     IdReader,
@@ -87,24 +88,13 @@ class ConnectorObservation:
 
 
 @dataclass
-class HardwareHealth:
-    """Per-device health for status displays."""
-
-    ok: bool = True
-    error: str | None = None
-    last_ok_monotonic: float = 0.0
-    failures: int = 0
-    failing_since: float | None = None  # monotonic time of the first failure of the current silence
-
-
-@dataclass
 class Hardware:
     """All devices of the charge point and their polling."""
 
     connectors: dict[int, ConnectorDevices]
     estop: EmergencyStop | None = None
     reader: IdReader | None = None
-    health: dict[str, HardwareHealth] = field(default_factory=dict)
+    health: dict[str, DeviceHealth] = field(default_factory=dict)
     polls: int = 0
     first_poll_ok: bool = False
     silent_suspend_s: float = 5.0  # a meter or controller silent this long suspends charging ...
@@ -160,19 +150,20 @@ class Hardware:
                     LOGGER.warning("%s: reset after the e-stop failed: %s", devices.dc.name, err)
 
     def _mark(self, name: str, error: DriverError | None) -> None:
-        health = self.health.setdefault(name, HardwareHealth())
+        health = self.health.get(name) or DeviceHealth(name, True)
+        now = time.monotonic()
         if error is None:
             if not health.ok:
                 LOGGER.info("%s recovered", name)
-            health.ok, health.error, health.last_ok_monotonic = True, None, time.monotonic()
-            health.failing_since = None
+            self.health[name] = replace(health, ok=True, error=None, last_ok_monotonic=now, failing_since=None,
+                                        since_monotonic=now if not health.ok else health.since_monotonic)
         else:
             if health.ok:
                 LOGGER.warning("%s faulted: %s", name, error)
-            health.ok, health.error = False, str(error)
-            health.failures += 1
-            if health.failing_since is None:
-                health.failing_since = time.monotonic()
+            self.health[name] = replace(
+                health, ok=False, error=str(error), failures=health.failures + 1,
+                failing_since=health.failing_since if health.failing_since is not None else now,
+                since_monotonic=now if health.ok else health.since_monotonic)
 
     def _meter_replaced(self, devices: ConnectorDevices, err: DriverError) -> Fault | None:
         """A register that stays below the last accepted one (agreeing with itself) for meter_replaced_after_s
@@ -305,6 +296,9 @@ class Hardware:
         if self.reader is not None:
             devices.append(self.reader)
         for device in devices:
+            own = getattr(device, "health", None)
+            if isinstance(own, DeviceHealth) and own.name not in result:  # a device that reports its own (reader)
+                result[own.name] = {"ok": own.ok, "error": own.error, "failures": own.failures, "age_s": None}
             counts = getattr(device, "error_counts", None)
             if counts is None:
                 continue

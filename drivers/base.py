@@ -294,10 +294,13 @@ class IdReader(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DeviceHealth:
-    """A device's health as the agent and evsectl show it."""
+    """A device's health as the agent and evsectl show it (one record per device, replaced on every change)."""
 
     name: str
     ok: bool
     error: str | None = None
     since_monotonic: float = field(default_factory=time.monotonic)
+    failures: int = 0  # failed requests since the agent started
+    last_ok_monotonic: float = 0.0  # 0: never answered yet
+    failing_since: float | None = None  # monotonic time of the first failure of the current silence
 
