@@ -123,6 +123,12 @@ class BackOfficeClient:
         )
         return result
 
+    def ledger(self, cp_id: str, require_ended: bool = True) -> dict[str, Any]:
+        """A 2.0.1 station's TransactionEvents per transactionId and the ledger check's problems."""
+        query = {"cp_id": cp_id, "require_ended": "1" if require_ended else "0"}
+        result: dict[str, Any] = self._request("GET", "/ledger?" + urlencode(query))
+        return result
+
     def connected(self, cp_id: str) -> bool:
         """True while the charge point is connected."""
         return cp_id in self.status()["connected"]

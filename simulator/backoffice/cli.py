@@ -43,6 +43,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vendor-id", action="append", default=None, help="DataTransfer vendor ids accepted")
     parser.add_argument("--password", action="append", default=[], metavar="CP=PASSWORD", help="Basic auth")
     parser.add_argument("--log", type=Path, default=None, help="append every frame as JSON lines here")
+    parser.add_argument(
+        "--ocpp", action="append", default=None, choices=("1.6", "2.0.1"), dest="ocpp_versions",
+        help="an OCPP version served, in the office's order (default both: 1.6, 2.0.1)",
+    )
+    parser.add_argument(
+        "--version-order", default="station", choices=("station", "office"),
+        help="who picks when a station offers both versions (default: the station's order)",
+    )
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -66,6 +74,8 @@ async def serve_forever(args: argparse.Namespace) -> int:
         vendor_ids=args.vendor_id if args.vendor_id is not None else ("evse-agent",),
         passwords=_parse_kv(args.password, "--password") or None,
         log_path=args.log,
+        ocpp_versions=args.ocpp_versions or ("1.6", "2.0.1"),
+        version_order=args.version_order,
     )
     port = await office.start(args.host, args.port)
     control_port = await office.start_control(args.host, args.control_port)

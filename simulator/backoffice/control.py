@@ -28,6 +28,7 @@ class ControlApi:
             ("GET", "/messages", self._h_messages),
             ("GET", "/violations", self._h_violations),
             ("GET", "/frames", self._h_frames),
+            ("GET", "/ledger", self._h_ledger),
             ("POST", "/call", self._h_call),
             ("POST", "/raw", self._h_raw),
             ("POST", "/refuse", self._h_refuse),
@@ -64,6 +65,9 @@ class ControlApi:
 
     async def _h_frames(self, body: dict[str, Any], query: dict[str, str]) -> Any:
         return self.office.frames(query.get("cp_id"))
+
+    async def _h_ledger(self, body: dict[str, Any], query: dict[str, str]) -> Any:
+        return self.office.ledger(query["cp_id"], require_ended=query.get("require_ended", "1") != "0")
 
     async def _h_call(self, body: dict[str, Any], query: dict[str, str]) -> Any:
         return await self.office.call(

@@ -1,7 +1,8 @@
 """The local back office's server: listening, handshake checks, the session registry, decisions and controls.
 
-One BackOffice serves many charge points; each connection gets a session (`v16.py`) that records, validates and
-routes its frames and asks the BackOffice for every decision (boot status, id tags, transactions, rejections).
+One BackOffice serves many charge points; each connection gets a session of the version its websocket subprotocol
+names (`v16.py` for ocpp1.6, `v201.py` for ocpp2.0.1) that records, validates and routes its frames and asks the
+BackOffice for every decision (boot status, id tags, transactions, rejections).
 """
 
 from __future__ import annotations
@@ -15,32 +16,49 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from agent.ocpp.library import inline_schema_validation
 from simulator.backoffice.control import ControlApi
+from simulator.backoffice.ledger import check_transaction_events, transaction_ledger
 from simulator.backoffice.log import MessageLog
-from simulator.backoffice.schemas import CALL, CALLERROR, CALLRESULT, ERROR_CODES_16, SchemaValidator, frame_errors
-from simulator.backoffice.v16 import CALL_TIMEOUT_S, SUBPROTOCOL, _Session
+from simulator.backoffice.schemas import (
+    CALL,
+    CALLERROR,
+    CALLRESULT,
+    ERROR_CODES_16,
+    ERROR_CODES_201,
+    V16,
+    V201,
+    SchemaValidator,
+    frame_errors,
+)
+from simulator.backoffice.session import CALL_TIMEOUT_S, RecordingSession
+from simulator.backoffice.v16 import SUBPROTOCOL, _Session
+from simulator.backoffice.v201 import SUBPROTOCOL_201, V201Session
 
 LOGGER = logging.getLogger(__name__)
 
 BOOT_STATUSES = ("Accepted", "Pending", "Rejected")
 ID_TAG_STATUSES = ("Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx")
 REFUSE_MODES = ("close", "reject")
+VERSION_ORDERS = ("station", "office")  # whose order of preference picks the version when both are offered
+SUBPROTOCOLS: dict[str, Subprotocol] = {V16: SUBPROTOCOL, V201: SUBPROTOCOL_201}
+SESSIONS: dict[str, type[_Session] | type[V201Session]] = {V16: _Session, V201: V201Session}
 WAIT_POLL_S = 0.05
 
 
 class BackOffice:
-    """The local OCPP 1.6J central system with its test controls."""
+    """The local OCPP 1.6J central system and 2.0.1 CSMS with its test controls."""
 
     def __init__(
         self,
@@ -55,7 +73,17 @@ class BackOffice:
         passwords: dict[str, str] | None = None,
         log_path: Path | None = None,
         call_timeout_s: float = CALL_TIMEOUT_S,
+        ocpp_versions: Iterable[str] = (V16, V201),
+        version_order: str = "station",
     ) -> None:
+        """ocpp_versions: the versions served, in the office's order; version_order: who picks among both."""
+        versions = tuple(ocpp_versions)
+        if not versions or any(v not in SUBPROTOCOLS for v in versions):
+            raise ValueError(f"ocpp_versions must be some of {sorted(SUBPROTOCOLS)}, got {versions!r}")
+        if version_order not in VERSION_ORDERS:
+            raise ValueError(f"version_order must be one of {VERSION_ORDERS}, got {version_order!r}")
+        self.ocpp_versions = versions
+        self.version_order = version_order
         for tag, status in (id_tags or {}).items():
             self._check_tag_status(tag, status)
         self._check_boot_status(boot_status)
@@ -69,17 +97,22 @@ class BackOffice:
         # HTTP Basic auth (security profile 1): None = no check; otherwise cp_id -> password.
         self.passwords: dict[str, str] | None = dict(passwords) if passwords is not None else None
         self.call_timeout_s = call_timeout_s
-        self.validator = SchemaValidator()
+        self.validator = SchemaValidator()  # 1.6; validator_for() gives each version's
+        self._validators = {V16: self.validator, V201: SchemaValidator(version=V201)}
         self._log = MessageLog(log_path)
         self.violations: list[dict[str, Any]] = []
         self.connector_status: dict[tuple[str, int], dict[str, str]] = {}
         self.transactions: dict[int, dict[str, Any]] = {}
+        # 2.0.1: the station owns transactionId, so two stations may use the same one
+        self.transactions_201: dict[tuple[str, str], dict[str, Any]] = {}
+        self.evse_status: dict[tuple[str, int, int], str] = {}  # 2.0.1 (cp_id, evseId, connectorId) -> status
+        self._versions: dict[str, str] = {}  # cp_id -> OCPP version of its current (or last) connection
         self._next_tx_id = 1
         self._boot_counts: dict[str, int] = {}
         self._boot_state: dict[str, str] = {}
         self._triggered: dict[str, set[str]] = {}
         self._rejections: dict[str, list[str]] = {}
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[str, RecordingSession] = {}
         self._server: Server | None = None
         self._host = "127.0.0.1"
         self._port = 0
@@ -132,7 +165,8 @@ class BackOffice:
             self._handle_ws,
             self._host,
             self._port,
-            subprotocols=[SUBPROTOCOL],  # websockets refuses a missing or other subprotocol with HTTP 400
+            subprotocols=[SUBPROTOCOLS[v] for v in self.ocpp_versions],
+            select_subprotocol=self._select_subprotocol,
             process_request=self._process_request,
             ssl=self._ssl,
         )
@@ -143,6 +177,28 @@ class BackOffice:
             server, self._server = self._server, None
             server.close()
             await server.wait_closed()
+
+    def _select_subprotocol(
+        self, connection: ServerConnection, offered: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
+        """The station's first supported subprotocol, or the office's first offered one (version_order)."""
+        served = [SUBPROTOCOLS[v] for v in self.ocpp_versions]
+        # NegotiationError: websockets refuses a missing or other subprotocol with HTTP 400
+        if not offered:
+            raise NegotiationError("missing subprotocol")
+        order = offered if self.version_order == "station" else served
+        for subprotocol in order:
+            if subprotocol in served and subprotocol in offered:
+                return subprotocol
+        raise NegotiationError("invalid subprotocol; expected one of " + ", ".join(served))
+
+    def validator_for(self, version: str) -> SchemaValidator:
+        """The schema validator of an OCPP version ("1.6" or "2.0.1")."""
+        return self._validators[version]
+
+    def version_of(self, cp_id: str) -> str | None:
+        """The OCPP version a charge point speaks (its current or last connection), None if never seen."""
+        return self._versions.get(cp_id)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Refuse the handshake when told to, when there is no charge point id, or on bad credentials."""
@@ -191,14 +247,16 @@ class BackOffice:
 
     async def _handle_ws(self, ws: ServerConnection) -> None:
         cp_id = self._cp_id(ws.request.path if ws.request else "")
-        session = _Session(cp_id, ws, self)
+        version = next(v for v, sub in SUBPROTOCOLS.items() if sub == ws.subprotocol)
+        self._versions[cp_id] = version
+        session = SESSIONS[version](cp_id, ws, self)
         # Register before closing the old connection, so that charge point never looks disconnected.
         old = self._sessions.get(cp_id)
         self._sessions[cp_id] = session
         if old is not None:
             LOGGER.info("charge point %s reconnected: closing its old connection", cp_id)
             await old.ws.close(1000, "replaced by a new connection")
-        LOGGER.info("charge point %s connected", cp_id)
+        LOGGER.info("charge point %s connected (OCPP %s)", cp_id, version)
         self._notify()
         try:
             async for raw in ws:
@@ -226,6 +284,37 @@ class BackOffice:
         self._boot_state[cp_id] = status
         self._triggered.pop(cp_id, None)
         return status, self.heartbeat_interval if status == "Accepted" else self.boot_retry_interval
+
+    def id_token_info(self, id_token: str) -> dict[str, Any]:
+        """2.0.1 idTokenInfo (wire form) from the same id list as 1.6: the parent id is the groupIdToken."""
+        tag_info = self.id_tag_info(id_token)
+        info: dict[str, Any] = {"status": tag_info["status"]}
+        if "parent_id_tag" in tag_info:
+            info["groupIdToken"] = {"idToken": tag_info["parent_id_tag"], "type": "Central"}
+        return info
+
+    def _transaction_event(self, cp_id: str, event: dict[str, Any]) -> None:
+        """Keep a 2.0.1 transaction's summary (the events themselves are in the message log)."""
+        info = event.get("transaction_info") or {}
+        tx_id = str(info.get("transaction_id"))
+        tx = self.transactions_201.setdefault(
+            (cp_id, tx_id),
+            {"cp_id": cp_id, "transaction_id": tx_id, "evse_id": None, "connector_id": None, "id_token": None,
+             "start": None, "stop": None, "stopped_reason": None, "events": 0, "last_seq_no": None},
+        )
+        tx["events"] += 1
+        tx["last_seq_no"] = event.get("seq_no")
+        evse = event.get("evse") or {}
+        if "id" in evse:
+            tx["evse_id"] = evse["id"]
+            tx["connector_id"] = evse.get("connector_id", tx["connector_id"])
+        if event.get("id_token"):
+            tx["id_token"] = event["id_token"]["id_token"]
+        if event.get("event_type") == "Started":
+            tx["start"] = event.get("timestamp")
+        elif event.get("event_type") == "Ended":
+            tx["stop"] = event.get("timestamp")
+            tx["stopped_reason"] = info.get("stopped_reason", "Local")  # Local is the spec's default
 
     def id_tag_info(self, id_tag: str) -> dict[str, str]:
         """The idTagInfo for an id (unknown ids are Invalid)."""
@@ -268,8 +357,17 @@ class BackOffice:
             return
         tx.update(meter_stop=meter_stop, stop=timestamp, reason=reason or "Local")
 
-    def _check_incoming_call(self, cp_id: str, action: str, payload: object, frame: list[Any]) -> None:
-        for error in self.validator.errors(action, payload):
+    def _check_incoming_call(
+        self,
+        cp_id: str,
+        action: str,
+        payload: object,
+        frame: list[Any],
+        *,
+        validator: SchemaValidator | None = None,
+    ) -> None:
+        validator = validator or self.validator
+        for error in validator.errors(action, payload):
             self._violation(cp_id, "in", "schema", action, frame, error)
         state = self._boot_state.get(cp_id)
         if state in ("Pending", "Rejected") and action != "BootNotification":
@@ -283,7 +381,8 @@ class BackOffice:
                     "protocol",
                     action,
                     frame,
-                    f"{action} sent while the boot is {state} (OCPP 1.6 4.2)",
+                    f"{action} sent while the boot is {state} "
+                    + ("(OCPP 1.6 4.2)" if validator.version == V16 else "(OCPP 2.0.1 B02/B03)"),
                 )
 
     def _take_rejection(self, action: str) -> str | None:
@@ -297,7 +396,7 @@ class BackOffice:
 
     # Recording.
 
-    def _record(self, cp_id: str, direction: str, raw: str | bytes) -> list[Any] | None:
+    def _record(self, cp_id: str, direction: str, raw: str | bytes, *, version: str = V16) -> list[Any] | None:
         """Log a frame; returns it decoded, or None (and a violation) when it is not a JSON array."""
         frame: Any = None
         error = None
@@ -314,7 +413,7 @@ class BackOffice:
             self._notify()
             return frame if isinstance(frame, list) else None
         if error is None:
-            problems = frame_errors(frame)
+            problems = frame_errors(frame, version)
             if problems:
                 for problem in problems:
                     self._violation(cp_id, direction, "frame", None, frame, problem)
@@ -359,6 +458,14 @@ class BackOffice:
         """The raw frame log entries (ts, cp_id, direction, message)."""
         return [copy.deepcopy(f) for f in self._log.frames if cp_id is None or f["cp_id"] == cp_id]
 
+    def ledger(self, cp_id: str, *, require_ended: bool = True) -> dict[str, Any]:
+        """A 2.0.1 station's TransactionEvents per transactionId and their problems (ledger.py's check)."""
+        records = self.messages(cp_id, "TransactionEvent")
+        return {
+            "transactions": transaction_ledger(records),
+            "problems": check_transaction_events(records, require_ended=require_ended),
+        }
+
     def connected(self, cp_id: str) -> bool:
         """True while the charge point has an open websocket."""
         return cp_id in self._sessions
@@ -382,6 +489,9 @@ class BackOffice:
             "id_tags": dict(self.id_tags),
             "transactions": {str(k): v for k, v in self.transactions.items()},
             "connectors": {f"{cp}/{conn}": s for (cp, conn), s in self.connector_status.items()},
+            "versions": dict(self._versions),
+            "transactions_201": {f"{cp}/{tx}": v for (cp, tx), v in self.transactions_201.items()},
+            "evse_connectors": {f"{cp}/{evse}/{conn}": s for (cp, evse, conn), s in self.evse_status.items()},
         }
 
     def clear(self) -> None:
@@ -437,11 +547,13 @@ class BackOffice:
         a payload the schema forbids (to test the charge point's own validation).
         """
         payload = {} if payload is None else payload
+        session = self._sessions.get(cp_id)
         if validate:
-            errors = self.validator.errors(action, payload)
+            # the connected station's version; 1.6 for one not connected (it gets not_connected anyway)
+            validator = session.validator if session is not None else self.validator
+            errors = validator.errors(action, payload)
             if errors:
                 raise ValueError(f"invalid {action} payload: {'; '.join(errors)}")
-        session = self._sessions.get(cp_id)
         if session is None:
             return {"status": "not_connected", "cp_id": cp_id}
         if action == "TriggerMessage" and isinstance(payload.get("requestedMessage"), str):
@@ -566,8 +678,11 @@ class BackOffice:
 
     def reject_next(self, action: str, n: int = 1, error_code: str = "InternalError") -> None:
         """Answer the next n incoming CALLs of this action with a CALLERROR."""
-        if error_code not in ERROR_CODES_16:
-            raise ValueError(f"{error_code!r} is not an OCPP 1.6 error code: {sorted(ERROR_CODES_16)}")
+        # the code is sent to whichever version connects next: a test picks one valid for its station
+        if error_code not in ERROR_CODES_16 | ERROR_CODES_201:
+            raise ValueError(
+                f"{error_code!r} is not an OCPP 1.6 or 2.0.1 error code: {sorted(ERROR_CODES_16 | ERROR_CODES_201)}"
+            )
         if n < 0:
             raise ValueError("n must be >= 0")
         self._rejections.setdefault(action, []).extend([error_code] * n)

@@ -439,12 +439,23 @@ async def test_reject_next_answers_callerror(office: BackOffice) -> None:
         office.reject_next("Heartbeat", 1, "Oops")
 
 
-@pytest.mark.parametrize("subprotocols", [["ocpp2.0.1"], None])
+@pytest.mark.parametrize("subprotocols", [["ocpp2.1"], None])  # 2.0.1 is served now; 2.1 is not
 async def test_wrong_or_missing_subprotocol_is_refused(office: BackOffice, subprotocols: Any) -> None:
     with pytest.raises(InvalidStatus) as caught:
         await open_ws(office.url("CP1"), subprotocols=subprotocols)
     assert caught.value.response.status_code == 400
     assert not office.connected("CP1")
+
+
+async def test_a_1_6_only_office_refuses_2_0_1() -> None:
+    bo = BackOffice(ocpp_versions=("1.6",))
+    await bo.start()
+    try:
+        with pytest.raises(InvalidStatus) as caught:
+            await open_ws(bo.url("CP1"), subprotocols=["ocpp2.0.1"])
+        assert caught.value.response.status_code == 400
+    finally:
+        await bo.stop()
 
 
 async def test_charge_point_id_is_the_last_path_segment(office: BackOffice) -> None:
