@@ -38,9 +38,10 @@ class Rig:
     """One simulated charger, one local back office, one agent process."""
 
     def __init__(self, workdir: Path, office: BackOffice, ocpp: dict[str, Any] | None = None,
-                 hardware: dict[str, float] | None = None) -> None:
+                 hardware: dict[str, float] | None = None, ocpp_version: str = "1.6") -> None:
         self.workdir = workdir
         self.office = office
+        self.ocpp_version = ocpp_version  # what the agent's config asks for ([backoffice] ocpp_version)
         self.ocpp = dict(ocpp or {})
         self.hardware = dict(hardware or {})  # [hardware] keys of the agent config (silence timeouts ...)
         self.backoffice_url: str | None = None  # another way to the back office (a proxy), if a test sets one
@@ -74,6 +75,10 @@ class Rig:
             await asyncio.sleep(0.05)
         self.summary = json.loads(ready.read_text())
         self.control = self.summary["control"]
+        if self.ocpp_version != "1.6":
+            text = self.agent_config.read_text()
+            assert 'ocpp_version = "1.6"' in text, "the generated agent config names no OCPP version"
+            self.agent_config.write_text(text.replace('ocpp_version = "1.6"', f'ocpp_version = "{self.ocpp_version}"'))
         # Offline tests wait for the reconnect: cap the backoff lower than the generated config does.
         text = self.agent_config.read_text()
         self.agent_config.write_text(text.replace("reconnect_max_s = 5.0", f"reconnect_max_s = {self.reconnect_max_s}"))
@@ -171,8 +176,16 @@ class Rig:
     # ---- what the back office saw --------------------------------------------------------------
 
     def statuses(self, connector: int) -> list[dict[str, Any]]:
-        return [m["payload"] for m in self.office.messages(CP_ID, "StatusNotification")
-                if m["payload"]["connectorId"] == connector]
+        """The connector's StatusNotifications; a 2.0.1 one (EVSE n, its connector 1) reads as status/errorCode."""
+        out = []
+        for m in self.office.messages(CP_ID, "StatusNotification"):
+            payload = m["payload"]
+            if "connectorStatus" in payload:
+                if payload.get("evseId") == connector:
+                    out.append({"status": payload["connectorStatus"], "errorCode": "NoError", **payload})
+            elif payload["connectorId"] == connector:
+                out.append(payload)
+        return out
 
     async def wait_status(self, connector: int, status: str, timeout: float = 15.0,
                           error_code: str | None = None, since: int = 0) -> dict[str, Any]:
