@@ -30,11 +30,13 @@ class SampleTrigger(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Stamp:
-    """When a record was made: wall time (corrected), monotonic time, and whether the wall clock was trusted."""
+    """When a record was made: wall time (corrected), monotonic time, whether the wall clock was trusted, and
+    whether the back office was out of reach then (2.0.1 marks such transaction events `offline`)."""
 
     wall: float
     monotonic: float
     clock_trusted: bool
+    offline: bool = False
 
 
 @dataclass(frozen=True, slots=True)

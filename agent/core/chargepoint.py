@@ -399,7 +399,8 @@ class ChargePointCore:
         run = self._run(now, monotonic)
         result = RemoteStopResult.REJECTED
         for c in self.connectors.values():
-            if c.session is not None and c.session.transaction_id == cmd.transaction_id:
+            if c.session is not None and (c.session.local_tx_id == cmd.local_tx_id if cmd.local_tx_id is not None
+                                          else c.session.transaction_id == cmd.transaction_id):
                 self._stop(c, StopReason.REMOTE, run)
                 result = RemoteStopResult.ACCEPTED
                 break

@@ -358,9 +358,11 @@ class RemoteStart:
 
 @dataclass(frozen=True, slots=True)
 class RemoteStop:
-    """Stop the transaction with this back-office transactionId."""
+    """Stop the transaction with this back-office transactionId (or, when the station owns the id as in OCPP
+    2.0.1, with this local transaction id)."""
 
     transaction_id: int
+    local_tx_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,8 +45,8 @@ class MeteringMixin(DurableWritesMixin):
         return [item for item in measurands if not any(can_provide(item, src) for src in sources)]
 
     def stamp(self) -> Stamp:
-        """The time of a record made now."""
-        return Stamp(self.now(), time.monotonic(), self.clock_trusted)
+        """The time of a record made now (offline: no accepted connection to the back office)."""
+        return Stamp(self.now(), time.monotonic(), self.clock_trusted, self.link_session is None)
 
     def sample_of(self, connector_id: int, energy_wh: float | None = None) -> Sample:
         """The connector's last reading as a sample; energy_wh pins the register (the Begin and End samples

@@ -133,6 +133,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "UPDATE transactions SET station_tx_id = lower(hex(randomblob(16))) WHERE station_tx_id IS NULL",
         "CREATE UNIQUE INDEX transactions_station_tx_id ON transactions(station_tx_id)",
     ),
+    (
+        # the next sequence number of a transaction's messages (OCPP 2.0.1 seqNo): taken and advanced in the
+        # commit that queues the message, so a restart neither repeats nor skips one
+        "ALTER TABLE transactions ADD COLUMN next_seq_no INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from agent.errors import StoreError
 from agent.store.db import Db, _dumps, _load_payload
 
 LOGGER = logging.getLogger(__name__)
@@ -116,17 +117,20 @@ class OutboxMixin(Db):
         protocol: str = DEFAULT_PROTOCOL,
         thinnable: bool = False,
         tx_id_field: str | None = None,
+        seq_field: str | None = None,
     ) -> int:
         """Commit a message to the outbox and return its id (ids increase in send order, never reused).
 
         tx_local_id must come from reserve_tx_id(). protocol is the version the payload is written in (the
         store never reads the payload); thinnable: an intermediate sample that may be dropped when the disk
         bound is hit (thinned in the same commit, see take_thinned()); tx_id_field: the payload field that
-        carries the back office's transaction id, written by the store once known (see ack()).
+        carries the back office's transaction id, written by the store once known (see ack()); seq_field: the
+        payload field that gets the transaction's next sequence number (0, 1, 2... in the same commit).
         """
         with self._write() as conn:
             msg_id = self._insert_outbox(conn, action, payload, tx_local_id, wall_time, monotonic, clock_trusted,
-                                         protocol=protocol, thinnable=thinnable, tx_id_field=tx_id_field)
+                                         protocol=protocol, thinnable=thinnable, tx_id_field=tx_id_field,
+                                         seq_field=seq_field)
         if self._bytes_stale:
             self._refresh_bytes()
         return msg_id
@@ -144,9 +148,12 @@ class OutboxMixin(Db):
         protocol: str = DEFAULT_PROTOCOL,
         thinnable: bool = False,
         tx_id_field: str | None = None,
+        seq_field: str | None = None,
     ) -> int:
         """Insert one outbox row inside the caller's write transaction; thin when over the disk cap."""
         stored = payload
+        if tx_local_id is not None and seq_field is not None:
+            stored = {**stored, seq_field: self._take_seq_no(conn, tx_local_id)}
         if tx_local_id is not None and tx_id_field is not None:
             row = conn.execute(
                 "SELECT transaction_id FROM transactions WHERE tx_local_id = ?", (tx_local_id,)
@@ -175,6 +182,14 @@ class OutboxMixin(Db):
         if self.max_bytes is not None and self._outbox_bytes > self.max_bytes:
             self._thin(conn, msg_id)
         return msg_id
+
+    def _take_seq_no(self, conn: sqlite3.Connection, tx_local_id: int) -> int:
+        """The transaction's next sequence number, advanced inside the caller's write transaction."""
+        row = conn.execute("SELECT next_seq_no FROM transactions WHERE tx_local_id = ?", (tx_local_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"state database {self.path}: no transaction with local id {tx_local_id}")
+        conn.execute("UPDATE transactions SET next_seq_no = ? WHERE tx_local_id = ?", (int(row[0]) + 1, tx_local_id))
+        return int(row[0])
 
     def _thin(self, conn: sqlite3.Connection, newest_id: int) -> None:
         """Delete every other intermediate meter sample, oldest transactions first, until under max_bytes.

@@ -77,8 +77,10 @@ class TransactionsMixin(OutboxMixin):
         *,
         clock_trusted: bool,
         protocol: str = DEFAULT_PROTOCOL,
+        seq_field: str | None = None,
     ) -> int:
-        """Record the start of a reserved transaction and queue its start message in ONE commit."""
+        """Record the start of a reserved transaction and queue its start message in ONE commit (seq_field: as in
+        enqueue)."""
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE transactions SET connector_id = ?, id_tag = ?, reservation_id = ?, clock_trusted = ?, "
@@ -90,7 +92,7 @@ class TransactionsMixin(OutboxMixin):
             if cursor.rowcount == 0:
                 raise StoreError(f"state database {self.path}: no transaction with local id {tx_local_id}")
             msg_id = self._insert_outbox(conn, start_action, start_payload, tx_local_id, start_wall,
-                                         start_monotonic, clock_trusted, protocol=protocol)
+                                         start_monotonic, clock_trusted, protocol=protocol, seq_field=seq_field)
         if self._bytes_stale:
             self._refresh_bytes()
         return msg_id
@@ -108,8 +110,10 @@ class TransactionsMixin(OutboxMixin):
         clock_trusted: bool,
         protocol: str = DEFAULT_PROTOCOL,
         tx_id_field: str | None = None,
+        seq_field: str | None = None,
     ) -> int | None:
-        """Record the stop and queue the stop message in ONE commit; None if it was already stopped."""
+        """Record the stop and queue the stop message in ONE commit; None if it was already stopped (seq_field: as
+        in enqueue)."""
         with self._write() as conn:
             row = conn.execute(
                 "SELECT stop_wall, connector_id FROM transactions WHERE tx_local_id = ?", (tx_local_id,)
@@ -127,7 +131,8 @@ class TransactionsMixin(OutboxMixin):
                 (meter_stop_wh, stop_wall, reason, meter_stop_wh, stop_wall, tx_local_id),
             )
             msg_id = self._insert_outbox(conn, stop_action, stop_payload, tx_local_id, stop_wall,
-                                         stop_monotonic, clock_trusted, protocol=protocol, tx_id_field=tx_id_field)
+                                         stop_monotonic, clock_trusted, protocol=protocol, tx_id_field=tx_id_field,
+                                         seq_field=seq_field)
             # the stop message carries the transaction data now: one commit moves it there
             conn.execute("DELETE FROM tx_data WHERE tx_local_id = ?", (tx_local_id,))
         if self._bytes_stale:
