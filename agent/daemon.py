@@ -14,12 +14,13 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG
-from agent.config import AgentConfig, ConfigError, load_config
+from agent.config import AgentConfig, ConfigError, OcppVersion, load_config
 from agent.diag.bundle import write_bundle
 from agent.errors import AgentError
 from agent.hardware import ConnectorDevices, Hardware
@@ -28,16 +29,20 @@ from agent.ocpp.v16.journal import V16Journal
 from agent.ocpp.v16.keys import OcppKeys
 from agent.ocpp.v16.profiles import stored_profiles
 from agent.ocpp.v16.statuses import snapshot_fields
+from agent.ports import GuardedConfig
 from agent.redact import RedactingFilter
 from agent.runtime import Agent
 from agent.sdnotify import notify, watchdog_interval_s
 from agent.security.files import check_local_permissions
 from agent.security.manager import SecurityManager
 from agent.services.firmware import FirmwareManager
-from agent.store import open_or_recover
+from agent.store import Store, open_or_recover
 from drivers.errors import DriverError, HardwareFault
 from drivers.registry import resolve
 from drivers.transport import BusPool
+
+if TYPE_CHECKING:
+    from agent.ocpp.session import Session
 
 LOGGER = logging.getLogger("evse-agent")
 
@@ -168,7 +173,45 @@ class Services:
     firmware: FirmwareManager
 
 
-def wire_services(agent: Agent, keys: OcppKeys) -> Services:
+def _build_v16(cfg: AgentConfig, store: Store, hw: Hardware
+               ) -> tuple[Agent, GuardedConfig, Callable[[Agent, Any, Callable[[], None]], Session]]:
+    """The runtime with the OCPP 1.6 adapter: configuration keys, journal, stored profiles, error codes."""
+    from agent.ocpp.v16.connection import V16Connection
+
+    keys = OcppKeys(cfg, store)
+    agent = Agent(cfg, store, hw, keys, V16Journal(store, keys), keys, profiles=stored_profiles(store))
+    agent.fault_names = snapshot_fields
+
+    def connect(agent: Agent, ws: Any, proven: Callable[[], None]) -> Session:
+        return V16Connection(agent, ws, on_accepted=proven)
+
+    return agent, keys, connect
+
+
+def _build_v201(cfg: AgentConfig, store: Store, hw: Hardware
+                ) -> tuple[Agent, GuardedConfig, Callable[[Agent, Any, Callable[[], None]], Session]]:
+    """The runtime with the OCPP 2.0.1 adapter: the device model, the TransactionEvent journal."""
+    from agent.ocpp.v201.connection import V201Connection, evse_numbering
+    from agent.ocpp.v201.device_model import DeviceModel
+    from agent.ocpp.v201.journal import V201Journal
+
+    model = DeviceModel(cfg, store)
+    numbering: dict[int, tuple[int, int]] = {}
+    journal = V201Journal(store, model, evse_of=lambda cid: numbering.get(cid, (cid, 1)))
+    # 1.6 profiles in the store are not read: the 2.0.1 profile codec is not part of this step
+    agent = Agent(cfg, store, hw, model, journal, model)
+    numbering.update(evse_numbering(agent.core.evses))
+
+    def keep_interval(seconds: int) -> None:
+        model.set_local("OCPPCommCtrlr.HeartbeatInterval", seconds)
+
+    def connect(agent: Agent, ws: Any, proven: Callable[[], None]) -> Session:
+        return V201Connection(agent, ws, on_accepted=proven, device_model=model, keep_interval=keep_interval)
+
+    return agent, model, connect
+
+
+def wire_services(agent: Agent, keys: GuardedConfig) -> Services:
     """Build the services with the ports they take from the runtime and attach them to it (tests wire here too)."""
     cfg = agent.config
 
@@ -235,10 +278,13 @@ async def serve(cfg: AgentConfig) -> int:
         LOGGER.error("hardware: %s", err)
         store.close()
         return EXIT_HARDWARE
-    keys = OcppKeys(cfg, store)
-    agent = Agent(cfg, store, hw, keys, V16Journal(store, keys), keys, profiles=stored_profiles(store))
+    keys: GuardedConfig
+    connection: Callable[[Agent, Any, Callable[[], None]], Session]
+    if cfg.backoffice.ocpp_version is OcppVersion.V201:
+        agent, keys, connection = _build_v201(cfg, store, hw)
+    else:
+        agent, keys, connection = _build_v16(cfg, store, hw)
     agent.recovery_note = recovery
-    agent.fault_names = snapshot_fields
     loop = asyncio.get_running_loop()
     exit_future: asyncio.Future[int] = loop.create_future()
     agent.exit_requested = exit_future
@@ -251,12 +297,11 @@ async def serve(cfg: AgentConfig) -> int:
         loop.add_signal_handler(sig, request_exit)
 
     from agent.ocpp.library import inline_schema_validation
-    from agent.ocpp.v16.connection import V16Connection
 
     inline_schema_validation()
 
     async def session(ws: Any) -> None:
-        await V16Connection(agent, ws, on_accepted=link.mark_proven).run()
+        await connection(agent, ws, link.mark_proven).run()
 
     # The security manager decides each attempt's URL scheme, Basic password and TLS context (profiles 1-3)
     # and falls back to the previous profile when a raised one cannot connect.

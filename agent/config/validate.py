@@ -364,9 +364,6 @@ class _Validator:
         except ValueError:
             self.p.add(("backoffice", "ocpp_version"), f'must be "1.6" or "2.0.1", got {version_raw!r}')
             version = OcppVersion.V16
-        if version is OcppVersion.V201:
-            # refused rather than silently spoken as 1.6: the 2.0.1 adapter is not part of this release
-            self.p.add(("backoffice", "ocpp_version"), 'OCPP 2.0.1 is not implemented yet in this release; use "1.6"')
         profile = t.integer("security_profile", 0, lo=0, hi=3)
         cfg = BackofficeConfig(
             url=url,

@@ -266,6 +266,9 @@ class Session:
                 if store.peek() is None:
                     await self.outbox_event.wait()
                 continue
+            if msg.protocol != self.agent.journal.protocol:
+                self._keep_foreign(msg)
+                continue
             wait = msg.next_attempt_at - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(min(wait, OUTBOX_WAIT_STEP_S))
@@ -281,6 +284,17 @@ class Session:
                 if not exchange.done():
                     exchange.cancel()
                 raise
+
+    def _keep_foreign(self, msg: OutboxMessage) -> None:
+        """A message queued for another OCPP version (the charger was switched with messages still queued):
+        never sent in the wrong version's words; kept as a dead letter with the reason, for evsectl and the
+        bundle, and reported as a security event."""
+        version = self.agent.journal.protocol
+        reason = f"queued for OCPP {msg.protocol}; the back office now speaks {version}"
+        self.agent.store.record_failure(msg.id, reason, max_attempts=1, retry_interval_s=0.0, now=time.monotonic())
+        LOGGER.error("%s %d kept as a dead letter: %s", msg.action, msg.id, reason)
+        self.agent.security_manager().event(SecurityEventType.INVALID_MESSAGES,
+                                            f"{msg.action} {msg.id} {reason}: kept as a dead letter")
 
     async def _deliver(self, msg: OutboxMessage) -> None:
         """One queued message: send it, then ack, count a CALLERROR, or leave it first (no answer)."""

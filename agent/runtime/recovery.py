@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from agent.clock import kernel_boot_id
@@ -61,7 +62,8 @@ class RecoveryMixin(MeteringMixin):
                                                      row.last_wall if source != "the meter at boot" else self.now())
             stopped = TxStopped(row.tx_local_id, row.connector_id, meter_stop, stop_wall, reason, row.id_tag)
             self._durable(f"stop of transaction {row.tx_local_id}",
-                          functools.partial(self.journal.stopped, stopped, self.stamp()))
+                          # the stop happened while the station was down: no back office could have seen it
+                          functools.partial(self.journal.stopped, stopped, replace(self.stamp(), offline=True)))
             LOGGER.warning("transaction %d on connector %d stopped with reason %s (%s), meterStop %.1f Wh (%s)",
                            row.tx_local_id, row.connector_id, reason.value, why, meter_stop, source)
 

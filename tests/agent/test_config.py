@@ -661,10 +661,14 @@ def test_ocpp_initial_values() -> None:
     assert "AuthorizationKey" not in values
 
 
-def test_ocpp_201_is_refused_until_implemented() -> None:
-    text = BASE.replace('ocpp_version = "1.6"', 'ocpp_version = "2.0.1"') if 'ocpp_version = "1.6"' in BASE \
-        else BASE.replace("[backoffice]\n", '[backoffice]\nocpp_version = "2.0.1"\n', 1)
-    assert "OCPP 2.0.1 is not implemented" in refusal(text)
+def _with_version(version: str) -> str:
+    return BASE.replace('ocpp_version = "1.6"', f'ocpp_version = "{version}"') if 'ocpp_version = "1.6"' in BASE \
+        else BASE.replace("[backoffice]\n", f'[backoffice]\nocpp_version = "{version}"\n', 1)
+
+
+def test_ocpp_201_is_accepted_and_an_unknown_version_refused() -> None:
+    assert parse_config(_with_version("2.0.1")).backoffice.ocpp_version is OcppVersion.V201
+    assert 'must be "1.6" or "2.0.1"' in refusal(_with_version("2.1"))
 
 
 def test_ac_connector_without_a_pilot_controller_is_refused() -> None:

@@ -24,6 +24,8 @@ RESPONSE_TIMEOUT_S = 0.2
 class StoreJournal:
     """The journal's part in the sender: an answered message is deleted; no transaction ids to learn here."""
 
+    protocol = "1.6"
+
     def __init__(self, store: Store) -> None:
         self.store = store
 
@@ -203,3 +205,21 @@ async def test_an_answer_within_the_grace_is_acked_after_the_sender_is_cancelled
     await rig.stop()
     assert store.pending_count() == 0
     assert [i for i, _ in rig.adapter.confirmed] == [msg_id]
+
+
+async def test_a_message_queued_for_another_version_is_kept_as_a_dead_letter_not_sent(store: Store) -> None:
+    """A charger switched from 1.6 to 2.0.1 with messages still queued: the old words never go on the wire."""
+    rig = Rig(store, accept)
+    store.enqueue("TransactionEvent", {"eventType": "Updated"}, wall_time=time.time(),
+                  monotonic=time.monotonic(), clock_trusted=True, protocol="2.0.1")
+    rig.put("kept")
+    rig.start()
+    try:
+        await rig.until(lambda: store.pending_count() == 0)
+    finally:
+        await rig.stop()
+    assert rig.sent_ids() == ["kept"]
+    (dead,) = store.dead_letters()
+    assert dead.action == "TransactionEvent" and dead.protocol == "2.0.1"
+    assert dead.error == "queued for OCPP 2.0.1; the back office now speaks 1.6"
+    assert [kind for kind, _ in rig.agent.events] == [SecurityEventType.INVALID_MESSAGES]

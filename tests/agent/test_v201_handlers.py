@@ -23,8 +23,8 @@ from agent.daemon import wire_services
 from agent.hardware import ConnectorDevices, Hardware
 from agent.metering import Sample
 from agent.ocpp.library import inline_schema_validation
-from agent.ocpp.v16.keys import OcppKeys
 from agent.ocpp.v201.connection import V201Connection, auth_result
+from agent.ocpp.v201.device_model import DeviceModel
 from agent.ocpp.v201.journal import V201Journal
 from agent.ocpp.v201.statuses import connector_status, fault_report
 from agent.ports import SampleTrigger
@@ -54,25 +54,6 @@ class Wire:
         return ""
 
 
-class FakeDeviceModel:
-    """The device model's port: answers every item Accepted, reports Accepted."""
-
-    def __init__(self) -> None:
-        self.reports: list[tuple[int, str]] = []
-
-    def get_variables(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{"attribute_status": "Accepted", "attribute_value": "60", "component": r["component"],
-                 "variable": r["variable"]} for r in requests]
-
-    def set_variables(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{"attribute_status": "RebootRequired", "component": r["component"], "variable": r["variable"]}
-                for r in requests]
-
-    def report(self, request_id: int, report_base: str) -> str:
-        self.reports.append((request_id, report_base))
-        return "Accepted"
-
-
 class Rig:
     """A real agent with the 2.0.1 journal and connection, driven one CSMS frame at a time."""
 
@@ -84,11 +65,11 @@ class Rig:
         self.meter = CountingMeter(contactor)
         hw = Hardware(connectors={1: ConnectorDevices(1, "ac", meter=self.meter,  # type: ignore[arg-type]
                                                       contactor=contactor)})  # type: ignore[arg-type]
-        keys = OcppKeys(cfg, self.store)  # a settings source until the 2.0.1 device model is merged
-        self.agent = Agent(cfg, self.store, hw, keys, V201Journal(self.store, keys), keys)
-        wire_services(self.agent, keys)
+        self.device_model = DeviceModel(cfg, self.store)  # the settings source, as the daemon wires 2.0.1
+        model = self.device_model
+        self.agent = Agent(cfg, self.store, hw, model, V201Journal(self.store, model), model)
+        wire_services(self.agent, model)
         self.wire = Wire()
-        self.device_model = FakeDeviceModel()
         inline_schema_validation()
         self.conn = V201Connection(self.agent, self.wire, device_model=self.device_model)
 
@@ -241,10 +222,21 @@ def test_b06_b07_device_model_calls_go_to_the_device_model(rig: Rig) -> None:
     item = {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}
     got = rig.call("GetVariables", {"getVariableData": [item]})
     assert got["getVariableResult"][0]["attributeStatus"] == "Accepted"
+    assert got["getVariableResult"][0]["attributeValue"] == "300"
     got = rig.call("SetVariables", {"setVariableData": [{**item, "attributeValue": "30"}]})
-    assert got["setVariableResult"][0]["attributeStatus"] == "RebootRequired"
+    assert got["setVariableResult"][0]["attributeStatus"] == "Accepted"
+    assert rig.agent.settings.heartbeat_interval_s == 30.0  # the runtime reads it as a setting
+    evse = {"component": {"name": "EVSE", "evse": {"id": 1}}, "variable": {"name": "Power"},
+            "attributeType": "MaxSet"}
+    got = rig.call("GetVariables", {"getVariableData": [evse]})
+    assert got["getVariableResult"][0]["component"]["evse"] == {"id": 1}  # nested keys back in camelCase
+    before = len(rig.wire.sent)
     assert rig.call("GetBaseReport", {"requestId": 4, "reportBase": "FullInventory"}) == {"status": "Accepted"}
-    assert rig.device_model.reports == [(4, "FullInventory")]
+    reports = [json.loads(m) for m in rig.wire.sent[before:]]
+    parts = [m[3] for m in reports if m[0] == 2 and m[2] == "NotifyReport"]
+    assert parts and parts[0]["requestId"] == 4 and parts[0]["seqNo"] == 0
+    for part in parts:
+        jsonschema.validate(part, schema("NotifyReportRequest"))
 
 
 def test_p01_data_transfer_of_an_unknown_vendor(rig: Rig) -> None:

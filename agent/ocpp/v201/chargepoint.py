@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call_result
 from ocpp.v201.enums import Action
@@ -40,20 +41,27 @@ UNLOCK_STATUS = {ev.UnlockResult.UNLOCKED: "Unlocked", ev.UnlockResult.UNLOCK_FA
 
 
 class DeviceModelPort(Protocol):
-    """What the handlers ask of the 2.0.1 device model (agent/ocpp/v201/device_model.py): lists in and out in
-    the library's snake_case form."""
+    """What the handlers ask of the 2.0.1 device model (agent/ocpp/v201/device_model.py), in the wire's
+    camelCase form."""
 
-    def get_variables(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def get_variables(self, requests: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """GetVariables: one result per requested item."""
         ...
 
-    def set_variables(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def set_variables(self, requests: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """SetVariables: one result per item, applied and persisted."""
         ...
 
-    def report(self, request_id: int, report_base: str) -> str:
-        """GetBaseReport: the answer status (Accepted, NotSupported, EmptyResultSet); NotifyReport follows."""
+    def base_report(self, report_base: str) -> list[dict[str, Any]]:
+        """GetBaseReport: the reportData of ConfigurationInventory, FullInventory or SummaryInventory."""
         ...
+
+    def report_parts(self, request_id: int, report_data: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """NotifyReport payloads, split by ItemsPerMessage."""
+        ...
+
+
+REPORT_BASES = ("ConfigurationInventory", "FullInventory", "SummaryInventory")
 
 
 def _combined(results: list[str]) -> str:
@@ -251,7 +259,9 @@ class V201ChargePoint(FrameGuard, ChargePoint):
             return call_result.GetVariables(get_variable_result=[
                 {"attribute_status": "UnknownComponent", "component": d["component"], "variable": d["variable"]}
                 for d in get_variable_data])
-        return call_result.GetVariables(get_variable_result=self.device_model.get_variables(get_variable_data))
+        # the library hands snake_case keys; the device model speaks the wire's camelCase (values untouched)
+        results = self.device_model.get_variables(snake_to_camel_case(get_variable_data))
+        return call_result.GetVariables(get_variable_result=camel_to_snake_case(results))
 
     @on(Action.set_variables)
     def on_set_variables(self, set_variable_data: list[dict[str, Any]], **_: Any) -> Any:
@@ -259,13 +269,24 @@ class V201ChargePoint(FrameGuard, ChargePoint):
             return call_result.SetVariables(set_variable_result=[
                 {"attribute_status": "UnknownComponent", "component": d["component"], "variable": d["variable"]}
                 for d in set_variable_data])
-        return call_result.SetVariables(set_variable_result=self.device_model.set_variables(set_variable_data))
+        results = self.device_model.set_variables(snake_to_camel_case(set_variable_data))
+        return call_result.SetVariables(set_variable_result=camel_to_snake_case(results))
 
     @on(Action.get_base_report)
     def on_get_base_report(self, request_id: int, report_base: str, **_: Any) -> Any:
-        if self.device_model is None:
+        if self.device_model is None or report_base not in REPORT_BASES:
             return call_result.GetBaseReport(status="NotSupported")
-        return call_result.GetBaseReport(status=self.device_model.report(request_id, report_base))
+        if not self.device_model.base_report(report_base):
+            return call_result.GetBaseReport(status="EmptyResultSet")
+        return call_result.GetBaseReport(status="Accepted")
+
+    @after(Action.get_base_report)
+    async def after_get_base_report(self, request_id: int, report_base: str, **_: Any) -> None:
+        if self.device_model is None or report_base not in REPORT_BASES:
+            return
+        # B07: the report follows the answer, in NotifyReport parts of at most ItemsPerMessage items
+        for part in self.device_model.report_parts(request_id, self.device_model.base_report(report_base)):
+            await self.conn.send_plain("NotifyReport", part)
 
     # ---- P: data transfer -----------------------------------------------------------------------------
 
