@@ -26,11 +26,11 @@ def _fill(directory: Path) -> Path:
     """Write a file until the file system says ENOSPC."""
     filler = directory / "filler"
     chunk = b"\0" * 65536
-    with open(filler, "wb") as fh:
+    # unbuffered: a buffered file keeps the bytes the full disk refused and raises ENOSPC again on close
+    with open(filler, "wb", buffering=0) as fh:
         try:
             while True:
                 fh.write(chunk)
-                fh.flush()
         except OSError as err:
             assert err.errno == errno.ENOSPC, err
     return filler
