@@ -19,11 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from agent.clock import parse_iso
 from agent.metering import billed_wh
 from simulator.backoffice_client import BackOfficeClient
 from simulator.httpjson import http_json
@@ -38,11 +38,6 @@ DEMO_VARIABLES_201 = {("SampledDataCtrlr", "TxUpdatedInterval"): "2",
                       ("SampledDataCtrlr", "TxEndedMeasurands"): "Energy.Active.Import.Register,SoC"}
 ENERGY = "Energy.Active.Import.Register"
 OUTAGE_MARGIN_S = 1.0  # the agent sees the link drop (and come back) a little after the back office acts
-
-
-def _iso_s(stamp: str) -> float:
-    """An OCPP timestamp as seconds since the epoch."""
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 class Dialect:
@@ -181,7 +176,7 @@ class V201(Dialect):
         seq_nos = [e["seqNo"] for e in events]
         # events stamped well inside the outage were queued with no back office: they must say so
         low, high = outage[0] + OUTAGE_MARGIN_S, outage[1] - OUTAGE_MARGIN_S
-        queued = [e for e in events if low < _iso_s(e["timestamp"]) < high]
+        queued = [e for e in events if low < (parse_iso(e["timestamp"]) or 0.0) < high]
         offline = [e for e in events if e.get("offline")]
         queued_ok = bool(queued) and all(e.get("offline") is True for e in queued)
         reason = (ended.get("transactionInfo") or {}).get("stoppedReason", "Local")  # Local is the spec's default

@@ -6,6 +6,13 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from agent.clock import iso
+from simulator.backoffice import check_transaction_events
+from simulator.demo import CARD_UID, V201, Demo
 
 DEMO_TIMEOUT_S = 180.0  # startup, 8 s of charging, a 5 s outage and the reconnect, on 2 shared cores
 SHORT = ["--charge-s", "8", "--outage-s", "5"]  # still long enough for samples queued inside the outage
@@ -43,3 +50,51 @@ def test_demo_plays_the_same_session_over_ocpp_201(tmp_path: Path) -> None:
     assert "without gaps (back office ledger check): yes" in out
     assert "schema violations: 0" in out and "StopTransaction" not in out
     assert out.rstrip().endswith("demo OK")
+
+
+class LedgerOnly:
+    """Stands in for a running Demo: the back office's ledger of a hand-made 2.0.1 transaction."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+
+    def office_ledger(self) -> dict[str, Any]:
+        return {"transactions": {"tx1": self.events}, "problems": check_transaction_events(self.events)}
+
+    def violations(self) -> list[dict[str, Any]]:
+        return []
+
+
+def _event(seq_no: int, event_type: str, at: float, *, offline: bool = False, wh: int | None = None,
+           context: str = "Sample.Periodic") -> dict[str, Any]:
+    event: dict[str, Any] = {"seqNo": seq_no, "eventType": event_type, "timestamp": iso(at),
+                             "triggerReason": "MeterValuePeriodic", "transactionInfo": {"transactionId": "tx1"},
+                             "idToken": {"idToken": CARD_UID, "type": "ISO14443"}}
+    if offline:
+        event["offline"] = True
+    if wh is not None:
+        event["meterValue"] = [{"timestamp": iso(at), "sampledValue": [
+            {"value": wh, "context": context, "measurand": "Energy.Active.Import.Register"}]}]
+    return event
+
+
+def _session(**changes: Any) -> list[dict[str, Any]]:
+    """Started at t=0, Updated at 1 (online), 5 (inside the outage 3..8, offline), 10; Ended at 11."""
+    events = [_event(0, "Started", 0.0, wh=1000, context="Transaction.Begin"), _event(1, "Updated", 1.0),
+              _event(2, "Updated", 5.0, offline=changes.get("offline", True)), _event(3, "Updated", 10.0),
+              _event(changes.get("last_seq", 4), "Ended", 11.0, wh=1200, context="Transaction.End")]
+    events[-1]["transactionInfo"]["stoppedReason"] = changes.get("reason", "Local")
+    return events
+
+
+@pytest.mark.parametrize(("changes", "meter_wh", "ok"), [
+    ({}, 1200.7, True),
+    ({}, 1201.0, False),  # the Ended energy is not the meter's register to the Wh
+    ({"offline": False}, 1200.0, False),  # an event queued during the outage does not say offline
+    ({"last_seq": 5}, 1200.0, False),  # a gap in seqNo
+    ({"reason": "Remote"}, 1200.0, False),  # not stopped by the card
+])
+def test_the_201_ledger_checks_fail_the_demo(changes: dict[str, Any], meter_wh: float, ok: bool,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    demo = cast(Demo, LedgerOnly(_session(**changes)))
+    assert V201().report(demo, meter_wh, (3.0, 8.0)) is ok, capsys.readouterr().out
