@@ -23,13 +23,14 @@ def _table(lines: list[str], header: str, values: dict[str, Any]) -> None:
 
 
 def agent_config_text(hw: SimHardware, backoffice_url: str, state_directory: str,
-                      ocpp: dict[str, Any] | None = None, diag_socket: str | None = None) -> str:
-    """Return a TOML agent config pointing at the simulator's devices."""
+                      ocpp: dict[str, Any] | None = None, diag_socket: str | None = None,
+                      ocpp_version: str = "1.6") -> str:
+    """Return a TOML agent config pointing at the simulator's devices, speaking this OCPP version."""
     cfg = hw.config
     lines = ["# Written by evse-sim for the devices it serves; regenerated at every simulator start."]
     _table(lines, "[charge_point]", {"id": cfg.charge_point_id, "vendor": "EvseSim", "model": "SimCharger",
                                      "serial_number": "SIM-0001"})
-    _table(lines, "[backoffice]", {"url": backoffice_url, "ocpp_version": "1.6", "security_profile": 0,
+    _table(lines, "[backoffice]", {"url": backoffice_url, "ocpp_version": ocpp_version, "security_profile": 0,
                                    "reconnect_min_s": 0.5, "reconnect_max_s": 5.0})
     _table(lines, "[state]", {"directory": state_directory})
     _table(lines, "[diag]", {"socket": diag_socket or str(Path(state_directory) / "evsectl.sock"), "group": ""})

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 LOGGER = logging.getLogger("evse-sim")
+OCPP_VERSIONS = ("1.6", "2.0.1")  # what the agent's [backoffice] ocpp_version accepts
 
 
 def default_scenario() -> Path:
@@ -36,7 +37,8 @@ async def run_hardware(args: argparse.Namespace) -> int:
     await hw.start()
     try:
         if args.write_agent_config:
-            text = agent_config_text(hw, args.backoffice_url, args.state_dir or config.state_directory)
+            text = agent_config_text(hw, args.backoffice_url, args.state_dir or config.state_directory,
+                                     ocpp_version=args.ocpp_version)
             Path(args.write_agent_config).write_text(text)
         summary = {"control": f"http://127.0.0.1:{hw.control_port}", **hw.state()}
         if args.ready_file:
@@ -90,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     hw.add_argument("--write-agent-config", metavar="PATH", help="write the agent config for these devices")
     hw.add_argument("--backoffice-url", default="ws://127.0.0.1:9000/ocpp", help="URL for the agent config")
     hw.add_argument("--state-dir", help="agent state directory for the agent config")
+    hw.add_argument("--ocpp-version", default="1.6", choices=OCPP_VERSIONS, help="what the agent config asks for")
     hw.add_argument("--control-port", type=int, help="override the control API port")
     hw.add_argument("--ready-file", help="write a JSON summary here once every device listens")
     hw.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -106,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", help="where configs, state and logs go (default: a temporary folder)")
     demo.add_argument("--outage-s", type=float, default=6.0, help="back office outage mid-session")
     demo.add_argument("--charge-s", type=float, default=12.0, help="charging time before the stop")
+    demo.add_argument("--ocpp", default="1.6", choices=OCPP_VERSIONS,
+                      help="the OCPP version the agent and the back office speak (default 1.6)")
     return parser
 
 
