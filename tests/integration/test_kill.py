@@ -8,6 +8,11 @@ MeterValues shows up as a gap or a break. Duplicates are only allowed where an a
 agent was killed after the back office answered but before the agent committed the ack): they are counted
 and reported.
 
+The same sessions and kills run for OCPP 2.0.1, where the ledger is the TransactionEvents per transactionId (the
+station's own): Started first, Ended last, seqNo 0..n without a gap, every transaction the back office saw
+started also ended, and the same tiling of the register by the Started (Transaction.Begin) and Ended
+(Transaction.End) energy readings. Identical resends after a lost answer are allowed and counted.
+
 CI runs a modest number of sessions; `make soak` runs EVSE_SOAK_SESSIONS (default 200) of them.
 """
 
@@ -25,9 +30,14 @@ from typing import Any
 import pytest
 
 from agent.ocpp.v16.metering import billed_wh
+from simulator.backoffice.ledger import check_transaction_events, transaction_ledger
 from tests.integration.harness import CP_ID, Rig
+from tests.integration.test_v201_sessions import set_variable
 
 CI_SESSIONS = 6
+CI_SESSIONS_V201 = 6  # the same modest run as 1.6: about a minute on two cores
+ENERGY = "Energy.Active.Import.Register"
+TRANSACTION_ACTIONS = {"StartTransaction", "StopTransaction", "MeterValues", "TransactionEvent"}
 
 
 def _key(payload: dict[str, Any]) -> str:
@@ -136,10 +146,71 @@ def _ledger(rig: Rig, final_meter_wh: float) -> dict[str, Any]:
             "reasons": sorted({reason for _, _, reason, _ in intervals})}
 
 
-async def _kill_test(rig_factory: Any, sessions: int, seed: int) -> dict[str, Any]:
+def _energy_wh(event: dict[str, Any], context: str | None = None) -> list[float]:
+    """The Energy.Active.Import.Register readings of a 2.0.1 event (of one context if given), in Wh."""
+    readings = []
+    for value in event.get("meterValue", []):
+        for sampled in value["sampledValue"]:
+            if sampled.get("measurand", ENERGY) != ENERGY:
+                continue
+            if context is not None and sampled.get("context") != context:
+                continue
+            multiplier = sampled.get("unitOfMeasure", {}).get("multiplier", 0)
+            readings.append(float(sampled["value"]) * 10 ** multiplier)
+    return readings
+
+
+def _ledger_v201(rig: Rig, final_meter_wh: float) -> dict[str, Any]:
+    """The 2.0.1 ledger: every transaction complete and gapless, and their energy tiling the register."""
+    records = rig.office.messages(CP_ID, "TransactionEvent")
+    # every event the back office received counts, answered or not: a CSMS books what arrives
+    problems = check_transaction_events(records, allow_resends=True, require_ended=True)
+    thinned = "samples thinned" in rig.agent_log()
+    assert not problems, (f"2.0.1 ledger problems{' (the agent thinned samples)' if thinned else ''}: {problems}\n"
+                          f"{rig.agent_log()[-4000:]}")
+    placeholder = [r["payload"] for r in records
+                   if not (r["payload"].get("transactionInfo") or {}).get("transactionId")]
+    assert not placeholder, f"TransactionEvents without a transactionId: {placeholder[:2]}"
+    duplicates = 0
+    intervals = []
+    for tx_id, events in transaction_ledger(records).items():
+        unique: list[dict[str, Any]] = []
+        for event in events:
+            if event in unique:
+                duplicates += 1  # an identical resend: the answer to the first one was lost
+            else:
+                unique.append(event)
+        started, ended = unique[0], unique[-1]
+        begin, end = _energy_wh(started, "Transaction.Begin"), _energy_wh(ended, "Transaction.End")
+        assert len(begin) == 1 and len(end) == 1, f"transaction {tx_id}: begin {begin}, end {end}"
+        stamps = [mv["timestamp"] for e in unique for mv in e.get("meterValue", [])]
+        assert stamps == sorted(stamps), f"transaction {tx_id}: meter values out of order: {stamps}"
+        for event in unique:
+            for wh in _energy_wh(event):
+                assert begin[0] - 1 <= wh <= end[0] + 1, (tx_id, event["seqNo"], wh, begin, end)
+        intervals.append((started["timestamp"], begin[0], end[0], ended["transactionInfo"]["stoppedReason"], tx_id))
+    intervals.sort()
+    for (_, _, prev_end, _, prev_tx), (_, next_begin, _, _, next_tx) in itertools.pairwise(intervals):
+        assert prev_end == next_begin, f"energy gap between tx {prev_tx} (end {prev_end}) and {next_tx} ({next_begin})"
+    assert intervals[-1][2] == billed_wh(final_meter_wh), (intervals[-1], final_meter_wh)
+    return {"sessions": len(intervals), "messages": len(records), "duplicate_events": duplicates,
+            "events": sum(len(events) for events in transaction_ledger(records).values()) - duplicates,
+            "reasons": sorted({reason for _, _, _, reason, _ in intervals})}
+
+
+async def _kill_test(rig_factory: Any, sessions: int, seed: int, ocpp_version: str = "1.6") -> dict[str, Any]:
     rng = random.Random(seed)
-    rig: Rig = await rig_factory(ocpp={"MeterValueSampleInterval": 1, "TransactionMessageRetryInterval": 1,
-                                       "StopTxnSampledData": "Energy.Active.Import.Register"})
+    if ocpp_version == "1.6":
+        rig: Rig = await rig_factory(ocpp={"MeterValueSampleInterval": 1, "TransactionMessageRetryInterval": 1,
+                                           "StopTxnSampledData": "Energy.Active.Import.Register"})
+    else:
+        rig = await rig_factory(ocpp_version=ocpp_version)
+        # the 2.0.1 names of the same settings, persisted in the device model across the kills
+        await set_variable(rig, "SampledDataCtrlr", "TxUpdatedInterval", "1")
+        answer = await rig.cs_call("SetVariables", {"setVariableData": [
+            {"component": {"name": "OCPPCommCtrlr"}, "attributeValue": "1",
+             "variable": {"name": "MessageAttemptInterval", "instance": "TransactionEvent"}}]})
+        assert answer["payload"]["setVariableResult"][0]["attributeStatus"] == "Accepted", answer
     counts = await _run_sessions(rig, sessions, rng)
     await rig.wait_connected(30)
     # let the outbox drain: nothing left in the agent's queue (read from its database file)
@@ -154,9 +225,14 @@ async def _kill_test(rig_factory: Any, sessions: int, seed: int) -> dict[str, An
     except TimeoutError:
         raise AssertionError(f"outbox never drained\n{rig.agent_log()[-4000:]}") from None
     await asyncio.sleep(1.0)
-    result = _ledger(rig, rig.meter_wh(1))
-    result.update(counts)
-    print(f"\nkill test (seed {seed}): {result}")
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        dead = conn.execute("SELECT action, error FROM dead_letters").fetchall()
+    result = (_ledger if ocpp_version == "1.6" else _ledger_v201)(rig, rig.meter_wh(1))
+    result.update(counts, dead_letters=sorted({f"{action}: {error}" for action, error in dead}))
+    print(f"\nkill test OCPP {ocpp_version} (seed {seed}): {result}")
+    # a transaction message given up is a lost bill line; other dead letters are reported, not failed here
+    lost = [row for row in dead if row[0] in TRANSACTION_ACTIONS]
+    assert not lost, f"transaction messages given up as dead letters: {lost}"
     return result
 
 
@@ -169,4 +245,18 @@ async def test_tc_032_kill_test_ledger(rig_factory: Any) -> None:
 async def test_soak_kill_test_ledger(rig_factory: Any) -> None:
     sessions = int(os.environ.get("EVSE_SOAK_SESSIONS", "200"))
     result = await _kill_test(rig_factory, sessions, seed=int(os.environ.get("EVSE_KILL_SEED", "11")))
+    assert result["sessions"] == sessions
+
+
+async def test_e11_kill_test_ledger_v201(rig_factory: Any) -> None:
+    seed = int(os.environ.get("EVSE_KILL_SEED", "7"))
+    result = await _kill_test(rig_factory, CI_SESSIONS_V201, seed=seed, ocpp_version="2.0.1")
+    assert result["sessions"] == CI_SESSIONS_V201
+
+
+@pytest.mark.soak
+async def test_soak_kill_test_ledger_v201(rig_factory: Any) -> None:
+    sessions = int(os.environ.get("EVSE_SOAK_SESSIONS", "200"))
+    result = await _kill_test(rig_factory, sessions, seed=int(os.environ.get("EVSE_KILL_SEED", "11")),
+                              ocpp_version="2.0.1")
     assert result["sessions"] == sessions
