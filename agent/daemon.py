@@ -236,7 +236,8 @@ def wire_services(agent: Agent, keys: GuardedConfig) -> Services:
 
     security = SecurityManager(cfg, agent.store, keys, now=agent.now,
                                clock_trusted=lambda: agent.clock_trusted, outbox_changed=outbox_changed,
-                               notify=notify, bundle=bundle, log_lines=lambda: agent.log_lines())
+                               notify=notify, bundle=bundle, log_lines=lambda: agent.log_lines(),
+                               protocol=agent.journal.protocol)
     firmware = FirmwareManager(cfg.firmware, Path(cfg.state.directory), now=agent.now, notify=notify,
                                transactions_open=agent.transactions_open, settle=agent.settle,
                                request_exit=request_exit, security=security, write_bundle=bundle)

@@ -118,8 +118,10 @@ class SecurityManager:
     def __init__(self, config: AgentConfig, store: Store, keys: GuardedConfig, *, now: Callable[[], float] = time.time,
                  clock_trusted: Callable[[], bool] = lambda: False,
                  outbox_changed: Callable[[], None] = lambda: None, notify: Notify | None = None,
-                 bundle: BundleWriter | None = None, log_lines: Callable[[], list[str]] = list) -> None:
+                 bundle: BundleWriter | None = None, log_lines: Callable[[], list[str]] = list,
+                 protocol: str = "1.6") -> None:
         self.config = config
+        self.protocol = protocol  # the OCPP version the queued SecurityEventNotifications are written in
         self.store = store
         self.keys = keys
         self._now = now
@@ -162,8 +164,9 @@ class SecurityManager:
             payload: dict[str, Any] = {"type": kind.value, "timestamp": iso(now)}
             if info:
                 payload["techInfo"] = info
+            # the same payload in 1.6 (Security Whitepaper) and 2.0.1; the protocol tag decides who may send it
             self.store.enqueue("SecurityEventNotification", payload, wall_time=now, monotonic=time.monotonic(),
-                               clock_trusted=trusted)
+                               clock_trusted=trusted, protocol=self.protocol)
             self._outbox_changed()
 
     def startup(self) -> None:
