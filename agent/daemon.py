@@ -33,6 +33,7 @@ from agent.ports import GuardedConfig
 from agent.redact import RedactingFilter
 from agent.runtime import Agent
 from agent.sdnotify import notify, watchdog_interval_s
+from agent.security.events import V16_SECURITY_NAMES, V201_SECURITY_NAMES
 from agent.security.files import check_local_permissions
 from agent.security.manager import SecurityManager
 from agent.services.firmware import FirmwareManager
@@ -237,7 +238,8 @@ def wire_services(agent: Agent, keys: GuardedConfig) -> Services:
     security = SecurityManager(cfg, agent.store, keys, now=agent.now,
                                clock_trusted=lambda: agent.clock_trusted, outbox_changed=outbox_changed,
                                notify=notify, bundle=bundle, log_lines=lambda: agent.log_lines(),
-                               protocol=agent.journal.protocol)
+                               protocol=agent.journal.protocol,
+                               names=V201_SECURITY_NAMES if agent.journal.protocol == "2.0.1" else V16_SECURITY_NAMES)
     firmware = FirmwareManager(cfg.firmware, Path(cfg.state.directory), now=agent.now, notify=notify,
                                transactions_open=agent.transactions_open, settle=agent.settle,
                                request_exit=request_exit, security=security, write_bundle=bundle)

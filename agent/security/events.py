@@ -7,6 +7,7 @@ the security log.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,3 +66,26 @@ class FirmwareSecurity(SecurityEvents, Protocol):
     """What the firmware service asks of security: record events, check a signed file's signature."""
 
     def check_firmware(self, path: Path, signing_certificate: Any, signature_b64: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class SecurityNames:
+    """What the active protocol version calls the settings the security rules read and write (1.6 keys by
+    default; 2.0.1 names SecurityCtrlr variables)."""
+
+    security_profile: str = "SecurityProfile"
+    authorization_key: str = "AuthorizationKey"
+    organization_name: str = "CpoName"
+    certificate_store_max_length: str = "CertificateStoreMaxLength"
+    certificate_chain_max_size: str = "CertificateSignedMaxChainSize"
+
+
+V16_SECURITY_NAMES = SecurityNames()
+V201_SECURITY_NAMES = SecurityNames(
+    security_profile="SecurityCtrlr.SecurityProfile",
+    authorization_key="SecurityCtrlr.BasicAuthPassword",
+    organization_name="SecurityCtrlr.OrganizationName",
+    # 2.0.1 has no variable for these two bounds: the defaults apply
+    certificate_store_max_length="",
+    certificate_chain_max_size="",
+)

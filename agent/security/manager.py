@@ -26,7 +26,15 @@ from agent.clock import iso
 from agent.config import AgentConfig
 from agent.link import LinkSettings
 from agent.ports import ChangeResult, GuardedConfig
-from agent.security.events import CRITICAL_EVENTS, TECH_INFO_MAX, CertificateUse, SecurityError, SecurityEventType
+from agent.security.events import (
+    CRITICAL_EVENTS,
+    TECH_INFO_MAX,
+    V16_SECURITY_NAMES,
+    CertificateUse,
+    SecurityError,
+    SecurityEventType,
+    SecurityNames,
+)
 from agent.security.files import CERT_DIR, KEY_FILE, read_key_file, write_secret
 from agent.services.ports import BundleWriter, Notify
 from agent.services.transfer import redact, transfer_with_retries, upload
@@ -119,8 +127,9 @@ class SecurityManager:
                  clock_trusted: Callable[[], bool] = lambda: False,
                  outbox_changed: Callable[[], None] = lambda: None, notify: Notify | None = None,
                  bundle: BundleWriter | None = None, log_lines: Callable[[], list[str]] = list,
-                 protocol: str = "1.6") -> None:
+                 protocol: str = "1.6", names: SecurityNames = V16_SECURITY_NAMES) -> None:
         self.config = config
+        self.names = names
         self.protocol = protocol  # the OCPP version the queued SecurityEventNotifications are written in
         self.store = store
         self.keys = keys
@@ -132,7 +141,7 @@ class SecurityManager:
         self._log_lines = log_lines
         self.state_dir = Path(config.state.directory)
         self._certs: CertificateStore | None = None
-        self.profile = keys.get_int("SecurityProfile", config.backoffice.security_profile)
+        self.profile = keys.get_int(names.security_profile, config.backoffice.security_profile)
         self.link: Link | None = None
         self.log_status = "Idle"
         self._pending: _Pending | None = None
@@ -149,7 +158,7 @@ class SecurityManager:
             from agent.security.certificates import CertificateStore
 
             self._certs = CertificateStore(self.state_dir / CERT_DIR,
-                                           self.keys.get_int("CertificateStoreMaxLength", 20))
+                                           self.keys.get_int(self.names.certificate_store_max_length, 20))
         return self._certs
 
     # ---- events -----------------------------------------------------------------------------------
@@ -223,7 +232,7 @@ class SecurityManager:
 
     def guard_change(self, key: str, value: int | bool | str) -> str | None:
         """Refuse a SecurityProfile the charge point has no credentials for; None lets the change go on."""
-        if key != "SecurityProfile" or not isinstance(value, int) or value <= self.profile:
+        if key != self.names.security_profile or not isinstance(value, int) or value <= self.profile:
             return None
         if value in (1, 2) and not self._has_key():
             LOGGER.warning("SecurityProfile %d refused: no AuthorizationKey is set", value)
@@ -241,7 +250,7 @@ class SecurityManager:
 
     def set_authorization_key(self, key: str, value: str) -> str:
         """ChangeConfiguration AuthorizationKey: persist (0600) and use it from the next connection."""
-        if key != "AuthorizationKey":
+        if key != self.names.authorization_key:
             return ChangeResult.REJECTED
         try:
             self._begin_trial()
@@ -249,14 +258,14 @@ class SecurityManager:
         except (OSError, SecurityError) as err:
             LOGGER.error("the new AuthorizationKey could not be stored: %s", err)
             return ChangeResult.REJECTED
-        self.event(SecurityEventType.RECONFIGURATION_OF_SECURITY_PARAMETERS, "AuthorizationKey changed")
+        self.event(SecurityEventType.RECONFIGURATION_OF_SECURITY_PARAMETERS, f"{self.names.authorization_key} changed")
         self._reconnect_soon()
         return ChangeResult.ACCEPTED
 
     def _on_key_changed(self, key: str) -> None:
-        if key != "SecurityProfile":
+        if key != self.names.security_profile:
             return
-        new = self.keys.get_int("SecurityProfile")
+        new = self.keys.get_int(self.names.security_profile)
         if new == self.profile:
             return
         self._begin_trial()
@@ -284,7 +293,7 @@ class SecurityManager:
         assert pending is not None
         failed = self.profile
         self.profile = pending.profile  # first, so the key listener sees no change
-        self.keys.set_local("SecurityProfile", pending.profile)
+        self.keys.set_local(self.names.security_profile, pending.profile)
         if pending.key is None:
             self.key_path.unlink(missing_ok=True)
         else:
@@ -419,14 +428,14 @@ class SecurityManager:
 
     def certificate_signing_request(self) -> str:
         """A new key pair's CSR for SignCertificate (CN = charge point id, O = CpoName)."""
-        org = self.keys.get_str("CpoName") or None
+        org = self.keys.get_str(self.names.organization_name) or None
         return self.certs.generate_csr(self.config.charge_point.id, org)
 
     def certificate_signed(self, chain_pem: str) -> str:
         """CertificateSigned: Accepted once the chain is valid for our key, else Rejected with the event."""
         from agent.security.certificates import load_pem_chain
 
-        max_size = self.keys.get_int("CertificateSignedMaxChainSize", 10000)
+        max_size = self.keys.get_int(self.names.certificate_chain_max_size, 10000)
         try:
             if len(chain_pem) > max_size:
                 raise SecurityError(f"chain of {len(chain_pem)} bytes exceeds CertificateSignedMaxChainSize")

@@ -315,6 +315,31 @@ def test_firmware_signature(tmp_path: Path, kind: str) -> None:
 # ---- secrets, permissions, events -------------------------------------------------------------------------
 
 
+def test_a05_under_2_0_1_the_basic_auth_password_and_profile_are_the_security_ctrlr_variables(tmp_path: Path) -> None:
+    """The security rules read the 2.0.1 device model by its own names: BasicAuthPassword (write-only) goes to
+    the 0600 key file, the profile is SecurityCtrlr.SecurityProfile; nothing secret enters the config table."""
+    from agent.ocpp.v201.device_model import DeviceModel
+    from agent.security.events import V201_SECURITY_NAMES
+
+    cfg = make_config(tmp_path, profile=1, url="ws://127.0.0.1:1/ocpp")
+    Path(cfg.state.directory).mkdir(parents=True, exist_ok=True)
+    store = Store(Path(cfg.state.directory) / "agent.db")
+    model = DeviceModel(cfg, store)
+    security = SecurityManager(cfg, store, model, protocol="2.0.1", names=V201_SECURITY_NAMES)
+    assert security.profile == 1
+    new = "fedcba9876543210fedcba98"
+    item = {"component": {"name": "SecurityCtrlr"}, "variable": {"name": "BasicAuthPassword"}}
+    (result,) = model.set_variables([{**item, "attributeValue": new}])
+    assert result["attributeStatus"] == "Accepted"
+    assert security.authorization_key() == new
+    assert security.key_path.stat().st_mode & 0o777 == 0o600
+    assert all(new not in v for v in store.config_all().values())
+    (read,) = model.get_variables([item])
+    assert read["attributeStatus"] != "Accepted" and "attributeValue" not in read  # write-only
+    assert [e.event_type for e in store.security_log(10)] == ["ReconfigurationOfSecurityParameters"]
+    store.close()
+
+
 def test_tc_073_authorization_key_is_write_only_and_0600(tmp_path: Path) -> None:
     rig = Rig(make_config(tmp_path, profile=1, url="ws://127.0.0.1:1/ocpp"))
     new = "fedcba9876543210fedcba98"
