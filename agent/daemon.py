@@ -197,6 +197,11 @@ def _build_v201(cfg: AgentConfig, store: Store, hw: Hardware
     from agent.ocpp.v201.journal import V201Journal
 
     model = DeviceModel(cfg, store)
+    if cfg.ocpp:
+        # the [ocpp] table names OCPP 1.6 keys: under 2.0.1 the same settings are device model variables
+        LOGGER.warning("ocpp_version is 2.0.1: the [ocpp] table (%s) is OCPP 1.6 configuration and is not used; "
+                       "set the device model variables instead (SetVariables, or evsectl config)",
+                       ", ".join(sorted(cfg.ocpp)))
     numbering: dict[int, tuple[int, int]] = {}
     journal = V201Journal(store, model, evse_of=lambda cid: numbering.get(cid, (cid, 1)))
     # 1.6 profiles in the store are not read: the 2.0.1 profile codec is not part of this step
