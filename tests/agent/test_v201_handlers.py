@@ -173,6 +173,7 @@ def test_f02_remote_start_then_plug_in_then_f03_request_stop_by_its_transaction_
     jsonschema.validate(started, schema("TransactionEventRequest"))
     assert (started["eventType"], started["triggerReason"], started["idToken"]) == (
         "Started", "CablePluggedIn", {"idToken": "A1", "type": "Central"})
+    assert started["transactionInfo"]["remoteStartId"] == 5  # F02: the back office links its request
     assert started["transactionInfo"]["transactionId"] == row.station_tx_id and started["offline"] is True
     # cable first: a second start on the busy EVSE names the running transaction
     again = rig.call("RequestStartTransaction", {"idToken": {"idToken": "A2", "type": "Central"},

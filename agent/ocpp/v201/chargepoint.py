@@ -23,6 +23,7 @@ from ocpp.v201.enums import Action
 from agent.core import events as ev
 from agent.ocpp.frames import V201_CODES
 from agent.ocpp.routing import FrameGuard
+from agent.ocpp.v201.journal import V201Journal
 from agent.store import AuthEntry
 
 if TYPE_CHECKING:
@@ -122,6 +123,9 @@ class V201ChargePoint(FrameGuard, ChargePoint):
         if connector_id is not None and (session := self.agent.core.session(connector_id)) is not None:
             row = self.agent.store.transaction(session.local_tx_id)
             transaction_id = row.station_tx_id if row is not None else None  # cable first: it already runs
+        journal = self.agent.journal
+        if result is ev.RemoteStartResult.ACCEPTED and transaction_id is None and isinstance(journal, V201Journal):
+            journal.remote_start(connector_id, remote_start_id)
         LOGGER.info("RequestStartTransaction %d for evse %s: %s", remote_start_id, evse_id, result.value)
         return call_result.RequestStartTransaction(status=result.value, transaction_id=transaction_id)
 

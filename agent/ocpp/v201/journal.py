@@ -88,6 +88,13 @@ class V201Journal:
         # what led to the next start, per connector (None: the station's, before a plug-in): the Started
         # event's triggerReason and idToken type. Memory only: after a restart a start has its defaults.
         self._cause: dict[int | None, tuple[str, str] | None] = {}
+        # F01/F02: the remoteStartId of an accepted RequestStartTransaction, per connector (None: any), until
+        # its transaction starts (memory only, as the request itself would be answered again after a restart)
+        self._remote_start_ids: dict[int | None, int] = {}
+
+    def remote_start(self, connector_id: int | None, remote_start_id: int) -> None:
+        """An accepted RequestStartTransaction: its id goes into the Started event of the transaction it opens."""
+        self._remote_start_ids[connector_id] = remote_start_id
 
     # ---- building events -------------------------------------------------------------------------------
 
@@ -126,8 +133,11 @@ class V201Journal:
         """TransactionEvent Started (seqNo 0), queued in the commit that records the transaction."""
         cause = self._cause.pop(tx.connector_id, None) or self._cause.pop(None, None)
         trigger, token_type = cause or ("Authorized", DEFAULT_TOKEN_TYPE)
+        remote_start_id = self._remote_start_ids.pop(tx.connector_id, None)
+        if remote_start_id is None:
+            remote_start_id = self._remote_start_ids.pop(None, None)
         payload = self._event("Started", tx.local_tx_id, tx.connector_id, trigger, tx.timestamp, stamp,
-                              chargingState="EVConnected")
+                              chargingState="EVConnected", remoteStartId=remote_start_id)
         payload["idToken"] = {"idToken": tx.id_tag, "type": token_type}
         # the begin reading the bill starts from (Transaction.Begin)
         payload["meterValue"] = [energy_value(tx.meter_start_wh, CONTEXTS[SampleTrigger.BEGIN], tx.timestamp)]
