@@ -8,6 +8,7 @@ OCPP name: it reads a field here, and hears about changes by field name.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -56,10 +57,18 @@ class Settings:
     websocket_ping_interval_s: float | None = None  # None: the config file's value
 
 
+def parse_csl(value: str) -> list[str]:
+    """Split a comma-separated list (of measurands, of transaction points), dropping empty items."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 def changed_fields(old: Settings, new: Settings) -> frozenset[str]:
     """The names of the fields whose value differs."""
     return frozenset(f.name for f in dataclasses.fields(Settings) if getattr(old, f.name) != getattr(new, f.name))
 
+
+LOGGER = logging.getLogger(__name__)
+REJECTED = "Rejected"  # the refusal a change guard returns (agent/ports.py ChangeResult.REJECTED)
 
 SettingsListener = Callable[[frozenset[str]], None]  # called with the names of the fields that changed
 MeasurandCheck = Callable[[Sequence[str]], list[str]]  # returns the measurands that cannot be provided
@@ -79,3 +88,67 @@ class SettingsSource(Protocol):
     def add_measurand_check(self, check: MeasurandCheck) -> None:
         """Refuse a measurand list naming what `check` says cannot be provided (and warn about it at start)."""
         ...
+
+
+class PublishedSettings:
+    """The part of a version's configuration that serves the runtime (SettingsSource): the current `Settings`
+    rebuilt after every accepted change, listeners told the changed field names, measurand lists guarded.
+
+    A version's class calls `_start_publishing()` once its values are loaded and defines `_to_settings`,
+    `_measurand_names` (its names of the measurand lists) and `get_str`; `change_guards` is its change hook.
+    """
+
+    _settings: Settings
+    _settings_listeners: list[SettingsListener]
+    change_guards: list[Callable[[str, int | bool | str], str | None]]
+    listeners: list[Callable[[str], None]]
+    REFUSED_BY = "a change"  # the request named in the log when a measurand list is refused
+
+    def _to_settings(self) -> Settings:
+        raise NotImplementedError
+
+    def _measurand_names(self) -> Sequence[str]:
+        raise NotImplementedError
+
+    def get_str(self, key: str, default: str = "") -> str:
+        """A string value by the version's name."""
+        raise NotImplementedError
+
+    def _start_publishing(self) -> None:
+        self._settings = self._to_settings()
+        self._settings_listeners = []
+        self.listeners.append(self._publish_settings)
+
+    def current(self) -> Settings:
+        """The settings in force now (SettingsSource)."""
+        return self._settings
+
+    def subscribe(self, listener: SettingsListener) -> None:
+        """Hear about changed settings by field name (SettingsSource)."""
+        self._settings_listeners.append(listener)
+
+    def add_measurand_check(self, check: MeasurandCheck) -> None:
+        """A measurand list naming what no connector can provide is refused; warn about it now (SettingsSource)."""
+        names = tuple(self._measurand_names())
+        for name in names:
+            missing = check(parse_csl(self.get_str(name)))
+            if missing:
+                LOGGER.warning("%s lists %s, which no connector's devices can provide: left out", name,
+                               ", ".join(missing))
+
+        def guard(name: str, value: int | bool | str) -> str | None:
+            if name not in names or not isinstance(value, str):
+                return None
+            missing = check(parse_csl(value))
+            if missing:
+                LOGGER.info("%s %s refused: %s cannot be measured here", self.REFUSED_BY, name, ", ".join(missing))
+                return REJECTED
+            return None
+
+        self.change_guards.append(guard)
+
+    def _publish_settings(self, _name: str) -> None:
+        old, self._settings = self._settings, self._to_settings()
+        changed = changed_fields(old, self._settings)
+        for listener in self._settings_listeners if changed else ():
+            listener(changed)

@@ -13,7 +13,7 @@ from agent.config import (
     validate_key_value,
 )
 from agent.ports import ChangeResult
-from agent.settings import TX_POINTS_16, MeasurandCheck, Settings, SettingsListener, changed_fields
+from agent.settings import TX_POINTS_16, PublishedSettings, Settings, parse_csl
 from agent.store import Store
 
 LOGGER = logging.getLogger(__name__)
@@ -24,13 +24,11 @@ KEY_PREFIX = "ocpp16."  # rows in the store's config table
 MEASURAND_KEYS = ("MeterValuesSampledData", "MeterValuesAlignedData", "StopTxnSampledData", "StopTxnAlignedData")
 
 
-def parse_csl(value: str) -> list[str]:
-    """Split a comma-separated list (of measurands), dropping empty items."""
-    return [item.strip() for item in value.split(",") if item.strip()]
 
-
-class OcppKeys:
+class OcppKeys(PublishedSettings):
     """Typed access to the 1.6 configuration keys, persisted in the store."""
+
+    REFUSED_BY = "ChangeConfiguration"
 
     def __init__(self, config: AgentConfig, store: Store) -> None:
         self._store = store
@@ -56,9 +54,7 @@ class OcppKeys:
         # each may refuse a change (returns a ChangeResult) or let it go on (None): security, measurands...
         self.change_guards: list[Callable[[str, int | bool | str], str | None]] = []
         self.secret_setter: Callable[[str, str], str] | None = None
-        self._settings = self._to_settings()
-        self._settings_listeners: list[SettingsListener] = []
-        self.listeners.append(self._publish_settings)
+        self._start_publishing()
 
     # ---- the typed settings the runtime reads (agent/settings.py) ---------------------------------
 
@@ -96,39 +92,8 @@ class OcppKeys:
             websocket_ping_interval_s=float(ping) if isinstance(ping, int) and not isinstance(ping, bool) else None,
         )
 
-    def current(self) -> Settings:
-        """The settings in force now (SettingsSource)."""
-        return self._settings
-
-    def subscribe(self, listener: SettingsListener) -> None:
-        """Hear about changed settings by field name (SettingsSource)."""
-        self._settings_listeners.append(listener)
-
-    def add_measurand_check(self, check: MeasurandCheck) -> None:
-        """A measurand key naming what no connector can provide is Rejected; warn about it now (SettingsSource)."""
-        for key in MEASURAND_KEYS:
-            missing = check(parse_csl(self.get_str(key)))
-            if missing:
-                LOGGER.warning("%s lists %s, which no connector's devices can provide: left out", key,
-                               ", ".join(missing))
-
-        def guard(key: str, value: int | bool | str) -> str | None:
-            if key not in MEASURAND_KEYS or not isinstance(value, str):
-                return None
-            missing = check(parse_csl(value))
-            if missing:
-                LOGGER.info("ChangeConfiguration %s refused: %s cannot be measured here", key, ", ".join(missing))
-                return ChangeResult.REJECTED
-            return None
-
-        self.change_guards.append(guard)
-
-    def _publish_settings(self, _key: str) -> None:
-        old, self._settings = self._settings, self._to_settings()
-        changed = changed_fields(old, self._settings)
-        if changed:
-            for listener in self._settings_listeners:
-                listener(changed)
+    def _measurand_names(self) -> tuple[str, ...]:
+        return MEASURAND_KEYS
 
     def get(self, key: str) -> int | bool | str | None:
         """The typed value, None when unset."""

@@ -15,14 +15,11 @@ from agent.metering import (
     next_aligned,
     split_phase,
 )
+from agent.settings import parse_csl
 
 __all__ = ["MeasurandSource", "Sample", "billed_wh", "can_provide", "iso", "meter_value", "next_aligned",
            "parse_csl", "sampled_values", "split_phase"]
 
-
-def parse_csl(value: str) -> list[str]:
-    """Split a comma-separated list of measurands, dropping empty items."""
-    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def _fmt(value: float, digits: int) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from agent.config import AgentConfig
 from agent.ports import ChangeResult
-from agent.settings import TX_POINTS, MeasurandCheck, Settings, SettingsListener, changed_fields
+from agent.settings import TX_POINTS, PublishedSettings, Settings, parse_csl
 from agent.store import Store
 
 LOGGER = logging.getLogger(__name__)
@@ -300,10 +300,6 @@ def station_variables(config: AgentConfig) -> list[VariableSpec]:
     return specs
 
 
-def _csl(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
 def check_value(spec: VariableSpec, value: str) -> str:
     """The value in its canonical wire form; ValueError when it does not fit the type and characteristics."""
     dtype = spec.data_type
@@ -333,7 +329,7 @@ def check_value(spec: VariableSpec, value: str) -> str:
             raise ValueError(f"{spec.key}: {value!r} is not an RFC 3339 date-time") from None
         canonical = value.strip()
     elif dtype in _LISTS:
-        items = _csl(value)
+        items = parse_csl(value)
         unknown = [item for item in items if spec.values_list and item not in spec.values_list]
         if unknown:
             raise ValueError(f"{spec.key}: {', '.join(unknown)} not in {','.join(spec.values_list)}")
@@ -385,8 +381,10 @@ def split_report(request_id: int, report_data: Sequence[dict[str, Any]], items_p
     ]
 
 
-class DeviceModel:
+class DeviceModel(PublishedSettings):
     """The 2.0.1 device model: SettingsSource, GuardedConfig, and GetVariables/SetVariables/reports."""
+
+    REFUSED_BY = "SetVariables"
 
     def __init__(self, config: AgentConfig, store: Store, *,
                  now: Callable[[], dt.datetime] | None = None) -> None:
@@ -414,9 +412,7 @@ class DeviceModel:
         # each may refuse a change (returns a status) or let it go on (None): security, measurands...
         self.change_guards: list[Callable[[str, int | bool | str], str | None]] = []
         self.secret_setter: Callable[[str, str], str] | None = None
-        self._settings = self._to_settings()
-        self._settings_listeners: list[SettingsListener] = []
-        self.listeners.append(self._publish_settings)
+        self._start_publishing()
 
     def _load(self, store: Store, file_profile: int) -> None:
         for row_key, raw in store.config_all().items():
@@ -464,19 +460,20 @@ class DeviceModel:
             authorize_remote_tx_requests=self.get_bool("AuthCtrlr.AuthorizeRemoteStart"),
             local_auth_list_enabled=self.get_bool("LocalAuthListCtrlr.Enabled", True),
             auth_cache_enabled=self.get_bool("AuthCacheCtrlr.Enabled", True),
-            tx_start_point=tuple(_csl(self.get_str("TxCtrlr.TxStartPoint"))),
-            tx_stop_point=tuple(_csl(self.get_str("TxCtrlr.TxStopPoint"))),
+            tx_start_point=tuple(parse_csl(self.get_str("TxCtrlr.TxStartPoint"))),
+            tx_stop_point=tuple(parse_csl(self.get_str("TxCtrlr.TxStopPoint"))),
             max_stack_level=self.get_int("SmartChargingCtrlr.ProfileStackLevel", 10),
             max_profiles_installed=self.get_int("SmartChargingCtrlr.Entries[ChargingProfiles]", 20),
             max_schedule_periods=self.get_int("SmartChargingCtrlr.PeriodsPerSchedule", 24),
             # a disabled controller samples nothing: interval 0 and no measurands
             sample_interval_s=self.get_int("SampledDataCtrlr.TxUpdatedInterval", 60) if sampled else 0,
             aligned_interval_s=self.get_int("AlignedDataCtrlr.Interval", 0) if aligned else 0,
-            sampled_measurands=tuple(_csl(self.get_str("SampledDataCtrlr.TxUpdatedMeasurands"))) if sampled else (),
-            aligned_measurands=tuple(_csl(self.get_str("AlignedDataCtrlr.Measurands"))) if aligned else (),
-            ended_sampled_measurands=tuple(_csl(self.get_str("SampledDataCtrlr.TxEndedMeasurands")))
+            sampled_measurands=tuple(parse_csl(self.get_str("SampledDataCtrlr.TxUpdatedMeasurands")))
             if sampled else (),
-            ended_aligned_measurands=tuple(_csl(self.get_str("AlignedDataCtrlr.TxEndedMeasurands")))
+            aligned_measurands=tuple(parse_csl(self.get_str("AlignedDataCtrlr.Measurands"))) if aligned else (),
+            ended_sampled_measurands=tuple(parse_csl(self.get_str("SampledDataCtrlr.TxEndedMeasurands")))
+            if sampled else (),
+            ended_aligned_measurands=tuple(parse_csl(self.get_str("AlignedDataCtrlr.TxEndedMeasurands")))
             if aligned else (),
             heartbeat_interval_s=float(self.get_int("OCPPCommCtrlr.HeartbeatInterval", 300)),
             message_attempts=self.get_int("OCPPCommCtrlr.MessageAttempts[TransactionEvent]", 3),
@@ -484,40 +481,8 @@ class DeviceModel:
             websocket_ping_interval_s=float(ping) if ping >= 0 else None,
         )
 
-    def current(self) -> Settings:
-        """The settings in force now (SettingsSource)."""
-        return self._settings
-
-    def subscribe(self, listener: SettingsListener) -> None:
-        """Hear about changed settings by field name (SettingsSource)."""
-        self._settings_listeners.append(listener)
-
-    def add_measurand_check(self, check: MeasurandCheck) -> None:
-        """A measurand list naming what no connector can provide is Rejected; warn about it now (SettingsSource)."""
-        lists = [spec.key for spec in self._specs.values() if spec.values_list == MEASURANDS]
-        for key in lists:
-            missing = check(_csl(self.get_str(key)))
-            if missing:
-                LOGGER.warning("%s lists %s, which no connector's devices can provide: left out", key,
-                               ", ".join(missing))
-
-        def guard(key: str, value: int | bool | str) -> str | None:
-            if key not in lists or not isinstance(value, str):
-                return None
-            missing = check(_csl(value))
-            if missing:
-                LOGGER.info("SetVariables %s refused: %s cannot be measured here", key, ", ".join(missing))
-                return ChangeResult.REJECTED
-            return None
-
-        self.change_guards.append(guard)
-
-    def _publish_settings(self, _key: str) -> None:
-        old, self._settings = self._settings, self._to_settings()
-        changed = changed_fields(old, self._settings)
-        if changed:
-            for listener in self._settings_listeners:
-                listener(changed)
+    def _measurand_names(self) -> list[str]:
+        return [spec.key for spec in self._specs.values() if spec.values_list == MEASURANDS]
 
     # ---- the vocabulary (ConfigVocabulary / GuardedConfig) ------------------------------------------
 
