@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 from ocpp.routing import after, on
@@ -23,7 +23,13 @@ from ocpp.v201.enums import Action
 from agent.core import events as ev
 from agent.ocpp.frames import V201_CODES
 from agent.ocpp.routing import FrameGuard
+from agent.ocpp.v201.handler_base import DeviceModelPort, HandlerBase
 from agent.ocpp.v201.journal import V201Journal
+from agent.ocpp.v201.monitoring import MonitoringHandlers
+from agent.ocpp.v201.reservations import ReservationHandlers
+from agent.ocpp.v201.security import SecurityHandlers
+from agent.ocpp.v201.services import ServiceHandlers
+from agent.ocpp.v201.smart_charging import SmartChargingHandlers
 from agent.store import AuthEntry
 
 if TYPE_CHECKING:
@@ -41,27 +47,6 @@ UNLOCK_STATUS = {ev.UnlockResult.UNLOCKED: "Unlocked", ev.UnlockResult.UNLOCK_FA
                  ev.UnlockResult.NOT_SUPPORTED: "UnlockFailed"}
 
 
-class DeviceModelPort(Protocol):
-    """What the handlers ask of the 2.0.1 device model (agent/ocpp/v201/device_model.py), in the wire's
-    camelCase form."""
-
-    def get_variables(self, requests: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """GetVariables: one result per requested item."""
-        ...
-
-    def set_variables(self, requests: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """SetVariables: one result per item, applied and persisted."""
-        ...
-
-    def base_report(self, report_base: str) -> list[dict[str, Any]]:
-        """GetBaseReport: the reportData of ConfigurationInventory, FullInventory or SummaryInventory."""
-        ...
-
-    def report_parts(self, request_id: int, report_data: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """NotifyReport payloads, split by ItemsPerMessage."""
-        ...
-
-
 REPORT_BASES = ("ConfigurationInventory", "FullInventory", "SummaryInventory")
 
 
@@ -73,7 +58,8 @@ def _combined(results: list[str]) -> str:
     return "Accepted" if results else "Rejected"
 
 
-class V201ChargePoint(FrameGuard, ChargePoint):
+class V201ChargePoint(SmartChargingHandlers, ServiceHandlers, SecurityHandlers, MonitoringHandlers,
+                      ReservationHandlers, HandlerBase, FrameGuard, ChargePoint):
     """The `ocpp` library's 2.0.1 ChargePoint with this agent's handlers, its frames checked by FrameGuard."""
 
     FRAME_CODES = V201_CODES
@@ -89,11 +75,6 @@ class V201ChargePoint(FrameGuard, ChargePoint):
         # agent connector id -> (evseId, connectorId); each connector its own EVSE unless told otherwise
         self.evses = dict(evses) if evses is not None else {cid: (cid, 1) for cid in agent.connectors}
         self.boot_pending = False  # B02: configuration only, no transaction starts
-
-    def connectors_of(self, evse_id: int | None, connector_id: int | None = None) -> list[int]:
-        """The agent connectors an EVSE (and connector within it) names; evse None or 0: all of them."""
-        return [cid for cid, (e, c) in sorted(self.evses.items())
-                if evse_id in (None, 0, e) and connector_id in (None, c)]
 
     def _open_transaction(self, transaction_id: str) -> int | None:
         """The local id of the running transaction with this station transactionId."""
