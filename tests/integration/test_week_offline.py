@@ -1,6 +1,6 @@
 """A week offline (make soak; a day in make test) with a simulated clock: 4 connectors charging, a MeterValues
-sample every minute, then the back office comes back and everything is delivered, in order, with the agent's
-memory flat throughout.
+sample every minute (a TransactionEvent Updated under 2.0.1), then the back office comes back and everything is
+delivered, in order (2.0.1: seqNo without gaps, every event `offline`), with the agent's memory flat throughout.
 
 The agent code is the real one (runtime sampling, core, SQLite outbox, OCPP adapter over a real websocket
 to the back office in its own process); only the clock is simulated, and the meters are in-process fakes
@@ -26,9 +26,11 @@ from websockets.asyncio.client import connect
 
 from agent.config import parse_config
 from agent.core import events as ev
+from agent.daemon import _build_v201, wire_services
 from agent.hardware import ConnectorDevices, Hardware
 from agent.ocpp.library import inline_schema_validation
 from agent.ocpp.v16.connection import V16Connection
+from agent.runtime import Agent
 from agent.store import Store
 from drivers.base import MeterCapabilities, MeterReading
 from drivers.gpio import GpioContactor
@@ -86,7 +88,7 @@ class StepMeter:
         return None
 
 
-def config_text(state: Path) -> str:
+def config_text(state: Path, version: str = "1.6") -> str:
     connectors = "".join(f"""
 [[connectors]]
 id = {i}
@@ -110,40 +112,63 @@ model = "Week"
 
 [backoffice]
 url = "ws://127.0.0.1:9/ocpp"
+ocpp_version = "{version}"
 
 [state]
 directory = "{state}"
 
+""" + ("" if version != "1.6" else """
 [ocpp]
 MeterValueSampleInterval = 60
 ClockAlignedDataInterval = 0
 AllowOfflineTxForUnknownId = true
 MeterValuesSampledData = "Energy.Active.Import.Register,Power.Active.Import"
-""" + connectors
+""") + connectors
+
+# the same settings as 2.0.1 device model variables (set as a CSMS would, before the outage)
+V201_VARIABLES = {"SampledDataCtrlr.TxUpdatedInterval": "60", "AlignedDataCtrlr.Interval": "0",
+                  "AuthCtrlr.OfflineTxForUnknownIdEnabled": "true",
+                  "SampledDataCtrlr.TxUpdatedMeasurands": "Energy.Active.Import.Register,Power.Active.Import"}
 
 
-async def test_a_day_offline_then_drain_in_order_memory_flat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    await _offline_then_drain(tmp_path, monkeypatch, CI_MINUTES)
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_a_day_offline_then_drain_in_order_memory_flat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             version: str) -> None:
+    await _offline_then_drain(tmp_path, monkeypatch, CI_MINUTES, version)
 
 
 @pytest.mark.soak
-async def test_week_offline_then_drain_in_order_memory_flat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    await _offline_then_drain(tmp_path, monkeypatch, int(os.environ.get("EVSE_WEEK_MINUTES", MINUTES)))
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_week_offline_then_drain_in_order_memory_flat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            version: str) -> None:
+    await _offline_then_drain(tmp_path, monkeypatch, int(os.environ.get("EVSE_WEEK_MINUTES", MINUTES)), version)
 
 
-async def _offline_then_drain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, minutes: int) -> None:
+def build(cfg: Any, store: Store, hw: Hardware) -> tuple[Agent, Any]:
+    """The agent as the daemon builds it for the configured version, and a websocket -> session factory."""
+    if str(cfg.backoffice.ocpp_version) == "1.6":
+        agent = agent_for(cfg, store, hw)
+        return agent, lambda ws: V16Connection(agent, ws)
+    agent, model, connect = _build_v201(cfg, store, hw)
+    wire_services(agent, model)
+    for key, value in V201_VARIABLES.items():
+        assert model.change(key, value) == "Accepted", key
+    return agent, lambda ws: connect(agent, ws, lambda: None)
+
+
+async def _offline_then_drain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, minutes: int, version: str) -> None:
     inline_schema_validation()  # as the daemon does
     clock = FakeClock()
     patch_runtime(monkeypatch, "time", clock)
     Device.pin_factory = MockFactory()
-    cfg = parse_config(config_text(tmp_path / "state"))
+    cfg = parse_config(config_text(tmp_path / "state", version))
     store = Store(tmp_path / "agent.db")
     meters = {i: StepMeter(f"meter{i}") for i in range(1, CONNECTORS + 1)}
     contactors = {i: GpioContactor(f"contactor{i}", 20 + i) for i in meters}
     devices = {i: ConnectorDevices(i, "ac", meter=meters[i], contactor=contactors[i])  # type: ignore[arg-type]
                for i in meters}
     hw = Hardware(connectors=devices)
-    agent = agent_for(cfg, store, hw)
+    agent, session_for = build(cfg, store, hw)
     actuators = [asyncio.create_task(agent.actuator_loop(i)) for i in meters]
     office: subprocess.Popen[bytes] | None = None
     try:
@@ -170,7 +195,8 @@ async def _offline_then_drain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, m
             elif minute > 200 and minute % 100 == 0:
                 peak_queueing = max(peak_queueing, rss_kb())
         queued = store.pending_count()
-        assert queued >= CONNECTORS * (minutes + 2)  # Start + Transaction.Begin + one per minute
+        # 1.6: Start + Transaction.Begin + one per minute; 2.0.1: Started (with the begin value) + one Updated a minute
+        assert queued >= CONNECTORS * (minutes + (2 if version == "1.6" else 1))
         # --- the drivers stop with their cards, still offline
         for i in meters:
             agent.feed(ev.IdPresented(i, f"{CARD[:-1]}{i}"))
@@ -195,8 +221,8 @@ async def _offline_then_drain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, m
         client = BackOfficeClient(f"http://127.0.0.1:{info['control_port']}")
         peak_draining = 0
         url = info["ocpp_url"] + "/CP-WEEK"
-        async with connect(url, subprotocols=["ocpp1.6"], proxy=None) as ws:  # type: ignore[list-item]
-            session = asyncio.create_task(V16Connection(agent, ws).run())
+        async with connect(url, subprotocols=[f"ocpp{version}"], proxy=None) as ws:  # type: ignore[list-item]
+            session = asyncio.create_task(session_for(ws).run())
             started = real_time.monotonic()
             while store.pending_count() and real_time.monotonic() - started < 600:
                 await asyncio.sleep(0.5)
@@ -206,16 +232,10 @@ async def _offline_then_drain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, m
             with contextlib.suppress(asyncio.CancelledError):
                 await session
         # --- everything arrived, in order
-        starts = client.messages(cp_id="CP-WEEK", action="StartTransaction")
-        stops = client.messages(cp_id="CP-WEEK", action="StopTransaction")
-        values = client.messages(cp_id="CP-WEEK", action="MeterValues")
-        assert len(starts) == CONNECTORS and len(stops) == CONNECTORS
-        for start in starts:
-            tx = start["response"]["payload"]["transactionId"]
-            stamps = [mv["timestamp"] for m in values if m["payload"]["transactionId"] == tx
-                      for mv in m["payload"]["meterValue"]]
-            assert len(stamps) == minutes + 1  # Transaction.Begin plus one per minute
-            assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+        if version == "1.6":
+            check_v16(client, minutes)
+        else:
+            check_v201(client, minutes)
         assert client.violations() == []
         print(f"\n{minutes} minutes offline: {queued} queued, RSS baseline {baseline} kB, "
               f"peak queueing {peak_queueing} kB, peak draining {peak_draining} kB")
@@ -232,3 +252,37 @@ async def _offline_then_drain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, m
             contactor.release()
         store.close()
         Device.pin_factory.reset()
+
+
+def check_v16(client: BackOfficeClient, minutes: int) -> None:
+    """Every StartTransaction, StopTransaction and MeterValues arrived, each transaction's values in order."""
+    starts = client.messages(cp_id="CP-WEEK", action="StartTransaction")
+    stops = client.messages(cp_id="CP-WEEK", action="StopTransaction")
+    values = client.messages(cp_id="CP-WEEK", action="MeterValues")
+    assert len(starts) == CONNECTORS and len(stops) == CONNECTORS
+    for start in starts:
+        tx = start["response"]["payload"]["transactionId"]
+        stamps = [mv["timestamp"] for m in values if m["payload"]["transactionId"] == tx
+                  for mv in m["payload"]["meterValue"]]
+        assert len(stamps) == minutes + 1  # Transaction.Begin plus one per minute
+        assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+
+
+def check_v201(client: BackOfficeClient, minutes: int) -> None:
+    """Per transaction: Started, one Updated a minute in order, Ended; seqNo without gaps; all `offline`."""
+    ledger = client.ledger("CP-WEEK")
+    assert ledger["problems"] == [], ledger["problems"][:5]
+    events = [m["payload"] for m in client.messages(cp_id="CP-WEEK", action="TransactionEvent")]
+    by_tx: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        by_tx.setdefault(event["transactionInfo"]["transactionId"], []).append(event)
+    assert len(by_tx) == CONNECTORS
+    for tx_events in by_tx.values():
+        types = [e["eventType"] for e in tx_events]
+        assert types[0] == "Started" and types[-1] == "Ended" and types.count("Ended") == 1
+        assert [e["seqNo"] for e in tx_events] == list(range(len(tx_events)))
+        assert all(e.get("offline") is True for e in tx_events)  # all of it happened without a back office
+        periodic = [e for e in tx_events if e["triggerReason"] == "MeterValuePeriodic"]
+        assert len(periodic) == minutes
+        stamps = [e["timestamp"] for e in tx_events]
+        assert stamps == sorted(stamps)
