@@ -24,7 +24,7 @@ from agent.config import AgentConfig, ConfigError, OcppVersion, load_config
 from agent.diag.bundle import write_bundle
 from agent.errors import AgentError
 from agent.hardware import ConnectorDevices, Hardware
-from agent.link import Link, LinkSettings
+from agent.link import SUBPROTOCOLS, Link, LinkSettings
 from agent.ocpp.v16.journal import V16Journal
 from agent.ocpp.v16.keys import OcppKeys
 from agent.ocpp.v16.profiles import stored_profiles
@@ -52,6 +52,9 @@ DC_VOLTAGE_BOUND_V = 1000.0  # CCS DC voltages reach 1000 V: the plausibility bo
 EXIT_CONFIG = 2
 EXIT_HARDWARE = 3
 EXIT_STORE = 4
+EXIT_SWITCH_VERSION = -1  # serve() ends to start again in the configured OCPP version (never a process exit code)
+DRAIN_POLL_S = 1.0  # how often a version switch looks whether the old version's queue is empty
+DRAIN_REFUSALS = 3  # refusals of the old subprotocol in a row before its queued messages become dead letters
 
 
 def setup_logging(cfg: AgentConfig | None, verbose: bool) -> None:
@@ -288,10 +291,13 @@ async def serve(cfg: AgentConfig) -> int:
         return EXIT_HARDWARE
     keys: GuardedConfig
     connection: Callable[[Agent, Any, Callable[[], None]], Session]
-    if cfg.backoffice.ocpp_version is OcppVersion.V201:
+    configured = str(cfg.backoffice.ocpp_version)
+    version = version_to_drain(store, configured) or configured
+    if version == OcppVersion.V201.value:
         agent, keys, connection = _build_v201(cfg, store, hw)
     else:
         agent, keys, connection = _build_v16(cfg, store, hw)
+    store.set_protocol_in_use(version)
     agent.recovery_note = recovery
     loop = asyncio.get_running_loop()
     exit_future: asyncio.Future[int] = loop.create_future()
@@ -318,7 +324,7 @@ async def serve(cfg: AgentConfig) -> int:
         LinkSettings(
             url=cfg.backoffice.url, charge_point_id=cfg.charge_point.id,
             # WebSocketPingInterval as the keys hold it: a value set over OCPP survives restarts
-            ocpp_version=str(cfg.backoffice.ocpp_version),
+            ocpp_version=version,
             ping_interval_s=float(keys.get_int("WebSocketPingInterval", round(cfg.backoffice.ping_interval_s))),
             reconnect_min_s=cfg.backoffice.reconnect_min_s, reconnect_max_s=cfg.backoffice.reconnect_max_s,
         ),
@@ -326,6 +332,9 @@ async def serve(cfg: AgentConfig) -> int:
         hooks=security,
     )
     security.attach_link(link)
+    switch = VersionSwitch(agent, store, version, configured, exit_future) if version != configured else None
+    if switch is not None:
+        link.on_refused = switch.refused
 
     def key_changed(key: str) -> None:
         if key == "WebSocketPingInterval":
@@ -350,6 +359,8 @@ async def serve(cfg: AgentConfig) -> int:
     ]
     if diag is not None:
         tasks.append(asyncio.create_task(diag.run(), name="diag"))
+    if switch is not None:
+        tasks.append(asyncio.create_task(switch.run(), name="version-switch"))
     LOGGER.info("evse-agent %s started for %s", cfg.charge_point.firmware_version, cfg.charge_point.id)
     try:
         waiters: list[asyncio.Future[Any]] = [exit_future, *tasks]
@@ -385,6 +396,67 @@ async def serve(cfg: AgentConfig) -> int:
         LOGGER.info("stopped")
 
 
+async def serve_until_stopped(cfg: AgentConfig) -> int:
+    """serve(), again after a switch of OCPP version; the process exit code."""
+    while (code := await serve(cfg)) == EXIT_SWITCH_VERSION:
+        LOGGER.info("restarting in OCPP %s", cfg.backoffice.ocpp_version)
+    return code
+
+
+def version_to_drain(store: Store, configured: str) -> str | None:
+    """The OCPP version still holding queued messages, or transactions it began, when the config names
+    another one (else None): that version must finish them before the new one speaks."""
+    others = [p for p, n in store.pending_protocols().items() if n and p != configured and p in SUBPROTOCOLS]
+    if others:
+        return sorted(others)[0]
+    last = store.protocol_in_use()
+    if last is not None and last != configured and last in SUBPROTOCOLS and store.unfinished_transactions():
+        return last  # a transaction open at a power cut ends in the words it began in
+    return None
+
+
+class VersionSwitch:
+    """A charger switched OCPP version with messages still queued: the old version runs until its queue is
+    sent (then serve() starts again in the new one), or, when the back office refuses the old subprotocol,
+    its messages become dead letters with the reason. Nothing is converted, nothing is dropped."""
+
+    def __init__(self, agent: Agent, store: Store, old: str, new: str, exit_future: asyncio.Future[int]) -> None:
+        self.agent = agent
+        self.store = store
+        self.old = old
+        self.new = new
+        self.exit_future = exit_future
+        self.refusals = 0
+        self.refusal: str | None = None
+        LOGGER.warning("OCPP version is now %s, %d messages are queued in %s: sending them in %s first",
+                       new, store.pending_protocols().get(old, 0), old, old)
+
+    def refused(self, reason: str) -> None:
+        """The link could not agree on the old version's subprotocol."""
+        self.refusals += 1
+        if self.refusals >= DRAIN_REFUSALS:
+            self.refusal = reason
+
+    def _idle(self) -> bool:
+        return all(self.agent.core.session(cid) is None for cid in self.agent.connectors)
+
+    async def run(self) -> None:
+        """Watch the old version's queue; switch when it is empty (or refused) and no transaction runs."""
+        while not self.exit_future.done():
+            await asyncio.sleep(DRAIN_POLL_S)
+            if not self._idle():
+                continue  # a transaction begun in the old version ends in it
+            if self.refusal is not None:
+                moved = self.store.dead_letter_protocol(
+                    self.old, f"queued for OCPP {self.old}; the back office does not speak it ({self.refusal})")
+                LOGGER.error("the back office refuses OCPP %s: %d queued messages kept as dead letters",
+                             self.old, moved)
+            elif self.store.pending_protocols().get(self.old):
+                continue
+            LOGGER.warning("the OCPP %s queue is done: starting OCPP %s", self.old, self.new)
+            self.exit_future.set_result(EXIT_SWITCH_VERSION)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The evse-agent command line."""
     parser = argparse.ArgumentParser(prog="evse-agent", description="EV charge point agent (OCPP 1.6J).")
@@ -411,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     setup_logging(cfg, args.verbose)
     try:
-        return asyncio.run(serve(cfg))
+        return asyncio.run(serve_until_stopped(cfg))
     except KeyboardInterrupt:
         return 130
 

@@ -86,10 +86,13 @@ class LinkHooks(Protocol):
 class Link:
     """Keeps one websocket to the back office open and runs `session(ws)` on each connection."""
 
-    def __init__(self, settings: LinkSettings, session: Session, hooks: LinkHooks | None = None) -> None:
+    def __init__(self, settings: LinkSettings, session: Session, hooks: LinkHooks | None = None,
+                 on_refused: Callable[[str], None] | None = None) -> None:
         self.base_settings = settings
         self.settings = settings
         self.hooks = hooks
+        # told when the back office will not speak this OCPP version (no subprotocol agreed, or HTTP 400)
+        self.on_refused = on_refused
         self._session = session
         self.connected = asyncio.Event()
         self.connects = 0
@@ -142,6 +145,8 @@ class Link:
                         self.last_error = f"back office did not accept subprotocol {subprotocol}"
                         LOGGER.error("%s", self.last_error)
                         await ws.close(code=1002, reason="subprotocol")
+                        if self.on_refused is not None:
+                            self.on_refused(self.last_error)
                     else:
                         self._ws = ws
                         self.connects += 1
@@ -165,6 +170,9 @@ class Link:
                 self.last_error = f"handshake refused: HTTP {err.response.status_code}"
                 LOGGER.warning("back office refused the connection: HTTP %s", err.response.status_code)
                 self._failed(err, handshake_done)
+                # websockets servers answer a subprotocol they do not serve with 400 Bad Request
+                if err.response.status_code == 400 and self.on_refused is not None:
+                    self.on_refused(f"handshake for {subprotocol} refused: HTTP 400")
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError, EOFError) as err:
                 self.last_error = f"{type(err).__name__}: {err}"
                 LOGGER.warning("cannot reach the back office: %s", self.last_error)

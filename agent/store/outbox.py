@@ -374,6 +374,20 @@ class OutboxMixin(Db):
             )
         return dead
 
+    def pending_protocols(self) -> dict[str, int]:
+        """How many queued messages each OCPP version has (a charger switched version may hold both)."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT protocol, COUNT(*) FROM outbox GROUP BY protocol").fetchall()
+        return {str(protocol): int(count) for protocol, count in rows}
+
+    def dead_letter_protocol(self, protocol: str, reason: str) -> int:
+        """Move every queued message of one OCPP version to dead letters with the reason; how many moved."""
+        with self._read() as conn:
+            ids = [int(r[0]) for r in conn.execute("SELECT id FROM outbox WHERE protocol = ? ORDER BY id",
+                                                   (protocol,))]
+        # one message per commit, as any failure is recorded: a power cut in the middle leaves the rest queued
+        return sum(self.record_failure(i, reason, max_attempts=1, retry_interval_s=0.0, now=0.0) for i in ids)
+
     def pending_count(self) -> int:
         """Messages waiting in the outbox (dead letters excluded)."""
         with self._read() as conn:

@@ -36,6 +36,18 @@ class SettingsMixin(Db):
         with self._read() as conn:
             return {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM config ORDER BY key")}
 
+    def protocol_in_use(self) -> str | None:
+        """The OCPP version the agent last ran with on this database (None before it was recorded)."""
+        with self._read() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'ocpp_version'").fetchone()
+        return None if row is None else str(row[0])
+
+    def set_protocol_in_use(self, version: str) -> None:
+        """Record the OCPP version this run speaks (a later switch knows which version open transactions began in)."""
+        with self._write() as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('ocpp_version', ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (version,))
+
     # ------------------------------------------------------------------ charging profiles
 
     def profile_put(self, connector_id: int, profile: dict[str, Any]) -> None:

@@ -786,3 +786,21 @@ def test_every_transaction_has_a_station_id_that_a_new_database_never_repeats(tm
     with Store(old) as migrated:
         ids = [t.station_tx_id for t in migrated.unfinished_transactions()]
         assert len(ids) == 2 and len(set(ids)) == 2 and all(len(i) == 32 for i in ids)
+
+
+def test_queued_messages_per_protocol_and_one_version_moved_to_dead_letters(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.db")
+    try:
+        for protocol in ("1.6", "1.6", "2.0.1"):
+            store.enqueue("DataTransfer", {"vendorId": "x"}, wall_time=1.0, monotonic=1.0, clock_trusted=True,
+                          protocol=protocol)
+        assert store.pending_protocols() == {"1.6": 2, "2.0.1": 1}
+        assert store.dead_letter_protocol("1.6", "the back office does not speak it") == 2
+        assert store.pending_protocols() == {"2.0.1": 1}
+        reason = "the back office does not speak it"
+        assert [(d.protocol, d.error) for d in store.dead_letters()] == [("1.6", reason)] * 2
+        assert store.protocol_in_use() is None
+        store.set_protocol_in_use("2.0.1")
+        assert store.protocol_in_use() == "2.0.1"
+    finally:
+        store.close()
