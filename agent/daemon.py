@@ -198,6 +198,7 @@ def _build_v201(cfg: AgentConfig, store: Store, hw: Hardware
     from agent.ocpp.v201.connection import V201Connection, evse_numbering
     from agent.ocpp.v201.device_model import DeviceModel
     from agent.ocpp.v201.journal import V201Journal
+    from agent.ocpp.v201.profiles import stored_profiles as v201_stored_profiles
 
     model = DeviceModel(cfg, store)
     if cfg.ocpp:
@@ -207,8 +208,7 @@ def _build_v201(cfg: AgentConfig, store: Store, hw: Hardware
                        ", ".join(sorted(cfg.ocpp)))
     numbering: dict[int, tuple[int, int]] = {}
     journal = V201Journal(store, model, evse_of=lambda cid: numbering.get(cid, (cid, 1)))
-    # 1.6 profiles in the store are not read: the 2.0.1 profile codec is not part of this step
-    agent = Agent(cfg, store, hw, model, journal, model)
+    agent = Agent(cfg, store, hw, model, journal, model, profiles=v201_stored_profiles(store))  # 2.0.1 codec
     numbering.update(evse_numbering(agent.core.evses))
 
     def keep_interval(seconds: int) -> None:

@@ -26,6 +26,7 @@ from agent.ocpp.routing import FrameGuard
 from agent.ocpp.v201.handler_base import DeviceModelPort, HandlerBase
 from agent.ocpp.v201.journal import V201Journal
 from agent.ocpp.v201.monitoring import MonitoringHandlers
+from agent.ocpp.v201.profiles import ProfileError
 from agent.ocpp.v201.reservations import ReservationHandlers
 from agent.ocpp.v201.security import SecurityHandlers
 from agent.ocpp.v201.services import ServiceHandlers
@@ -87,7 +88,8 @@ class V201ChargePoint(SmartChargingHandlers, ServiceHandlers, SecurityHandlers, 
 
     @on(Action.request_start_transaction)
     def on_request_start_transaction(self, id_token: dict[str, Any], remote_start_id: int,
-                                     evse_id: int | None = None, **_: Any) -> Any:
+                                     evse_id: int | None = None, charging_profile: dict[str, Any] | None = None,
+                                     **_: Any) -> Any:
         if self.boot_pending:
             return call_result.RequestStartTransaction(status="Rejected")
         if evse_id is not None:
@@ -97,8 +99,13 @@ class V201ChargePoint(SmartChargingHandlers, ServiceHandlers, SecurityHandlers, 
             connector_id: int | None = ids[0]
         else:
             connector_id = None
-        result, outs = self.agent.core.remote_start(ev.RemoteStart(connector_id, str(id_token["id_token"])),
-                                                    self.agent.now(), time.monotonic())
+        try:  # K05: a TxProfile for the transaction this start makes
+            tx_profile, raw_profile = self.remote_start_profile(charging_profile, connector_id)
+        except ProfileError as err:
+            LOGGER.warning("RequestStartTransaction %d rejected, chargingProfile: %s", remote_start_id, err)
+            return call_result.RequestStartTransaction(status="Rejected", status_info=err.status_info())
+        result, outs = self.agent.core.remote_start(
+            ev.RemoteStart(connector_id, str(id_token["id_token"]), tx_profile), self.agent.now(), time.monotonic())
         self.agent.execute(outs)
         transaction_id = None
         if connector_id is not None and (session := self.agent.core.session(connector_id)) is not None:
@@ -107,6 +114,8 @@ class V201ChargePoint(SmartChargingHandlers, ServiceHandlers, SecurityHandlers, 
         journal = self.agent.journal
         if result is ev.RemoteStartResult.ACCEPTED and transaction_id is None and isinstance(journal, V201Journal):
             journal.remote_start(connector_id, remote_start_id)
+        if result is ev.RemoteStartResult.ACCEPTED:
+            self.remember_remote_start_profile(connector_id, raw_profile)
         LOGGER.info("RequestStartTransaction %d for evse %s: %s", remote_start_id, evse_id, result.value)
         return call_result.RequestStartTransaction(status=result.value, transaction_id=transaction_id)
 
