@@ -49,6 +49,7 @@ class TxStarted:
     meter_start_wh: float
     timestamp: float
     reservation_id: int | None = None
+    begin: Sample | None = None  # the reading at the start, for the measurands a start message carries
 
 
 @dataclass(frozen=True, slots=True)

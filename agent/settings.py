@@ -50,11 +50,17 @@ class Settings:
     aligned_measurands: tuple[str, ...] = ("Energy.Active.Import.Register",)
     ended_sampled_measurands: tuple[str, ...] = ()  # kept for the transaction's end message
     ended_aligned_measurands: tuple[str, ...] = ()
+    started_measurands: tuple[str, ...] = ("Energy.Active.Import.Register",)  # in the start message (2.0.1)
+    # how often values are kept for the end message: None = at every sample of the kind (1.6 StopTxn*Data),
+    # 0 = none between the start and the end (2.0.1 TxEndedInterval)
+    ended_sample_interval_s: int | None = None
+    ended_aligned_interval_s: int | None = None
     # the back-office connection
     heartbeat_interval_s: float = 300.0
     message_attempts: int = 3  # CALLERRORs before a transaction message becomes a dead letter
     message_retry_interval_s: float = 60.0
     websocket_ping_interval_s: float | None = None  # None: the config file's value
+    message_timeout_s: float | None = None  # a call unanswered this long failed; None: the config file's value
 
 
 def parse_csl(value: str) -> list[str]:

@@ -79,6 +79,7 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         self.exit_requested: asyncio.Future[int] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._next_aligned: float | None = None
+        self._next_end_aligned: float | None = None
         self.settings_source.subscribe(self._on_settings_changed)
         self.settings_source.add_measurand_check(self.unprovidable)
         self.recovery_note: str | None = None  # set when a damaged state database was replaced at start
@@ -139,6 +140,13 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
                 state.next_sample_mono = soonest if due is None else min(due, soonest)
         if "aligned_interval_s" in changed:
             self._next_aligned = None
+        if "ended_aligned_interval_s" in changed:
+            self._next_end_aligned = None
+        if "ended_sample_interval_s" in changed:
+            ended = self.settings.ended_sample_interval_s
+            for connector_id, state in self.connectors.items():
+                running = self.core.session(connector_id) is not None
+                state.next_end_sample_mono = time.monotonic() + ended if ended and running else None
 
     def _persisted_availability(self) -> dict[int, bool]:
         ids = [0, *self.connectors]

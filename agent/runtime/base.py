@@ -77,6 +77,7 @@ class ConnectorState:
     reading: MeterReading | None = None
     soc_pct: float | None = None
     next_sample_mono: float | None = None
+    next_end_sample_mono: float | None = None  # the next value kept for the end message (its own interval)
     stop_recorded: asyncio.Future[None] | None = None  # set while a stop waits for its final meter read
     actuator: asyncio.Queue[_Queued | _Barrier] = field(default_factory=asyncio.Queue)
 
@@ -135,6 +136,7 @@ class AgentBase:
     _wall_minus_mono: float
     _next_clock_check: float
     _next_aligned: float | None
+    _next_end_aligned: float | None
     _deferred: collections.deque[_Deferred]
     disk_full_since: float | None
     deferred_dropped: int

@@ -107,9 +107,12 @@ class MeteringMixin(DurableWritesMixin):
         # queued after that instant's sample, so each transaction's MeterValues stay in time order.
         now = self.now()
         self._aligned(now)
+        self._aligned_for_end(now)
         mono = time.monotonic()
         settings = self.settings
         stop_sampled = settings.ended_sampled_measurands
+        if stop_sampled and settings.ended_sample_interval_s:
+            self._sampled_for_end(now, mono)
         for connector_id, state in self.connectors.items():
             session = self.core.session(connector_id)
             if session is None or state.next_sample_mono is None or mono + SAMPLE_SLACK_S < state.next_sample_mono:
@@ -122,11 +125,43 @@ class MeteringMixin(DurableWritesMixin):
                 continue  # never republish an old value with a new time
             sample = self.sample_of(connector_id)
             self.queue_sample(connector_id, session.local_tx_id, sample, SampleTrigger.PERIODIC, now)
-            if stop_sampled:
+            if stop_sampled and settings.ended_sample_interval_s is None:
                 self._keep_for_end(session.local_tx_id, sample, SampleTrigger.PERIODIC, now)
             self._durable(f"meter of transaction {session.local_tx_id}", functools.partial(
                 self.store.update_transaction_meter, session.local_tx_id, state.reading.energy_import_wh, now),
                 thinnable=True)
+
+    def _sampled_for_end(self, now: float, mono: float) -> None:
+        """Values for the end message at their own interval (2.0.1 SampledDataCtrlr.TxEndedInterval)."""
+        interval = self.settings.ended_sample_interval_s or 0
+        for connector_id, state in self.connectors.items():
+            session = self.core.session(connector_id)
+            due = state.next_end_sample_mono
+            if session is None or due is None or mono + SAMPLE_SLACK_S < due:
+                continue
+            state.next_end_sample_mono = due + interval if due + interval > mono else mono + interval
+            if state.reading is None or state.reading.stale:
+                continue
+            self._keep_for_end(session.local_tx_id, self.sample_of(connector_id), SampleTrigger.PERIODIC, now)
+
+    def _aligned_for_end(self, now: float) -> None:
+        """Clock-aligned values for the end message at their own interval (AlignedDataCtrlr.TxEndedInterval)."""
+        interval = self.settings.ended_aligned_interval_s
+        if not interval or not self.settings.ended_aligned_measurands:
+            self._next_end_aligned = None
+            return
+        if self._next_end_aligned is None:
+            self._next_end_aligned = next_aligned(now, interval)
+            return
+        if now < self._next_end_aligned:
+            return
+        self._next_end_aligned = next_aligned(now, interval)
+        instant = self._next_end_aligned - interval
+        for connector_id, state in self.connectors.items():
+            session = self.core.session(connector_id)
+            if session is None or session.start_wall > instant or state.reading is None or state.reading.stale:
+                continue
+            self._keep_for_end(session.local_tx_id, self.sample_of(connector_id), SampleTrigger.CLOCK, instant)
 
     def _aligned(self, now: float) -> None:
         interval = self.settings.aligned_interval_s
@@ -154,7 +189,7 @@ class MeteringMixin(DurableWritesMixin):
             sample = self.sample_of(connector_id)
             if session is not None:
                 self.queue_sample(connector_id, session.local_tx_id, sample, SampleTrigger.CLOCK, instant)
-                if stop_aligned:
+                if stop_aligned and self.settings.ended_aligned_interval_s is None:
                     self._keep_for_end(session.local_tx_id, sample, SampleTrigger.CLOCK, instant)
             elif self.link_session is not None:
                 # Not transaction-related: sent when online, never queued.

@@ -65,13 +65,15 @@ class TransactionsMixin(MeteringMixin, AuthorizationMixin):
         if not self.flush_deferred():
             # the disk is full: no energy without a durable start (the records waiting in memory go first)
             raise DiskFull(str(self.store.path), f"{len(self._deferred)} records wait in memory")
+        begin = self.sample_of(out.connector_id, meter_start_wh)
         self.journal.started(TxStarted(out.local_tx_id, out.connector_id, out.id_tag, meter_start_wh,
-                                       out.timestamp, out.reservation_id), self.stamp())
-        self.queue_sample(out.connector_id, out.local_tx_id, self.sample_of(out.connector_id, meter_start_wh),
-                          SampleTrigger.BEGIN, out.timestamp)
+                                       out.timestamp, out.reservation_id, begin), self.stamp())
+        self.queue_sample(out.connector_id, out.local_tx_id, begin, SampleTrigger.BEGIN, out.timestamp)
         interval = self.settings.sample_interval_s
         state = self.connectors[out.connector_id]
         state.next_sample_mono = time.monotonic() + interval if interval > 0 else None
+        ended = self.settings.ended_sample_interval_s
+        state.next_end_sample_mono = time.monotonic() + ended if ended else None
         self._outbox_changed()
 
     def _start_failed(self, out: ev.TransactionStarted) -> None:
@@ -104,6 +106,7 @@ class TransactionsMixin(MeteringMixin, AuthorizationMixin):
         state = self.connectors[out.connector_id]
         state.actuator.put_nowait(_Barrier(barrier, recorded))
         state.next_sample_mono = None
+        state.next_end_sample_mono = None
         state.stop_recorded = recorded
         task = self._spawn(self._finish_stop(out, barrier), f"stop-{out.local_tx_id}")
         # whatever happens in the task (even an error), the connector is released and a waiting start goes on

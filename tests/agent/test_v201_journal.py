@@ -241,3 +241,26 @@ def test_answers_are_acked_without_rewriting_and_dead_events_name_no_id(tmp_path
     assert j.id_when_dead(msg) is None
     j.confirm(msg, {"idTokenInfo": {"status": "Accepted"}})
     assert store.pending() == []
+
+
+def test_j02_the_started_event_carries_the_tx_started_measurands(tmp_path: Path) -> None:
+    j, store = journal(tmp_path, started_measurands=("Energy.Active.Import.Register", "Power.Active.Import",
+                                                     "Current.Import"))
+    tx = store.reserve_tx_id(T0, 10.0)
+    j.started(TxStarted(tx, 1, "CARD", 1234.9, T0, begin=sample(1300.0, power_w=6900.0)), STAMP)
+    (started,) = events(store)
+    values = started["meterValue"][0]["sampledValue"]
+    energy = [v for v in values if v.get("measurand", "Energy.Active.Import.Register") ==
+              "Energy.Active.Import.Register"]
+    # the register is meterStart itself (what the bill starts from), not the sample's
+    assert [v["value"] for v in energy] == [1234]
+    assert {v["measurand"] for v in values if "measurand" in v} >= {"Power.Active.Import", "Current.Import"}
+    power = next(v for v in values if v.get("measurand") == "Power.Active.Import")
+    assert power["value"] == 6900 and power["context"] == "Transaction.Begin"
+
+
+def test_j02_only_the_energy_register_without_a_begin_sample(tmp_path: Path) -> None:
+    j, store = journal(tmp_path, started_measurands=("Energy.Active.Import.Register", "Power.Active.Import"))
+    start(j, store)
+    (started,) = events(store)
+    assert len(started["meterValue"][0]["sampledValue"]) == 1

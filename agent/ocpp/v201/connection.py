@@ -61,7 +61,8 @@ class V201Adapter:
         self.keep_interval = keep_interval
         self.evses = evse_numbering(agent.core.evses)
         self._cp = V201ChargePoint(agent.config.charge_point.id, ws, agent, session,
-                                   agent.config.backoffice.response_timeout_s, device_model, self.evses)
+                                   agent.settings.message_timeout_s or agent.config.backoffice.response_timeout_s,
+                                   device_model, self.evses)
 
     @property
     def cp(self) -> V201ChargePoint:

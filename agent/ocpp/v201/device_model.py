@@ -179,7 +179,7 @@ CATALOGUE: tuple[VariableSpec, ...] = (
     # OCPPCommCtrlr
     _v("OCPPCommCtrlr", "HeartbeatInterval", _I, "300", unit="s", min_limit=1, setting="heartbeat_interval_s"),
     _v("OCPPCommCtrlr", "MessageTimeout", _I, "30", unit="s", min_limit=1, variable_instance="Default",
-       reboot_required=True),  # the link reads its response timeout when it connects
+       reboot_required=True, setting="message_timeout_s"),  # read when a connection opens
     _v("OCPPCommCtrlr", "MessageAttempts", _I, "3", min_limit=1, variable_instance="TransactionEvent",
        setting="message_attempts"),
     _v("OCPPCommCtrlr", "MessageAttemptInterval", _I, "60", unit="s", min_limit=0,
@@ -202,17 +202,17 @@ CATALOGUE: tuple[VariableSpec, ...] = (
     _v("TxCtrlr", "MaxEnergyOnInvalidId", _I, "0", unit="Wh", min_limit=0, setting="max_energy_on_invalid_id_wh"),
     # SampledDataCtrlr
     _v("SampledDataCtrlr", "Enabled", _B, "true"),  # false: no periodic samples in transactions (mapping below)
-    _v("SampledDataCtrlr", "TxStartedMeasurands", default=_ENERGY, **_MEAS),  # no Settings field yet
+    _v("SampledDataCtrlr", "TxStartedMeasurands", default=_ENERGY, setting="started_measurands", **_MEAS),
     _v("SampledDataCtrlr", "TxUpdatedMeasurands", default=_ENERGY, setting="sampled_measurands", **_MEAS),
     _v("SampledDataCtrlr", "TxUpdatedInterval", _I, "60", unit="s", min_limit=0, setting="sample_interval_s"),
     _v("SampledDataCtrlr", "TxEndedMeasurands", default="", setting="ended_sampled_measurands", **_MEAS),
-    _v("SampledDataCtrlr", "TxEndedInterval", _I, "0", unit="s", min_limit=0),  # no Settings field yet
+    _v("SampledDataCtrlr", "TxEndedInterval", _I, "0", unit="s", min_limit=0, setting="ended_sample_interval_s"),
     # AlignedDataCtrlr
     _v("AlignedDataCtrlr", "Enabled", _B, "true"),
     _v("AlignedDataCtrlr", "Interval", _I, "0", unit="s", min_limit=0, setting="aligned_interval_s"),
     _v("AlignedDataCtrlr", "Measurands", default=_ENERGY, setting="aligned_measurands", **_MEAS),
     _v("AlignedDataCtrlr", "TxEndedMeasurands", default="", setting="ended_aligned_measurands", **_MEAS),
-    _v("AlignedDataCtrlr", "TxEndedInterval", _I, "0", unit="s", min_limit=0),  # no Settings field yet
+    _v("AlignedDataCtrlr", "TxEndedInterval", _I, "0", unit="s", min_limit=0, setting="ended_aligned_interval_s"),
     # AuthCtrlr
     _v("AuthCtrlr", "Enabled", _B, "true", mutability=_RO),  # false would mean free vend: no Settings field yet
     _v("AuthCtrlr", "LocalPreAuthorize", _B, "false", setting="local_pre_authorize"),
@@ -221,7 +221,8 @@ CATALOGUE: tuple[VariableSpec, ...] = (
     _v("AuthCtrlr", "AuthorizeRemoteStart", _B, "false", setting="authorize_remote_tx_requests"),
     # AuthCacheCtrlr
     _v("AuthCacheCtrlr", "Enabled", _B, "true", setting="auth_cache_enabled"),
-    _v("AuthCacheCtrlr", "LifeTime", _I, "86400", unit="s", min_limit=0),  # no Settings field yet
+    # not applied yet: the cache keeps no time of last use, and an expiry would read as Expired, not as unknown
+    _v("AuthCacheCtrlr", "LifeTime", _I, "86400", unit="s", min_limit=0),
     _v("AuthCacheCtrlr", "Storage", _I, "1000000", unit="B", mutability=_RO, constant=True),  # uncertain size
     # Uncertain: the store's eviction order is taken to be least recently used; LFU/FIFO/CUSTOM are not offered.
     _v("AuthCacheCtrlr", "Policy", DataType.OPTION_LIST, "LRU", values_list=("LRU",)),
@@ -475,6 +476,11 @@ class DeviceModel(PublishedSettings):
             if sampled else (),
             ended_aligned_measurands=tuple(parse_csl(self.get_str("AlignedDataCtrlr.TxEndedMeasurands")))
             if aligned else (),
+            started_measurands=tuple(parse_csl(self.get_str("SampledDataCtrlr.TxStartedMeasurands")))
+            if sampled else (_ENERGY,),
+            ended_sample_interval_s=self.get_int("SampledDataCtrlr.TxEndedInterval", 0),
+            ended_aligned_interval_s=self.get_int("AlignedDataCtrlr.TxEndedInterval", 0),
+            message_timeout_s=float(self.get_int("OCPPCommCtrlr.MessageTimeout[Default]", 30)),
             heartbeat_interval_s=float(self.get_int("OCPPCommCtrlr.HeartbeatInterval", 300)),
             message_attempts=self.get_int("OCPPCommCtrlr.MessageAttempts[TransactionEvent]", 3),
             message_retry_interval_s=float(self.get_int("OCPPCommCtrlr.MessageAttemptInterval[TransactionEvent]", 60)),

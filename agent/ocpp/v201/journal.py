@@ -139,8 +139,13 @@ class V201Journal:
         payload = self._event("Started", tx.local_tx_id, tx.connector_id, trigger, tx.timestamp, stamp,
                               chargingState="EVConnected", remoteStartId=remote_start_id)
         payload["idToken"] = {"idToken": tx.id_tag, "type": token_type}
-        # the begin reading the bill starts from (Transaction.Begin)
-        payload["meterValue"] = [energy_value(tx.meter_start_wh, CONTEXTS[SampleTrigger.BEGIN], tx.timestamp)]
+        # the begin reading the bill starts from (Transaction.Begin), with the other TxStartedMeasurands
+        begin = energy_value(tx.meter_start_wh, CONTEXTS[SampleTrigger.BEGIN], tx.timestamp)
+        measurands = [m for m in self.settings.current().started_measurands if m != ENERGY]
+        if tx.begin is not None and measurands:
+            begin["sampledValue"] += meter_value(tx.begin, measurands, CONTEXTS[SampleTrigger.BEGIN],
+                                                 tx.timestamp)["sampledValue"]
+        payload["meterValue"] = [begin]
         if tx.reservation_id is not None:
             payload["reservationId"] = tx.reservation_id
         self.store.begin_transaction(
