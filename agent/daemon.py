@@ -195,6 +195,7 @@ def _build_v201(cfg: AgentConfig, store: Store, hw: Hardware
     from agent.ocpp.v201.connection import V201Connection, evse_numbering
     from agent.ocpp.v201.device_model import DeviceModel
     from agent.ocpp.v201.journal import V201Journal
+    from agent.ocpp.v201.monitors import MonitorEngine
 
     model = DeviceModel(cfg, store)
     if cfg.ocpp:
@@ -207,6 +208,8 @@ def _build_v201(cfg: AgentConfig, store: Store, hw: Hardware
     # 1.6 profiles in the store are not read: the 2.0.1 profile codec is not part of this step
     agent = Agent(cfg, store, hw, model, journal, model)
     numbering.update(evse_numbering(agent.core.evses))
+    # N02-N08, G05: monitors and fault notifications, offline too; the task ends with the agent's others
+    agent._spawn(MonitorEngine(agent, model, numbering).run(), "monitors")
 
     def keep_interval(seconds: int) -> None:
         model.set_local("OCPPCommCtrlr.HeartbeatInterval", seconds)
