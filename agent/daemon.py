@@ -198,6 +198,7 @@ def _build_v201(cfg: AgentConfig, store: Store, hw: Hardware
     from agent.ocpp.v201.connection import V201Connection, evse_numbering
     from agent.ocpp.v201.device_model import DeviceModel
     from agent.ocpp.v201.journal import V201Journal
+    from agent.ocpp.v201.monitors import MonitorEngine
     from agent.ocpp.v201.profiles import stored_profiles as v201_stored_profiles
 
     model = DeviceModel(cfg, store)
@@ -210,6 +211,8 @@ def _build_v201(cfg: AgentConfig, store: Store, hw: Hardware
     journal = V201Journal(store, model, evse_of=lambda cid: numbering.get(cid, (cid, 1)))
     agent = Agent(cfg, store, hw, model, journal, model, profiles=v201_stored_profiles(store))  # 2.0.1 codec
     numbering.update(evse_numbering(agent.core.evses))
+    # N02-N08, G05: monitors and fault notifications, offline too; the task ends with the agent's others
+    agent._spawn(MonitorEngine(agent, model, numbering).run(), "monitors")
 
     def keep_interval(seconds: int) -> None:
         model.set_local("OCPPCommCtrlr.HeartbeatInterval", seconds)

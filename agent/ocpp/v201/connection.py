@@ -22,6 +22,7 @@ from agent.ocpp.session import BootAnswer, Session
 from agent.ocpp.v201.chargepoint import DeviceModelPort, V201ChargePoint
 from agent.ocpp.v201.journal import measurands_for
 from agent.ocpp.v201.metering import CONTEXTS, meter_value
+from agent.ocpp.v201.monitors import engine_for
 from agent.ocpp.v201.statuses import connector_status
 from agent.ports import SampleTrigger
 from agent.store import OutboxMessage
@@ -96,6 +97,8 @@ class V201Adapter:
 
     def status_request(self, status: ev.StatusChanged) -> Any:
         """StatusNotification of one connector (its fault goes in NotifyEvent, not here)."""
+        if (monitors := engine_for(self.agent)) is not None:
+            monitors.wake()  # G05: its fault (or its end) goes out as NotifyEvent now, not at the next tick
         evse_id, connector_id = self.evses.get(status.connector_id, (status.connector_id, 1))
         return call.StatusNotification(timestamp=iso(status.timestamp or self.agent.now()),
                                        connector_status=connector_status(status.status), evse_id=evse_id,

@@ -169,6 +169,7 @@ MEASURANDS = (
 )
 AVAILABILITY_STATES = ("Available", "Occupied", "Reserved", "Unavailable", "Faulted")
 TIME_SOURCES = ("Heartbeat", "NTP", "GPS", "RealTimeClock", "MobileNetwork", "RadioTimeTransmitter")
+MONITORING_BASES = ("All", "FactoryDefault", "HardWiredOnly")
 NETWORK_SLOTS = ("0", "1", "2")  # configuration slots SetNetworkProfile may fill; slot 0 is the config file's
 _MEAS: dict[str, Any] = {"data_type": DataType.MEMBER_LIST, "values_list": MEASURANDS, "max_limit": 1000}
 _ENERGY = "Energy.Active.Import.Register"
@@ -260,6 +261,16 @@ CATALOGUE: tuple[VariableSpec, ...] = (
     _v("SecurityCtrlr", "CertificateEntries", _I, "0", mutability=_RO, persistent=False),
     _v("SecurityCtrlr", "BasicAuthPassword", _S, None, mutability=_WO, min_limit=16, max_limit=40, secret=True),
     _v("SecurityCtrlr", "Identity", _S, "", mutability=_RO, constant=True, max_limit=48),
+    # MonitoringCtrlr (N02-N08, agent/ocpp/v201/monitors.py): the base and level are set by their own messages
+    _v("MonitoringCtrlr", "Enabled", _B, "true"),
+    *(_v("MonitoringCtrlr", "ItemsPerMessage", _I, "20", mutability=_RO, constant=True, variable_instance=inst)
+      for inst in ("ClearVariableMonitoring", "SetVariableMonitoring")),
+    *(_v("MonitoringCtrlr", "BytesPerMessage", _I, "16384", mutability=_RO, constant=True, variable_instance=inst)
+      for inst in ("ClearVariableMonitoring", "SetVariableMonitoring")),
+    _v("MonitoringCtrlr", "OfflineQueuingSeverity", _I, "3", min_limit=0, max_limit=9),  # up to Critical
+    _v("MonitoringCtrlr", "ActiveMonitoringBase", DataType.OPTION_LIST, "FactoryDefault", mutability=_RO,
+       values_list=MONITORING_BASES),
+    _v("MonitoringCtrlr", "ActiveMonitoringLevel", _I, "9", min_limit=0, max_limit=9),
 )
 
 
@@ -298,6 +309,26 @@ def station_variables(config: AgentConfig) -> list[VariableSpec]:
             _v("Connector", "AvailabilityState", default="Available", **state, **at_conn),
             _v("Connector", "Available", _B, "true", mutability=_RO, persistent=False, **at_conn),
         ]
+    return specs
+
+
+def measured_variables(config: AgentConfig) -> list[VariableSpec]:
+    """What the meters and controllers measure, per EVSE, as monitorable variables (values read live by
+    agent/ocpp/v201/monitors.py); EVSE.Power is in station_variables."""
+    # Uncertain: appendix 3 names Power on the EVSE; the meter's other quantities are put on a PowerMeter
+    # component of the EVSE (the component its faults are reported on) as Current, Voltage and Energy.
+    live: dict[str, Any] = {"mutability": _RO, "persistent": False, "supports_monitoring": True}
+    specs: list[VariableSpec] = []
+    for conn in config.connectors:
+        at: dict[str, Any] = {"evse_id": conn.id}
+        specs += [
+            _v("PowerMeter", "Current", _D, None, unit="A", **live, **at),  # the highest phase current
+            _v("PowerMeter", "Voltage", _D, None, unit="V", **live, **at),  # L1-N (AC) or the DC voltage
+            _v("PowerMeter", "Energy", _D, None, unit="Wh", **live, **at),  # the import register
+            _v("PowerMeter", "Problem", _B, "false", **live, **at),
+        ]
+        if conn.dc_controller is not None:
+            specs.append(_v("TemperatureSensor", "Temperature", _D, None, unit="Celsius", **live, **at))
     return specs
 
 
@@ -392,7 +423,7 @@ class DeviceModel(PublishedSettings):
         self._store = store
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
         self._specs: dict[str, VariableSpec] = {}
-        for spec in (*CATALOGUE, *station_variables(config)):
+        for spec in (*CATALOGUE, *station_variables(config), *measured_variables(config)):
             assert spec.key not in self._specs, spec.key
             self._specs[spec.key] = spec
         # values by (vocabulary name, attribute), in wire form
@@ -413,6 +444,8 @@ class DeviceModel(PublishedSettings):
         # each may refuse a change (returns a status) or let it go on (None): security, measurands...
         self.change_guards: list[Callable[[str, int | bool | str], str | None]] = []
         self.secret_setter: Callable[[str, str], str] | None = None
+        # Actual values measured now (power, availability...): vocabulary name -> reader (None: no value now)
+        self.live: dict[str, Callable[[], str | None]] = {}
         self._start_publishing()
 
     def _load(self, store: Store, file_profile: int) -> None:
@@ -504,6 +537,10 @@ class DeviceModel(PublishedSettings):
             return None
         if spec.variable == "DateTime" and spec.component == "ClockCtrlr":
             return self._now().isoformat().replace("+00:00", "Z")
+        reader = self.live.get(name) if attr is Attr.ACTUAL else None
+        if reader is not None:
+            measured = reader()
+            return None if measured is None else _typed(spec, measured)
         raw = self._values.get((name, attr))
         return None if raw is None else _typed(spec, raw)
 
@@ -697,6 +734,20 @@ class DeviceModel(PublishedSettings):
         generated_at = self._now().isoformat().replace("+00:00", "Z")
         return split_report(request_id, report_data, self.get_int("DeviceDataCtrlr.ItemsPerMessage[GetReport]", 50),
                             generated_at)
+
+    def lookup(self, component: Mapping[str, Any], variable: Mapping[str, Any]) -> tuple[VariableSpec | None, str]:
+        """The variable a wire-form component and variable name, or the status saying why there is none."""
+        spec, _, status = self._lookup(component, variable, None)
+        return spec, str(status)
+
+    def variables(self) -> list[VariableSpec]:
+        """Every variable of the model."""
+        return list(self._specs.values())
+
+    @staticmethod
+    def matches(spec: VariableSpec, cv: Mapping[str, Any]) -> bool:
+        """Whether a componentVariable item (a component alone: all its variables) names the variable."""
+        return DeviceModel._matches(spec, cv)
 
     @staticmethod
     def _matches(spec: VariableSpec, cv: Mapping[str, Any]) -> bool:
