@@ -195,6 +195,7 @@ def _build_v201(cfg: AgentConfig, store: Store, hw: Hardware
     from agent.ocpp.v201.connection import V201Connection, evse_numbering
     from agent.ocpp.v201.device_model import DeviceModel
     from agent.ocpp.v201.journal import V201Journal
+    from agent.ocpp.v201.reservations import reservation_reporter
 
     model = DeviceModel(cfg, store)
     if cfg.ocpp:
@@ -207,6 +208,12 @@ def _build_v201(cfg: AgentConfig, store: Store, hw: Hardware
     # 1.6 profiles in the store are not read: the 2.0.1 profile codec is not part of this step
     agent = Agent(cfg, store, hw, model, journal, model)
     numbering.update(evse_numbering(agent.core.evses))
+
+    def outbox_changed() -> None:
+        if agent.link_session is not None:
+            agent.link_session.outbox_changed()
+
+    agent.reservation_ended = reservation_reporter(store, outbox_changed)  # H04: an expiry reaches the office
 
     def keep_interval(seconds: int) -> None:
         model.set_local("OCPPCommCtrlr.HeartbeatInterval", seconds)
