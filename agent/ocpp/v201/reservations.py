@@ -137,16 +137,15 @@ class ReservationHandlers(HandlerBase):
     def on_customer_information(self, request_id: int, report: bool, clear: bool,
                                 id_token: dict[str, Any] | None = None, customer_identifier: str | None = None,
                                 customer_certificate: dict[str, Any] | None = None, **_: Any) -> Any:
-        if id_token is None and customer_identifier is None and customer_certificate is None:
-            return call_result.CustomerInformation(status="Invalid")  # names no customer
-        if not report and not clear:
-            return call_result.CustomerInformation(status="Invalid")  # asks for nothing
-        return call_result.CustomerInformation(status="Accepted")
+        valid = _customer_request_valid(report, clear, id_token, customer_identifier, customer_certificate)
+        return call_result.CustomerInformation(status="Accepted" if valid else "Invalid")
 
     @after(Action.customer_information)
     async def after_customer_information(self, request_id: int, report: bool, clear: bool,
-                                         id_token: dict[str, Any] | None = None, **_: Any) -> None:
-        if not report and not clear:
+                                         id_token: dict[str, Any] | None = None,
+                                         customer_identifier: str | None = None,
+                                         customer_certificate: dict[str, Any] | None = None, **_: Any) -> None:
+        if not _customer_request_valid(report, clear, id_token, customer_identifier, customer_certificate):
             return
         lines: list[str] = []
         token = str(id_token["id_token"]) if id_token else None
@@ -161,6 +160,13 @@ class ReservationHandlers(HandlerBase):
         # no customer identifiers or certificates are kept: a request naming only those finds nothing
         for part in notify_parts(request_id, lines, self.agent.now()):
             await self.conn.send_plain("NotifyCustomerInformation", part)
+
+
+def _customer_request_valid(report: bool, clear: bool, id_token: dict[str, Any] | None,
+                            customer_identifier: str | None, customer_certificate: dict[str, Any] | None) -> bool:
+    """A request that names a customer and asks for a report or a clear (anything else answers Invalid)."""
+    names_one = id_token is not None or customer_identifier is not None or customer_certificate is not None
+    return names_one and (report or clear)
 
 
 def _camel(cv: dict[str, Any]) -> dict[str, Any]:
