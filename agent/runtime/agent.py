@@ -117,6 +117,7 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
             local_authorize_offline=s.local_authorize_offline,
             allow_offline_tx_for_unknown_id=s.allow_offline_tx_for_unknown_id,
             authorize_remote_tx_requests=s.authorize_remote_tx_requests,
+            master_pass_group=s.master_pass_group_id,
             minimum_status_duration_s=s.minimum_status_duration_s,
             tx_start_point=s.tx_start_point,
             tx_stop_point=s.tx_stop_point,

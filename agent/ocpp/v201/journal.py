@@ -42,6 +42,7 @@ ENDED: dict[StopReason, tuple[str, str]] = {
     StopReason.SOFT_RESET: ("ResetCommand", "ImmediateReset"),  # 2.0.1 has one reset that ends transactions
     StopReason.UNLOCK_COMMAND: ("UnlockCommand", "Other"),  # 2.0.1 names no stoppedReason for an unlock
     StopReason.OTHER: ("AbnormalCondition", "Other"),
+    StopReason.MASTER_PASS: ("StopAuthorized", "MasterPass"),
 }
 
 SAMPLE_TRIGGERS = {
@@ -178,7 +179,7 @@ class V201Journal:
         trigger, stopped_reason = ENDED.get(tx.reason, ("AbnormalCondition", "Other"))
         payload = self._event("Ended", tx.local_tx_id, tx.connector_id, trigger, tx.timestamp, stamp,
                               stoppedReason=stopped_reason)
-        if tx.id_tag and tx.reason is StopReason.LOCAL:
+        if tx.id_tag and tx.reason in (StopReason.LOCAL, StopReason.MASTER_PASS):
             payload["idToken"] = {"idToken": tx.id_tag, "type": DEFAULT_TOKEN_TYPE}
         values = self._tx_data(tx.local_tx_id)
         end = energy_value(tx.meter_stop_wh, CONTEXTS[SampleTrigger.END], tx.timestamp)
