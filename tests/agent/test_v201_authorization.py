@@ -132,3 +132,21 @@ def test_c10_stop_tx_on_invalid_id_and_max_energy_reach_the_core(rig: Rig) -> No
     assert rig.device_model.change("TxCtrlr.MaxEnergyOnInvalidId", "500") == "Accepted"
     settings = rig.agent.core.settings
     assert settings.stop_transaction_on_invalid_id is False and settings.max_energy_on_invalid_id_wh == 500.0
+
+
+def test_c01_the_token_type_of_a_request_start_is_kept_in_the_started_event(rig: Rig) -> None:
+    assert rig.call("RequestStartTransaction", {"idToken": {"idToken": "EMAID1", "type": "eMAID"},
+                                                "remoteStartId": 3, "evseId": 1})["status"] == "Accepted"
+    assert [m for m in rig.store.pending() if m.action == "TransactionEvent"] == []
+
+    async def observe() -> None:
+        reading = await rig.meter.read()
+        rig.agent.connectors[1].reading = reading
+        rig.agent.feed(ev.MeterSample(1, reading.energy_import_wh, 0.0))
+
+    rig.loop.run_until_complete(observe())
+    feed(rig, ev.PlugChanged(1, True))
+    (started,) = [m.payload for m in rig.store.pending() if m.action == "TransactionEvent"]
+    jsonschema.validate(started, schema("TransactionEventRequest"))
+    assert started["idToken"] == {"idToken": "EMAID1", "type": "eMAID"}
+    assert started["transactionInfo"]["remoteStartId"] == 3
