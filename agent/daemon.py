@@ -200,6 +200,7 @@ def _build_v201(cfg: AgentConfig, store: Store, hw: Hardware
     from agent.ocpp.v201.journal import V201Journal
     from agent.ocpp.v201.monitors import MonitorEngine
     from agent.ocpp.v201.profiles import stored_profiles as v201_stored_profiles
+    from agent.ocpp.v201.reservations import reservation_reporter
 
     model = DeviceModel(cfg, store)
     if cfg.ocpp:
@@ -213,6 +214,12 @@ def _build_v201(cfg: AgentConfig, store: Store, hw: Hardware
     numbering.update(evse_numbering(agent.core.evses))
     # N02-N08, G05: monitors and fault notifications, offline too; the task ends with the agent's others
     agent._spawn(MonitorEngine(agent, model, numbering).run(), "monitors")
+
+    def outbox_changed() -> None:
+        if agent.link_session is not None:
+            agent.link_session.outbox_changed()
+
+    agent.reservation_ended = reservation_reporter(store, outbox_changed)  # H04: an expiry reaches the office
 
     def keep_interval(seconds: int) -> None:
         model.set_local("OCPPCommCtrlr.HeartbeatInterval", seconds)

@@ -34,6 +34,7 @@ class Settings:
     local_authorize_offline: bool = True
     allow_offline_tx_for_unknown_id: bool = False
     authorize_remote_tx_requests: bool = False
+    master_pass_group_id: str | None = None  # 2.0.1 AuthCtrlr.MasterPassGroupId (1.6 has no master pass)
     local_auth_list_enabled: bool = True
     auth_cache_enabled: bool = True
     minimum_status_duration_s: float = 0.0

@@ -144,6 +144,8 @@ class CoreSettings:
     local_authorize_offline: bool = True
     allow_offline_tx_for_unknown_id: bool = False
     authorize_remote_tx_requests: bool = False
+    # ids of this group (parent id) stop every transaction and start none (2.0.1 C16 master pass; None: no such)
+    master_pass_group: str | None = None
     free_vend_id: str | None = None  # set: a plug-in on any connector starts a transaction for this id
     minimum_status_duration_s: float = 0.0
     # when a transaction starts and stops (2.0.1's TxStartPoint/TxStopPoint names; 1.6: PowerPathClosed, i.e.
@@ -655,7 +657,7 @@ class ChargePointCore:
             return
         for c in candidates:
             if c.session is not None and c.session.id_tag == tag:
-                self._stop(c, StopReason.LOCAL, run)  # the same card again: no Authorize needed
+                self._stop(c, StopReason.LOCAL, run, by=tag)  # the same card again: no Authorize needed
                 return
         for c in candidates:
             if c.keep_locked_for == tag:
@@ -685,6 +687,9 @@ class ChargePointCore:
         if event.status is not AuthStatus.ACCEPTED and not stop_ok:
             run.out.append(AuthorizationRejected(intent.connector_id, tag, event.status))
             return
+        if parent is not None and parent == self.settings.master_pass_group:
+            self._master_pass(intent, tag, run)
+            return
         target = self.connectors.get(intent.connector_id) if intent.connector_id is not None else None
         if intent.kind is IntentKind.ANY:
             target = self._pick_for_any(tag, parent, may_stop=intent.source is not AuthSource.REMOTE)
@@ -702,7 +707,7 @@ class ChargePointCore:
             s = target.session
             # Only a card presented to stop may stop; a start that lost the race to another start is refused.
             if intent.kind is not IntentKind.START and same_group(s.id_tag, s.parent_id_tag, tag, parent):
-                self._stop(target, StopReason.LOCAL, run)
+                self._stop(target, StopReason.LOCAL, run, by=tag)
             else:
                 run.out.append(AuthorizationRejected(target.connector_id, tag, AuthStatus.INVALID))
             return
@@ -710,6 +715,16 @@ class ChargePointCore:
             run.out.append(AuthorizationRejected(target.connector_id, tag, AuthStatus.INVALID))
             return
         self._grant(target, tag, parent, intent.source, run)
+
+    def _master_pass(self, intent: Intent, tag: str, run: _Run) -> None:
+        """A master pass stops every running transaction (no screen to choose one) and starts none."""
+        running = [c for c in self.connectors.values() if c.session is not None]
+        if not running or intent.source is AuthSource.REMOTE:
+            LOGGER.info("master pass %s: nothing to stop; it starts no transaction", tag)
+            run.out.append(AuthorizationRejected(intent.connector_id, tag, AuthStatus.INVALID))
+            return
+        for c in running:
+            self._stop(c, StopReason.MASTER_PASS, run, by=tag)
 
     def _pick_for_any(self, tag: str, parent: str | None, *, may_stop: bool) -> Connector | None:
         """Shared reader: a plugged idle connector to start, else a transaction of the same group to stop."""
@@ -959,7 +974,8 @@ class ChargePointCore:
             c.pending_tx_profile = None
         self._limits_dirty(c)
 
-    def _stop(self, c: Connector, reason: StopReason, run: _Run, *, keep_lock: bool = False) -> None:
+    def _stop(self, c: Connector, reason: StopReason, run: _Run, *, keep_lock: bool = False,
+              by: str | None = None) -> None:
         s = c.session
         if s is None:
             return
@@ -967,7 +983,7 @@ class ChargePointCore:
         meter_stop = c.energy_wh if c.energy_wh is not None else s.meter_start_wh
         LOGGER.info("connector %d: transaction %d stopped (%s)", c.connector_id, s.local_tx_id, reason.value)
         run.out.append(TransactionStopped(c.connector_id, s.local_tx_id, meter_stop, run.clock.wall, reason,
-                                          s.id_tag, s.transaction_id))
+                                          s.id_tag, s.transaction_id, by))
         c.session = None
         c.finishing = c.plugged
         self.profiles = drop_tx_profiles(self.profiles, c.connector_id)

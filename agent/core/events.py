@@ -114,6 +114,7 @@ class StopReason(enum.StrEnum):
     SOFT_RESET = "SoftReset"
     UNLOCK_COMMAND = "UnlockCommand"
     OTHER = "Other"
+    MASTER_PASS = "MasterPass"  # a master pass stopped it (2.0.1 C16; only 2.0.1 configures a master pass group)
 
 
 class AuthStatus(enum.StrEnum):
@@ -529,6 +530,7 @@ class TransactionStopped:
     reason: StopReason
     id_tag: str | None = None
     transaction_id: int | None = None
+    stopped_by: str | None = None  # the id presented to stop it (a token of the same group, a master pass)
 
 
 # Session events: what happened to a session, in the words any protocol can report (2.0.1's trigger

@@ -23,7 +23,7 @@ from agent.core.chargepoint import ChargePointCore, CoreSettings
 from agent.core.connector import ConnectorConfig as CoreConnectorConfig
 from agent.core.limits import ChargingProfile
 from agent.hardware import ConnectorObservation, Hardware
-from agent.ports import ConfigVocabulary, TransactionJournal
+from agent.ports import ConfigVocabulary, Stamp, TransactionJournal
 from agent.settings import SettingsSource
 from agent.store import Store
 from drivers.errors import DriverError
@@ -96,6 +96,8 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         self.firmware: FirmwareManager
         # how the active protocol names a fault in `evsectl status` (set by the daemon: the back office's words)
         self.fault_names: Callable[[ev.Fault | None], dict[str, Any]] = _domain_fault_names
+        # the active protocol's record of a reservation that ended (2.0.1 reports an expiry; set by the daemon)
+        self.reservation_ended: Callable[[ev.ReservationEnded, Stamp], None] | None = None
 
     def core_settings(self) -> CoreSettings:
         """CoreSettings from the config file and the current settings."""
@@ -116,6 +118,7 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
             local_authorize_offline=s.local_authorize_offline,
             allow_offline_tx_for_unknown_id=s.allow_offline_tx_for_unknown_id,
             authorize_remote_tx_requests=s.authorize_remote_tx_requests,
+            master_pass_group=s.master_pass_group_id,
             minimum_status_duration_s=s.minimum_status_duration_s,
             tx_start_point=s.tx_start_point,
             tx_stop_point=s.tx_stop_point,
@@ -210,6 +213,8 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
                 self._on_tx_stopped(out)
             case ev.ReservationEnded():
                 LOGGER.info("reservation %d ended: %s", out.reservation_id, out.reason.value)
+                if self.reservation_ended is not None:
+                    self.reservation_ended(out, self.stamp())
             case (ev.Authorized() | ev.EvConnected() | ev.EvDisconnected() | ev.EnergyTransferStarted()
                   | ev.EnergyTransferSuspended() | ev.EnergyTransferResumed() | ev.Deauthorized()):
                 LOGGER.debug("connector %s: %r", out.connector_id, out)

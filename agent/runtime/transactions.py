@@ -135,7 +135,9 @@ class TransactionsMixin(MeteringMixin, AuthorizationMixin):
                 LOGGER.warning("final meter read for transaction %d failed (%s); meterStop from the last "
                                "sample", out.local_tx_id, err)
         end = self.sample_of(out.connector_id, meter_stop)
-        stopped = TxStopped(out.local_tx_id, out.connector_id, meter_stop, out.timestamp, out.reason, out.id_tag, end)
+        # the id reported with the stop is the one that asked for it (a token of the same group, a master pass)
+        stopped = TxStopped(out.local_tx_id, out.connector_id, meter_stop, out.timestamp, out.reason,
+                            out.stopped_by or out.id_tag, end)
         self._durable(f"stop of transaction {out.local_tx_id}",
                       functools.partial(self.journal.stopped, stopped, self.stamp()))
         self._outbox_changed()

@@ -118,6 +118,11 @@ class AuthMixin(Db):
                     (excess,),
                 )
 
+    def cache_forget(self, id_tag: str) -> bool:
+        """Remove one idTag from the cache; whether it was there."""
+        with self._write() as conn:
+            return conn.execute("DELETE FROM auth_cache WHERE id_tag = ?", (id_tag,)).rowcount > 0
+
     def cache_clear(self) -> None:
         """ClearCache: forget every cached idTag."""
         with self._write() as conn:

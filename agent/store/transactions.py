@@ -270,3 +270,26 @@ class TransactionsMixin(OutboxMixin):
             ).fetchall()
         return [self._tx_row(r) for r in rows]
 
+
+    def transactions_of_id(self, id_tag: str, limit: int) -> list[TransactionRow]:
+        """The latest transactions started by an id, newest first (a customer's data, for a report)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {self._TX_COLUMNS} FROM transactions WHERE id_tag = ? ORDER BY tx_local_id DESC LIMIT ?",
+                (id_tag, limit),
+            ).fetchall()
+        return [self._tx_row(r) for r in rows]
+
+    def forget_id_tag(self, id_tag: str) -> int:
+        """Erase an id from finished transactions whose messages all left the outbox; the count erased.
+
+        A running transaction, or one with a message still queued, keeps it: the back office must still get
+        it (nothing is lost); a later request can erase it then.
+        """
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE transactions SET id_tag = '' WHERE id_tag = ? AND stop_wall IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM outbox WHERE outbox.tx_local_id = transactions.tx_local_id)",
+                (id_tag,),
+            )
+            return cursor.rowcount

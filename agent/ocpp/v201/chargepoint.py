@@ -113,7 +113,7 @@ class V201ChargePoint(SmartChargingHandlers, ServiceHandlers, SecurityHandlers, 
             transaction_id = row.station_tx_id if row is not None else None  # cable first: it already runs
         journal = self.agent.journal
         if result is ev.RemoteStartResult.ACCEPTED and transaction_id is None and isinstance(journal, V201Journal):
-            journal.remote_start(connector_id, remote_start_id)
+            journal.remote_start(connector_id, remote_start_id, str(id_token.get("type") or "") or None)
         if result is ev.RemoteStartResult.ACCEPTED:
             self.remember_remote_start_profile(connector_id, raw_profile)
         LOGGER.info("RequestStartTransaction %d for evse %s: %s", remote_start_id, evse_id, result.value)

@@ -220,6 +220,7 @@ CATALOGUE: tuple[VariableSpec, ...] = (
     _v("AuthCtrlr", "LocalAuthorizeOffline", _B, "true", setting="local_authorize_offline"),
     _v("AuthCtrlr", "OfflineTxForUnknownIdEnabled", _B, "false", setting="allow_offline_tx_for_unknown_id"),
     _v("AuthCtrlr", "AuthorizeRemoteStart", _B, "false", setting="authorize_remote_tx_requests"),
+    _v("AuthCtrlr", "MasterPassGroupId", _S, "", max_limit=36, setting="master_pass_group_id"),  # "": none
     # AuthCacheCtrlr
     _v("AuthCacheCtrlr", "Enabled", _B, "true", setting="auth_cache_enabled"),
     # not applied yet: the cache keeps no time of last use, and an expiry would read as Expired, not as unknown
@@ -492,6 +493,7 @@ class DeviceModel(PublishedSettings):
             local_authorize_offline=self.get_bool("AuthCtrlr.LocalAuthorizeOffline", True),
             allow_offline_tx_for_unknown_id=self.get_bool("AuthCtrlr.OfflineTxForUnknownIdEnabled"),
             authorize_remote_tx_requests=self.get_bool("AuthCtrlr.AuthorizeRemoteStart"),
+            master_pass_group_id=self.get_str("AuthCtrlr.MasterPassGroupId") or None,
             local_auth_list_enabled=self.get_bool("LocalAuthListCtrlr.Enabled", True),
             auth_cache_enabled=self.get_bool("AuthCacheCtrlr.Enabled", True),
             tx_start_point=tuple(parse_csl(self.get_str("TxCtrlr.TxStartPoint"))),

@@ -31,6 +31,11 @@ class DeviceModelPort(Protocol):
         """GetBaseReport: the reportData of ConfigurationInventory, FullInventory or SummaryInventory."""
         ...
 
+    def report(self, component_variable: Sequence[Mapping[str, Any]] | None = None,
+               component_criteria: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """GetReport: the reportData of the named variables of the components meeting the criteria."""
+        ...
+
     def report_parts(self, request_id: int, report_data: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """NotifyReport payloads, split by ItemsPerMessage."""
         ...

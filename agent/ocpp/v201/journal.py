@@ -42,6 +42,7 @@ ENDED: dict[StopReason, tuple[str, str]] = {
     StopReason.SOFT_RESET: ("ResetCommand", "ImmediateReset"),  # 2.0.1 has one reset that ends transactions
     StopReason.UNLOCK_COMMAND: ("UnlockCommand", "Other"),  # 2.0.1 names no stoppedReason for an unlock
     StopReason.OTHER: ("AbnormalCondition", "Other"),
+    StopReason.MASTER_PASS: ("StopAuthorized", "MasterPass"),
 }
 
 SAMPLE_TRIGGERS = {
@@ -91,10 +92,14 @@ class V201Journal:
         # F01/F02: the remoteStartId of an accepted RequestStartTransaction, per connector (None: any), until
         # its transaction starts (memory only, as the request itself would be answered again after a restart)
         self._remote_start_ids: dict[int | None, int] = {}
+        # and the idToken type it named (eMAID, Central...), which the core does not keep
+        self._remote_token_types: dict[int | None, str] = {}
 
-    def remote_start(self, connector_id: int | None, remote_start_id: int) -> None:
+    def remote_start(self, connector_id: int | None, remote_start_id: int, token_type: str | None = None) -> None:
         """An accepted RequestStartTransaction: its id goes into the Started event of the transaction it opens."""
         self._remote_start_ids[connector_id] = remote_start_id
+        if token_type is not None:
+            self._remote_token_types[connector_id] = token_type
 
     # ---- building events -------------------------------------------------------------------------------
 
@@ -134,8 +139,12 @@ class V201Journal:
         cause = self._cause.pop(tx.connector_id, None) or self._cause.pop(None, None)
         trigger, token_type = cause or ("Authorized", DEFAULT_TOKEN_TYPE)
         remote_start_id = self._remote_start_ids.pop(tx.connector_id, None)
+        remote_type = self._remote_token_types.pop(tx.connector_id, None)
         if remote_start_id is None:
             remote_start_id = self._remote_start_ids.pop(None, None)
+            remote_type = self._remote_token_types.pop(None, None)
+        if remote_type is not None and token_type == TOKEN_TYPES[ev.AuthSource.REMOTE]:
+            token_type = remote_type  # granted by that request: the type it named, not the generic Central
         payload = self._event("Started", tx.local_tx_id, tx.connector_id, trigger, tx.timestamp, stamp,
                               chargingState="EVConnected", remoteStartId=remote_start_id)
         payload["idToken"] = {"idToken": tx.id_tag, "type": token_type}
@@ -183,7 +192,7 @@ class V201Journal:
         trigger, stopped_reason = ENDED.get(tx.reason, ("AbnormalCondition", "Other"))
         payload = self._event("Ended", tx.local_tx_id, tx.connector_id, trigger, tx.timestamp, stamp,
                               stoppedReason=stopped_reason)
-        if tx.id_tag and tx.reason is StopReason.LOCAL:
+        if tx.id_tag and tx.reason in (StopReason.LOCAL, StopReason.MASTER_PASS):
             payload["idToken"] = {"idToken": tx.id_tag, "type": DEFAULT_TOKEN_TYPE}
         values = self._tx_data(tx.local_tx_id)
         end = energy_value(tx.meter_stop_wh, CONTEXTS[SampleTrigger.END], tx.timestamp)
