@@ -24,7 +24,7 @@ from agent.config import AgentConfig, ConfigError, OcppVersion, load_config
 from agent.diag.bundle import write_bundle
 from agent.errors import AgentError
 from agent.hardware import ConnectorDevices, Hardware
-from agent.link import SUBPROTOCOLS, Link, LinkSettings
+from agent.link import SUBPROTOCOLS, Link, LinkHooks, LinkSettings
 from agent.ocpp.v16.journal import V16Journal
 from agent.ocpp.v16.keys import OcppKeys
 from agent.ocpp.v16.profiles import stored_profiles
@@ -260,7 +260,8 @@ def wire_services(agent: Agent, keys: GuardedConfig) -> Services:
                                names=V201_SECURITY_NAMES if agent.journal.protocol == "2.0.1" else V16_SECURITY_NAMES)
     firmware = FirmwareManager(cfg.firmware, Path(cfg.state.directory), now=agent.now, notify=notify,
                                transactions_open=agent.transactions_open, settle=agent.settle,
-                               request_exit=request_exit, security=security, write_bundle=bundle)
+                               request_exit=request_exit, security=security, write_bundle=bundle,
+                               protocol=agent.journal.protocol)
     agent.security = security
     agent.firmware = firmware
     return Services(security, firmware)
@@ -330,6 +331,11 @@ async def serve(cfg: AgentConfig) -> int:
     # The security manager decides each attempt's URL scheme, Basic password and TLS context (profiles 1-3)
     # and falls back to the previous profile when a raised one cannot connect.
     security = wire_services(agent, keys).security
+    hooks: LinkHooks = security
+    if version == OcppVersion.V201.value:
+        from agent.ocpp.v201.security import NetworkProfiles
+
+        hooks = NetworkProfiles(security, keys, store)  # B10: the slots by NetworkConfigurationPriority
     link = Link(
         LinkSettings(
             url=cfg.backoffice.url, charge_point_id=cfg.charge_point.id,
@@ -339,7 +345,7 @@ async def serve(cfg: AgentConfig) -> int:
             reconnect_min_s=cfg.backoffice.reconnect_min_s, reconnect_max_s=cfg.backoffice.reconnect_max_s,
         ),
         session,
-        hooks=security,
+        hooks=hooks,
     )
     security.attach_link(link)
     switch = VersionSwitch(agent, store, version, configured, exit_future) if version != configured else None

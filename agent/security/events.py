@@ -46,10 +46,13 @@ CRITICAL_EVENTS = frozenset({
 
 
 class CertificateUse(enum.StrEnum):
-    """CA certificates the back office may install (1.6 CertificateUseEnumType)."""
+    """CA certificates the back office may install (1.6 CertificateUseEnumType; 2.0.1 adds the ISO 15118
+    roots, kept and reported, and calls the first one CSMSRootCertificate)."""
 
     CENTRAL_SYSTEM_ROOT = "CentralSystemRootCertificate"
     MANUFACTURER_ROOT = "ManufacturerRootCertificate"
+    V2G_ROOT = "V2GRootCertificate"
+    MO_ROOT = "MORootCertificate"
 
 
 class SecurityError(Exception):
@@ -78,6 +81,14 @@ class SecurityNames:
     organization_name: str = "CpoName"
     certificate_store_max_length: str = "CertificateStoreMaxLength"
     certificate_chain_max_size: str = "CertificateSignedMaxChainSize"
+    # (1.6 event type, this version's word) where the words differ
+    event_words: tuple[tuple[str, str], ...] = ()
+    # events sent to the back office besides the critical ones (2.0.1 L01.FR.02/03 ask for the firmware ones)
+    sent_events: frozenset[str] = frozenset()
+
+    def event_type(self, kind: SecurityEventType) -> str:
+        """The event's type in this version's words."""
+        return dict(self.event_words).get(kind.value, kind.value)
 
 
 V16_SECURITY_NAMES = SecurityNames()
@@ -88,4 +99,12 @@ V201_SECURITY_NAMES = SecurityNames(
     # 2.0.1 has no variable for these two bounds: the defaults apply
     certificate_store_max_length="",
     certificate_chain_max_size="",
+    event_words=(
+        ("FailedToAuthenticateAtCentralSystem", "FailedToAuthenticateAtCsms"),
+        ("CentralSystemFailedToAuthenticate", "CsmsFailedToAuthenticate"),
+        ("InvalidCentralSystemCertificate", "InvalidCsmsCertificate"),
+        ("InvalidChargePointCertificate", "InvalidChargingStationCertificate"),
+    ),
+    sent_events=frozenset({SecurityEventType.INVALID_FIRMWARE_SIGNATURE.value,
+                           SecurityEventType.INVALID_FIRMWARE_SIGNING_CERTIFICATE.value}),
 )

@@ -144,6 +144,8 @@ class SecurityManager:
         self.profile = keys.get_int(names.security_profile, config.backoffice.security_profile)
         self.link: Link | None = None
         self.log_status = "Idle"
+        self.log_request_id: int | None = None  # of the current or last GetLog
+        self._log_job: asyncio.Task[None] | None = None
         self._pending: _Pending | None = None
         self._last_failure: tuple[str, str, float] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -169,11 +171,12 @@ class SecurityManager:
         info = tech_info[:TECH_INFO_MAX] if tech_info else None
         self.store.security_log_append(kind.value, info, wall_time=now, clock_trusted=trusted)
         LOGGER.warning("security event %s%s", kind.value, f": {info}" if info else "")
-        if kind in CRITICAL_EVENTS:
-            payload: dict[str, Any] = {"type": kind.value, "timestamp": iso(now)}
+        if kind in CRITICAL_EVENTS or kind.value in self.names.sent_events:
+            payload: dict[str, Any] = {"type": self.names.event_type(kind), "timestamp": iso(now)}
             if info:
                 payload["techInfo"] = info
-            # the same payload in 1.6 (Security Whitepaper) and 2.0.1; the protocol tag decides who may send it
+            # the same payload in 1.6 (Security Whitepaper) and 2.0.1 (a few types renamed: SecurityNames);
+            # the protocol tag decides who may send it
             self.store.enqueue("SecurityEventNotification", payload, wall_time=now, monotonic=time.monotonic(),
                                clock_trusted=trusted, protocol=self.protocol)
             self._outbox_changed()
@@ -197,7 +200,8 @@ class SecurityManager:
             if (oldest is not None and row.wall_time < oldest) or (latest is not None and row.wall_time > latest):
                 continue
             trusted = "" if row.clock_trusted else " (clock not synchronised)"
-            lines.append(f"{iso(row.wall_time)} {row.event_type}{trusted} {row.tech_info or ''}".rstrip())
+            kind = dict(self.names.event_words).get(row.event_type, row.event_type)  # this version's word
+            lines.append(f"{iso(row.wall_time)} {kind}{trusted} {row.tech_info or ''}".rstrip())
         return "\n".join(lines) + ("\n" if lines else "")
 
     # ---- credentials and profiles -------------------------------------------------------------------
@@ -309,9 +313,10 @@ class SecurityManager:
         """The link whose connection is renewed after a change."""
         self.link = link
 
-    def prepare(self, base: LinkSettings) -> LinkSettings:
-        """The settings of the next attempt for the current profile (credentials re-read each time)."""
-        profile = self.profile
+    def prepare(self, base: LinkSettings, profile: int | None = None) -> LinkSettings:
+        """The settings of the next attempt for the current profile, or the one a 2.0.1 network profile names
+        (credentials re-read each time)."""
+        profile = self.profile if profile is None else profile
         parts = urlsplit(base.url)
         scheme = {1: "ws", 2: "wss", 3: "wss"}.get(profile, parts.scheme)
         url = urlunsplit((scheme, *parts[1:]))
@@ -330,6 +335,15 @@ class SecurityManager:
             except (OSError, ValueError, ssl.SSLError) as err:
                 raise SecurityError(f"TLS settings cannot be loaded: {err}") from err
         return dataclasses.replace(base, url=url, basic_auth_password=password, ssl_context=ctx)
+
+    def adopt_profile(self, profile: int, why: str) -> None:
+        """A connection succeeded with a higher profile (2.0.1 A05, a network profile): it is now the station's."""
+        if profile <= self.profile:
+            return
+        old, self.profile = self.profile, profile  # first, so the key listener sees no change
+        self.keys.set_local(self.names.security_profile, profile)
+        self.event(SecurityEventType.RECONFIGURATION_OF_SECURITY_PARAMETERS, f"SecurityProfile {old} -> {profile} "
+                   f"({why})")
 
     def connected(self) -> None:
         """The websocket handshake succeeded: a change on trial is now in force."""
@@ -360,6 +374,11 @@ class SecurityManager:
 
     # ---- GetLog ----------------------------------------------------------------------------------
 
+    @property
+    def log_upload_running(self) -> bool:
+        """A GetLog upload is under way (a new GetLog cancels it: AcceptedCanceled)."""
+        return self._log_job is not None and not self._log_job.done()
+
     async def _log_status(self, status: str, request_id: int) -> None:
         self.log_status = status
         if self._notify is not None:
@@ -378,8 +397,12 @@ class SecurityManager:
             if self._bundle is None:
                 raise OSError("no diagnostics archive can be written here")
             path = self._bundle(folder, self._log_lines(), start=oldest, stop=latest)
+        if self._log_job is not None and not self._log_job.done():
+            self._log_job.cancel()  # the new request replaces the running upload
+        self.log_request_id = request_id
         task = asyncio.get_running_loop().create_task(
             self._upload_log(location, path, request_id, retries, retry_interval_s), name="get-log")
+        self._log_job = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return path.name

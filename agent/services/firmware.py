@@ -1,7 +1,10 @@
-"""Firmware updates and diagnostics uploads requested by the back office (OCPP 1.6 FirmwareManagement).
+"""Firmware updates and diagnostics uploads requested by the back office (OCPP 1.6 FirmwareManagement and
+the Security Whitepaper's signed update; OCPP 2.0.1 L01/L02).
 
 A firmware update never cuts a session: the installer runs only once no transaction is active, and the
-restart that follows goes through the daemon's normal exit (systemd starts the new version).
+restart that follows goes through the daemon's normal exit (systemd starts the new version). Under 2.0.1
+every update has a requestId and its statuses are 2.0.1's (DownloadScheduled, InstallScheduled while
+sessions run, InstallVerificationFailed for a damaged file), all in FirmwareStatusNotification.
 """
 
 from __future__ import annotations
@@ -69,8 +72,10 @@ class FirmwareManager:
 
     def __init__(self, config: FirmwareConfig, state_dir: Path, *, now: Callable[[], float], notify: Notify,
                  transactions_open: Callable[[], bool], settle: Callable[[float], Awaitable[None]],
-                 request_exit: Callable[[], None], security: FirmwareSecurity, write_bundle: BundleWriter) -> None:
+                 request_exit: Callable[[], None], security: FirmwareSecurity, write_bundle: BundleWriter,
+                 protocol: str = "1.6") -> None:
         self.config = config
+        self.protocol = protocol  # the OCPP version whose status words and messages the notifications use
         self._now = now
         self._notify = notify
         self._transactions_open = transactions_open
@@ -83,6 +88,8 @@ class FirmwareManager:
         self._firmware_job: asyncio.Task[None] | None = None
         self._diagnostics_job: asyncio.Task[None] | None = None
         self._signed: SignedFirmware | None = None
+        self._request_id: int | None = None  # 2.0.1: every update has one, carried by every notification
+        self._install_at: float | None = None
         self.download_dir = Path(config.download_dir or state_dir / "firmware")
         self.diagnostics_dir = state_dir / "diagnostics"
 
@@ -91,12 +98,31 @@ class FirmwareManager:
         """The SignedUpdateFirmware request of the current or last job; None for a plain UpdateFirmware."""
         return self._signed
 
+    @property
+    def request_id(self) -> int | None:
+        """The requestId of the current or last update (2.0.1 UpdateFirmware, 1.6 SignedUpdateFirmware)."""
+        return self._signed.request_id if self._signed is not None else self._request_id
+
+    @property
+    def installing(self) -> bool:
+        """The installer is running: a new request must not cancel it (the charger could be left half-updated)."""
+        return self.firmware_status == "Installing"
+
+    @property
+    def _v201(self) -> bool:
+        return self.protocol == "2.0.1"
+
     async def _firmware(self, status: str) -> None:
         if status != self.firmware_status:
             self.firmware_status = status
             LOGGER.info("firmware: %s", status)
             signed = self._signed
-            if signed is None:
+            if self._v201:
+                payload: dict[str, Any] = {"status": status}
+                if self.request_id is not None:
+                    payload["requestId"] = self.request_id
+                await self._notify("FirmwareStatusNotification", payload)
+            elif signed is None:
                 await self._notify("FirmwareStatusNotification", {"status": status})
             else:
                 await self._notify("SignedFirmwareStatusNotification",
@@ -111,13 +137,16 @@ class FirmwareManager:
     # ---- firmware -----------------------------------------------------------------------------
 
     def start_update(self, location: str, retrieve_at: float, retries: int, retry_interval_s: float,
-                     signed: SignedFirmware | None = None) -> bool:
+                     signed: SignedFirmware | None = None, *, request_id: int | None = None,
+                     install_at: float | None = None) -> bool:
         """Begin an update in the background (a newer request replaces a pending one); True if one was replaced."""
         replaced = self._firmware_job is not None and not self._firmware_job.done()
         if self._firmware_job is not None and replaced:
             self._firmware_job.cancel()
         self._signed = signed
-        if signed is not None:
+        self._request_id = request_id
+        self._install_at = install_at
+        if signed is not None or self._v201:
             self.firmware_status = "Idle"  # a new request: its first status is always sent
         self._firmware_job = asyncio.create_task(
             self.update(location, retrieve_at, retries, retry_interval_s), name="firmware-update")
@@ -128,6 +157,8 @@ class FirmwareManager:
         """Download (with retries), verify (the signature too when signed), wait for no session, install."""
         delay = retrieve_at - self._now()
         if delay > 0:
+            if self._v201:
+                await self._firmware("DownloadScheduled")
             await asyncio.sleep(delay)
         name = Path(urlsplit(location).path).name or "firmware.bin"
         self.download_dir.mkdir(parents=True, exist_ok=True)
@@ -155,19 +186,26 @@ class FirmwareManager:
                 path.unlink(missing_ok=True)
                 return
             await self._firmware("SignatureVerified")
-            if signed.install_at is not None and signed.install_at > self._now():
-                await self._firmware("InstallScheduled")
-                await asyncio.sleep(signed.install_at - self._now())
+        install_at = signed.install_at if signed is not None else self._install_at
+        if install_at is not None and install_at > self._now():
+            await self._firmware("InstallScheduled")
+            await asyncio.sleep(install_at - self._now())
         installer = self.config.installer
         try:
             verify_firmware(path)
-            if not installer:
-                raise FirmwareError("no [firmware] installer is configured on this charger")
         except FirmwareError as err:
             LOGGER.error("firmware refused: %s", err)
-            await self._firmware("InstallationFailed")
+            # 2.0.1 has a word for a file that fails its check; 1.6 only InstallationFailed
+            await self._firmware("InstallVerificationFailed" if self._v201 else "InstallationFailed")
             self.firmware_status = "Idle"  # Idle is only reported when triggered
             return
+        if not installer:
+            LOGGER.error("firmware refused: no [firmware] installer is configured on this charger")
+            await self._firmware("InstallationFailed")
+            self.firmware_status = "Idle"
+            return
+        if self._v201 and self._transactions_open():
+            await self._firmware("InstallScheduled")  # L01: installation waits for the running sessions
         await self._wait_until_idle()
         await self._firmware("Installing")
         command = installer.replace("{file}", shlex.quote(str(path)))

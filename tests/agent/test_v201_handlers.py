@@ -199,7 +199,7 @@ def test_f05_unlock_connector_answers(rig: Rig) -> None:
 
 def test_f06_trigger_message(rig: Rig) -> None:
     assert rig.call("TriggerMessage", {"requestedMessage": "Heartbeat"})["status"] == "Accepted"
-    assert rig.call("TriggerMessage", {"requestedMessage": "LogStatusNotification"})["status"] == "NotImplemented"
+    assert rig.call("TriggerMessage", {"requestedMessage": "SignV2GCertificate"})["status"] == "NotImplemented"
     assert rig.call("TriggerMessage", {"requestedMessage": "StatusNotification",
                                        "evse": {"id": 7}})["status"] == "Rejected"
 
@@ -246,8 +246,9 @@ def test_p01_data_transfer_of_an_unknown_vendor(rig: Rig) -> None:
 
 def test_an_action_without_a_handler_is_not_supported(rig: Rig) -> None:
     before = len(rig.wire.sent)
-    rig.loop.run_until_complete(rig.conn.cp.route_message(json.dumps([2, "u9", "GetLog", {
-        "logType": "DiagnosticsLog", "requestId": 1, "log": {"remoteLocation": "ftp://x"}}])))
+    # L04 (a local controller's firmware) is not a charging station's job
+    rig.loop.run_until_complete(rig.conn.cp.route_message(json.dumps([2, "u9", "UnpublishFirmware", {
+        "checksum": "0123456789abcdef0123456789abcdef"}])))
     assert json.loads(rig.wire.sent[before])[2] == "NotSupported"
 
 

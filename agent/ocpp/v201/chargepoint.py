@@ -42,7 +42,9 @@ LOGGER = logging.getLogger(__name__)
 RESET_WAIT_S = 8.0  # longest a reset waits for the Ended events to be recorded and sent
 IDLE_POLL_S = 1.0  # how often an OnIdle reset looks for the last transaction's end
 VENDOR_ID = "evse-agent"
-TRIGGERABLE = ("BootNotification", "Heartbeat", "MeterValues", "StatusNotification", "TransactionEvent")
+SERVICE_TRIGGERS = ("FirmwareStatusNotification", "LogStatusNotification")  # services.py answers these
+TRIGGERABLE = ("BootNotification", "Heartbeat", "MeterValues", "StatusNotification", "TransactionEvent",
+               *SERVICE_TRIGGERS, "SignChargingStationCertificate")
 # 1.6 words of the core's unlock answer -> UnlockStatusEnumType
 UNLOCK_STATUS = {ev.UnlockResult.UNLOCKED: "Unlocked", ev.UnlockResult.UNLOCK_FAILED: "UnlockFailed",
                  ev.UnlockResult.NOT_SUPPORTED: "UnlockFailed"}
@@ -152,6 +154,12 @@ class V201ChargePoint(SmartChargingHandlers, ServiceHandlers, SecurityHandlers, 
     async def after_trigger_message(self, requested_message: str, evse: dict[str, Any] | None = None,
                                     **_: Any) -> None:
         if requested_message not in TRIGGERABLE:
+            return
+        if requested_message in SERVICE_TRIGGERS:
+            await self.send_service_status(requested_message)
+            return
+        if requested_message == "SignChargingStationCertificate":
+            await self.send_sign_certificate()  # security.py (A02)
             return
         ids = self.connectors_of(evse["id"], evse.get("connector_id")) if evse and evse.get("id") else [None]
         for cid in ids or [None]:

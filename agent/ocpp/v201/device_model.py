@@ -190,6 +190,8 @@ CATALOGUE: tuple[VariableSpec, ...] = (
     # Uncertain: the spec lets the station apply a new priority at once or at the next reconnect; we ask a reboot.
     _v("OCPPCommCtrlr", "NetworkConfigurationPriority", DataType.SEQUENCE_LIST, "0", values_list=NETWORK_SLOTS,
        reboot_required=True),
+    # B10: failed attempts on one network profile before the next one in NetworkConfigurationPriority
+    _v("OCPPCommCtrlr", "NetworkProfileConnectionAttempts", _I, "3", min_limit=1, max_limit=100),
     _v("OCPPCommCtrlr", "OfflineThreshold", _I, "60", unit="s", min_limit=0),
     _v("OCPPCommCtrlr", "ResetRetries", _I, "2", min_limit=0),
     # TxCtrlr
