@@ -283,3 +283,14 @@ def test_get_report_filters(tmp_path: Path) -> None:
     assert model.report([{"component": {"name": "Nothing"}}]) == []
     for part in model.report_parts(3, evse + enabled):
         check_schema("NotifyReportRequest", part)
+
+
+def test_every_catalogue_variable_is_documented_with_its_meaning() -> None:
+    from agent.ocpp.v201.device_model import CATALOGUE
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ocpp201.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`") for line in doc.splitlines() if line.startswith("| `")}
+    missing = [f"{v.component}.{v.variable}" + (f"[{v.variable_instance}]" if v.variable_instance else "")
+               for v in CATALOGUE]
+    missing = [key for key in missing if key not in rows]
+    assert missing == [], f"docs/ocpp201.md does not describe {missing}"
