@@ -277,10 +277,11 @@ class SimLemDcbm:
                 return self._json(400, {"error": "transactionId missing"})
             if self.running() is not None:
                 return self._json(409, {"error": "a transaction is already running"})
-            record = self.begin(body)
-            return self._json(201, {"evseId": record.evse_id, "transactionId": record.transaction_id,
-                                    "clientId": record.client_id, "tariffId": record.tariff_id,
-                                    "cableId": record.cable_id, "running": True})
+            began = self.begin(body)
+            return self._json(201, {"evseId": began.evse_id, "transactionId": began.transaction_id,
+                                    "clientId": began.client_id, "tariffId": began.tariff_id,
+                                    "cableId": began.cable_id, "running": True})
+        record: LegalRecord | None
         if method == "PUT" and path == "/v1/legal":
             record = self.find(query.get("transactionId", ""))
             if record is None:
