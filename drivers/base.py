@@ -84,6 +84,71 @@ class EnergyMeter(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class LegalTransaction:
+    """What a signing meter binds to a legal (billing) transaction: the station's ids, passed through untouched."""
+
+    transaction_id: str  # the station's local transaction id; the meter keeps its record under it
+    evse_id: str  # the charging point's id as the operator publishes it (e.g. "DE*ABC*E123*1")
+    client_id: str = ""  # the user's identifier (idTag / idToken); "" when nobody is assigned
+    tariff_id: int = 0  # the meter's tariff slot
+    cable_id: int = 0  # the meter's cable-loss compensation table (0: none)
+    user_data: str = ""  # free text the meter stores with the record
+
+
+@dataclass(frozen=True, slots=True)
+class SignedMeterValue:
+    """One signed data set exactly as the meter produced it, with what a verifier needs beside it.
+
+    `data` is never re-encoded: a verifier checks the signature over its payload bytes, so the agent
+    stores and sends this string as it is. `begin_wh`/`end_wh` are the register values read from it
+    (for display and plausibility only; billing uses the signed data).
+    """
+
+    data: str  # e.g. "OCMF|{...}|{...}"
+    encoding: str  # "OCMF" (OCPP 2.0.1 encodingMethod)
+    signing_method: str  # e.g. "ECDSA-secp256r1-SHA256" (OCPP 2.0.1 signingMethod)
+    public_key: str  # hex of the DER SubjectPublicKeyInfo, as OCMF verifiers take it
+    transaction_id: str | None = None  # the station's transaction id the meter filed it under, if known
+    begin_wh: float | None = None
+    end_wh: float | None = None
+    read_monotonic: float = 0.0
+    read_wall: float = 0.0
+
+
+class SignedMeter(EnergyMeter, Protocol):
+    """An energy meter that signs the readings of a legal transaction (Eichrecht; DESIGN section 2).
+
+    Everything of EnergyMeter holds (live values through `read()`, plausibility, faults, recovery by
+    itself). Besides:
+    - `begin_transaction()` starts the meter's legal transaction with the station's ids and returns the
+      signed begin data set, or None when the meter signs the whole transaction only at its end;
+      `end_transaction()` ends it and returns the signed data set that covers it (begin and end readings).
+    - Both raise DriverError like `read()` (DeviceTimeout, CommunicationFault, ImplausibleReading for a
+      data set whose signature, serial, unit or values do not hold) and never return a data set the driver
+      could not check; the caller retries an end until it succeeds (the meter keeps the transaction open).
+    - `public_key()` is the key (hex DER) every data set of this meter verifies with; it does not change
+      while the meter runs, and a data set that does not verify with it is refused.
+    - `transaction_record()` fetches the meter's own signed record of a transaction by the station's id
+      (after a power cut or an agent crash: the meter may have closed it by itself); None when the meter
+      has no such record; `last_transaction()` the most recent record of the meter's logbook (None when
+      empty). `open_transaction()` says whether the meter holds a legal transaction open, so that after a
+      restart the agent ends it with `end_transaction()` or fetches the record the meter closed itself.
+    """
+
+    async def begin_transaction(self, transaction: LegalTransaction) -> SignedMeterValue | None: ...
+
+    async def end_transaction(self, transaction_id: str) -> SignedMeterValue: ...
+
+    async def public_key(self) -> str: ...
+
+    async def transaction_record(self, transaction_id: str) -> SignedMeterValue | None: ...
+
+    async def open_transaction(self) -> bool: ...
+
+    async def last_transaction(self) -> SignedMeterValue | None: ...
+
+
 class ChargeProtocol(enum.IntEnum):
     """The DC charging protocol the controller speaks to the EV."""
 

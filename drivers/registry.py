@@ -14,6 +14,7 @@ MODELS_DIR = Path(__file__).parent / "meters" / "models"
 # name -> "module:Class". Modbus meter models are data files (meters/models/NAME.toml): each file's
 # name is a driver name mapped to ModbusMeter, so a new model needs no line here.
 DRIVERS: dict[str, str] = {
+    "lem_dcbm400600": "drivers.meters.lem_dcbm:LemDcbm",  # signing DC meter, HTTP/JSON (not a Modbus model)
     "modbus_dc": "drivers.dc.modbus_dc:ModbusDcController",
     "gpio_contactor": "drivers.gpio:GpioContactor",
     "gpio_estop": "drivers.gpio:GpioEmergencyStop",

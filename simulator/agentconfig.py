@@ -46,8 +46,10 @@ def agent_config_text(hw: SimHardware, backoffice_url: str, state_directory: str
         cc = conn.config
         _table(lines, "[[connectors]]", {"id": cid, "kind": cc.kind, "max_current_a": float(cc.max_current_a),
                                          "phases": cc.phases, "voltage_v": 230.0 if cc.kind == "ac" else 400.0})
-        _table(lines, "[connectors.meter]", {"driver": cc.meter.model, "url": conn.meter_url,
-                                             "device_id": cc.meter.device_id})
+        meter_options: dict[str, object] = {"driver": cc.meter.model, "url": conn.meter_url}
+        if conn.meter_server is not None:  # a Modbus meter; the HTTP one (LEM DCBM) has no unit id
+            meter_options["device_id"] = cc.meter.device_id
+        _table(lines, "[connectors.meter]", meter_options)
         if conn.dc is not None and cc.dc is not None:
             _table(lines, "[connectors.dc_controller]", {"driver": "modbus_dc", "url": conn.dc_url,
                                                          "device_id": cc.dc.device_id})

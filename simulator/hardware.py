@@ -19,6 +19,7 @@ from typing import Any
 from drivers.base import ChargeProtocol, DcError, Isolation, PlugState
 from simulator.devices.dc_controller import SimDcController
 from simulator.devices.gpio import GpioPinServer
+from simulator.devices.lem_dcbm import SimLemDcbm
 from simulator.devices.meter import SimMeter
 from simulator.devices.modbus_server import Faults, ModbusDeviceServer, RegisterBank
 from simulator.devices.rfid import SimRfidReader
@@ -31,6 +32,7 @@ TICK_S = 0.1  # physics step; the agent polls at 1 s, so 10 steps per poll keep 
 AC_VOLTAGE_V = 230.0
 DC_EFFICIENCY = 0.95  # the meter sits on the AC input of the DC charger
 DEVICE_FAULTS = ("silent", "slow", "crc_error", "garbage", "exception", "stuck", "backwards")
+LEM_DCBM_MODEL = "lem_dcbm400600"  # the signing DC meter speaks HTTP/JSON, not Modbus (its port is HTTP)
 
 
 class SimConfigError(ValueError):
@@ -177,8 +179,8 @@ class SimConnector:
 
     config: SimConnectorConfig
     ev: EvModel
-    meter: SimMeter
-    meter_server: ModbusDeviceServer
+    meter: SimMeter | SimLemDcbm
+    meter_server: ModbusDeviceServer | None  # None for the LEM DCBM, which serves its own HTTP API
     meter_url: str = ""
     dc: SimDcController | None = None
     dc_server: ModbusDeviceServer | None = None
@@ -200,6 +202,7 @@ class SimHardware:
         self.control = JsonHttpServer()
         self.control_port = 0
         self._servers: list[ModbusDeviceServer] = []
+        self._http_meters: list[SimLemDcbm] = []
         self._task: asyncio.Task[None] | None = None
         self._estop_pressed = False
 
@@ -208,9 +211,14 @@ class SimHardware:
         shared: dict[tuple[str, int | str], tuple[ModbusDeviceServer, dict[int, RegisterBank], str]] = {}
         for cc in self.config.connectors:
             ev = EvModel(kind=cc.kind, **self._ev_options(cc))
-            meter = SimMeter(cc.meter.model, cc.meter.device_id)
-            meter_server, meter_url = await self._serve(shared, cc.meter, meter.bank)
-            conn = SimConnector(cc, ev, meter, meter_server, meter_url)
+            if cc.meter.model == LEM_DCBM_MODEL:
+                lem = SimLemDcbm(meter_id=f"LEMSIM{cc.id:06d}")
+                conn = SimConnector(cc, ev, lem, None, await lem.start("127.0.0.1", cc.meter.port))
+                self._http_meters.append(lem)
+            else:
+                meter = SimMeter(cc.meter.model, cc.meter.device_id)
+                meter_server, meter_url = await self._serve(shared, cc.meter, meter.bank)
+                conn = SimConnector(cc, ev, meter, meter_server, meter_url)
             if cc.dc is not None:
                 protocol = {"chademo": ChargeProtocol.CHADEMO, "ccs": ChargeProtocol.CCS}.get(
                     cc.dc.model.lower(), ChargeProtocol.NONE)
@@ -281,6 +289,8 @@ class SimHardware:
         await self.control.stop()
         for server in self._servers:
             await server.stop()
+        for lem in self._http_meters:
+            await lem.stop()
         if self.rfid is not None:
             res = self.rfid.stop()
             if asyncio.iscoroutine(res):
@@ -338,14 +348,19 @@ class SimHardware:
                 else:
                     conn.power_w = voltage * current
                     phases = [conn.power_w / DC_EFFICIENCY / 3.0] * 3
-                conn.meter.current_a = [p / AC_VOLTAGE_V for p in phases]
+                if isinstance(conn.meter, SimLemDcbm):
+                    conn.meter.set_dc(voltage, current)  # it measures the DC output, not the AC input
+                    phases = [conn.power_w, 0.0, 0.0]
+                else:
+                    conn.meter.current_a = [p / AC_VOLTAGE_V for p in phases]
             else:
                 current = min(ev.requested_current_a(), conn.config.max_current_a) if closed else 0.0
                 conn.current_a = current
                 n = max(1, min(3, conn.config.phases))
                 phases = [AC_VOLTAGE_V * current if i < n else 0.0 for i in range(3)]
                 conn.power_w = sum(phases)
-                conn.meter.current_a = [current if i < n else 0.0 for i in range(3)]
+                if isinstance(conn.meter, SimMeter):
+                    conn.meter.current_a = [current if i < n else 0.0 for i in range(3)]
             ev.step(dt_s, conn.power_w)
             conn.meter.add_energy(phases, dt_s)
             conn.meter.update()
@@ -412,7 +427,12 @@ class SimHardware:
     def set_fault(self, connector: int, device: str, fault: str, on: bool, value: Any = None) -> None:
         """Switch a fault on a connector's device: meter, dc, contactor or lock."""
         conn = self._conn({"connector": connector})
-        if device in ("meter", "dc"):
+        if device == "meter" and isinstance(conn.meter, SimLemDcbm):
+            try:
+                conn.meter.set_fault(fault, on, value)
+            except ValueError as err:
+                raise HttpError(400, str(err)) from None
+        elif device in ("meter", "dc"):
             server = conn.meter_server if device == "meter" else conn.dc_server
             if server is None:
                 raise HttpError(409, f"connector {connector} has no {device}")
@@ -430,13 +450,13 @@ class SimHardware:
             elif fault in ("wrong_function", "wrong_unit", "wrong_transaction", "byte_count", "truncate",
                            "close_mid_frame"):
                 setattr(faults, fault, on)
-            elif fault == "corrupt" and device == "meter":
+            elif fault == "corrupt" and isinstance(conn.meter, SimMeter):
                 # value: {"field": "energy_import", "value": 1e30}; off clears every corrupted field
                 if on:
                     conn.meter.corrupt[str(value["field"])] = float(value["value"])
                 else:
                     conn.meter.corrupt.clear()
-            elif fault in ("stuck", "backwards") and device == "meter":
+            elif fault in ("stuck", "backwards") and isinstance(conn.meter, SimMeter):
                 setattr(conn.meter, fault, on)
             elif fault == "isolation" and conn.dc is not None:
                 conn.dc.inject_isolation_fault(on)

@@ -6,6 +6,7 @@ Adding a meter model: one file in drivers/meters/models/ plus its line in MODELS
 from __future__ import annotations
 
 import asyncio
+import math
 import struct
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from drivers import registry, transport
 from drivers.base import MeterReading
 from drivers.errors import CommunicationFault, ConfigError, DeviceTimeout, FrameError, ImplausibleReading
-from drivers.meters import codec
+from drivers.meters import codec, plausibility
 from drivers.meters.modbus_meter import ModbusMeter
 from drivers.transport import BusPool
 from simulator.devices.meter import BACKWARDS_WH, SimMeter
@@ -40,6 +41,7 @@ MODELS: dict[str, tuple[int, int, int, Callable[[Sequence[int]], float]]] = {
     "eastron_sdm120": (0x0048, 4, 2, lambda r: struct.unpack(">f", _words(r))[0] * 1000),
     "abb_b23": (0x5000, 3, 4, lambda r: struct.unpack(">Q", _words(r))[0] * 10.0),
     "carlo_gavazzi_em340": (0x0034, 4, 2, lambda r: struct.unpack(">i", _words(r[::-1]))[0] * 100.0),
+    "acrel_djsf1352_rn": (0x000C, 3, 2, lambda r: struct.unpack(">I", _words(r))[0] * 0.1),  # DC, 0.1 Wh
 }
 KINDS = ["tcp", "rtu"]
 
@@ -101,14 +103,24 @@ def tolerance(model: codec.MeterModel, field: str) -> float:
 def assert_matches(reading: MeterReading, sim: SimMeter) -> None:
     model = sim.model
     phases = model.phases
-    import_tol, export_tol = tolerance(model, "energy_import"), tolerance(model, "energy_export")
+    import_tol = tolerance(model, "energy_import")
     assert reading.energy_import_wh == pytest.approx(sim.energy_import_wh, abs=import_tol)
-    assert reading.energy_export_wh == pytest.approx(sim.energy_export_wh, abs=export_tol)
+    if model.value("energy_export") is not None:
+        export_tol = tolerance(model, "energy_export")
+        assert reading.energy_export_wh == pytest.approx(sim.energy_export_wh, abs=export_tol)
+    else:
+        assert reading.energy_export_wh is None
     assert reading.voltage_v == pytest.approx(sim.voltage_v[:phases], abs=0.1)
     assert reading.current_a == pytest.approx(sim.current_a[:phases], abs=0.01)
-    assert reading.power_phase_w == pytest.approx(sim.power_w[:phases], abs=0.1)
+    if model.capabilities.per_phase_power:
+        assert reading.power_phase_w == pytest.approx(sim.power_w[:phases], abs=0.1)
+    else:
+        assert reading.power_phase_w == ()
     assert reading.power_w == pytest.approx(sum(sim.power_w[:phases]), abs=0.1 * phases)
-    assert reading.frequency_hz == pytest.approx(sim.frequency_hz, abs=0.1)
+    if model.value("frequency") is not None:
+        assert reading.frequency_hz == pytest.approx(sim.frequency_hz, abs=0.1)
+    else:
+        assert reading.frequency_hz is None  # a DC meter has none
     assert not reading.stale
 
 
@@ -233,7 +245,14 @@ async def test_one_absurd_frame_does_not_poison_the_baseline(rig: Rig) -> None:
     rig.sim.update()
     with pytest.raises(ImplausibleReading) as info:
         await rig.meter.read()
-    assert info.value.reason == "energy_range" and info.value.registers
+    # An integer register clamps 1e30 to its largest value; below the energy range (a u32 of 0.1 Wh holds
+    # 429 MWh) that is refused as a jump instead
+    spec = rig.sim.model.value("energy_import")
+    assert spec is not None
+    vtype = codec.TYPES[spec.type]
+    register_max_wh = math.inf if vtype.is_float else (2.0 ** (16 * vtype.registers)) * abs(spec.scale)
+    expected = "energy_range" if register_max_wh > plausibility.ENERGY_MAX_WH else "energy_jump"
+    assert info.value.reason == expected and info.value.registers
     rig.sim.corrupt = {}
     rig.sim.add_energy([1000.0, 1000.0, 1000.0], 1.0)
     reading = await rig.meter.read()
