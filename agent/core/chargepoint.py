@@ -223,8 +223,10 @@ class ChargePointCore:
         availability: Mapping[int, bool] | None = None,
         profiles: Iterable[ChargingProfile] = (),
         energy_wh: Mapping[int, float] | None = None,
+        reservations: Iterable[Reservation] = (),
     ) -> None:
-        """Load persisted state at boot: availability per connector (0 = charge point), profiles, meters."""
+        """Load persisted state at boot: availability per connector (0 = charge point), profiles, meters,
+        reservations (one that expired while the agent was down ends as Expired at the first tick)."""
         for connector_id, operative in (availability or {}).items():
             if connector_id == 0:
                 self.cp_operative = operative
@@ -237,8 +239,15 @@ class ChargePointCore:
         for connector_id, energy in (energy_wh or {}).items():
             if connector_id in self.connectors:
                 self.connectors[connector_id].energy_wh = energy
+        for r in reservations:
+            if r.connector_id in self.connectors and self._reservation(r.reservation_id) is None:
+                self.connectors[r.connector_id].reservation = r
         for c in self.connectors.values():
             c.schedule_evaluated_at = None
+
+    def reservations(self) -> list[Reservation]:
+        """The reservations held now, to persist (a reboot keeps them)."""
+        return [c.reservation for c in self.connectors.values() if c.reservation is not None]
 
     def availability(self) -> dict[int, bool]:
         """Operative flags to persist (0 = charge point). A Scheduled change is persisted as its target: after

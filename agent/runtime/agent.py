@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from agent.core import events as ev
 from agent.core.chargepoint import ChargePointCore, CoreSettings
 from agent.core.connector import ConnectorConfig as CoreConnectorConfig
 from agent.core.limits import ChargingProfile
+from agent.core.session import Reservation
 from agent.hardware import ConnectorObservation, Hardware
 from agent.ports import ConfigVocabulary, Stamp, TransactionJournal
 from agent.settings import SettingsSource
@@ -71,7 +73,9 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         self.link_session: LinkSession | None = None
         self.connectors = {c.id: ConnectorState() for c in config.connectors}
         self.core = ChargePointCore(self.core_settings(), tx_id_allocator=self._reserve_tx_id)
-        self.core.restore(availability=self._persisted_availability(), profiles=profiles)
+        self.core.restore(availability=self._persisted_availability(), profiles=profiles,
+                          reservations=self._persisted_reservations())
+        self._kept_reservations = tuple(dataclasses.replace(r) for r in self.core.reservations())
         for connector_id in hardware.welded_at_start:
             if connector_id in self.core.connectors:
                 self.core.connectors[connector_id].locked = True  # locked by the daemon before anything ran
@@ -167,6 +171,30 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
                 self._execute_one(out, limits)
             except Exception:  # one failing output must not stop the others (e.g. the contactor opening)
                 LOGGER.exception("executing %r failed", out)
+        self._keep_reservations()
+
+    def _keep_reservations(self) -> None:
+        """Persist the reservations when they changed (every command and tick passes here): a reboot keeps them."""
+        held = tuple(self.core.reservations())
+        if held == self._kept_reservations:
+            return
+        try:
+            self.store.reservations_set([dataclasses.asdict(r) for r in held])
+            self._kept_reservations = tuple(dataclasses.replace(r) for r in held)  # copies: compared by value
+        except Exception as err:  # the reservation holds in memory; the next change tries again
+            LOGGER.error("reservations not persisted: %s", err)
+
+    def _persisted_reservations(self) -> list[Reservation]:
+        """The reservations of the previous run (unreadable entries are dropped with a warning)."""
+        kept = []
+        for item in self.store.reservations_get():
+            try:
+                kept.append(Reservation(int(item["reservation_id"]), int(item["connector_id"]), str(item["id_tag"]),
+                                        float(item["expiry"]), None if item.get("parent_id_tag") is None
+                                        else str(item["parent_id_tag"])))
+            except (KeyError, TypeError, ValueError) as err:
+                LOGGER.warning("a persisted reservation is unreadable (%s): dropped", err)
+        return kept
 
     def _execute_one(self, out: ev.Output, limits: dict[int, asyncio.Future[None]]) -> None:
         match out:
