@@ -248,7 +248,7 @@ def _check_thresholds(name: str, t: ImdThresholds) -> None:
 
 def _number(name: str, options: dict[str, Any], key: str, default: float, lo: float, hi: float,
             integer: bool = False) -> float:
-    value = options.get(key, default)
+    value: Any = options.get(key, default)
     kinds: tuple[type, ...] = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not lo <= float(value) <= hi:
         what = "an integer" if integer else "a number"
