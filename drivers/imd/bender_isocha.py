@@ -248,9 +248,10 @@ def _check_thresholds(name: str, t: ImdThresholds) -> None:
 
 def _number(name: str, options: dict[str, Any], key: str, default: float, lo: float, hi: float,
             integer: bool = False) -> float:
-    value: Any = options.get(key, default)
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not lo <= float(value) <= hi:
+    value = options.get(key, default)
+    wrong_kind = isinstance(value, bool) or not isinstance(value, int | float) or (
+        integer and not isinstance(value, int))
+    if wrong_kind or not lo <= float(value) <= hi:
         what = "an integer" if integer else "a number"
         raise ConfigError(name, f"option {key} must be {what} from {lo:g} to {hi:g}, not {value!r}")
     return float(value)
