@@ -58,6 +58,9 @@ _NUMERIC = (DataType.INTEGER, DataType.DECIMAL)
 FAULT_SEVERITY = {
     ev.FAULT_EMERGENCY_STOP: 0,
     "isolation_fault": 0,
+    "imd_device_error": 1,  # the insulation is not monitored
+    "imd_self_test_failed": 1,
+    "isolation_warning": 6,  # Warning: charging goes on
     "contactor_welded": 0,  # the cable may stay live
     "over_temperature": 1,
     "over_current": 1,
