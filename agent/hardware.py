@@ -298,7 +298,8 @@ class Hardware:
         self._mark(imd.name, None)
         obs.imd = reading
         if use_for_check:
-            obs.isolation_valid = reading.state in IMD_PASSES
+            # the cable check covers cable and vehicle: a measurement taken with no EV plugged in passes nothing
+            obs.isolation_valid = reading.state in IMD_PASSES and obs.plugged is True
         kohm = f"{reading.resistance_ohm / 1000:.0f} kOhm" if reading.resistance_ohm is not None else "?"
         t = reading.thresholds
         if reading.state is ImdState.WARNING:
