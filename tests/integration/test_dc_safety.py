@@ -41,7 +41,7 @@ async def wait_problem(rig: Rig, component: dict[str, Any], tech_code: str) -> d
         return hits[-1] if hits else None
 
     try:
-        return await rig.office.wait_for(found, timeout=20)  # type: ignore[no-any-return]
+        return await rig.office.wait_for(found, timeout=20)
     except TimeoutError:
         raise AssertionError(f"no NotifyEvent {tech_code} on {component['name']}; saw "
                              f"{problem_events(rig, component)}\n{rig.agent_log()[-3000:]}") from None
@@ -53,7 +53,7 @@ async def wait_event(rig: Rig, event_type: str) -> dict[str, Any]:
         return hits[-1] if hits else None
 
     try:
-        return await rig.office.wait_for(found, timeout=20)  # type: ignore[no-any-return]
+        return await rig.office.wait_for(found, timeout=20)
     except TimeoutError:
         raise AssertionError(f"no TransactionEvent {event_type}\n{rig.agent_log()[-3000:]}") from None
 
