@@ -48,6 +48,7 @@ def _log_shutdown(name: str, future: concurrent.futures.Future[None]) -> None:
         LOGGER.error("%s: emergency shutdown not delivered: %s", name, future.exception())
 
 
+WELDED_CODE = "contactor_welded"  # agent.core's code for a contactor that may leave the cable live
 # Driver fault codes that would read like another device's on the connector get a "dc_" prefix.
 DC_CODE_RENAMES = {"contactor": "dc_contactor", "internal": "dc_internal"}
 
@@ -244,6 +245,10 @@ class Hardware:
                     await dc.reset_faults()
                 for code in codes:
                     mapped = DC_CODE_RENAMES.get(code, code)
+                    if code == "contactor" and not status.charging_allowed:
+                        # the controller's contactor fault with charging stopped: its contactors failed to
+                        # open (a weld; "did not close" needs a closing), so the cable stays locked
+                        mapped = WELDED_CODE
                     faults[(dc.name, mapped)] = Fault(dc.name, mapped, f"{dc.name}: {code}", role="dc")
                 if status.isolation is Isolation.FAULT:
                     faults[(dc.name, "isolation_fault")] = Fault(dc.name, "isolation_fault", "isolation fault",

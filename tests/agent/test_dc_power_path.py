@@ -149,3 +149,30 @@ async def test_a_read_blip_during_the_ramp_does_not_open_under_load(rig: Rig) ->
 async def test_no_dc_controller_is_nothing_to_wait_for() -> None:
     devices = ConnectorDevices(1, "ac", meter=None, contactor=None)  # type: ignore[arg-type]
     assert await ActuatorsMixin()._ramp_down(1, devices) == "no_dc"
+
+
+class StillMeter:
+    """A meter that always answers the same register (the poll reads it first)."""
+
+    name = "meter1"
+
+    async def read(self) -> object:
+        from drivers.base import MeterReading
+
+        return MeterReading(energy_import_wh=1000.0)
+
+
+async def test_controller_contactor_fault_after_a_stop_is_a_weld(rig: Rig) -> None:
+    """The controller's contactor error bit while charging is stopped can only mean its contactor did not
+    open: the agent reports it as contactor_welded (which keeps the cable locked), not as a plain fault."""
+    from agent.hardware import Hardware
+    from drivers.base import DcError
+
+    devices = ConnectorDevices(1, "dc", meter=StillMeter(), contactor=rig.contactor, dc=rig.driver)  # type: ignore[arg-type]
+    hw = Hardware(connectors={1: devices})
+    rig.sim.set_error(DcError.CONTACTOR, True)
+    obs = await hw.poll_connector(devices)  # still allowed: a contactor fault while charging
+    assert {code for _, code in obs.faults} == {"dc_contactor"}
+    await ActuatorsMixin()._ramp_down(1, devices)
+    obs = await hw.poll_connector(devices)
+    assert ("controller1", "contactor_welded") in obs.faults
