@@ -108,6 +108,8 @@ def build_hardware(cfg: AgentConfig, pool: BusPool) -> Hardware:
             dc=make("controller", c.id, c.dc_controller) if c.dc_controller else None,
             lock=make("lock", c.id, c.lock) if c.lock else None,
             indicator=make("indicator", c.id, c.indicator) if c.indicator else None,
+            imd=make("imd", c.id, c.insulation_monitor) if c.insulation_monitor else None,
+            cable_check=c.cable_check,
         )
         # the meter checks every reading against this connector's bounds before publishing it (plausibility);
         # on DC the meter may sit on either side of the converter: voltage bounds allow any CCS voltage

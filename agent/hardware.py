@@ -25,8 +25,12 @@ from drivers.base import (
     EmergencyStop,
     EnergyMeter,
     IdReader,
+    ImdSelfTestResult,
+    ImdState,
     Indicator,
     IndicatorState,
+    InsulationMonitor,
+    InsulationReading,
     Isolation,
     MeterReading,
     PlugState,
@@ -44,6 +48,7 @@ def _log_shutdown(name: str, future: concurrent.futures.Future[None]) -> None:
         LOGGER.error("%s: emergency shutdown not delivered: %s", name, future.exception())
 
 
+WELDED_CODE = "contactor_welded"  # agent.core's code for a contactor that may leave the cable live
 # Driver fault codes that would read like another device's on the connector get a "dc_" prefix.
 DC_CODE_RENAMES = {"contactor": "dc_contactor", "internal": "dc_internal"}
 
@@ -71,6 +76,8 @@ class ConnectorDevices:
     dc: DcController | None = None
     lock: ConnectorLock | None = None
     indicator: Indicator | None = None
+    imd: InsulationMonitor | None = None  # DC: the insulation monitor on the output
+    cable_check: str = "controller"  # whose isolation result gates the contactor: "controller" or "imd"
 
 
 @dataclass
@@ -85,6 +92,11 @@ class ConnectorObservation:
     ev_ready: bool | None = None
     isolation_valid: bool | None = None
     soc_pct: float | None = None
+    imd: InsulationReading | None = None
+
+
+# An IMD state that lets energy flow (the cable check passes): a warning is reported but charging goes on.
+IMD_PASSES = (ImdState.OK, ImdState.WARNING)
 
 
 @dataclass
@@ -101,6 +113,7 @@ class Hardware:
     silent_stop_s: float = 60.0  # ... and this long stops the transaction
     meter_replaced_after_s: float = 300.0  # a register consistently below the last accepted one this long
     welded_at_start: set[int] = field(default_factory=set)  # connectors locked at start: contactor welded
+    imd_self_tests: dict[int, ImdSelfTestResult] = field(default_factory=dict)  # the last one per connector
 
     def __post_init__(self) -> None:
         if self.estop is not None:
@@ -232,15 +245,26 @@ class Hardware:
                     await dc.reset_faults()
                 for code in codes:
                     mapped = DC_CODE_RENAMES.get(code, code)
+                    if code == "contactor" and not status.charging_allowed:
+                        # the controller's contactor fault with charging stopped: its contactors failed to
+                        # open (a weld; "did not close" needs a closing), so the cable stays locked
+                        mapped = WELDED_CODE
                     faults[(dc.name, mapped)] = Fault(dc.name, mapped, f"{dc.name}: {code}", role="dc")
                 if status.isolation is Isolation.FAULT:
                     faults[(dc.name, "isolation_fault")] = Fault(dc.name, "isolation_fault", "isolation fault",
                                                                  role="dc")
+                elif status.isolation is Isolation.WARNING:
+                    # its own source: a warning must never hide a stopping fault of the controller
+                    source = f"{dc.name}.isolation"
+                    faults[(source, "isolation_warning")] = Fault(source, "isolation_warning",
+                                                                  "isolation warning", stops_charging=False, role="dc")
             except DriverError as err:
                 self._mark(dc.name, err)
                 fault = self._silence_fault(dc.name, "controller_communication", err, "dc")
                 if fault is not None:
                     faults[(dc.name, "controller_communication")] = fault
+        if devices.imd is not None:
+            await self._read_imd(devices, obs)
         for role, device in (("contactor", devices.contactor), ("lock", devices.lock)):
             if device is None:
                 continue
@@ -251,6 +275,70 @@ class Hardware:
                 self._mark(device.name, err)
                 faults[(device.name, err.code)] = Fault(device.name, err.code, str(err), role=role)
         return obs
+
+    async def _read_imd(self, devices: ConnectorDevices, obs: ConnectorObservation) -> None:
+        """The IMD's measurement as faults (warning: reported, charging goes on; fault, device error: stop)
+        and, when the config names the IMD for the cable check, as the connector's isolation result."""
+        imd = devices.imd
+        assert imd is not None
+        faults = obs.faults
+        use_for_check = devices.cable_check == "imd"
+        if use_for_check:
+            obs.isolation_valid = None  # the controller's result does not count; unknown until the IMD answers
+        test = self.imd_self_tests.get(devices.connector_id)
+        if test is not None and not test.ok:
+            source = f"{imd.name}.selftest"
+            faults[(source, "imd_self_test_failed")] = Fault(source, "imd_self_test_failed",
+                                                             f"self-test: {test.detail}", role="imd")
+        try:
+            reading = await imd.read()
+        except DriverError as err:
+            self._mark(imd.name, err)
+            fault = self._silence_fault(imd.name, "imd_communication", err, "imd")
+            if fault is not None:
+                faults[(imd.name, "imd_communication")] = fault
+                if use_for_check:
+                    obs.isolation_valid = False  # unmonitored this long: no cable check passes
+            return
+        self._mark(imd.name, None)
+        obs.imd = reading
+        if use_for_check:
+            # the cable check covers cable and vehicle: a measurement taken with no EV plugged in passes nothing
+            obs.isolation_valid = reading.state in IMD_PASSES and obs.plugged is True
+        kohm = f"{reading.resistance_ohm / 1000:.0f} kOhm" if reading.resistance_ohm is not None else "?"
+        t = reading.thresholds
+        if reading.state is ImdState.WARNING:
+            faults[(imd.name, "isolation_warning")] = Fault(
+                imd.name, "isolation_warning", f"insulation {kohm} < warning {t.warning_ohm / 1000:.0f} kOhm",
+                stops_charging=False, role="imd")
+        elif reading.state is ImdState.FAULT:
+            faults[(imd.name, "isolation_fault")] = Fault(
+                imd.name, "isolation_fault", f"insulation {kohm} < fault {t.fault_ohm / 1000:.0f} kOhm", role="imd")
+        elif reading.state is ImdState.DEVICE_ERROR:
+            faults[(imd.name, "imd_device_error")] = Fault(imd.name, "imd_device_error",
+                                                           "insulation monitor reports a device error", role="imd")
+
+    async def imd_self_test(self, connector_id: int) -> ImdSelfTestResult | None:
+        """Run a connector's IMD self-test and keep its result (a failed one faults the connector until a
+        later test passes); None without an IMD."""
+        devices = self.connectors.get(connector_id)
+        if devices is None or devices.imd is None:
+            return None
+        try:
+            result = await devices.imd.self_test()
+        except DriverError as err:
+            result = ImdSelfTestResult(False, f"not reachable: {err}", time.monotonic())
+        (LOGGER.info if result.ok else LOGGER.error)("connector %d: insulation monitor self-test %s: %s",
+                                                     connector_id, "passed" if result.ok else "FAILED",
+                                                     result.detail)
+        self.imd_self_tests[connector_id] = result
+        return result
+
+    async def imd_self_tests_at_start(self) -> None:
+        """The IMD self-test of every connector at start (the agent runs it beside the first polls)."""
+        for connector_id, devices in self.connectors.items():
+            if devices.imd is not None:
+                await self.imd_self_test(connector_id)
 
     async def lock_released(self, connector_id: int) -> bool:
         """After an unlock command: wait for the lock to move, then check its feedback (True without a lock)."""
@@ -292,7 +380,7 @@ class Hardware:
                    "age_s": round(time.monotonic() - h.last_ok_monotonic, 1) if h.last_ok_monotonic else None}
             for name, h in sorted(self.health.items())
         }
-        devices: list[Any] = [d for c in self.connectors.values() for d in (c.meter, c.dc) if d is not None]
+        devices: list[Any] = [d for c in self.connectors.values() for d in (c.meter, c.dc, c.imd) if d is not None]
         if self.reader is not None:
             devices.append(self.reader)
         for device in devices:

@@ -357,6 +357,80 @@ class IdReader(Protocol):
     async def close(self) -> None: ...
 
 
+class ImdState(enum.Enum):
+    """What an insulation monitoring device (IMD) says about the insulation of the DC output."""
+
+    OK = "ok"  # resistance above the warning threshold
+    WARNING = "warning"  # below the warning (pre-alarm) threshold, above the fault threshold
+    FAULT = "fault"  # below the fault (alarm) threshold
+    SELF_TEST = "self_test"  # a self-test runs: no measurement
+    DEVICE_ERROR = "device_error"  # the device reports its own fault
+    NO_MEASUREMENT = "no_measurement"  # no valid value yet (starting, disabled, value marked invalid)
+
+
+@dataclass(frozen=True, slots=True)
+class ImdThresholds:
+    """The IMD's alarm thresholds in ohms: below `warning_ohm` a warning, below `fault_ohm` a fault."""
+
+    warning_ohm: float
+    fault_ohm: float
+
+
+@dataclass(frozen=True, slots=True)
+class InsulationReading:
+    """One poll of an IMD; resistance and voltage are None when the device marks them invalid."""
+
+    state: ImdState
+    resistance_ohm: float | None
+    voltage_v: float | None
+    thresholds: ImdThresholds
+    read_monotonic: float = 0.0
+    read_wall: float = 0.0
+    stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ImdSelfTestResult:
+    """The outcome of an IMD self-test."""
+
+    ok: bool
+    detail: str
+    finished_monotonic: float = 0.0
+
+
+class InsulationMonitor(Protocol):
+    """An insulation monitoring device on a DC output (IEC 61557-8; IEC 61851-23 cable check).
+
+    - `read()` returns a fresh reading or raises CommunicationFault/DeviceTimeout (a reading the driver
+      cannot trust raises ImplausibleReading); the state is the worse of the device's own alarm and the
+      driver's comparison of the resistance with `thresholds`, so a device whose alarm settings were
+      changed behind the agent's back still faults in time.
+    - The driver owns the thresholds: it writes them on the first exchange and again after every
+      communication fault (the device may have been reset), like the DC controller's setpoints.
+    - `self_test()` runs the device's self-test and waits for its end, bounded by the driver's timeout; a
+      test that does not end in time, or ends with a device error, is a failed test (never an exception
+      for the device's own verdict; DriverError only when the device cannot be reached).
+    - `last_reading()` is the previous reading marked stale after a failed read (never republished fresh).
+    """
+
+    name: str
+
+    @property
+    def thresholds(self) -> ImdThresholds: ...
+
+    async def read(self) -> InsulationReading: ...
+
+    async def set_thresholds(self, warning_ohm: float, fault_ohm: float) -> None: ...
+
+    async def self_test(self) -> ImdSelfTestResult: ...
+
+    def last_reading(self) -> InsulationReading | None: ...
+
+    def error_counts(self) -> dict[str, int]: ...
+
+    async def close(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceHealth:
     """A device's health as the agent and evsectl show it (one record per device, replaced on every change)."""

@@ -16,6 +16,7 @@ MODELS_DIR = Path(__file__).parent / "meters" / "models"
 DRIVERS: dict[str, str] = {
     "lem_dcbm400600": "drivers.meters.lem_dcbm:LemDcbm",  # signing DC meter, HTTP/JSON (not a Modbus model)
     "modbus_dc": "drivers.dc.modbus_dc:ModbusDcController",
+    "bender_isocha425hv": "drivers.imd.bender_isocha:BenderIsoCha",  # insulation monitor, Modbus RTU/TCP
     "gpio_contactor": "drivers.gpio:GpioContactor",
     "gpio_estop": "drivers.gpio:GpioEmergencyStop",
     "gpio_indicator": "drivers.gpio:GpioIndicator",

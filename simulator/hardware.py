@@ -19,6 +19,7 @@ from typing import Any
 from drivers.base import ChargeProtocol, DcError, Isolation, PlugState
 from simulator.devices.dc_controller import SimDcController
 from simulator.devices.gpio import GpioPinServer
+from simulator.devices.imd import HEALTHY_OHM, SimIsoCha
 from simulator.devices.lem_dcbm import SimLemDcbm
 from simulator.devices.meter import SimMeter
 from simulator.devices.modbus_server import Faults, ModbusDeviceServer, RegisterBank
@@ -66,6 +67,9 @@ class SimConnectorConfig:
     lock_feedback_pin: int | None
     indicator_pins: tuple[int, int, int] | None
     ev: dict[str, Any] = field(default_factory=dict)
+    imd: ModbusEndpointConfig | None = None  # DC: a Bender isoCHA425HV on the output
+    imd_options: dict[str, Any] = field(default_factory=dict)  # warning_kohm, fault_kohm, self_test_s
+    cable_check: str = "controller"  # what the generated agent config names for the cable check
 
 
 @dataclass
@@ -132,6 +136,7 @@ def load_sim_config(path: str | Path) -> SimConfig:
         for endpoint in (meter, dc):
             if endpoint is not None and endpoint.transport not in ("tcp", "rtu"):
                 raise SimConfigError(f"{where}: transport must be 'tcp' or 'rtu'")
+        imd, imd_options, cable_check = _imd_config(raw, where)
         contactor = _get(raw, "contactor", dict, where)
         lock = raw.get("lock")
         indicator = raw.get("indicator")
@@ -157,6 +162,9 @@ def load_sim_config(path: str | Path) -> SimConfig:
                     else None
                 ),
                 ev=dict(raw.get("ev", {})),
+                imd=imd,
+                imd_options=imd_options,
+                cable_check=cable_check,
             )
         )
     if not connectors:
@@ -173,6 +181,35 @@ def load_sim_config(path: str | Path) -> SimConfig:
     )
 
 
+IMD_OPTIONS = ("transport", "port", "device_id", "line", "warning_kohm", "fault_kohm", "self_test_s",
+               "cable_check")
+
+
+def _imd_config(raw: dict[str, Any], where: str) -> tuple[ModbusEndpointConfig | None, dict[str, Any], str]:
+    """A connector's [connectors.insulation_monitor] table: where it listens, the agent's thresholds, and
+    whether the agent's cable check uses it ("imd", the default with an IMD) or the controller's result."""
+    table = raw.get("insulation_monitor")
+    if table is None:
+        return None, {}, "controller"
+    here = where + ".insulation_monitor"
+    if not isinstance(table, dict):
+        raise SimConfigError(f"{here}: must be a table")
+    unknown = set(table) - set(IMD_OPTIONS)
+    if unknown:
+        raise SimConfigError(f"{here}: unknown keys {sorted(unknown)}; allowed {list(IMD_OPTIONS)}")
+    endpoint = ModbusEndpointConfig(
+        transport=_get(table, "transport", str, here, "tcp"), port=_get(table, "port", int, here, 0),
+        device_id=_get(table, "device_id", int, here, 3), model="bender_isocha425hv",
+        line=_get(table, "line", str, here, ""))
+    if endpoint.transport not in ("tcp", "rtu"):
+        raise SimConfigError(f"{here}: transport must be 'tcp' or 'rtu'")
+    cable_check = _get(table, "cable_check", str, here, "imd")
+    if cable_check not in ("imd", "controller"):
+        raise SimConfigError(f"{here}.cable_check: must be 'imd' or 'controller'")
+    options = {key: table[key] for key in ("warning_kohm", "fault_kohm", "self_test_s") if key in table}
+    return endpoint, options, cable_check
+
+
 @dataclass
 class SimConnector:
     """A connector's simulated devices and EV, coupled by `step`."""
@@ -185,6 +222,9 @@ class SimConnector:
     dc: SimDcController | None = None
     dc_server: ModbusDeviceServer | None = None
     dc_url: str = ""
+    imd: SimIsoCha | None = None
+    imd_server: ModbusDeviceServer | None = None
+    imd_url: str = ""
     current_a: float = 0.0
     power_w: float = 0.0
 
@@ -225,6 +265,9 @@ class SimHardware:
                 ev.protocol = protocol
                 conn.dc = SimDcController(cc.dc.device_id, protocol=protocol)
                 conn.dc_server, conn.dc_url = await self._serve(shared, cc.dc, conn.dc.bank)
+            if cc.imd is not None:
+                conn.imd = SimIsoCha(cc.imd.device_id, float(cc.imd_options.get("self_test_s", 0.5)))
+                conn.imd_server, conn.imd_url = await self._serve(shared, cc.imd, conn.imd.bank)
             self.gpio.mirror(cc.contactor_pin, cc.contactor_feedback_pin)
             if cc.lock_pin is not None and cc.lock_feedback_pin is not None:
                 self.gpio.mirror(cc.lock_pin, cc.lock_feedback_pin)
@@ -361,6 +404,9 @@ class SimHardware:
                 conn.power_w = sum(phases)
                 if isinstance(conn.meter, SimMeter):
                     conn.meter.current_a = [current if i < n else 0.0 for i in range(3)]
+            if conn.imd is not None:
+                conn.imd.voltage_v = conn.dc.present_v if conn.dc is not None else 0.0
+                conn.imd.step(now)
             ev.step(dt_s, conn.power_w)
             conn.meter.add_energy(phases, dt_s)
             conn.meter.update()
@@ -432,6 +478,8 @@ class SimHardware:
                 conn.meter.set_fault(fault, on, value)
             except ValueError as err:
                 raise HttpError(400, str(err)) from None
+        elif device == "imd":
+            self._imd_fault(conn, fault, on, value)
         elif device in ("meter", "dc"):
             server = conn.meter_server if device == "meter" else conn.dc_server
             if server is None:
@@ -476,7 +524,32 @@ class SimHardware:
                 raise HttpError(409, f"connector {connector} has no lock")
             self.gpio.stuck_open(conn.config.lock_pin, on)
         else:
-            raise HttpError(400, f"unknown device {device!r}; known: meter, dc, contactor, lock")
+            raise HttpError(400, f"unknown device {device!r}; known: meter, dc, imd, contactor, lock")
+
+    @staticmethod
+    def _imd_fault(conn: SimConnector, fault: str, on: bool, value: Any) -> None:
+        """IMD faults: the insulation falling to the warning or fault level (or to `value` ohms), the device's
+        own error, a failing self-test; on the line: silent, slow, garbage, CRC errors, exception answers."""
+        imd, server = conn.imd, conn.imd_server
+        if imd is None or server is None:
+            raise HttpError(409, f"connector {conn.config.id} has no insulation monitor")
+        if fault == "warning":  # between R2 and R1 (or value ohms)
+            imd.resistance_ohm = float(value or (imd.warning_ohm + imd.fault_ohm) / 2) if on else HEALTHY_OHM
+        elif fault == "fault":  # below R2
+            imd.resistance_ohm = float(value or imd.fault_ohm / 2) if on else HEALTHY_OHM
+        elif fault == "device_error":
+            imd.device_error = on
+        elif fault == "self_test_fail":
+            imd.fail_self_test = on
+        elif fault in ("silent", "crc_error", "garbage"):
+            setattr(server.faults, fault, on)
+        elif fault == "slow":
+            server.faults.slow_s = float(value or 2.0) if on else 0.0
+        elif fault == "exception":
+            server.faults.exception_code = int(value or 4) if on else None
+        else:
+            raise HttpError(400, f"unknown fault {fault!r} for imd; known: warning, fault, device_error, "
+                                 "self_test_fail, silent, slow, crc_error, garbage, exception")
 
     def state(self) -> dict[str, Any]:
         """A JSON-able picture of the simulated hardware."""
@@ -501,6 +574,11 @@ class SimHardware:
                 entry["dc"] = {"url": conn.dc_url, "device_id": conn.config.dc.device_id if conn.config.dc else 1,
                                "allowed": conn.dc.charging_allowed, "limit_a": conn.dc.limit_a,
                                "limit_w": conn.dc.limit_w, "emergency": conn.dc.emergency}
+            if conn.imd is not None:
+                entry["imd"] = {"url": conn.imd_url, "resistance_ohm": conn.imd.resistance_ohm,
+                                "warning_ohm": conn.imd.warning_ohm, "fault_ohm": conn.imd.fault_ohm,
+                                "enabled": conn.imd.enabled, "self_tests": conn.imd.self_tests,
+                                "device_error": conn.imd.device_error}
             connectors[str(cid)] = entry
         return {
             "connectors": connectors,

@@ -148,6 +148,10 @@ class ConnectorConfig:
     dc_controller: DeviceConfig | None = None
     lock: DeviceConfig | None = None
     indicator: DeviceConfig | None = None
+    insulation_monitor: DeviceConfig | None = None  # DC: an IMD on the output (docs/dc-safety.md)
+    # DC: whose measurement the cable check before the contactor closes trusts: the DC controller's isolation
+    # result ("controller") or the insulation monitor's own ("imd")
+    cable_check: str = "controller"
 
 
 @dataclass(frozen=True)

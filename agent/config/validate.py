@@ -240,7 +240,10 @@ _CONNECTOR_KEYS = (
     "contactor",
     "lock",
     "indicator",
+    "insulation_monitor",
+    "cable_check",
 )
+CABLE_CHECKS = ("controller", "imd")
 _DEFAULT_VOLTAGE_V = {ConnectorKind.AC: 230.0, ConnectorKind.DC: 400.0}
 
 
@@ -561,6 +564,14 @@ class _Validator:
                        'IEC 61851 pilot board (driver "modbus_dc", the generic controller register map)')
         lock = self.device(t, "lock", t.path)
         indicator = self.device(t, "indicator", t.path)
+        imd = self.device(t, "insulation_monitor", t.path)
+        cable_check = t.string("cable_check", "controller")
+        if cable_check not in CABLE_CHECKS:
+            self.p.add((*t.path, "cable_check"), f'must be "controller" or "imd", got {cable_check!r}')
+        elif cable_check == "imd" and "insulation_monitor" not in t.data:
+            self.p.add((*t.path, "cable_check"), 'cable_check = "imd" needs a [connectors.insulation_monitor] table')
+        if kind is ConnectorKind.AC and "insulation_monitor" in t.data:
+            self.p.add((*t.path, "kind"), "an insulation monitor belongs to a DC connector")
         if kind is None or meter is None or contactor is None or conn_id < 1:
             return None
         return ConnectorConfig(
@@ -575,6 +586,8 @@ class _Validator:
             dc_controller=dc_controller,
             lock=lock,
             indicator=indicator,
+            insulation_monitor=imd,
+            cable_check=cable_check if cable_check in CABLE_CHECKS else "controller",
         )
 
     def check_pins_and_addresses(self) -> None:

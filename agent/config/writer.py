@@ -96,7 +96,7 @@ def config_to_toml(cfg: AgentConfig) -> str:
         _emit_table(lines, "[estop]", cfg.estop.options)
     if cfg.rfid is not None:
         _emit_table(lines, "[rfid]", cfg.rfid.options)
-    roles = ("meter", "dc_controller", "contactor", "lock", "indicator")
+    roles = ("meter", "dc_controller", "contactor", "lock", "indicator", "insulation_monitor")
     for conn in cfg.connectors:
         scalars = {k: v for k, v in _dataclass_values(conn).items() if k not in roles}
         _emit_table(lines, "[[connectors]]", scalars)

@@ -303,6 +303,7 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         if obs.plugged is not None and obs.plugged != state.plugged:
             state.plugged = obs.plugged
             self.feed(ev.PlugChanged(connector_id, obs.plugged))
+            state.isolation_valid = None  # a plug change asks for a new cable check: the next result is news
         if obs.ev_ready is not None and obs.ev_ready != state.ev_ready:
             state.ev_ready = obs.ev_ready
             self.feed(ev.EvReadyChanged(connector_id, obs.ev_ready))
@@ -381,6 +382,8 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         for connector_id in self.connectors:
             self._spawn(self.actuator_loop(connector_id), f"actuator-{connector_id}")
         self._spawn(self.reader_loop(), "rfid")
+        if any(d.imd is not None for d in self.hw.connectors.values()):
+            self._spawn(self.hw.imd_self_tests_at_start(), "imd-selftest")  # beside the polls: it takes seconds
         first = True
         try:
             while True:

@@ -45,6 +45,7 @@ class Rig:
         self.ocpp = dict(ocpp or {})
         self.hardware = dict(hardware or {})  # [hardware] keys of the agent config (silence timeouts ...)
         self.backoffice_url: str | None = None  # another way to the back office (a proxy), if a test sets one
+        self.sim_config = SIM_CONFIG  # the simulated charger; a test may name another file before start()
         self.reconnect_max_s = RECONNECT_MAX_S
         self.sim: subprocess.Popen[bytes] | None = None
         self.agent: subprocess.Popen[bytes] | None = None
@@ -63,7 +64,7 @@ class Rig:
         ready = self.workdir / "sim-ready.json"
         log = open(self.workdir / "sim.log", "ab")  # noqa: SIM115 - the process owns it
         self.sim = subprocess.Popen(
-            [_bin("evse-sim"), "hardware", "--config", str(SIM_CONFIG), "--write-agent-config",
+            [_bin("evse-sim"), "hardware", "--config", str(self.sim_config), "--write-agent-config",
              str(self.agent_config), "--state-dir", str(self.state_dir), "--ready-file", str(ready),
              "--backoffice-url", self.backoffice_url or self.office.url()],
             stdout=log, stderr=subprocess.STDOUT,

@@ -41,6 +41,8 @@ _CODE_MAP = {
     "energy_backwards": ChargePointErrorCode.POWER_METER_FAILURE,
     "meter_replaced": ChargePointErrorCode.POWER_METER_FAILURE,
     "isolation_fault": ChargePointErrorCode.GROUND_FAILURE,
+    # an insulation warning: charging goes on, so not GroundFailure (back offices take that for a failure);
+    # OtherError with vendorErrorCode isolation_warning, the device and resistance in info
     "over_current": ChargePointErrorCode.OVER_CURRENT_FAILURE,
     "over_voltage": ChargePointErrorCode.OVER_VOLTAGE,
     "under_voltage": ChargePointErrorCode.UNDER_VOLTAGE,

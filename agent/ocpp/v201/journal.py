@@ -43,6 +43,7 @@ ENDED: dict[StopReason, tuple[str, str]] = {
     StopReason.UNLOCK_COMMAND: ("UnlockCommand", "Other"),  # 2.0.1 names no stoppedReason for an unlock
     StopReason.OTHER: ("AbnormalCondition", "Other"),
     StopReason.MASTER_PASS: ("StopAuthorized", "MasterPass"),
+    StopReason.GROUND_FAULT: ("AbnormalCondition", "GroundFault"),
 }
 
 SAMPLE_TRIGGERS = {

@@ -58,6 +58,9 @@ _NUMERIC = (DataType.INTEGER, DataType.DECIMAL)
 FAULT_SEVERITY = {
     ev.FAULT_EMERGENCY_STOP: 0,
     "isolation_fault": 0,
+    "imd_device_error": 1,  # the insulation is not monitored
+    "imd_self_test_failed": 1,
+    "isolation_warning": 6,  # Warning: charging goes on
     "contactor_welded": 0,  # the cable may stay live
     "over_temperature": 1,
     "over_current": 1,
@@ -522,7 +525,9 @@ class MonitorEngine:
         current = self._active_faults()
         events: list[tuple[dict[str, Any], int]] = []
         for key, note in current.items():
-            if key not in self.reported_faults:
+            reported = self.reported_faults.get(key)
+            # new, or worse than what was reported on the same variable (an insulation warning become a fault)
+            if reported is None or note.severity < reported.severity:
                 events.append((self._fault_data(note, now, "true", cleared=False), note.severity))
         for key, note in self.reported_faults.items():
             if key not in current:

@@ -44,6 +44,10 @@ _BY_CODE = {
     "energy_backwards": FaultReport("PowerMeter"),
     "meter_replaced": FaultReport("PowerMeter"),
     "isolation_fault": FaultReport("InsulationMonitor"),  # a ground failure shows on the isolation monitor
+    "isolation_warning": FaultReport("InsulationMonitor"),  # reported with a lower severity (monitors.py)
+    "imd_device_error": FaultReport("InsulationMonitor"),
+    "imd_self_test_failed": FaultReport("InsulationMonitor"),
+    "imd_communication": FaultReport("InsulationMonitor"),
     "over_current": FaultReport("OverCurrentProtection", "Operated"),
     "over_voltage": FaultReport("ElectricalFeed", "Problem"),
     "under_voltage": FaultReport("ElectricalFeed", "Problem"),
@@ -64,6 +68,7 @@ _BY_ROLE = {
     DeviceRole.LOCK: FaultReport("ConnectorPlugRetentionLock"),
     DeviceRole.ID_READER: FaultReport("TokenReader", evse_scoped=False),
     DeviceRole.ESTOP: FaultReport("EmergencyStopSensor", "Tripped", evse_scoped=False),
+    DeviceRole.INSULATION_MONITOR: FaultReport("InsulationMonitor"),
 }
 _GENERIC = FaultReport("Connector")
 
