@@ -31,7 +31,7 @@ from drivers.base import (
     MeterReading,
     PlugState,
 )
-from drivers.dc.modbus_dc import fault_codes
+from drivers.dc.modbus_dc import fault_details
 from drivers.errors import DriverError, HardwareFault, ImplausibleReading
 
 LOGGER = logging.getLogger(__name__)
@@ -225,14 +225,17 @@ class Hardware:
                 obs.ev_ready = status.ev_ready
                 obs.isolation_valid = status.isolation in (Isolation.VALID, Isolation.WARNING)
                 obs.soc_pct = status.soc_pct
-                codes = fault_codes(status)
+                details = fault_details(status)
+                codes = [code for code, _ in details]
                 if "host_timeout" in codes:
                     # The controller latched our silence (a restart or a hung loop); we are alive again.
                     LOGGER.warning("%s reports a host timeout; resetting it", dc.name)
                     await dc.reset_faults()
-                for code in codes:
+                for code, name in details:
                     mapped = DC_CODE_RENAMES.get(code, code)
-                    faults[(dc.name, mapped)] = Fault(dc.name, mapped, f"{dc.name}: {code}", role="dc")
+                    # a vehicle fault says what the vehicle reported, in its standard's words
+                    message = f"{dc.name}: {code}" if name == code else name
+                    faults[(dc.name, mapped)] = Fault(dc.name, mapped, message, role="dc")
                 if status.isolation is Isolation.FAULT:
                     faults[(dc.name, "isolation_fault")] = Fault(dc.name, "isolation_fault", "isolation fault",
                                                                  role="dc")

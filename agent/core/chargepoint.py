@@ -97,6 +97,7 @@ from agent.core.events import (
     UnlockRequested,
     UnlockResult,
 )
+from agent.core.faults import stop_reason_for
 from agent.core.limits import (
     ChargingProfile,
     CompositePeriod,
@@ -775,7 +776,7 @@ class ChargePointCore:
         for c in affected:
             self._open(c, run)  # open first: safety before bookkeeping
             if c.session is not None:
-                self._stop(c, StopReason.OTHER, run)
+                self._stop(c, stop_reason_for(event.code), run)
             c.auth = None
 
     def _on_fault_cleared(self, event: FaultCleared, run: _Run) -> None:

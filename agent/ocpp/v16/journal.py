@@ -17,6 +17,7 @@ from agent.clock import iso
 from agent.core.events import SessionEvent
 from agent.metering import Sample, billed_wh
 from agent.ocpp.v16.metering import meter_value
+from agent.ocpp.v16.statuses import stop_reason_16
 from agent.ports import SampleTrigger, Stamp, TxStarted, TxStopped
 from agent.settings import Settings, SettingsSource
 from agent.store import OutboxMessage, Store
@@ -106,7 +107,7 @@ class V16Journal:
             TX_ID_FIELD: TX_ID_PLACEHOLDER,
             "meterStop": billed_wh(tx.meter_stop_wh),
             "timestamp": iso(tx.timestamp),
-            "reason": tx.reason.value,
+            "reason": stop_reason_16(tx.reason),
         }
         if tx.id_tag:
             payload["idTag"] = tx.id_tag

@@ -43,6 +43,7 @@ ENDED: dict[StopReason, tuple[str, str]] = {
     StopReason.UNLOCK_COMMAND: ("UnlockCommand", "Other"),  # 2.0.1 names no stoppedReason for an unlock
     StopReason.OTHER: ("AbnormalCondition", "Other"),
     StopReason.MASTER_PASS: ("StopAuthorized", "MasterPass"),
+    StopReason.STOPPED_BY_EV: ("AbnormalCondition", "StoppedByEV"),  # a vehicle fault (docs/dc-controller.md)
 }
 
 SAMPLE_TRIGGERS = {
