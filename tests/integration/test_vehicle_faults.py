@@ -1,0 +1,89 @@
+"""Vehicle faults end to end: the simulated EV reports a CHAdeMO fault flag or a CCS EV error code through the
+simulated DC controller (map version 2, real Modbus), the agent process ends the transaction as stopped by the
+EV and reports the fault to the local back office: 1.6 StatusNotification errorCode with the flag as
+vendorErrorCode, 2.0.1 TransactionEvent stoppedReason StoppedByEV and a NotifyEvent on the controller's
+Problem variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration import harness
+from tests.integration.harness import CP_ID, Rig
+
+
+@pytest.fixture
+def chademo_sim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The integration simulator with a CHAdeMO outlet on connector 1 instead of CCS."""
+    text = harness.SIM_CONFIG.read_text()
+    assert text.count('protocol = "ccs"') == 1
+    path = tmp_path / "sim-chademo.toml"
+    path.write_text(text.replace('protocol = "ccs"', 'protocol = "chademo"'))
+    monkeypatch.setattr(harness, "SIM_CONFIG", path)
+    return path
+
+
+async def _vehicle_fault_ends_the_session_1_6(rig: Rig, code: str, error_code: str, words: str) -> None:
+    start = await rig.start_session()
+    tx = start["response"]["payload"]["transactionId"]
+    await rig.wait_status(1, "Charging")
+    since = len(rig.statuses(1))
+    rig.fault("ev", code)
+    stop = await rig.wait_call("StopTransaction")
+    assert (stop["payload"]["transactionId"], stop["payload"]["reason"]) == (tx, "Other")
+    faulted = await rig.wait_status(1, "Faulted", error_code=error_code, since=since)
+    assert faulted["vendorErrorCode"] == code, faulted  # names the flag
+    assert words in faulted.get("info", ""), faulted
+    await rig.wait_contactor(False)
+    rig.unplug(1)  # the vehicle's flags belong to its session
+    await rig.wait_status(1, "Available", since=since)
+
+
+async def test_ccs_ev_error_code_stops_the_transaction_1_6(rig: Rig) -> None:
+    await _vehicle_fault_ends_the_session_1_6(rig, "ccs_ress_malfunction", "OtherError", "FAILED_EVRESSMalfunction")
+
+
+async def test_chademo_fault_flag_stops_the_transaction_1_6(chademo_sim: Path, rig: Rig) -> None:
+    await _vehicle_fault_ends_the_session_1_6(rig, "chademo_current_deviation", "EVCommunicationError",
+                                              "battery current deviation")
+
+
+def _problems(rig: Rig, component: str) -> list[dict[str, Any]]:
+    return [e for m in rig.calls("NotifyEvent") for e in m["payload"]["eventData"]
+            if e["component"].get("name") == component and e["variable"]["name"] == "Problem"]
+
+
+async def test_ccs_ev_error_code_ends_the_transaction_stopped_by_ev_2_0_1(rig_factory: Any) -> None:
+    from tests.integration.test_v201_sessions import wait_event
+
+    rig: Rig = await rig_factory(ocpp_version="2.0.1")
+    rig.card()
+    rig.plug(1)
+    started = await wait_event(rig, "Started")
+    await rig.wait_contactor(True)
+    rig.fault("ev", "ccs_voltage_out_of_range")
+    ended = await wait_event(rig, "Ended")
+    assert ended["transactionInfo"]["transactionId"] == started["transactionInfo"]["transactionId"]
+    assert (ended["triggerReason"], ended["transactionInfo"]["stoppedReason"]) == ("AbnormalCondition",
+                                                                                   "StoppedByEV")
+    try:
+        raised = await rig.office.wait_for(lambda: _problems(rig, "ISO15118Ctrlr") or None, timeout=20)
+    except TimeoutError:
+        raise AssertionError(f"no NotifyEvent for the vehicle fault\n{rig.agent_log()[-3000:]}") from None
+    assert raised[0]["component"] == {"name": "ISO15118Ctrlr", "evse": {"id": 1}}
+    assert (raised[0]["actualValue"], raised[0]["techCode"]) == ("true", "ccs_voltage_out_of_range")
+    assert "FAILED_ChargingVoltageOutOfRange" in raised[0]["techInfo"]
+    await rig.wait_status(1, "Faulted")
+    rig.unplug(1)
+    try:
+        events = await rig.office.wait_for(
+            lambda: _problems(rig, "ISO15118Ctrlr") if len(_problems(rig, "ISO15118Ctrlr")) > 1 else None,
+            timeout=20)
+    except TimeoutError:
+        raise AssertionError(f"the vehicle fault never cleared\n{rig.agent_log()[-3000:]}") from None
+    assert (events[1]["actualValue"], events[1]["cleared"]) == ("false", True)
+    assert rig.office.violations == []
+    assert rig.office.version_of(CP_ID) == "2.0.1"
