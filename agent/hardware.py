@@ -17,6 +17,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from drivers.base import (
+    ChademoFault,
+    ChademoStatus,
+    ChargeProtocol,
     ConnectorLock,
     Contactor,
     DcController,
@@ -42,6 +45,39 @@ ESTOP_SHUTDOWN_WAIT_S = 0.05  # the longest the contactor waits for the controll
 def _log_shutdown(name: str, future: concurrent.futures.Future[None]) -> None:
     if not future.cancelled() and future.exception() is not None:
         LOGGER.error("%s: emergency shutdown not delivered: %s", name, future.exception())
+
+
+def dc_view(connector_id: int, status: DcStatus) -> dict[str, Any]:
+    """A DC controller's last status as a technician reads it (evsectl status, the diagnostics bundle)."""
+    view: dict[str, Any] = {
+        "connector": connector_id, "protocol": status.protocol.name, "map_version": status.map_version,
+        "plugged": status.plug is PlugState.PLUGGED, "ev_state": status.ev_state.name, "ev_ready": status.ev_ready,
+        "soc_pct": status.soc_pct, "ev_target_v": status.ev_target_v, "ev_target_a": status.ev_target_a,
+        "ev_max_v": status.ev_max_v, "ev_max_a": status.ev_max_a, "present_v": status.present_v,
+        "present_a": status.present_a, "isolation": status.isolation.name.lower(),
+        "temperature_c": status.temperature_c, "stale": status.stale,
+        "age_s": round(time.monotonic() - status.read_monotonic, 1) if status.read_monotonic else None,
+        "faults": [{"code": code, "name": name} for code, name in fault_details(status)],
+    }
+    detail = status.detail
+    if status.protocol is ChargeProtocol.CHADEMO:
+        view["chademo_step"] = status.chademo_step
+    if detail is not None and status.protocol is ChargeProtocol.CHADEMO:
+        view["chademo"] = {
+            "protocol_number": detail.chademo_protocol, "charging_enabled": detail.charging_enabled,
+            "status_flags": [str(f.name).lower() for f in ChademoStatus if f and f in detail.chademo_status],
+            "fault_flags": [str(f.name).lower() for f in ChademoFault if f and f in detail.chademo_faults],
+            "max_charging_time_s": detail.max_charging_time_s,
+            "estimated_charging_time_s": detail.estimated_charging_time_s,
+            "battery_capacity_kwh": detail.battery_capacity_kwh,
+        }
+    if detail is not None and status.protocol is ChargeProtocol.CCS:
+        view["ccs"] = {
+            "phase": detail.ccs_phase.name.lower(), "ev_error_code": detail.ev_error_code.name,
+            "full_soc_pct": detail.full_soc_pct, "bulk_soc_pct": detail.bulk_soc_pct,
+            "ev_max_power_w": detail.ev_max_power_w,
+        }
+    return view
 
 
 # Driver fault codes that would read like another device's on the connector get a "dc_" prefix.
@@ -298,6 +334,13 @@ class Hardware:
         devices: list[Any] = [d for c in self.connectors.values() for d in (c.meter, c.dc) if d is not None]
         if self.reader is not None:
             devices.append(self.reader)
+        for cid, devs in self.connectors.items():
+            # the DC controller keeps its last status (not part of the DcController contract: read it if present)
+            last = getattr(devs.dc, "last_reading", None)
+            status = last() if callable(last) else None
+            if devs.dc is not None and isinstance(status, DcStatus):
+                result.setdefault(devs.dc.name, {"ok": True, "error": None, "failures": 0, "age_s": None})[
+                    "dc"] = dc_view(cid, status)
         for device in devices:
             own = getattr(device, "health", None)
             if isinstance(own, DeviceHealth) and own.name not in result:  # a device that reports its own (reader)

@@ -26,10 +26,16 @@ def chademo_sim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-async def _vehicle_fault_ends_the_session_1_6(rig: Rig, code: str, error_code: str, words: str) -> None:
+async def _vehicle_fault_ends_the_session_1_6(rig: Rig, code: str, error_code: str, words: str,
+                                              charging_shows: str = "") -> None:
     start = await rig.start_session()
     tx = start["response"]["payload"]["transactionId"]
     await rig.wait_status(1, "Charging")
+    if charging_shows:
+        from tests.integration.test_evsectl import evsectl
+
+        text = evsectl(rig, "status").stdout
+        assert charging_shows in text, text
     since = len(rig.statuses(1))
     rig.fault("ev", code)
     stop = await rig.wait_call("StopTransaction")
@@ -47,8 +53,9 @@ async def test_ccs_ev_error_code_stops_the_transaction_1_6(rig: Rig) -> None:
 
 
 async def test_chademo_fault_flag_stops_the_transaction_1_6(chademo_sim: Path, rig: Rig) -> None:
-    await _vehicle_fault_ends_the_session_1_6(rig, "chademo_current_deviation", "EVCommunicationError",
-                                              "battery current deviation")
+    await _vehicle_fault_ends_the_session_1_6(
+        rig, "chademo_current_deviation", "EVCommunicationError", "battery current deviation",
+        charging_shows="protocol 2  charging enabled  flags charging_enabled  max time 5400 s")
 
 
 def _problems(rig: Rig, component: str) -> list[dict[str, Any]]:
@@ -87,3 +94,41 @@ async def test_ccs_ev_error_code_ends_the_transaction_stopped_by_ev_2_0_1(rig_fa
     assert (events[1]["actualValue"], events[1]["cleared"]) == ("false", True)
     assert rig.office.violations == []
     assert rig.office.version_of(CP_ID) == "2.0.1"
+
+
+async def test_technician_sees_the_ccs_detail_and_the_vehicle_fault(rig: Rig) -> None:
+    import json
+    import tarfile
+
+    from tests.integration.test_evsectl import evsectl
+
+    await rig.start_session()
+    await rig.wait_status(1, "Charging")
+    await rig.wait_sim(lambda s: s["connectors"]["1"]["ev"]["ccs_phase"] == "current_demand", "current demand")
+
+    def dc1() -> dict[str, Any]:
+        devices = json.loads(evsectl(rig, "--json", "status").stdout)["devices"]
+        return next(d["dc"] for d in devices.values() if d.get("dc", {}).get("connector") == 1)
+
+    view = dc1()
+    assert (view["protocol"], view["map_version"]) == ("CCS", 2)
+    assert view["ccs"]["phase"] in ("current_demand", "power_delivery")  # the poll may lag the EV by one step
+    assert (view["ccs"]["full_soc_pct"], view["ccs"]["bulk_soc_pct"]) == (100.0, 80.0)
+    assert view["ccs"]["ev_max_power_w"] == 150_000.0 and view["ccs"]["ev_error_code"] == "NO_ERROR"
+    text = evsectl(rig, "status").stdout
+    assert "dc connector 1: CCS (map v2)" in text and "CCS phase" in text and "full SoC 100.0 %" in text
+
+    rig.fault("ev", "ccs_ev_shift_position")
+    await rig.wait_call("StopTransaction")
+    await rig.wait_status(1, "Faulted", error_code="OtherError")
+    text = evsectl(rig, "status").stdout
+    assert "FAULT ccs_ev_shift_position (FAILED_EVShiftPosition)" in text, text
+    assert dc1()["ccs"]["ev_error_code"] == "EV_SHIFT_POSITION"
+    bundle = json.loads(evsectl(rig, "--json", "bundle").stdout)
+    with tarfile.open(bundle["path"]) as tar:
+        member = tar.extractfile("status.json")
+        assert member is not None
+        status = json.loads(member.read())
+    bundled = [d["dc"] for d in status["devices"].values() if d.get("dc", {}).get("connector") == 1]
+    assert bundled and bundled[0]["ccs"]["ev_error_code"] == "EV_SHIFT_POSITION"
+    assert {"code": "ccs_ev_shift_position", "name": "FAILED_EVShiftPosition"} in bundled[0]["faults"]
