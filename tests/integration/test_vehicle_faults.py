@@ -132,3 +132,36 @@ async def test_technician_sees_the_ccs_detail_and_the_vehicle_fault(rig: Rig) ->
     bundled = [d["dc"] for d in status["devices"].values() if d.get("dc", {}).get("connector") == 1]
     assert bundled and bundled[0]["ccs"]["ev_error_code"] == "EV_SHIFT_POSITION"
     assert {"code": "ccs_ev_shift_position", "name": "FAILED_EVShiftPosition"} in bundled[0]["faults"]
+
+
+async def _get(rig: Rig, component: str, variable: str) -> dict[str, Any]:
+    answer = await rig.cs_call("GetVariables", {"getVariableData": [
+        {"component": {"name": component, "evse": {"id": 1}}, "variable": {"name": variable}}]})
+    assert answer["status"] == "result", answer
+    return answer["payload"]["getVariableResult"][0]  # type: ignore[no-any-return]
+
+
+async def test_chademo_device_model_variables_and_fault_2_0_1(chademo_sim: Path, rig_factory: Any) -> None:
+    from tests.integration.test_v201_sessions import wait_event
+
+    rig: Rig = await rig_factory(ocpp_version="2.0.1")
+    idle = await _get(rig, "CHAdeMOCtrlr", "CHAdeMOProtocolNumber")
+    assert idle["attributeStatus"] == "Accepted" and idle.get("attributeValue", "") == ""  # no vehicle: no value
+    rig.card()
+    rig.plug(1)
+    await wait_event(rig, "Started")
+    await rig.wait_contactor(True)
+    number = await _get(rig, "CHAdeMOCtrlr", "CHAdeMOProtocolNumber")
+    assert (number["attributeStatus"], number["attributeValue"]) == ("Accepted", "2")
+    status = await _get(rig, "CHAdeMOCtrlr", "VehicleStatus")
+    assert status["attributeValue"] == "false"  # charging: the EV contactor is closed
+    rig.fault("ev", "chademo_battery_over_voltage")
+    ended = await wait_event(rig, "Ended")
+    assert ended["transactionInfo"]["stoppedReason"] == "StoppedByEV"
+    try:
+        raised = await rig.office.wait_for(lambda: _problems(rig, "CHAdeMOCtrlr") or None, timeout=20)
+    except TimeoutError:
+        raise AssertionError(f"no NotifyEvent for the vehicle fault\n{rig.agent_log()[-3000:]}") from None
+    assert (raised[0]["techCode"], raised[0]["techInfo"]) == ("chademo_battery_over_voltage", "battery overvoltage")
+    assert (await _get(rig, "CHAdeMOCtrlr", "Problem"))["attributeValue"] == "true"
+    assert rig.office.violations == []
