@@ -230,3 +230,19 @@ def test_encode_decode_round_trip_of_the_detail() -> None:
     assert detail is not None
     assert detail.ccs_phase is CcsPhase.CURRENT_DEMAND and detail.chademo_protocol == 2
     assert detail.battery_capacity_kwh == pytest.approx(62.1)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_random_blocks_decode_or_are_refused_never_crash(version: int) -> None:
+    import random
+
+    rnd = random.Random(version)
+    for _ in range(3000):
+        block = [rnd.choice((0, 1, 2, 5, 11, 255, 1000, 0x7FFF, 0xFFFF, rnd.randrange(0x10000)))
+                 for _ in range(reg.status_count(version))]
+        block[0:2] = [reg.MAGIC, version]
+        try:
+            status = reg.decode_status(block)
+        except reg.DecodeError:
+            continue
+        assert status.map_version == version and (status.detail is None) is (version == 1)
