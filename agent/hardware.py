@@ -17,6 +17,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from drivers.base import (
+    ChademoFault,
+    ChademoStatus,
+    ChargeProtocol,
     ConnectorLock,
     Contactor,
     DcController,
@@ -35,7 +38,7 @@ from drivers.base import (
     MeterReading,
     PlugState,
 )
-from drivers.dc.modbus_dc import fault_codes
+from drivers.dc.modbus_dc import fault_details
 from drivers.errors import DriverError, HardwareFault, ImplausibleReading
 
 LOGGER = logging.getLogger(__name__)
@@ -49,6 +52,41 @@ def _log_shutdown(name: str, future: concurrent.futures.Future[None]) -> None:
 
 
 WELDED_CODE = "contactor_welded"  # agent.core's code for a contactor that may leave the cable live
+
+
+def dc_view(connector_id: int, status: DcStatus) -> dict[str, Any]:
+    """A DC controller's last status as a technician reads it (evsectl status, the diagnostics bundle)."""
+    view: dict[str, Any] = {
+        "connector": connector_id, "protocol": status.protocol.name, "map_version": status.map_version,
+        "plugged": status.plug is PlugState.PLUGGED, "ev_state": status.ev_state.name, "ev_ready": status.ev_ready,
+        "soc_pct": status.soc_pct, "ev_target_v": status.ev_target_v, "ev_target_a": status.ev_target_a,
+        "ev_max_v": status.ev_max_v, "ev_max_a": status.ev_max_a, "present_v": status.present_v,
+        "present_a": status.present_a, "isolation": status.isolation.name.lower(),
+        "temperature_c": status.temperature_c, "stale": status.stale,
+        "age_s": round(time.monotonic() - status.read_monotonic, 1) if status.read_monotonic else None,
+        "faults": [{"code": code, "name": name} for code, name in fault_details(status)],
+    }
+    detail = status.detail
+    if status.protocol is ChargeProtocol.CHADEMO:
+        view["chademo_step"] = status.chademo_step
+    if detail is not None and status.protocol is ChargeProtocol.CHADEMO:
+        view["chademo"] = {
+            "protocol_number": detail.chademo_protocol, "charging_enabled": detail.charging_enabled,
+            "status_flags": [str(f.name).lower() for f in ChademoStatus if f and f in detail.chademo_status],
+            "fault_flags": [str(f.name).lower() for f in ChademoFault if f and f in detail.chademo_faults],
+            "max_charging_time_s": detail.max_charging_time_s,
+            "estimated_charging_time_s": detail.estimated_charging_time_s,
+            "battery_capacity_kwh": detail.battery_capacity_kwh,
+        }
+    if detail is not None and status.protocol is ChargeProtocol.CCS:
+        view["ccs"] = {
+            "phase": detail.ccs_phase.name.lower(), "ev_error_code": detail.ev_error_code.name,
+            "full_soc_pct": detail.full_soc_pct, "bulk_soc_pct": detail.bulk_soc_pct,
+            "ev_max_power_w": detail.ev_max_power_w,
+        }
+    return view
+
+
 # Driver fault codes that would read like another device's on the connector get a "dc_" prefix.
 DC_CODE_RENAMES = {"contactor": "dc_contactor", "internal": "dc_internal"}
 
@@ -238,18 +276,21 @@ class Hardware:
                 obs.ev_ready = status.ev_ready
                 obs.isolation_valid = status.isolation in (Isolation.VALID, Isolation.WARNING)
                 obs.soc_pct = status.soc_pct
-                codes = fault_codes(status)
+                details = fault_details(status)
+                codes = [code for code, _ in details]
                 if "host_timeout" in codes:
                     # The controller latched our silence (a restart or a hung loop); we are alive again.
                     LOGGER.warning("%s reports a host timeout; resetting it", dc.name)
                     await dc.reset_faults()
-                for code in codes:
+                for code, name in details:
                     mapped = DC_CODE_RENAMES.get(code, code)
                     if code == "contactor" and not status.charging_allowed:
                         # the controller's contactor fault with charging stopped: its contactors failed to
                         # open (a weld; "did not close" needs a closing), so the cable stays locked
                         mapped = WELDED_CODE
-                    faults[(dc.name, mapped)] = Fault(dc.name, mapped, f"{dc.name}: {code}", role="dc")
+                    # a vehicle fault says what the vehicle reported, in its standard's words
+                    message = f"{dc.name}: {code}" if name == code else name
+                    faults[(dc.name, mapped)] = Fault(dc.name, mapped, message, role="dc")
                 if status.isolation is Isolation.FAULT:
                     faults[(dc.name, "isolation_fault")] = Fault(dc.name, "isolation_fault", "isolation fault",
                                                                  role="dc")
@@ -383,6 +424,13 @@ class Hardware:
         devices: list[Any] = [d for c in self.connectors.values() for d in (c.meter, c.dc, c.imd) if d is not None]
         if self.reader is not None:
             devices.append(self.reader)
+        for cid, devs in self.connectors.items():
+            # the DC controller keeps its last status (not part of the DcController contract: read it if present)
+            last = getattr(devs.dc, "last_reading", None)
+            status = last() if callable(last) else None
+            if devs.dc is not None and isinstance(status, DcStatus):
+                result.setdefault(devs.dc.name, {"ok": True, "error": None, "failures": 0, "age_s": None})[
+                    "dc"] = dc_view(cid, status)
         for device in devices:
             own = getattr(device, "health", None)
             if isinstance(own, DeviceHealth) and own.name not in result:  # a device that reports its own (reader)

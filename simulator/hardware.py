@@ -49,6 +49,7 @@ class ModbusEndpointConfig:
     device_id: int = 1
     model: str = ""
     line: str = ""  # RTU: devices naming the same line share one pty, like one RS-485 bus
+    map_version: int = 2  # DC controller: the register map version it serves (docs/dc-controller.md)
 
 
 @dataclass
@@ -132,7 +133,10 @@ def load_sim_config(path: str | Path) -> SimConfig:
                 device_id=_get(dc_raw, "device_id", int, where + ".dc_controller", 1),
             line=_get(dc_raw, "line", str, where + ".dc_controller", ""),
                 model=_get(dc_raw, "protocol", str, where + ".dc_controller", "ccs"),
+                map_version=_get(dc_raw, "map_version", int, where + ".dc_controller", 2),
             )
+            if dc.map_version not in (1, 2):
+                raise SimConfigError(f"{where}.dc_controller.map_version: must be 1 or 2")
         for endpoint in (meter, dc):
             if endpoint is not None and endpoint.transport not in ("tcp", "rtu"):
                 raise SimConfigError(f"{where}: transport must be 'tcp' or 'rtu'")
@@ -263,7 +267,7 @@ class SimHardware:
                 protocol = {"chademo": ChargeProtocol.CHADEMO, "ccs": ChargeProtocol.CCS}.get(
                     cc.dc.model.lower(), ChargeProtocol.NONE)
                 ev.protocol = protocol
-                conn.dc = SimDcController(cc.dc.device_id, protocol=protocol)
+                conn.dc = SimDcController(cc.dc.device_id, protocol=protocol, map_version=cc.dc.map_version)
                 conn.dc_server, conn.dc_url = await self._serve(shared, cc.dc, conn.dc.bank)
             if cc.imd is not None:
                 conn.imd = SimIsoCha(cc.imd.device_id, float(cc.imd_options.get("self_test_s", 0.5)))
@@ -375,6 +379,8 @@ class SimHardware:
                 else:
                     dc.ev_target_v = ev.pack_voltage_v + 0.5 * ev.soc_pct if ev.plugged else 0.0
                 dc.ev_target_a = ev.requested_current_a()
+                dc.detail = ev.detail()
+                dc.set_error(DcError.EV_ERROR, bool(ev.faults))  # the controller relays the EV's fault
                 if dc.isolation is not Isolation.FAULT:
                     dc.isolation = Isolation.VALID if ev.plugged else Isolation.INVALID
                 dc.step(now)
@@ -519,12 +525,17 @@ class SimHardware:
                 self.gpio.stuck_open(conn.config.contactor_pin, on)
             else:
                 raise HttpError(400, f"unknown contactor fault {fault!r}; known: welded, stuck_open")
+        elif device == "ev":
+            try:
+                conn.ev.inject_fault(fault, on)  # a vehicle fault, by its stable code (simulator/ev.py)
+            except ValueError as err:
+                raise HttpError(400, str(err)) from None
         elif device == "lock":
             if conn.config.lock_pin is None:
                 raise HttpError(409, f"connector {connector} has no lock")
             self.gpio.stuck_open(conn.config.lock_pin, on)
         else:
-            raise HttpError(400, f"unknown device {device!r}; known: meter, dc, imd, contactor, lock")
+            raise HttpError(400, f"unknown device {device!r}; known: meter, dc, imd, contactor, lock, ev")
 
     @staticmethod
     def _imd_fault(conn: SimConnector, fault: str, on: bool, value: Any) -> None:
@@ -558,7 +569,8 @@ class SimHardware:
             entry: dict[str, Any] = {
                 "kind": conn.config.kind,
                 "ev": {"phase": conn.ev.phase.value, "soc_pct": round(conn.ev.soc_pct, 2),
-                       "energy_in_wh": round(conn.ev.energy_in_wh, 1)},
+                       "energy_in_wh": round(conn.ev.energy_in_wh, 1), "faults": sorted(conn.ev.faults),
+                       "chademo_step": conn.ev.chademo_step, "ccs_phase": conn.ev.ccs_phase.name.lower()},
                 "contactor_closed": self.contactor_closed(conn),
                 "current_a": round(conn.current_a, 2),
                 "power_w": round(conn.power_w, 1),

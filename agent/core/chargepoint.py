@@ -39,7 +39,6 @@ from agent.core.connector import (
     suspending_fault,
 )
 from agent.core.events import (
-    ISOLATION_FAULT_CODES,
     AuthorizationRejected,
     Authorized,
     AuthResult,
@@ -98,6 +97,7 @@ from agent.core.events import (
     UnlockRequested,
     UnlockResult,
 )
+from agent.core.faults import stop_reason_for
 from agent.core.limits import (
     ChargingProfile,
     CompositePeriod,
@@ -782,11 +782,10 @@ class ChargePointCore:
                 for c in affected:
                     self._open(c, run)  # the transaction goes on, suspended, until the fault clears or escalates
             return
-        reason = StopReason.GROUND_FAULT if event.code in ISOLATION_FAULT_CODES else StopReason.OTHER
         for c in affected:
             self._open(c, run)  # open first: safety before bookkeeping
             if c.session is not None:
-                self._stop(c, reason, run)
+                self._stop(c, stop_reason_for(event.code), run)
             c.auth = None
 
     def _on_fault_cleared(self, event: FaultCleared, run: _Run) -> None:

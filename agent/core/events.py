@@ -117,6 +117,7 @@ class StopReason(enum.StrEnum):
     OTHER = "Other"
     MASTER_PASS = "MasterPass"  # a master pass stopped it (2.0.1 C16; only 2.0.1 configures a master pass group)
     GROUND_FAULT = "GroundFault"  # an insulation (isolation) fault stopped it (2.0.1's word; 1.6 reports Other)
+    STOPPED_BY_EV = "StoppedByEV"  # the vehicle reported a fault and ended its session (2.0.1; 1.6 says Other)
 
 
 class AuthStatus(enum.StrEnum):

@@ -83,7 +83,42 @@ def show_status(s: dict[str, Any]) -> str:
         drows.append([name, "ok" if d["ok"] else "FAULT", d["error"] or "-"])
     if len(drows) > 1:
         lines.append(_table(drows))
+    lines += show_dc([d["dc"] for d in s["devices"].values() if isinstance(d.get("dc"), dict)])
     return "\n".join(lines)
+
+
+def _num(value: Any, fmt: str = ".0f", unit: str = "") -> str:
+    return "-" if value is None else f"{value:{fmt}}{unit}"
+
+
+def show_dc(views: list[dict[str, Any]]) -> list[str]:
+    """One line per DC controller, then its CHAdeMO or CCS detail (map version 2) and the vehicle's faults."""
+    lines: list[str] = []
+    for v in sorted(views, key=lambda view: int(view["connector"])):
+        head = (f"dc connector {v['connector']}: {v['protocol']} (map v{v['map_version']})  EV {v['ev_state']}"
+                f"{' ready' if v['ev_ready'] else ''}  SoC {_num(v['soc_pct'], '.1f', ' %')}  "
+                f"target {_num(v['ev_target_v'])} V {_num(v['ev_target_a'], '.1f')} A  "
+                f"present {_num(v['present_v'])} V {_num(v['present_a'], '.1f')} A  isolation {v['isolation']}"
+                + ("  STALE" if v["stale"] else ""))
+        lines.append(head)
+        chademo, ccs = v.get("chademo"), v.get("ccs")
+        if chademo:
+            lines.append(
+                f"  CHAdeMO step {v.get('chademo_step', '-')}  protocol {_num(chademo['protocol_number'], 'd')}  "
+                f"charging {'enabled' if chademo['charging_enabled'] else 'not enabled'}  "
+                f"flags {','.join(chademo['status_flags']) or '-'}  "
+                f"max time {_num(chademo['max_charging_time_s'], 'd', ' s')}  "
+                f"estimated {_num(chademo['estimated_charging_time_s'], 'd', ' s')}  "
+                f"battery {_num(chademo['battery_capacity_kwh'], '.1f', ' kWh')}")
+        if ccs:
+            lines.append(
+                f"  CCS phase {ccs['phase']}  EV error {ccs['ev_error_code']}  "
+                f"full SoC {_num(ccs['full_soc_pct'], '.1f', ' %')}  "
+                f"bulk SoC {_num(ccs['bulk_soc_pct'], '.1f', ' %')}  "
+                f"EV max {_num(ccs['ev_max_power_w'], '.0f', ' W')}")
+        for fault in v["faults"]:
+            lines.append(f"  FAULT {fault['code']}" + (f" ({fault['name']})" if fault["name"] != fault["code"] else ""))
+    return lines
 
 
 def show(command: str, result: Any) -> str:

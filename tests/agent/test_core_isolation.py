@@ -16,8 +16,7 @@ from agent.core import (
 )
 from agent.core.connector import Blocker, contactor_blockers
 from agent.core.events import DeviceRole, Fault, StopReason
-from agent.ocpp.v16.journal import V16_REASONS
-from agent.ocpp.v16.statuses import ChargePointErrorCode, error_fields
+from agent.ocpp.v16.statuses import ChargePointErrorCode, error_fields, stop_reason_16
 from agent.ocpp.v201.journal import ENDED
 from agent.ocpp.v201.monitors import FAULT_SEVERITY
 from agent.ocpp.v201.statuses import fault_report
@@ -118,7 +117,7 @@ def test_other_faults_keep_reason_other() -> None:
 
 def test_adapter_words() -> None:
     """1.6 has no GroundFault reason (Other); 2.0.1 names it; statuses and NotifyEvent by code."""
-    assert V16_REASONS[StopReason.GROUND_FAULT] == "Other"
+    assert stop_reason_16(StopReason.GROUND_FAULT) == "Other"
     assert ENDED[StopReason.GROUND_FAULT] == ("AbnormalCondition", "GroundFault")
     warn = error_fields(Fault("isolation_warning", IMD, "imd1", "insulation 400 kOhm"))
     assert warn.error_code is ChargePointErrorCode.OTHER_ERROR and warn.vendor_error_code == "isolation_warning"

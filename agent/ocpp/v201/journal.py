@@ -44,6 +44,7 @@ ENDED: dict[StopReason, tuple[str, str]] = {
     StopReason.OTHER: ("AbnormalCondition", "Other"),
     StopReason.MASTER_PASS: ("StopAuthorized", "MasterPass"),
     StopReason.GROUND_FAULT: ("AbnormalCondition", "GroundFault"),
+    StopReason.STOPPED_BY_EV: ("AbnormalCondition", "StoppedByEV"),  # a vehicle fault (docs/dc-controller.md)
 }
 
 SAMPLE_TRIGGERS = {

@@ -56,6 +56,13 @@ _BY_CODE = {
     "ev_communication": FaultReport("ChargingStatusIndicator"),
     "contactor_welded": FaultReport("PowerContactor"),
     "contactor_not_closed": FaultReport("PowerContactor"),
+    # vehicle faults on the controller of the vehicle's protocol (techCode names the flag)
+    **dict.fromkeys(("chademo_battery_over_voltage", "chademo_battery_under_voltage", "chademo_current_deviation",
+                     "chademo_high_battery_temperature", "chademo_voltage_deviation",
+                     "chademo_charging_system_fault"), FaultReport("CHAdeMOCtrlr")),
+    **dict.fromkeys(("ccs_ress_temperature_inhibit", "ccs_ev_shift_position", "ccs_connector_lock_fault",
+                     "ccs_ress_malfunction", "ccs_current_differential", "ccs_voltage_out_of_range",
+                     "ccs_reserved_error", "ccs_system_incompatibility"), FaultReport("ISO15118Ctrlr")),
     FAULT_EMERGENCY_STOP: FaultReport("EmergencyStopSensor", "Tripped", evse_scoped=False),
     FAULT_LOCAL_LIST_CONFLICT: FaultReport("LocalAuthListCtrlr", evse_scoped=False),
 }
