@@ -362,8 +362,10 @@ class Operations:
             for part, keys in PARTS.items():
                 key, interval = self.intervals.get(part, (keys[0], 0.0))
                 values = {k: totals.get((cid, k), (0.0, 0.0))[0] for k in keys}
+                if "x.operating" in values:  # seconds on disk, hours for people
+                    values = {"x.operating_h": values["x.operating"] / 3600.0}
                 since = min((totals[(cid, k)][1] for k in keys if (cid, k) in totals), default=None)
-                value = values.get(key, 0.0) / (3600.0 if key == "x.operating" else 1.0)
+                value = values.get("x.operating_h" if key == "x.operating" else key, 0.0)
                 result.append({"connector": cid, "part": part, "counters": values, "since": since,
                                "interval": interval or None, "value": value,
                                "due": state.get(f"due.{cid}.{part}") is not None,
