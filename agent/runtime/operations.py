@@ -80,6 +80,8 @@ class AgentView(Protocol):
 
     def execute(self, outputs: list[ev.Output]) -> None: ...
 
+    def _outbox_changed(self) -> None: ...
+
 
 class OperationsReporter(Protocol):
     """Reports the ledger's figures upstream (one per protocol; 1.6: DataTransfer through the outbox)."""
@@ -231,6 +233,8 @@ class Operations:
             self.reporter.report(kind, payload, self.agent.now(), self.agent.clock_trusted)
         except Exception as err:
             LOGGER.error("operations report %s not queued: %s", kind, err)
+            return
+        self.agent._outbox_changed()  # wake the sender
 
     # ---- observations (from Agent.feed)
 
