@@ -183,10 +183,12 @@ def _build_v16(cfg: AgentConfig, store: Store, hw: Hardware
                ) -> tuple[Agent, GuardedConfig, Callable[[Agent, Any, Callable[[], None]], Session]]:
     """The runtime with the OCPP 1.6 adapter: configuration keys, journal, stored profiles, error codes."""
     from agent.ocpp.v16.connection import V16Connection
+    from agent.ocpp.v16.operations import V16OperationsReporter
 
     keys = OcppKeys(cfg, store)
     agent = Agent(cfg, store, hw, keys, V16Journal(store, keys), keys, profiles=stored_profiles(store))
     agent.fault_names = snapshot_fields
+    agent.operations.reporter = V16OperationsReporter(store, cfg.operations.vendor_id)
 
     def connect(agent: Agent, ws: Any, proven: Callable[[], None]) -> Session:
         return V16Connection(agent, ws, on_accepted=proven)
@@ -410,6 +412,8 @@ async def serve(cfg: AgentConfig) -> int:
                 await asyncio.wait_for(hw.reader.close(), 2.0)
         release_hardware(hw)
         await pool.close()
+        with contextlib.suppress(Exception):
+            agent.operations.close()  # the last minute of the ledger; the next start's gap begins here
         store.close()
         LOGGER.info("stopped")
 

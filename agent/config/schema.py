@@ -120,6 +120,18 @@ class FirmwareConfig:
 
 
 @dataclass(frozen=True)
+class OperationsConfig:
+    """The operations ledger (docs/operations.md): upstream reports, the problem button, service intervals."""
+
+    vendor_id: str = "org.evse-agent"  # DataTransfer vendorId of the reports (OCPP 1.6)
+    problem_button_pin: int | None = None  # a push button for drivers' "report a problem" (BCM pin)
+    contactor_service_interval: float = 100_000.0  # contactor operations (a typical AC-1 electrical endurance)
+    connector_service_interval: float = 10_000.0  # plug-in cycles (IEC 62196-1 mechanical endurance)
+    lock_service_interval: float = 50_000.0  # lock cycles
+    station_service_interval: float = 0.0  # hours with a contactor closed before an inspection; 0 = none
+
+
+@dataclass(frozen=True)
 class HardwareConfig:
     """Hardware polling."""
 
@@ -165,6 +177,7 @@ class AgentConfig:
     gpio: GpioConfig = field(default_factory=GpioConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     firmware: FirmwareConfig = field(default_factory=FirmwareConfig)
+    operations: OperationsConfig = field(default_factory=OperationsConfig)
     ocpp: dict[str, int | bool | str] = field(default_factory=dict)
     estop: DeviceConfig | None = None
     rfid: DeviceConfig | None = None

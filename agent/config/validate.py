@@ -34,6 +34,7 @@ from agent.config.schema import (
     GpioConfig,
     HardwareConfig,
     OcppVersion,
+    OperationsConfig,
     StateConfig,
 )
 from drivers.registry import known_names
@@ -204,6 +205,7 @@ _TOP_KEYS = (
     "gpio",
     "hardware",
     "firmware",
+    "operations",
     "ocpp",
     "estop",
     "rfid",
@@ -228,6 +230,8 @@ _DIAG_KEYS = ("socket", "group")
 _GPIO_KEYS = ("pin_factory", "sim_address")
 _HARDWARE_KEYS = ("poll_interval_s", "device_silent_suspend_s", "device_silent_stop_s", "meter_replaced_after_s")
 _FIRMWARE_KEYS = ("installer", "download_dir", "max_bytes")
+_OPERATIONS_KEYS = ("vendor_id", "problem_button_pin", "contactor_service_interval", "connector_service_interval",
+                    "lock_service_interval", "station_service_interval")
 _CONNECTOR_KEYS = (
     "id",
     "kind",
@@ -322,6 +326,20 @@ class _Validator:
         )
         if firmware.download_dir and not os.path.isabs(firmware.download_dir):
             self.p.add(("firmware", "download_dir"), f"must be an absolute path, got {firmware.download_dir!r}")
+        ops_t = self.sub(root, "operations", _OPERATIONS_KEYS)
+        button = ops_t.integer("problem_button_pin", -1, lo=0, hi=53)
+        operations = OperationsConfig(
+            vendor_id=ops_t.string("vendor_id", OperationsConfig.vendor_id, max_len=255) or OperationsConfig.vendor_id,
+            problem_button_pin=None if button < 0 else button,
+            contactor_service_interval=ops_t.number(
+                "contactor_service_interval", OperationsConfig.contactor_service_interval, lo=0.0, hi=1e9),
+            connector_service_interval=ops_t.number(
+                "connector_service_interval", OperationsConfig.connector_service_interval, lo=0.0, hi=1e9),
+            lock_service_interval=ops_t.number(
+                "lock_service_interval", OperationsConfig.lock_service_interval, lo=0.0, hi=1e9),
+            station_service_interval=ops_t.number(
+                "station_service_interval", OperationsConfig.station_service_interval, lo=0.0, hi=1e6),
+        )
         ocpp = self.ocpp(root.table("ocpp") or {})
         estop = self.device(root, "estop", ())
         rfid = self.device(root, "rfid", ())
@@ -335,6 +353,7 @@ class _Validator:
             gpio=GpioConfig(pin_factory, sim_address),
             hardware=hardware,
             firmware=firmware,
+            operations=operations,
             ocpp=ocpp,
             estop=estop,
             rfid=rfid,

@@ -168,6 +168,12 @@ def show(command: str, result: Any) -> str:
             for name, check in checks.items():
                 rows.append([cid, name, "ok" if check["ok"] else "FAIL", check["detail"]])
         return _table(rows)
+    if command in ("report", "service"):
+        from agent.diag import operations
+
+        return operations.render(result) if command == "report" else operations.render_service(result)
+    if command == "report_problem":
+        return f"problem report {result['reportId']} recorded"
     if command == "unlock" and isinstance(result, dict) and "status" in result:
         return result["status"] + (f": {result['reason']}" if result.get("reason") else "")
     return json.dumps(result)
@@ -208,6 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bundle", help="write the diagnostics archive (the one GetDiagnostics uploads)")
     selftest = sub.add_parser("selftest", help="test meters, contactor, lock, LEDs, e-stop (no session may run)")
     selftest.add_argument("connector", type=int, nargs="?")
+    report = sub.add_parser("report", help="uptime per port, utilization per day, faults, connectivity, wear")
+    report.add_argument("--days", type=int, default=30, help="the last N days (default 30)")
+    report.add_argument("--csv", action="store_true", help="one row per day and port, for a spreadsheet")
+    service = sub.add_parser("service", help="wear counters; record a service or a replacement of a part")
+    service.add_argument("--connector", type=int)
+    service.add_argument("--part", choices=("contactor", "connector", "lock", "meter", "station"))
+    service.add_argument("--note", default="")
+    service.add_argument("--replaced", action="store_true", help="the part was replaced (not serviced)")
+    service.add_argument("--old", help="the replaced part's serial")
+    service.add_argument("--new", help="the new part's serial")
+    problem = sub.add_parser("report-problem", help="record a problem report with a snapshot, reported upstream")
+    problem.add_argument("--connector", type=int, default=0)
+    problem.add_argument("--note", default="")
     return parser
 
 
@@ -224,8 +243,13 @@ def _command(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         "stop": {"connector": getattr(args, "connector", None)},
         "unlock": {"connector": getattr(args, "connector", None)},
         "selftest": {"connector": getattr(args, "connector", None)},
+        "report": {"days": getattr(args, "days", 30)},
+        "service": {k: getattr(args, k, None) for k in ("connector", "part", "note", "replaced", "old", "new")},
+        "report-problem": {"connector": getattr(args, "connector", 0), "note": getattr(args, "note", "")},
     }
-    return args.command, mapping.get(args.command, {})
+    if args.command == "service" and args.part is not None and args.connector is None:
+        raise SystemExit("evsectl service: --part needs --connector")
+    return args.command.replace("-", "_"), mapping.get(args.command, {})
 
 
 def follow_log(path: str, cargs: dict[str, Any]) -> int:
@@ -256,7 +280,12 @@ def main(argv: list[str] | None = None) -> int:
             return follow_log(args.socket, cargs)
         while True:
             result = request(args.socket, command, cargs, timeout_s=60.0 if command == "selftest" else 10.0)
-            text = json.dumps(result, indent=2, default=str) if args.json else show(command, result)
+            if getattr(args, "csv", False):
+                from agent.diag.operations import render_csv
+
+                text = render_csv(result)
+            else:
+                text = json.dumps(result, indent=2, default=str) if args.json else show(command, result)
             if watch and command == "status":
                 sys.stdout.write("\033[H\033[2J")  # refresh in place
             print(text, flush=True)

@@ -177,6 +177,10 @@ class DiagServer:
 
             path = write_bundle(agent, Path(agent.config.state.directory) / "diagnostics", list(self.ring.lines))
             return {"path": str(path), "bytes": path.stat().st_size}
+        if command in ("report", "service", "report_problem"):
+            from agent.diag import operations
+
+            return operations.handle(agent.operations, command, args)
         raise ValueError(f"unknown command {command!r}")
 
     def _meters(self) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from agent.runtime.base import (
     _domain_fault_names,
     _Queued,
 )
+from agent.runtime.operations import Operations
 from agent.runtime.recovery import RecoveryMixin
 from agent.runtime.transactions import TransactionsMixin
 
@@ -102,6 +103,7 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         self.fault_names: Callable[[ev.Fault | None], dict[str, Any]] = _domain_fault_names
         # the active protocol's record of a reservation that ended (2.0.1 reports an expiry; set by the daemon)
         self.reservation_ended: Callable[[ev.ReservationEnded, Stamp], None] | None = None
+        self.operations = Operations(self)  # the operations ledger: uptime, utilization, wear (issue 15)
 
     def core_settings(self) -> CoreSettings:
         """CoreSettings from the config file and the current settings."""
@@ -161,6 +163,7 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
 
     def feed(self, event: ev.Input) -> None:
         """Apply an observation to the core and execute what it decides."""
+        self._ledger_sees(self.operations.observe_input, event)
         self.execute(self.core.handle(event, self.now(), time.monotonic()))
 
     def execute(self, outputs: list[ev.Output]) -> None:
@@ -172,6 +175,7 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
             except Exception:  # one failing output must not stop the others (e.g. the contactor opening)
                 LOGGER.exception("executing %r failed", out)
         self._keep_reservations()
+        self._ledger_sees(self.operations.observe_outputs, outputs)
 
     def _keep_reservations(self) -> None:
         """Persist the reservations when they changed (every command and tick passes here): a reboot keeps them."""
@@ -195,6 +199,14 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
             except (KeyError, TypeError, ValueError) as err:
                 LOGGER.warning("a persisted reservation is unreadable (%s): dropped", err)
         return kept
+
+    @staticmethod
+    def _ledger_sees(observe: Callable[[Any], None], what: Any) -> None:
+        """The operations ledger watches; its failure never stops the charge point."""
+        try:
+            observe(what)
+        except Exception:
+            LOGGER.exception("operations ledger failed on %r", what)
 
     def _execute_one(self, out: ev.Output, limits: dict[int, asyncio.Future[None]]) -> None:
         match out:
