@@ -665,14 +665,14 @@ class ChargePointCore:
                 self._set_lock(c, False, run)
                 return
         if event.connector_id is None:
-            intent = Intent(IntentKind.ANY, None)
+            intent = Intent(IntentKind.ANY, None, token_type=event.token_type)
         else:
             c = candidates[0]
             kind = IntentKind.STOP if c.session is not None else IntentKind.START
             if kind is IntentKind.START and not self._startable(c):
                 run.out.append(AuthorizationRejected(c.connector_id, tag, AuthStatus.INVALID))
                 return
-            intent = Intent(kind, c.connector_id)
+            intent = Intent(kind, c.connector_id, token_type=event.token_type)
         self._intents[tag] = intent
         run.out.append(NeedAuthorize(tag, event.connector_id))
 
@@ -697,7 +697,7 @@ class ChargePointCore:
                 # Card first on a shared reader with several free connectors: wait for a plug anywhere.
                 if any(self._startable(c) and self._reservation_ok(c, tag, parent)
                        for c in self.connectors.values()):
-                    self._grant(None, tag, parent, intent.source, run)
+                    self._grant(None, tag, parent, intent.source, run, intent.token_type)
                 else:
                     run.out.append(AuthorizationRejected(None, tag, AuthStatus.INVALID))
                 return
@@ -714,7 +714,7 @@ class ChargePointCore:
         if not self._startable(target) or not self._reservation_ok(target, tag, parent):
             run.out.append(AuthorizationRejected(target.connector_id, tag, AuthStatus.INVALID))
             return
-        self._grant(target, tag, parent, intent.source, run)
+        self._grant(target, tag, parent, intent.source, run, intent.token_type)
 
     def _master_pass(self, intent: Intent, tag: str, run: _Run) -> None:
         """A master pass stops every running transaction (no screen to choose one) and starts none."""
@@ -909,7 +909,8 @@ class ChargePointCore:
         for c in [only] if only is not None else self.connectors.values():
             c.schedule_evaluated_at = None
 
-    def _grant(self, c: Connector | None, tag: str, parent: str | None, source: AuthSource, run: _Run) -> None:
+    def _grant(self, c: Connector | None, tag: str, parent: str | None, source: AuthSource, run: _Run,
+               token_type: str | None = None) -> None:
         """Attach an authorization to a connector (None: the charge point's, for the first plug-in)."""
         auth = Authorization(tag, parent, source, run.clock.mono, run.clock.wall,
                              c.energy_wh if c is not None else None)
@@ -917,7 +918,7 @@ class ChargePointCore:
             self._cp_auth = auth
         else:
             c.auth = auth
-        run.out.append(Authorized(None if c is None else c.connector_id, tag, source, run.clock.wall))
+        run.out.append(Authorized(None if c is None else c.connector_id, tag, source, run.clock.wall, token_type))
 
     def _start_point(self, c: Connector, auth: Authorization, run: _Run) -> Instant | None:
         """When the transaction of an authorized, plugged connector starts (None: not yet)."""
