@@ -126,6 +126,7 @@ from agent.core.session import (
     reservation_accepts,
     same_group,
 )
+from drivers.base import mask_id  # a card id in a log: its last four characters only
 
 LOGGER = logging.getLogger(__name__)
 
@@ -679,7 +680,7 @@ class ChargePointCore:
     def _on_auth_result(self, event: AuthResult, run: _Run) -> None:
         intent = self._intents.pop(event.id_tag, None)
         if intent is None:
-            LOGGER.debug("authorization result for %s without a pending request", event.id_tag)
+            LOGGER.debug("authorization result for %s without a pending request", mask_id(event.id_tag))
             return
         tag, parent = event.id_tag, event.parent_id_tag
         # ConcurrentTx still proves the card's identity and group, which is all a stop needs.
@@ -720,7 +721,7 @@ class ChargePointCore:
         """A master pass stops every running transaction (no screen to choose one) and starts none."""
         running = [c for c in self.connectors.values() if c.session is not None]
         if not running or intent.source is AuthSource.REMOTE:
-            LOGGER.info("master pass %s: nothing to stop; it starts no transaction", tag)
+            LOGGER.info("master pass %s: nothing to stop; it starts no transaction", mask_id(tag))
             run.out.append(AuthorizationRejected(intent.connector_id, tag, AuthStatus.INVALID))
             return
         for c in running:
@@ -747,7 +748,7 @@ class ChargePointCore:
                 continue
             s.transaction_id = event.transaction_id
             if event.status is not AuthStatus.ACCEPTED and not s.invalid:
-                LOGGER.info("transaction %d: id %s is %s", s.local_tx_id, s.id_tag, event.status.value)
+                LOGGER.info("transaction %d: id %s is %s", s.local_tx_id, mask_id(s.id_tag), event.status.value)
                 run.out.append(Deauthorized(c.connector_id, s.local_tx_id, s.id_tag, run.clock.wall))
                 s.invalid = True
                 s.invalid_since_wh = c.energy_wh if c.energy_wh is not None else s.meter_start_wh
@@ -964,7 +965,7 @@ class ChargePointCore:
         c.finishing = False
         c.keep_locked_for = None
         LOGGER.info("connector %d: transaction %d started for %s", c.connector_id, c.session.local_tx_id,
-                    auth.id_tag)
+                    mask_id(auth.id_tag))
         run.out.append(TransactionStarted(c.connector_id, c.session.local_tx_id, auth.id_tag, meter_start,
                                           at.wall, reservation_id, auth.parent_id_tag))
         self._set_lock(c, True, run)
@@ -1010,7 +1011,7 @@ class ChargePointCore:
         clock = run.clock
         timeout = self.settings.connection_timeout_s
         if self._cp_auth is not None and clock.mono - self._cp_auth.granted_monotonic >= timeout:
-            LOGGER.info("authorization of %s expired without a plug-in", self._cp_auth.id_tag)
+            LOGGER.info("authorization of %s expired without a plug-in", mask_id(self._cp_auth.id_tag))
             self._cp_auth = None
         for c in self.connectors.values():
             if c.auth is not None and c.session is None:
@@ -1021,7 +1022,7 @@ class ChargePointCore:
                     if at is not None:
                         self._start(c, c.auth, run, at)
                 elif not c.plugged and clock.mono - c.auth.granted_monotonic >= timeout:
-                    LOGGER.info("connector %d: ConnectionTimeOut for %s", c.connector_id, c.auth.id_tag)
+                    LOGGER.info("connector %d: ConnectionTimeOut for %s", c.connector_id, mask_id(c.auth.id_tag))
                     c.auth = None
                     c.pending_tx_profile = None
             if c.reservation is not None and clock.wall >= c.reservation.expiry:

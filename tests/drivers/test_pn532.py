@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.base import CardRead, IdReader
 from drivers.errors import CommunicationFault, ConfigError
@@ -289,3 +292,32 @@ async def test_read_card_after_close_raises(sim: SimPn532, driver: Pn532Reader) 
         await asyncio.wait_for(pending, 3.0)
     with pytest.raises(CommunicationFault):
         await driver.read_card()
+
+
+# ---- the decoder on random bytes ------------------------------------------------------------------------------
+
+FRAME_MAX = 4 + 255 + 1  # start code, LEN, LCS, body, DCS: the most the decoder ever keeps
+
+
+def _decode(stream: bytes, cuts: list[int]) -> list[Any]:
+    decoder = Pn532Decoder()
+    items: list[Any] = []
+    last = 0
+    for cut in [*sorted(c % (len(stream) + 1) for c in cuts), len(stream)]:
+        items += decoder.feed(stream[last:cut])
+        assert len(decoder._buffer) <= FRAME_MAX  # a partial frame, never an unbounded buffer
+        last = max(last, cut)
+    return items
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(garbage=st.binary(max_size=300).map(lambda b: b.replace(b"\xff", b"")),
+       data=st.binary(min_size=1, max_size=254), tail=st.binary(max_size=300),
+       cuts=st.lists(st.integers(0, 900), max_size=6))
+def test_decoder_finds_a_frame_after_any_noise_in_any_chunking(garbage: bytes, data: bytes, tail: bytes,
+                                                               cuts: list[int]) -> None:
+    # noise without a start code (no FF byte), then a frame, then anything
+    stream = garbage + encode_frame(TFI_PN532, data) + tail
+    whole = _decode(stream, [])
+    assert whole == _decode(stream, cuts)
+    assert whole[0] == Frame(TFI_PN532, data)

@@ -90,3 +90,41 @@ async def test_config_token_type_reaches_the_201_transaction_event(rig_factory: 
     started = [m for m in office.messages(CP_ID) if m["action"] == "TransactionEvent"
                and m["payload"]["eventType"] == "Started"]
     assert started[0]["payload"]["idToken"] == {"idToken": "X04a2b3c4d5e680", "type": "Local"}
+
+
+async def test_reader_faults_through_the_control_api_and_the_masked_bundle(rig_factory: Any,
+                                                                          office: BackOffice) -> None:
+    office.set_id_tag(UID, "Accepted")
+    rig = await start_with_format(rig_factory, "1.6", 'case = "upper"\n')
+    await rig.wait_status(1, "Available")
+    assert rig.sim_state()["rfid_model"] == "pn532"
+
+    def reader_ok() -> bool:
+        return bool(json.loads(evsectl(rig, "--json", "status").stdout)["devices"]["rfid"]["ok"])
+
+    rig.fault("rfid", "no_answer")  # the chip stops answering: the agent shows the reader faulted
+    await rig.office.wait_for(lambda: not reader_ok(), timeout=20.0)
+    rig.fault("rfid", "no_answer", on=False)
+    await rig.office.wait_for(reader_ok, timeout=20.0)  # woken and set up again
+    rig.fault("rfid", "bad_checksum", value=1)  # one corrupted answer: NACKed and sent again
+    rig.sim_call("/card", {"uid": "A1B2C3D4", "sak": 0x18, "atqa": 0x0002})
+    office.set_id_tag("A1B2C3D4", "Accepted")
+    rig.plug(1)
+    start = await rig.wait_call("StartTransaction")
+    assert start["payload"]["idTag"] == "A1B2C3D4"
+    status = json.loads(evsectl(rig, "--json", "status").stdout)
+    assert status["cards"]["last"][-1]["card_type"] == "MIFARE Classic 4K"
+    assert status["devices"]["rfid"]["refused"]["checksum_errors"] >= 1
+
+    bundle = evsectl(rig, "--json", "bundle")
+    assert bundle.returncode == 0, bundle.stderr
+    import tarfile
+
+    with tarfile.open(json.loads(bundle.stdout)["path"]) as tar:
+        member = tar.extractfile("status.json")
+        assert member is not None
+        cards = json.loads(member.read())["cards"]["last"]
+        frames = [tar.extractfile(m) for m in tar.getmembers() if m.name.startswith("ocpp-frames")]
+        text = b"".join(f.read() for f in frames if f is not None).decode()
+    assert cards[-1]["uid"] == "****C3D4" and cards[-1]["id_tag"] == "****C3D4"
+    assert "A1B2C3D4" not in json.dumps(cards) and "A1B2C3D4" not in text
