@@ -199,6 +199,13 @@ class CardLog:
         """The kept cards numbered above seq, oldest first."""
         return [c for c in self._cards if c.seq > seq]
 
+    def token_type_for(self, id_tag: str) -> str | None:
+        """The token type of the last card read as this id (None: no such card kept)."""
+        for card in reversed(self._cards):
+            if card.id_tag == id_tag:
+                return card.token_type
+        return None
+
     def status(self, *, masked: bool = False) -> dict[str, Any]:
         """The format and the last cards, for `evsectl status --json` and the bundle."""
         return {"format": self.format.describe(), "max_len": self.max_len, "total": self.total,

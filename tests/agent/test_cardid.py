@@ -111,6 +111,7 @@ def test_card_log_formats_keeps_the_last_and_masks_on_request() -> None:
     seen = log.record(CardRead("rfid", UID4, "ISO14443A", 1.0, 0x08, 0x0004, "MIFARE Classic 1K"), 1000.0)
     assert seen.id_tag == "XD4C3B2A1" and seen.token_type == "Local" and seen.refused is None
     assert seen.formats["configured"] == "XD4C3B2A1" and seen.formats["hex"] == "A1B2C3D4"
+    assert log.token_type_for("XD4C3B2A1") == "Local" and log.token_type_for("A1B2C3D4") is None
     too_long = log.record(CardRead("rfid", UID10, "ISO14443A", 2.0), 1001.0)
     assert too_long.id_tag is None and "20" in (too_long.refused or "")
     for n in range(30):

@@ -90,6 +90,8 @@ async def test_config_token_type_reaches_the_201_transaction_event(rig_factory: 
     started = [m for m in office.messages(CP_ID) if m["action"] == "TransactionEvent"
                and m["payload"]["eventType"] == "Started"]
     assert started[0]["payload"]["idToken"] == {"idToken": "X04a2b3c4d5e680", "type": "Local"}
+    authorize = [m["payload"]["idToken"] for m in office.messages(CP_ID) if m["action"] == "Authorize"]
+    assert authorize == [{"idToken": "X04a2b3c4d5e680", "type": "Local"}]  # asked with the same type
 
 
 async def test_reader_faults_through_the_control_api_and_the_masked_bundle(rig_factory: Any,
