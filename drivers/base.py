@@ -423,10 +423,41 @@ class ConnectorLock(Protocol):
     def check(self) -> None: ...
 
 
+def mask_id(text: str) -> str:
+    """A card id for a log: all but its last four characters masked (a UID identifies a person)."""
+    return "*" * max(0, len(text) - 4) + text[-4:]
+
+
+@dataclass(frozen=True, slots=True)
+class CardRead:
+    """One card as the reader saw it: the UID bytes in the order the card sent them, and what it is.
+
+    `technology` is the air interface ("ISO14443A", "ISO15693", "EM4100"); `sak` and `atqa` are the ISO
+    14443A select acknowledge and answer to request (None on other technologies); `card_type` a name guessed
+    from them ("MIFARE Classic 1K"). The agent turns `uid` into an idTag with the configured format.
+    """
+
+    reader: str
+    uid: bytes
+    technology: str
+    monotonic: float
+    sak: int | None = None
+    atqa: int | None = None
+    card_type: str = ""
+
+
 class IdReader(Protocol):
-    """An RFID reader; `read_id()` waits for the next card (debounced) and returns its idTag."""
+    """An RFID reader; `read_card()` waits for the next card (debounced) and returns what was read.
+
+    A card lying on the reader yields once; it yields again after it was away for the debounce time. A
+    reader that is unplugged keeps `read_card()` waiting while the driver reopens the port; `health` says
+    why meanwhile. `close()` makes a waiting `read_card()` raise CommunicationFault. `read_id()` is the
+    card's UID in the default format (upper-case hex, card order), for callers that format nothing.
+    """
 
     name: str
+
+    async def read_card(self) -> CardRead: ...
 
     async def read_id(self) -> str: ...
 

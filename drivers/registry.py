@@ -22,6 +22,7 @@ DRIVERS: dict[str, str] = {
     "gpio_indicator": "drivers.gpio:GpioIndicator",
     "gpio_lock": "drivers.gpio:GpioConnectorLock",
     "serial_rfid": "drivers.rfid:SerialIdReader",
+    "pn532": "drivers.pn532:Pn532Reader",  # ISO 14443A over the PN532's UART (HSU)
 }
 
 

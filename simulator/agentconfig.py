@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from simulator.hardware import SimHardware
+from simulator.hardware import RFID_MODELS, SimHardware
 
 
 def _value(value: Any) -> str:
@@ -41,7 +41,7 @@ def agent_config_text(hw: SimHardware, backoffice_url: str, state_directory: str
     if cfg.estop_pin is not None:
         _table(lines, "[estop]", {"driver": "gpio_estop", "pin": cfg.estop_pin})
     if hw.rfid_path:
-        _table(lines, "[rfid]", {"driver": "serial_rfid", "port": hw.rfid_path})
+        _table(lines, "[rfid]", {"driver": RFID_MODELS[cfg.rfid_model], "port": hw.rfid_path})
     for cid, conn in sorted(hw.connectors.items()):
         cc = conn.config
         _table(lines, "[[connectors]]", {"id": cid, "kind": cc.kind, "max_current_a": float(cc.max_current_a),

@@ -23,6 +23,7 @@ from simulator.devices.imd import HEALTHY_OHM, SimIsoCha
 from simulator.devices.lem_dcbm import SimLemDcbm
 from simulator.devices.meter import SimMeter
 from simulator.devices.modbus_server import Faults, ModbusDeviceServer, RegisterBank
+from simulator.devices.pn532 import SimPn532
 from simulator.devices.rfid import SimRfidReader
 from simulator.ev import EvModel
 from simulator.httpjson import HttpError, JsonHttpServer
@@ -34,6 +35,8 @@ AC_VOLTAGE_V = 230.0
 DC_EFFICIENCY = 0.95  # the meter sits on the AC input of the DC charger
 DEVICE_FAULTS = ("silent", "slow", "crc_error", "garbage", "exception", "stuck", "backwards")
 LEM_DCBM_MODEL = "lem_dcbm400600"  # the signing DC meter speaks HTTP/JSON, not Modbus (its port is HTTP)
+# the simulated reader ([rfid] model) -> the agent's driver name for it
+RFID_MODELS = {"rdm6300": "serial_rfid", "pn532": "pn532"}
 
 
 class SimConfigError(ValueError):
@@ -85,6 +88,7 @@ class SimConfig:
     estop_pin: int | None
     connectors: list[SimConnectorConfig]
     state_directory: str = "/tmp/evse-agent-sim"
+    rfid_model: str = "rdm6300"  # or "pn532" (ISO 14443A cards over the PN532's HSU frames)
 
 
 def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
@@ -182,6 +186,7 @@ def load_sim_config(path: str | Path) -> SimConfig:
         estop_pin=data.get("estop", {}).get("pin"),
         connectors=connectors,
         state_directory=_get(data.get("state", {}), "directory", str, f"{path}: state", "/tmp/evse-agent-sim"),
+        rfid_model=_rfid_model(_get(data.get("rfid", {}), "model", str, f"{path}: rfid", "rdm6300"), path),
     )
 
 
@@ -214,6 +219,12 @@ def _imd_config(raw: dict[str, Any], where: str) -> tuple[ModbusEndpointConfig |
     return endpoint, options, cable_check
 
 
+def _rfid_model(model: str, path: str | Path) -> str:
+    if model not in RFID_MODELS:
+        raise SimConfigError(f"{path}: rfid.model must be one of {', '.join(RFID_MODELS)}, got {model!r}")
+    return model
+
+
 @dataclass
 class SimConnector:
     """A connector's simulated devices and EV, coupled by `step`."""
@@ -241,7 +252,7 @@ class SimHardware:
         self.connectors: dict[int, SimConnector] = {}
         self.gpio = GpioPinServer()
         self.gpio_port = 0
-        self.rfid: SimRfidReader | None = None
+        self.rfid: SimRfidReader | SimPn532 | None = None
         self.rfid_path = ""
         self.control = JsonHttpServer()
         self.control_port = 0
@@ -280,7 +291,7 @@ class SimHardware:
             self.gpio.set_input(self.config.estop_pin, False)
         self.gpio_port = await self.gpio.start("127.0.0.1", self.config.gpio_port)
         if self.config.rfid:
-            self.rfid = SimRfidReader()
+            self.rfid = SimPn532() if self.config.rfid_model == "pn532" else SimRfidReader()
             self.rfid_path = await self.rfid.start()
         self._routes()
         self.control_port = await self.control.start("127.0.0.1", self.config.control_port)
@@ -449,7 +460,16 @@ class SimHardware:
     async def _h_card(self, body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
         if self.rfid is None:
             raise HttpError(409, "no RFID reader in this simulator config")
-        self.rfid.present(str(body["uid"]), int(body.get("repeats", 3)))
+        try:
+            if isinstance(self.rfid, SimPn532):
+                # repeats: the polls the card stays on the reader for (held briefly, then taken away)
+                sak, atqa = body.get("sak"), body.get("atqa")
+                self.rfid.present(str(body["uid"]), None if sak is None else int(sak),
+                                  None if atqa is None else int(atqa), polls=max(1, int(body.get("repeats", 3))))
+            else:
+                self.rfid.present(str(body["uid"]), int(body.get("repeats", 3)))
+        except ValueError as err:
+            raise HttpError(400, str(err)) from None
         return {"presented": body["uid"]}
 
     async def _h_estop(self, body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
@@ -530,12 +550,14 @@ class SimHardware:
                 conn.ev.inject_fault(fault, on)  # a vehicle fault, by its stable code (simulator/ev.py)
             except ValueError as err:
                 raise HttpError(400, str(err)) from None
+        elif device == "rfid":
+            self._rfid_fault(fault, on, value)
         elif device == "lock":
             if conn.config.lock_pin is None:
                 raise HttpError(409, f"connector {connector} has no lock")
             self.gpio.stuck_open(conn.config.lock_pin, on)
         else:
-            raise HttpError(400, f"unknown device {device!r}; known: meter, dc, imd, contactor, lock, ev")
+            raise HttpError(400, f"unknown device {device!r}; known: meter, dc, imd, contactor, lock, ev, rfid")
 
     @staticmethod
     def _imd_fault(conn: SimConnector, fault: str, on: bool, value: Any) -> None:
@@ -561,6 +583,19 @@ class SimHardware:
         else:
             raise HttpError(400, f"unknown fault {fault!r} for imd; known: warning, fault, device_error, "
                                  "self_test_fail, silent, slow, crc_error, garbage, exception")
+
+    def _rfid_fault(self, fault: str, on: bool, value: Any) -> None:
+        """The reader's faults: the PN532's switches (value: for that many answers), the RDM6300's noise."""
+        if isinstance(self.rfid, SimPn532):
+            try:
+                self.rfid.set_fault(fault, on, None if value is None else int(value))
+            except ValueError as err:
+                raise HttpError(400, str(err)) from None
+        elif isinstance(self.rfid, SimRfidReader) and fault == "garbage":
+            if on:
+                self.rfid.send_garbage(int(value or 50))
+        else:
+            raise HttpError(409 if self.rfid is None else 400, f"no rfid fault {fault!r} in this simulator config")
 
     def state(self) -> dict[str, Any]:
         """A JSON-able picture of the simulated hardware."""
@@ -596,6 +631,7 @@ class SimHardware:
             "connectors": connectors,
             "gpio_port": self.gpio_port,
             "rfid": self.rfid_path,
+            "rfid_model": self.config.rfid_model if self.rfid is not None else None,
             "estop_pressed": self._estop_pressed,
             "control_port": self.control_port,
         }

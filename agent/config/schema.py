@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
+from agent.cardid import CardIdFormat
 from agent.config.ocpp16_keys import OCPP16_KEYS
 from agent.config.redaction import redact
 
@@ -182,6 +183,7 @@ class AgentConfig:
     estop: DeviceConfig | None = None
     rfid: DeviceConfig | None = None
     connectors: tuple[ConnectorConfig, ...] = ()
+    card_id: CardIdFormat = field(default_factory=CardIdFormat)  # [card_id]: how a UID becomes the idTag
 
     @property
     def endpoint_url(self) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agent.cardid import FORMATS_FIELDS, ID_TAG_MAX_V16, ID_TOKEN_MAX_V201, CardIdFormat
 from agent.config.errors import ConfigError, Path_, format_path, type_name
 from agent.config.ocpp16_keys import OCPP16_KEYS, check_typed_value
 from agent.config.scanner import LineIndex
@@ -210,6 +211,7 @@ _TOP_KEYS = (
     "estop",
     "rfid",
     "connectors",
+    "card_id",
 )
 _CHARGE_POINT_KEYS = ("id", "vendor", "model", "serial_number", "firmware_version")
 _BACKOFFICE_KEYS = (
@@ -343,6 +345,7 @@ class _Validator:
         ocpp = self.ocpp(root.table("ocpp") or {})
         estop = self.device(root, "estop", ())
         rfid = self.device(root, "rfid", ())
+        card_id = self.card_id(self.sub(root, "card_id", FORMATS_FIELDS), backoffice.ocpp_version)
         connectors = self.connectors(root)
         self.check_pins_and_addresses()
         return AgentConfig(
@@ -358,7 +361,22 @@ class _Validator:
             estop=estop,
             rfid=rfid,
             connectors=connectors,
+            card_id=card_id,
         )
+
+    def card_id(self, t: _Table, version: OcppVersion) -> CardIdFormat:
+        """[card_id]: the format every reader's UIDs are written in (agent/cardid.py, docs/rfid.md)."""
+        default = CardIdFormat()
+        values: dict[str, Any] = {name: t.integer(name, default.length) if name == "length"
+                                  else t.string(name, getattr(default, name)) for name in FORMATS_FIELDS}
+        fmt = CardIdFormat(**values)
+        for name, reason in fmt.problems():
+            self.p.add(("card_id", name), reason)
+        limit = ID_TAG_MAX_V16 if version is OcppVersion.V16 else ID_TOKEN_MAX_V201
+        if fmt.length and len(fmt.prefix) + fmt.length > limit:
+            self.p.add(("card_id", "length"), f"prefix and length make {len(fmt.prefix) + fmt.length} "
+                                              f"characters; OCPP {version.value} carries at most {limit}")
+        return fmt
 
     def charge_point(self, t: _Table) -> ChargePointConfig:
         cp_id = t.string("id", required=True)

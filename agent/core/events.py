@@ -266,6 +266,7 @@ class IdPresented:
 
     connector_id: int | None
     id_tag: str
+    token_type: str | None = None  # what proved the id ("ISO14443", "Local"...); None: the protocol's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -551,6 +552,7 @@ class Authorized:
     id_tag: str
     source: AuthSource
     timestamp: float
+    token_type: str | None = None  # from the IdPresented that asked (None: not a card, or not known)
 
 
 @dataclass(frozen=True, slots=True)

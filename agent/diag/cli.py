@@ -201,9 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     log = sub.add_parser("log", help="recent log lines, OCPP frames included")
     log.add_argument("-n", "--lines", type=int, default=100)
     log.add_argument("--follow", action="store_true")
-    card = sub.add_parser("card", help="present an id as if read by the RFID reader")
-    card.add_argument("id_tag")
+    card = sub.add_parser("card", help="present an id as if read by the RFID reader; --watch: show cards read")
+    card.add_argument("id_tag", nargs="?")
     card.add_argument("--connector", type=int)
+    card.add_argument("--watch", action="store_true",
+                      help="show each card the reader reads, live, in every id format at once")
+    card.add_argument("--since", type=int, help="with --watch: also the kept cards numbered above this (0: all)")
+    card.add_argument("--count", type=int, default=0, help="with --watch: stop after this many cards")
     start = sub.add_parser("start", help="start a session on a connector")
     start.add_argument("connector", type=int)
     start.add_argument("--id-tag", default="TECHNICIAN")
@@ -252,6 +256,37 @@ def _command(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return args.command.replace("-", "_"), mapping.get(args.command, {})
 
 
+def show_card(card: dict[str, Any]) -> str:
+    """One card read, in every format at once, as an installer compares it with the back office."""
+    when = datetime.fromtimestamp(card["wall"]).strftime("%H:%M:%S")
+    head = (f"card #{card['seq']} at {when} on {card['reader']}: {card['technology']}"
+            f"{' ' + card['card_type'] if card['card_type'] else ''}, {card['uid_bytes']} bytes"
+            f"{', SAK ' + card['sak'] if card['sak'] else ''}{', ATQA ' + card['atqa'] if card['atqa'] else ''}")
+    sent = (f"{card['id_tag']} ({card['token_type']})" if card["id_tag"] is not None
+            else f"nothing: {card['refused']}")
+    rows = [["sent as", sent]] + [[name, value] for name, value in card["formats"].items() if name != "configured"]
+    return head + "\n" + "\n".join("  " + line for line in _table(rows).splitlines())
+
+
+def watch_cards(path: str, since: int | None, count: int, as_json: bool) -> int:
+    """Print each card read as it comes (Ctrl-C to stop; --count to stop after that many)."""
+    result = request(path, "cards", {"since": since or 0})
+    print(f"card id format: {result['format']}; waiting for cards (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    # live by default: only cards read from now on; --since N also shows the kept ones numbered above N
+    last = result["total"] if since is None else since
+    shown = 0
+    while True:
+        for card in result["cards"]:
+            if card["seq"] <= last:
+                continue
+            print(json.dumps(card) if as_json else show_card(card), flush=True)
+            last, shown = card["seq"], shown + 1
+            if count and shown >= count:
+                return EXIT_OK
+        time.sleep(0.3)
+        result = request(path, "cards", {"since": last})
+
+
 def follow_log(path: str, cargs: dict[str, Any]) -> int:
     """Print the tail, then new lines as they come (Ctrl-C to stop)."""
     result = request(path, "log", cargs)
@@ -278,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "log" and getattr(args, "follow", False):
             return follow_log(args.socket, cargs)
+        if command == "card" and watch:
+            return watch_cards(args.socket, args.since, args.count, args.json)
+        if command == "card" and not args.id_tag:
+            print("evsectl: card needs an id to present, or --watch", file=sys.stderr)
+            return EXIT_USAGE
         while True:
             result = request(args.socket, command, cargs, timeout_s=60.0 if command == "selftest" else 10.0)
             if getattr(args, "csv", False):

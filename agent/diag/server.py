@@ -145,6 +145,9 @@ class DiagServer:
                 new = max(0, self.ring.total - int(args["since"]))
                 return {"lines": lines[-new:] if new else [], "total": self.ring.total}
             return {"lines": lines[-int(args.get("lines", 100)):], "total": self.ring.total}
+        if command == "cards":  # evsectl card --watch: the cards read after `since`, every format at once
+            return {"cards": [c.to_dict() for c in agent.cards.since(int(args.get("since") or 0))],
+                    "total": agent.cards.total, "format": agent.cards.format.describe()}
         if command == "card":
             agent.feed(ev.IdPresented(args.get("connector"), str(args["id_tag"])))
             return {"presented": args["id_tag"]}

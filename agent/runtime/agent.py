@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from agent.cardid import CardLog, id_max_len
 from agent.clock import iso, system_clock_synchronized
 from agent.config import AgentConfig
 from agent.core import events as ev
@@ -28,6 +29,7 @@ from agent.hardware import ConnectorObservation, Hardware
 from agent.ports import ConfigVocabulary, Stamp, TransactionJournal
 from agent.settings import SettingsSource
 from agent.store import Store
+from drivers.base import mask_id
 from drivers.errors import DriverError
 
 if TYPE_CHECKING:
@@ -88,6 +90,8 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         self.settings_source.subscribe(self._on_settings_changed)
         self.settings_source.add_measurand_check(self.unprovidable)
         self.recovery_note: str | None = None  # set when a damaged state database was replaced at start
+        # the card id format and the last cards read (evsectl card --watch, status, the bundle)
+        self.cards = CardLog(config.card_id, id_max_len(str(config.backoffice.ocpp_version)))
         self._deferred: collections.deque[_Deferred] = collections.deque()  # records waiting for disk space
         self.disk_full_since: float | None = None
         self.deferred_dropped = 0
@@ -367,9 +371,14 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         if start is not None:
             start()
         while True:
-            id_tag = await reader.read_id()
-            LOGGER.info("card presented")
-            self.feed(ev.IdPresented(None, id_tag))
+            card = await reader.read_card()
+            # the one place a UID becomes an id: the [card_id] format, for every reader
+            seen = self.cards.record(card, self.now())
+            if seen.id_tag is None:
+                LOGGER.warning("card %s on %s refused: %s", mask_id(seen.uid), card.reader, seen.refused)
+                continue
+            LOGGER.info("card %s presented (%s)", mask_id(seen.id_tag), seen.token_type)
+            self.feed(ev.IdPresented(None, seen.id_tag, token_type=seen.token_type))
 
     def estop_changed(self, pressed: bool) -> None:
         """E-stop callback, in the event loop (the contactors were already opened in the GPIO thread)."""
@@ -433,6 +442,7 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         snap["devices"] = self.hw.status()
         if self.recovery_note:
             snap["recovery"] = self.recovery_note
+        snap["cards"] = self.cards.status()
         snap["storage"] = {"disk_full": self.disk_full_since is not None,
                            "disk_full_since": iso(self.disk_full_since) if self.disk_full_since else None,
                            "waiting_in_memory": len(self._deferred), "dropped": self.deferred_dropped,

@@ -46,6 +46,7 @@ class Rig:
         self.hardware = dict(hardware or {})  # [hardware] keys of the agent config (silence timeouts ...)
         self.backoffice_url: str | None = None  # another way to the back office (a proxy), if a test sets one
         self.sim_config = SIM_CONFIG  # the simulated charger; a test may name another file before start()
+        self.sim_args: list[str] = []  # more `evse-sim hardware` options (e.g. --rfid-model pn532)
         self.reconnect_max_s = RECONNECT_MAX_S
         self.sim: subprocess.Popen[bytes] | None = None
         self.agent: subprocess.Popen[bytes] | None = None
@@ -66,7 +67,7 @@ class Rig:
         self.sim = subprocess.Popen(
             [_bin("evse-sim"), "hardware", "--config", str(self.sim_config), "--write-agent-config",
              str(self.agent_config), "--state-dir", str(self.state_dir), "--ready-file", str(ready),
-             "--backoffice-url", self.backoffice_url or self.office.url()],
+             "--backoffice-url", self.backoffice_url or self.office.url(), *self.sim_args],
             stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
