@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,8 +39,10 @@ class Rig:
     """One simulated charger, one local back office, one agent process."""
 
     def __init__(self, workdir: Path, office: BackOffice, ocpp: dict[str, Any] | None = None,
-                 hardware: dict[str, float] | None = None, ocpp_version: str = "1.6") -> None:
+                 hardware: dict[str, float] | None = None, ocpp_version: str = "1.6",
+                 sim_config: Path | None = None) -> None:
         self.workdir = workdir
+        self.sim_config = sim_config or SIM_CONFIG  # another simulated charger (e.g. a scenario file)
         self.office = office
         self.ocpp_version = ocpp_version  # what the agent's config asks for ([backoffice] ocpp_version)
         self.ocpp = dict(ocpp or {})
@@ -63,7 +66,7 @@ class Rig:
         ready = self.workdir / "sim-ready.json"
         log = open(self.workdir / "sim.log", "ab")  # noqa: SIM115 - the process owns it
         self.sim = subprocess.Popen(
-            [_bin("evse-sim"), "hardware", "--config", str(SIM_CONFIG), "--write-agent-config",
+            [_bin("evse-sim"), "hardware", "--config", str(self.sim_config), "--write-agent-config",
              str(self.agent_config), "--state-dir", str(self.state_dir), "--ready-file", str(ready),
              "--backoffice-url", self.backoffice_url or self.office.url()],
             stdout=log, stderr=subprocess.STDOUT,
@@ -75,6 +78,9 @@ class Rig:
             await asyncio.sleep(0.05)
         self.summary = json.loads(ready.read_text())
         self.control = self.summary["control"]
+        if self.sim_config != SIM_CONFIG:  # a scenario names its own charger: the tests know it as CP_ID
+            text = self.agent_config.read_text()
+            self.agent_config.write_text(re.sub(r'(?m)^id = ".*"$', f'id = "{CP_ID}"', text, count=1))
         if self.ocpp_version != "1.6":
             text = self.agent_config.read_text()
             assert 'ocpp_version = "1.6"' in text, "the generated agent config names no OCPP version"
