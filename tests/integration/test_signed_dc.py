@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import random
+import sqlite3
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ import pyocmf
 import simulator
 from agent.metering import billed_wh
 from tests.integration.harness import CARD, CP_ID, Rig
+from tests.integration.test_kill import _ledger
 from tests.integration.test_v201_sessions import wait_event
 
 DC_SIGNED = Path(simulator.__file__).parent / "scenarios" / "dc_signed.toml"
@@ -208,3 +212,79 @@ async def test_untrusted_clock_charges_unsigned_and_says_so(rig_factory: Any) ->
     assert signed_16(rig) == []
     assert start["payload"]["meterStart"] >= 0
     assert "UnsignedTransaction" in rig.agent_log() or "not signed by its meter" in rig.agent_log()
+
+
+# ---- the kill test on a signing DC meter ------------------------------------------------------------------
+
+CI_KILL_SESSIONS = 4
+
+
+async def _signed_kill_sessions(rig: Rig, sessions: int, rng: random.Random) -> int:
+    """Sessions with SIGKILLs at random moments (charging, or in the middle of the stop); after each kill
+    the agent restarts and reaches the back office before the next session (the clock is trusted again)."""
+    kills = 0
+    # a kill while charging, two in the middle of a stop (before or after the meter's end), one clean session
+    moments: list[str | None] = [("charging", "stopping", "stopping", None)[i % 4] for i in range(sessions)]
+    rng.shuffle(moments)
+    for moment in moments:
+        await rig.wait_connected(30)
+        await rig.wait_sim(lambda s: not s["connectors"]["1"]["contactor_closed"], "contactor open")
+        rig.plug(1)
+        for _attempt in range(4):
+            rig.card()
+            try:
+                await rig.wait_contactor(True, timeout=8)
+                break
+            except AssertionError:
+                continue
+        else:
+            raise AssertionError(f"session never started\n{rig.agent_log()[-3000:]}")
+        await asyncio.sleep(rng.uniform(1.0, 3.0))
+        if moment == "stopping":
+            rig.card()  # a local stop, killed in the middle of it
+            await asyncio.sleep(rng.uniform(0.0, 1.5))
+        if moment is not None:
+            rig.power_cut()
+            kills += 1
+            await asyncio.sleep(rng.uniform(0.1, 0.5))
+            rig.start_agent()
+        else:
+            rig.card()
+        await rig.wait_sim(lambda s: not s["connectors"]["1"]["contactor_closed"], "contactor open", 30)
+        rig.unplug(1)
+        await asyncio.sleep(0.5)
+    return kills
+
+
+async def test_kill_test_on_a_signing_dc_meter_every_data_set_verifies(rig_factory: Any) -> None:
+    rng = random.Random(int(os.environ.get("EVSE_KILL_SEED", "7")))
+    rig: Rig = await rig_factory(sim_config=DC_SIGNED, ocpp={"TransactionMessageRetryInterval": 1})
+    key = meter_key(rig)
+    kills = await _signed_kill_sessions(rig, CI_KILL_SESSIONS, rng)
+    await rig.wait_connected(30)
+    db = rig.state_dir / "agent.db"
+
+    def drained() -> bool:
+        """Every stop recorded (the last one may still wait for the meter's end) and the outbox empty."""
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            running = conn.execute("SELECT COUNT(*) FROM transactions WHERE stop_wall IS NULL AND connector_id != 0")
+            queued = conn.execute("SELECT COUNT(*) FROM outbox")
+            return int(running.fetchone()[0]) == 0 and int(queued.fetchone()[0]) == 0
+
+    await rig.office.wait_for(drained, timeout=90)
+    ledger = _ledger(rig, rig.meter_wh(1))  # the register tiled by meterStart/meterStop, nothing lost
+    assert ledger["sessions"] == CI_KILL_SESSIONS, ledger
+    texts = check_every_data_set(signed_16(rig), key)
+    # every stop the back office answered carries the signed end of its own session, the meter's record
+    stops = {json.dumps(m["payload"], sort_keys=True): m["payload"] for m in rig.calls("StopTransaction")
+             if m["response"]}
+    ends = {text for where, context, text in texts if context == "Transaction.End"}
+    assert len(ends) == len(stops) == CI_KILL_SESSIONS, (len(ends), len(stops))
+    for stop in stops.values():
+        end_values = [json.loads(sv["value"]) for v in stop["transactionData"] for sv in v["sampledValue"]
+                      if sv.get("format") == "SignedData"]
+        assert len(end_values) == 1, stop
+        end = readings(decode(end_values[0])[0])
+        last = end.get("E", end.get("P"))
+        assert last is not None and stop["meterStop"] == billed_wh(last), (stop, end)
+    print(f"\nsigned kill test: {ledger}, kills {kills}, data sets verified {len(texts)}")
