@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pyocmf
+import pytest
 
 import simulator
 from agent.metering import billed_wh
 from tests.integration.harness import CARD, CP_ID, Rig
 from tests.integration.test_kill import _ledger
-from tests.integration.test_v201_sessions import wait_event
+from tests.integration.test_v201_sessions import set_variable, wait_event
 
 DC_SIGNED = Path(simulator.__file__).parent / "scenarios" / "dc_signed.toml"
 V201 = "2.0.1"
@@ -57,6 +58,14 @@ def readings(text: str) -> dict[str, float]:
     """TX -> RV (Wh) of a data set's readings (the payload is the JSON between the first and the last '|')."""
     payload = json.loads(text.split("|", 1)[1].rsplit("|", 1)[0])
     return {r["TX"]: float(r["RV"]) * (1000.0 if r["RU"] == "kWh" else 1.0) for r in payload["RD"]}
+
+
+def signed_time(text: str) -> str:
+    """The begin reading's TM as an OCPP timestamp ("2026-12-06T23:15:14,123+0000 S" -> "...T23:15:14.123Z")."""
+    payload = json.loads(text.split("|", 1)[1].rsplit("|", 1)[0])
+    tm = next(r["TM"] for r in payload["RD"] if r["TX"] == "B")
+    assert tm.endswith("+0000 S"), tm  # UTC, the meter's clock set (time status S)
+    return tm.removesuffix("+0000 S").replace(",", ".") + "Z"
 
 
 def decode(obj: dict[str, Any]) -> tuple[str, str]:
@@ -147,9 +156,12 @@ async def test_signed_dc_session_16_per_the_application_note(rig_factory: Any) -
     assert refused["payload"]["status"] == "Rejected"
 
 
-async def test_signed_dc_session_201_signed_meter_value_in_started_and_ended(rig_factory: Any) -> None:
+@pytest.mark.parametrize("start_point", ["PowerPathClosed", "DataSigned"])
+async def test_signed_dc_session_201_signed_meter_value_in_started_and_ended(rig_factory: Any,
+                                                                             start_point: str) -> None:
     rig: Rig = await rig_factory(ocpp_version=V201, sim_config=DC_SIGNED)
     key = meter_key(rig)
+    await set_variable(rig, "TxCtrlr", "TxStartPoint", start_point)
     rig.card(CARD)
     rig.plug(1)
     started = await wait_event(rig, "Started")
@@ -164,6 +176,13 @@ async def test_signed_dc_session_201_signed_meter_value_in_started_and_ended(rig
     assert meter_record(rig, started["transactionInfo"]["transactionId"]) == found[1][2]
     assert float(started["meterValue"][0]["sampledValue"][0]["value"]) == billed_wh(begin["B"])
     assert float(ended["meterValue"][-1]["sampledValue"][0]["value"]) == billed_wh(end["E"])
+    # PowerPathClosed dates the start at the agent's decision, before the meter signed; DataSigned at the
+    # signature (the meter's TM of the begin reading), which is what the transaction then starts from
+    signed_at = signed_time(found[0][2])
+    if start_point == "DataSigned":
+        assert started["timestamp"] >= signed_at, (started["timestamp"], signed_at)
+    else:
+        assert started["timestamp"] <= signed_at, (started["timestamp"], signed_at)
 
 
 async def test_power_cut_mid_session_stop_carries_the_meters_signed_record(rig_factory: Any) -> None:
