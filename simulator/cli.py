@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--charge-s", type=float, default=12.0, help="charging time before the stop")
     demo.add_argument("--ocpp", default="1.6", choices=OCPP_VERSIONS,
                       help="the OCPP version the agent and the back office speak (default 1.6)")
+    demo.add_argument("--signed", action="store_true",
+                      help="a DC charger metered by a signing LEM DCBM; the signed data sets verified at the end")
     return parser
 
 

@@ -230,7 +230,14 @@ async def test_untrusted_clock_charges_unsigned_and_says_so(rig_factory: Any) ->
     await rig.wait_call("StopTransaction", timeout=30)
     assert signed_16(rig) == []
     assert start["payload"]["meterStart"] >= 0
-    assert "UnsignedTransaction" in rig.agent_log() or "not signed by its meter" in rig.agent_log()
+    with sqlite3.connect(f"file:{rig.state_dir / 'agent.db'}?mode=ro", uri=True, timeout=5) as conn:
+        reported = conn.execute("SELECT tech_info FROM security_log WHERE event_type = ?",
+                                ("UnsignedTransaction",)).fetchall()
+    assert len(reported) == 1 and "clock is not trusted" in reported[0][0], reported
+    # the meter was never asked: it has no record of a legal transaction
+    url = rig.sim_state()["connectors"]["1"]["meter"]["url"]
+    with urllib.request.urlopen(f"{url}/v1/status", timeout=5) as answer:
+        assert json.loads(answer.read())["numberOfStoredTransactions"] == 0
 
 
 # ---- the kill test on a signing DC meter ------------------------------------------------------------------
