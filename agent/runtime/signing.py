@@ -63,7 +63,8 @@ class SigningMixin(MeteringMixin):
         """The connector's meter if it signs legal transactions."""
         devices = self.hw.connectors.get(connector_id)
         meter = devices.meter if devices is not None else None
-        if meter is None or not getattr(meter.capabilities, "signed", False) or not hasattr(meter, "begin_transaction"):
+        caps = getattr(meter, "capabilities", None)
+        if meter is None or not getattr(caps, "signed", False) or not hasattr(meter, "begin_transaction"):
             return None
         return cast(SignedMeter, meter)
 

@@ -314,3 +314,29 @@ async def test_kill_test_on_a_signing_dc_meter_every_data_set_verifies(rig_facto
         last = end.get("E", end.get("P"))
         assert last is not None and stop["meterStop"] == billed_wh(last), (stop, end)
     print(f"\nsigned kill test: {ledger}, kills {kills}, data sets verified {len(texts)}")
+
+
+async def test_estop_while_the_meter_signs_the_begin_is_not_held_up(rig_factory: Any) -> None:
+    """The begin runs beside the event loop: an e-stop pressed while a slow meter is still signing the begin
+    shuts the DC controller down at once (before the start is even recorded), the contactor never closes,
+    and the transaction still ends with the meter's signed data set, verified."""
+    rig: Rig = await rig_factory(sim_config=DC_SIGNED)
+    key = meter_key(rig)
+    rig.fault("meter", "slow", value=1.2)  # every meter request answers 1.2 s late: the begin takes ~5 s
+    rig.card(CARD)
+    rig.plug(1)
+    await rig.office.wait_for(lambda: "transaction 1 started" in rig.agent_log() or None, timeout=20)
+    assert rig.calls("StartTransaction") == [], "the start was recorded before the slow meter answered"
+    rig.estop(True)
+    await rig.wait_sim(lambda s: s["connectors"]["1"]["dc"]["emergency"], "DC emergency shutdown")
+    assert rig.calls("StartTransaction") == [], "the e-stop waited for the meter's begin"
+    assert not rig.contactor_closed()
+    stop = await rig.wait_call("StopTransaction", timeout=40)
+    assert stop["payload"]["reason"] == "EmergencyStop"
+    assert not rig.contactor_closed()
+    rig.fault("meter", "slow", on=False)
+    found = check_every_data_set(signed_16(rig), key)
+    assert [(w, c) for w, c, _ in found] == [("MeterValues", "Transaction.Begin"),
+                                              ("StopTransaction", "Transaction.End")]
+    end = readings(found[1][2])
+    assert end["E"] == end["B"], "energy flowed although the contactor never closed"
