@@ -131,6 +131,11 @@ class SigningMixin(MeteringMixin):
             self._report_unsigned(out.local_tx_id, out.connector_id, "the clock is not trusted (no NTP, no back "
                                                                      "office time since boot)")
             return None
+        if self.clock_offset_s:
+            # the driver sets the meter's clock from the system clock, which the back office says is wrong
+            self._report_unsigned(out.local_tx_id, out.connector_id, f"the system clock is {self.clock_offset_s:.0f} "
+                                                                     "s off the back office's time")
+            return None
         # on disk before the meter is asked: a crash before its answer still leaves a record to end at boot
         self.store.signed_legal_begin(out.local_tx_id, out.connector_id, row.station_tx_id, self.now())
         legal = LegalTransaction(transaction_id=row.station_tx_id, evse_id=self.evse_id(out.connector_id),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import json
 import os
 import random
@@ -22,6 +23,7 @@ import pyocmf
 import pytest
 
 import simulator
+import simulator.backoffice.v16
 from agent.metering import billed_wh
 from tests.integration.harness import CARD, CP_ID, Rig
 from tests.integration.test_kill import _ledger
@@ -340,3 +342,22 @@ async def test_estop_while_the_meter_signs_the_begin_is_not_held_up(rig_factory:
                                               ("StopTransaction", "Transaction.End")]
     end = readings(found[1][2])
     assert end["E"] == end["B"], "energy flowed although the contactor never closed"
+
+
+async def test_a_system_clock_the_back_office_says_is_wrong_charges_unsigned(rig_factory: Any,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver sets the meter's clock from the system clock: when the back office's time says that clock is
+    two minutes off, no legal transaction is begun (the meter would sign with a wrong time); reported."""
+    ahead = datetime.timedelta(seconds=120)
+    monkeypatch.setattr(simulator.backoffice.v16, "utc_now_iso", lambda: (datetime.datetime.now(datetime.UTC) + ahead)
+                        .isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+    rig: Rig = await rig_factory(sim_config=DC_SIGNED)
+    await rig.start_session()
+    await rig.wait_contactor(True)
+    rig.card(CARD)
+    await rig.wait_call("StopTransaction")
+    assert signed_16(rig) == []
+    with sqlite3.connect(f"file:{rig.state_dir / 'agent.db'}?mode=ro", uri=True, timeout=5) as conn:
+        reported = conn.execute("SELECT tech_info FROM security_log WHERE event_type = ?",
+                                ("UnsignedTransaction",)).fetchall()
+    assert len(reported) == 1 and "s off the back office's time" in reported[0][0], reported
