@@ -361,3 +361,37 @@ async def test_a_system_clock_the_back_office_says_is_wrong_charges_unsigned(rig
         reported = conn.execute("SELECT tech_info FROM security_log WHERE event_type = ?",
                                 ("UnsignedTransaction",)).fetchall()
     assert len(reported) == 1 and "s off the back office's time" in reported[0][0], reported
+
+
+async def test_a_kill_while_the_meter_begins_ends_the_orphan_at_boot(rig_factory: Any) -> None:
+    """SIGKILL after the legal transaction was asked of the meter but before the start was recorded: no energy
+    flowed (the close was held), the back office never heard of it; at boot the agent ends the meter's legal
+    transaction, so the next session begins (a DCBM refuses a second one while one runs) and is signed."""
+    rig: Rig = await rig_factory(sim_config=DC_SIGNED)
+    key = meter_key(rig)
+    rig.fault("meter", "slow", value=1.2)  # the begin's requests each answer 1.2 s late
+    rig.card(CARD)
+    rig.plug(1)
+    # the meter has begun it (POST /v1/legal carried out); the agent still waits 1.2 s for the data set
+    await rig.wait_sim(lambda s: s["connectors"]["1"]["meter"]["legal_running"], "the meter's legal transaction")
+    rig.kill_agent()
+    assert rig.calls("StartTransaction") == [] and not rig.contactor_closed()
+    rig.fault("meter", "slow", on=False)
+    rig.unplug(1)
+    boots = len(rig.calls("BootNotification"))
+    rig.start_agent()
+    await rig.wait_call("BootNotification", count=boots + 1, timeout=20)
+    await rig.wait_status(1, "Available", since=len(rig.statuses(1)))
+    url = rig.sim_state()["connectors"]["1"]["meter"]["url"]
+    with urllib.request.urlopen(f"{url}/v1/status", timeout=5) as answer:
+        status = json.loads(answer.read())
+    assert status["status"]["bits"]["transactionIsOnGoing"] is False, status
+    await rig.start_session()
+    await _charge_a_while(rig)
+    rig.card(CARD)
+    await rig.wait_call("StopTransaction")
+    found = check_every_data_set(signed_16(rig), key)
+    assert [(w, c) for w, c, _ in found] == [("MeterValues", "Transaction.Begin"),
+                                              ("StopTransaction", "Transaction.End")]
+    assert len(rig.calls("StartTransaction")) == 1
+    assert "UnsignedTransaction" not in rig.agent_log()
