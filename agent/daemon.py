@@ -108,6 +108,8 @@ def build_hardware(cfg: AgentConfig, pool: BusPool) -> Hardware:
             dc=make("controller", c.id, c.dc_controller) if c.dc_controller else None,
             lock=make("lock", c.id, c.lock) if c.lock else None,
             indicator=make("indicator", c.id, c.indicator) if c.indicator else None,
+            imd=make("imd", c.id, c.insulation_monitor) if c.insulation_monitor else None,
+            cable_check=c.cable_check,
         )
         # the meter checks every reading against this connector's bounds before publishing it (plausibility);
         # on DC the meter may sit on either side of the converter: voltage bounds allow any CCS voltage
@@ -181,11 +183,13 @@ def _build_v16(cfg: AgentConfig, store: Store, hw: Hardware
                ) -> tuple[Agent, GuardedConfig, Callable[[Agent, Any, Callable[[], None]], Session]]:
     """The runtime with the OCPP 1.6 adapter: configuration keys, journal, stored profiles, error codes."""
     from agent.ocpp.v16.connection import V16Connection
+    from agent.ocpp.v16.operations import V16OperationsReporter
 
     keys = OcppKeys(cfg, store)
     agent = Agent(cfg, store, hw, keys, V16Journal(store, keys), keys, profiles=stored_profiles(store))
     keys.meter_public_keys = lambda: agent.meter_public_keys  # MeterPublicKey[n] (signing meters)
     agent.fault_names = snapshot_fields
+    agent.operations.reporter = V16OperationsReporter(store, cfg.operations.vendor_id)
 
     def connect(agent: Agent, ws: Any, proven: Callable[[], None]) -> Session:
         return V16Connection(agent, ws, on_accepted=proven)
@@ -409,6 +413,8 @@ async def serve(cfg: AgentConfig) -> int:
                 await asyncio.wait_for(hw.reader.close(), 2.0)
         release_hardware(hw)
         await pool.close()
+        with contextlib.suppress(Exception):
+            agent.operations.close()  # the last minute of the ledger; the next start's gap begins here
         store.close()
         LOGGER.info("stopped")
 

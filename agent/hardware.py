@@ -17,6 +17,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from drivers.base import (
+    ChademoFault,
+    ChademoStatus,
+    ChargeProtocol,
     ConnectorLock,
     Contactor,
     DcController,
@@ -25,13 +28,17 @@ from drivers.base import (
     EmergencyStop,
     EnergyMeter,
     IdReader,
+    ImdSelfTestResult,
+    ImdState,
     Indicator,
     IndicatorState,
+    InsulationMonitor,
+    InsulationReading,
     Isolation,
     MeterReading,
     PlugState,
 )
-from drivers.dc.modbus_dc import fault_codes
+from drivers.dc.modbus_dc import fault_details
 from drivers.errors import DriverError, HardwareFault, ImplausibleReading
 
 LOGGER = logging.getLogger(__name__)
@@ -42,6 +49,42 @@ ESTOP_SHUTDOWN_WAIT_S = 0.05  # the longest the contactor waits for the controll
 def _log_shutdown(name: str, future: concurrent.futures.Future[None]) -> None:
     if not future.cancelled() and future.exception() is not None:
         LOGGER.error("%s: emergency shutdown not delivered: %s", name, future.exception())
+
+
+WELDED_CODE = "contactor_welded"  # agent.core's code for a contactor that may leave the cable live
+
+
+def dc_view(connector_id: int, status: DcStatus) -> dict[str, Any]:
+    """A DC controller's last status as a technician reads it (evsectl status, the diagnostics bundle)."""
+    view: dict[str, Any] = {
+        "connector": connector_id, "protocol": status.protocol.name, "map_version": status.map_version,
+        "plugged": status.plug is PlugState.PLUGGED, "ev_state": status.ev_state.name, "ev_ready": status.ev_ready,
+        "soc_pct": status.soc_pct, "ev_target_v": status.ev_target_v, "ev_target_a": status.ev_target_a,
+        "ev_max_v": status.ev_max_v, "ev_max_a": status.ev_max_a, "present_v": status.present_v,
+        "present_a": status.present_a, "isolation": status.isolation.name.lower(),
+        "temperature_c": status.temperature_c, "stale": status.stale,
+        "age_s": round(time.monotonic() - status.read_monotonic, 1) if status.read_monotonic else None,
+        "faults": [{"code": code, "name": name} for code, name in fault_details(status)],
+    }
+    detail = status.detail
+    if status.protocol is ChargeProtocol.CHADEMO:
+        view["chademo_step"] = status.chademo_step
+    if detail is not None and status.protocol is ChargeProtocol.CHADEMO:
+        view["chademo"] = {
+            "protocol_number": detail.chademo_protocol, "charging_enabled": detail.charging_enabled,
+            "status_flags": [str(f.name).lower() for f in ChademoStatus if f and f in detail.chademo_status],
+            "fault_flags": [str(f.name).lower() for f in ChademoFault if f and f in detail.chademo_faults],
+            "max_charging_time_s": detail.max_charging_time_s,
+            "estimated_charging_time_s": detail.estimated_charging_time_s,
+            "battery_capacity_kwh": detail.battery_capacity_kwh,
+        }
+    if detail is not None and status.protocol is ChargeProtocol.CCS:
+        view["ccs"] = {
+            "phase": detail.ccs_phase.name.lower(), "ev_error_code": detail.ev_error_code.name,
+            "full_soc_pct": detail.full_soc_pct, "bulk_soc_pct": detail.bulk_soc_pct,
+            "ev_max_power_w": detail.ev_max_power_w,
+        }
+    return view
 
 
 # Driver fault codes that would read like another device's on the connector get a "dc_" prefix.
@@ -71,6 +114,8 @@ class ConnectorDevices:
     dc: DcController | None = None
     lock: ConnectorLock | None = None
     indicator: Indicator | None = None
+    imd: InsulationMonitor | None = None  # DC: the insulation monitor on the output
+    cable_check: str = "controller"  # whose isolation result gates the contactor: "controller" or "imd"
 
 
 @dataclass
@@ -85,6 +130,11 @@ class ConnectorObservation:
     ev_ready: bool | None = None
     isolation_valid: bool | None = None
     soc_pct: float | None = None
+    imd: InsulationReading | None = None
+
+
+# An IMD state that lets energy flow (the cable check passes): a warning is reported but charging goes on.
+IMD_PASSES = (ImdState.OK, ImdState.WARNING)
 
 
 @dataclass
@@ -101,6 +151,7 @@ class Hardware:
     silent_stop_s: float = 60.0  # ... and this long stops the transaction
     meter_replaced_after_s: float = 300.0  # a register consistently below the last accepted one this long
     welded_at_start: set[int] = field(default_factory=set)  # connectors locked at start: contactor welded
+    imd_self_tests: dict[int, ImdSelfTestResult] = field(default_factory=dict)  # the last one per connector
 
     def __post_init__(self) -> None:
         if self.estop is not None:
@@ -225,22 +276,36 @@ class Hardware:
                 obs.ev_ready = status.ev_ready
                 obs.isolation_valid = status.isolation in (Isolation.VALID, Isolation.WARNING)
                 obs.soc_pct = status.soc_pct
-                codes = fault_codes(status)
+                details = fault_details(status)
+                codes = [code for code, _ in details]
                 if "host_timeout" in codes:
                     # The controller latched our silence (a restart or a hung loop); we are alive again.
                     LOGGER.warning("%s reports a host timeout; resetting it", dc.name)
                     await dc.reset_faults()
-                for code in codes:
+                for code, name in details:
                     mapped = DC_CODE_RENAMES.get(code, code)
-                    faults[(dc.name, mapped)] = Fault(dc.name, mapped, f"{dc.name}: {code}", role="dc")
+                    if code == "contactor" and not status.charging_allowed:
+                        # the controller's contactor fault with charging stopped: its contactors failed to
+                        # open (a weld; "did not close" needs a closing), so the cable stays locked
+                        mapped = WELDED_CODE
+                    # a vehicle fault says what the vehicle reported, in its standard's words
+                    message = f"{dc.name}: {code}" if name == code else name
+                    faults[(dc.name, mapped)] = Fault(dc.name, mapped, message, role="dc")
                 if status.isolation is Isolation.FAULT:
                     faults[(dc.name, "isolation_fault")] = Fault(dc.name, "isolation_fault", "isolation fault",
                                                                  role="dc")
+                elif status.isolation is Isolation.WARNING:
+                    # its own source: a warning must never hide a stopping fault of the controller
+                    source = f"{dc.name}.isolation"
+                    faults[(source, "isolation_warning")] = Fault(source, "isolation_warning",
+                                                                  "isolation warning", stops_charging=False, role="dc")
             except DriverError as err:
                 self._mark(dc.name, err)
                 fault = self._silence_fault(dc.name, "controller_communication", err, "dc")
                 if fault is not None:
                     faults[(dc.name, "controller_communication")] = fault
+        if devices.imd is not None:
+            await self._read_imd(devices, obs)
         for role, device in (("contactor", devices.contactor), ("lock", devices.lock)):
             if device is None:
                 continue
@@ -251,6 +316,70 @@ class Hardware:
                 self._mark(device.name, err)
                 faults[(device.name, err.code)] = Fault(device.name, err.code, str(err), role=role)
         return obs
+
+    async def _read_imd(self, devices: ConnectorDevices, obs: ConnectorObservation) -> None:
+        """The IMD's measurement as faults (warning: reported, charging goes on; fault, device error: stop)
+        and, when the config names the IMD for the cable check, as the connector's isolation result."""
+        imd = devices.imd
+        assert imd is not None
+        faults = obs.faults
+        use_for_check = devices.cable_check == "imd"
+        if use_for_check:
+            obs.isolation_valid = None  # the controller's result does not count; unknown until the IMD answers
+        test = self.imd_self_tests.get(devices.connector_id)
+        if test is not None and not test.ok:
+            source = f"{imd.name}.selftest"
+            faults[(source, "imd_self_test_failed")] = Fault(source, "imd_self_test_failed",
+                                                             f"self-test: {test.detail}", role="imd")
+        try:
+            reading = await imd.read()
+        except DriverError as err:
+            self._mark(imd.name, err)
+            fault = self._silence_fault(imd.name, "imd_communication", err, "imd")
+            if fault is not None:
+                faults[(imd.name, "imd_communication")] = fault
+                if use_for_check:
+                    obs.isolation_valid = False  # unmonitored this long: no cable check passes
+            return
+        self._mark(imd.name, None)
+        obs.imd = reading
+        if use_for_check:
+            # the cable check covers cable and vehicle: a measurement taken with no EV plugged in passes nothing
+            obs.isolation_valid = reading.state in IMD_PASSES and obs.plugged is True
+        kohm = f"{reading.resistance_ohm / 1000:.0f} kOhm" if reading.resistance_ohm is not None else "?"
+        t = reading.thresholds
+        if reading.state is ImdState.WARNING:
+            faults[(imd.name, "isolation_warning")] = Fault(
+                imd.name, "isolation_warning", f"insulation {kohm} < warning {t.warning_ohm / 1000:.0f} kOhm",
+                stops_charging=False, role="imd")
+        elif reading.state is ImdState.FAULT:
+            faults[(imd.name, "isolation_fault")] = Fault(
+                imd.name, "isolation_fault", f"insulation {kohm} < fault {t.fault_ohm / 1000:.0f} kOhm", role="imd")
+        elif reading.state is ImdState.DEVICE_ERROR:
+            faults[(imd.name, "imd_device_error")] = Fault(imd.name, "imd_device_error",
+                                                           "insulation monitor reports a device error", role="imd")
+
+    async def imd_self_test(self, connector_id: int) -> ImdSelfTestResult | None:
+        """Run a connector's IMD self-test and keep its result (a failed one faults the connector until a
+        later test passes); None without an IMD."""
+        devices = self.connectors.get(connector_id)
+        if devices is None or devices.imd is None:
+            return None
+        try:
+            result = await devices.imd.self_test()
+        except DriverError as err:
+            result = ImdSelfTestResult(False, f"not reachable: {err}", time.monotonic())
+        (LOGGER.info if result.ok else LOGGER.error)("connector %d: insulation monitor self-test %s: %s",
+                                                     connector_id, "passed" if result.ok else "FAILED",
+                                                     result.detail)
+        self.imd_self_tests[connector_id] = result
+        return result
+
+    async def imd_self_tests_at_start(self) -> None:
+        """The IMD self-test of every connector at start (the agent runs it beside the first polls)."""
+        for connector_id, devices in self.connectors.items():
+            if devices.imd is not None:
+                await self.imd_self_test(connector_id)
 
     async def lock_released(self, connector_id: int) -> bool:
         """After an unlock command: wait for the lock to move, then check its feedback (True without a lock)."""
@@ -292,9 +421,16 @@ class Hardware:
                    "age_s": round(time.monotonic() - h.last_ok_monotonic, 1) if h.last_ok_monotonic else None}
             for name, h in sorted(self.health.items())
         }
-        devices: list[Any] = [d for c in self.connectors.values() for d in (c.meter, c.dc) if d is not None]
+        devices: list[Any] = [d for c in self.connectors.values() for d in (c.meter, c.dc, c.imd) if d is not None]
         if self.reader is not None:
             devices.append(self.reader)
+        for cid, devs in self.connectors.items():
+            # the DC controller keeps its last status (not part of the DcController contract: read it if present)
+            last = getattr(devs.dc, "last_reading", None)
+            status = last() if callable(last) else None
+            if devs.dc is not None and isinstance(status, DcStatus):
+                result.setdefault(devs.dc.name, {"ok": True, "error": None, "failures": 0, "age_s": None})[
+                    "dc"] = dc_view(cid, status)
         for device in devices:
             own = getattr(device, "health", None)
             if isinstance(own, DeviceHealth) and own.name not in result:  # a device that reports its own (reader)

@@ -1,4 +1,5 @@
-"""Secrets never reach a log: URL passwords and the OCPP AuthorizationKey are masked in every record.
+"""Secrets never reach a log: URL passwords and the OCPP AuthorizationKey are masked in every record, card ids
+(idTag, idToken) beyond their last four characters.
 
 Every pattern here runs on text from outside (frames, URLs, exception messages) and must stay linear in
 its length: each one starts with a literal (the regex engine skips ahead to it) and every repeat after it
@@ -26,6 +27,10 @@ _AUTH_KEY = re.compile(r'(?P<head>"key"\s*:\s*"AuthorizationKey"\s*,\s*"value"\s
 _AUTH_KEY_KW = re.compile(
     r"(?P<head>AuthorizationKey['\"]?\s*[,:=]\s*(?:['\"]?value['\"]?\s*[:=]\s*)?['\"]?)[^'\"\s,}]+")
 _BASIC = re.compile(r"(?P<head>Authorization['\"]?\s*[:=]\s*['\"]?Basic\s+)[A-Za-z0-9+/=]+")
+# id_tag='...', "idTag": "...", "idToken": "...", 'parent_id_tag': '...': a card id identifies a person, so
+# only its last four characters stay. Ids are at most 36 characters: each match looks no further than that.
+_CARD_ID = re.compile(r"(?P<head>id_?(?:tag|token)['\"]?[ ]?[:=][ ]?['\"])(?P<id>[^'\"\s]{5,36})(?=['\"])",
+                      re.IGNORECASE)
 
 
 def redact(text: str) -> str:
@@ -33,7 +38,8 @@ def redact(text: str) -> str:
     text = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{MASK}@", text)
     text = _AUTH_KEY.sub(lambda m: f"{m['head']}{MASK}{m['tail']}", text)
     text = _AUTH_KEY_KW.sub(lambda m: f"{m['head']}{MASK}", text)
-    return _BASIC.sub(lambda m: f"{m['head']}{MASK}", text)
+    text = _BASIC.sub(lambda m: f"{m['head']}{MASK}", text)
+    return _CARD_ID.sub(lambda m: f"{m['head']}{'*' * (len(m['id']) - 4)}{m['id'][-4:]}", text)
 
 
 def clip(text: str, head_chars: int = LOG_HEAD_CHARS) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ CP_ID = "CP-TEST-1"
 CARD = "0F00A1B2C3"  # the id the simulated RDM6300 reports; Accepted by the bench's back office
 START_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 1.0
+SYNC_CALLS = ("fsync", "fdatasync", "sync_file_range", "syncfs", "sync", "msync")  # what reaches the disk now
 
 
 def bin_path(name: str) -> str:
@@ -73,8 +75,10 @@ class Sim:
         """The simulator's HTTP control API."""
         return http_json(self.control, method, path, body)
 
-    def agent_config(self, name: str, url: str, poll_interval_s: float = POLL_INTERVAL_S) -> Path:
-        """An agent config for these devices with its own state directory, back office URL and poll interval."""
+    def agent_config(self, name: str, url: str, poll_interval_s: float = POLL_INTERVAL_S, *,
+                     free_vend: str | None = None, extra: str = "") -> Path:
+        """An agent config for these devices with its own state directory, back office URL and poll interval;
+        `free_vend`: connector 1 starts without a card, with this id; `extra`: TOML tables appended."""
         state = self.workdir / name
         state.mkdir(parents=True, exist_ok=True)
         text = self.template.read_text()
@@ -82,6 +86,9 @@ class Sim:
         text = re.sub(r"(?m)^directory = .*$", f"directory = {json.dumps(str(state))}", text)
         text = re.sub(r"(?m)^socket = .*$", f"socket = {json.dumps(str(state / 'evsectl.sock'))}", text)
         text = re.sub(r"(?m)^poll_interval_s = .*$", f"poll_interval_s = {poll_interval_s!r}", text)
+        if free_vend is not None:
+            text = re.sub(r"(?m)^id = 1$", f"id = 1\nfree_vend_id_tag = {json.dumps(free_vend)}", text, count=1)
+        text += "\n" + extra
         path = self.workdir / f"{name}.toml"
         path.write_text(text)
         return path
@@ -91,18 +98,43 @@ class Sim:
 
 
 class AgentProc:
-    """`evse-agent --config FILE` as a process."""
+    """`evse-agent --config FILE` as a process; optionally through `bench.launch` (its instruments) and under
+    `strace` counting the sync calls (see `SYNC_CALLS`)."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *, launch: list[str] | None = None, env: dict[str, str] | None = None,
+                 strace_out: Path | None = None) -> None:
         self.config = config
         self.log = config.with_suffix(".log")
+        self.strace_out = strace_out
         log = open(self.log, "ab")  # noqa: SIM115 - the process owns it
-        self.proc = subprocess.Popen([bin_path("evse-agent"), "--config", str(config)],
-                                     stdout=log, stderr=subprocess.STDOUT)
+        if launch is None:
+            argv = [bin_path("evse-agent"), "--config", str(config)]
+        else:
+            argv = [sys.executable, "-m", "bench.launch", *launch, "--", "--config", str(config)]
+        if strace_out is not None:
+            # --seccomp-bpf: only the traced calls stop the process, every other system call runs untouched
+            argv = ["strace", "-f", "--seccomp-bpf", "-qq", "-e", "signal=none", "-ttt", "-y",
+                    "-e", f"trace={','.join(SYNC_CALLS)}", "-o", str(strace_out), *argv]
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     env=env if env is not None else os.environ.copy())
+        self._pid: int | None = None if strace_out is not None else self.proc.pid
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        """The agent's pid (under strace: strace's child, found once it exists)."""
+        if self._pid is None:
+            deadline = time.monotonic() + 10.0
+            while self._pid is None:
+                children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+                found = children.read_text().split() if children.exists() else []
+                if found:
+                    self._pid = int(found[0])
+                elif time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"no agent process under strace:\n{self.tail()}")
+                else:
+                    time.sleep(0.01)
+        return self._pid
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -115,7 +147,28 @@ class AgentProc:
         """The end of the log, for error messages."""
         return self.text()[-3000:]
 
+    def signal(self, signum: int) -> None:
+        """Send a signal to the agent itself (not to strace)."""
+        os.kill(self.pid, signum)
+
+    def syncs(self, start_wall: float = 0.0, end_wall: float = float("inf")) -> list[tuple[float, str]]:
+        """(wall time, "call(fd<path>)") of the sync calls strace saw in [start_wall, end_wall]."""
+        if self.strace_out is None or not self.strace_out.exists():
+            return []
+        found = []
+        for line in self.strace_out.read_text(errors="replace").splitlines():
+            parts = line.split(None, 2)
+            if len(parts) < 3 or parts[2].split("(", 1)[0] not in SYNC_CALLS:
+                continue
+            at = float(parts[1])
+            if start_wall <= at <= end_wall:
+                found.append((at, parts[2].split(")", 1)[0] + ")"))
+        return found
+
     def stop(self) -> None:
+        if self.strace_out is not None and self._pid is not None and self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGTERM)  # strace passes a signal on, but say it to the agent
         stop_process(self.proc)
 
 
@@ -214,3 +267,60 @@ def queued(db: Path) -> int:
 def env_quiet() -> dict[str, str]:
     """The environment for helper processes (unbuffered, so their one JSON line arrives at once)."""
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def disk_io(pid: int) -> dict[str, int]:
+    """/proc/PID/io: write_bytes (sent to the block layer), wchar (passed to write calls), syscw (write calls)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = int(value)
+    return fields
+
+
+class ResponderProc:
+    """`python -m bench.responder` as a process, driven over its stdin and stdout (one JSON line each way)."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self.port = 0
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.responder", cwd=ROOT, env=env_quiet(),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), START_TIMEOUT_S)
+        self.port = int(json.loads(line)["port"])
+
+    def url(self, cp_id: str = "") -> str:
+        """The URL an agent config names (the agent appends its id) or a client uses (with cp_id)."""
+        return f"ws://127.0.0.1:{self.port}/ocpp" + (f"/{cp_id}" if cp_id else "")
+
+    async def command(self, line: str) -> Any:
+        """One command, its JSON answer."""
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
+        async with self._lock:
+            self.proc.stdin.write(line.encode() + b"\n")
+            await self.proc.stdin.drain()
+            answer = json.loads(await asyncio.wait_for(self.proc.stdout.readline(), 30.0))
+        if "error" in answer:
+            raise RuntimeError(f"responder: {answer['error']}")
+        return answer
+
+    async def stats(self, cp_id: str) -> dict[str, Any]:
+        return dict(await self.command(f"stats /ocpp/{cp_id}"))
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        assert self.proc.stdin is not None
+        with contextlib.suppress(Exception):
+            self.proc.stdin.write(b"quit\n")
+            await self.proc.stdin.drain()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 5.0)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()

@@ -214,6 +214,82 @@ class EstopReason(enum.IntEnum):
     ISOLATION = 6
 
 
+class ChademoStatus(enum.IntFlag):
+    """CHAdeMO vehicle status flags (CAN frame H'102, byte 5), as the controller passes them on."""
+
+    NONE = 0
+    CHARGING_ENABLED = 1 << 0  # H'102.5.0: the vehicle permits charging
+    SHIFT_POSITION = 1 << 1  # H'102.5.1: the shift lever is not in parking
+    CHARGING_SYSTEM_FAULT = 1 << 2  # H'102.5.2: the vehicle's charging system reports a fault
+    EV_CONTACTOR_OPEN = 1 << 3  # H'102.5.3 "vehicle status": EV contactor open (or welding detection done)
+    STOP_REQUEST = 1 << 4  # H'102.5.4: normal stop request before charging
+
+
+class ChademoFault(enum.IntFlag):
+    """CHAdeMO vehicle fault flags (CAN frame H'102, byte 4): the vehicle stops charging on any of them."""
+
+    NONE = 0
+    BATTERY_OVER_VOLTAGE = 1 << 0
+    BATTERY_UNDER_VOLTAGE = 1 << 1
+    CURRENT_DEVIATION = 1 << 2  # the charger's current deviates from the vehicle's request
+    HIGH_BATTERY_TEMPERATURE = 1 << 3
+    VOLTAGE_DEVIATION = 1 << 4  # the vehicle's battery voltage deviates from what the charger measures
+
+
+class CcsPhase(enum.IntEnum):
+    """Where a DIN 70121 / ISO 15118-2 DC session is (the request the EV sent last)."""
+
+    IDLE = 0  # no session
+    SESSION_SETUP = 1  # SLAC, SessionSetup, service discovery, payment, authorization
+    CHARGE_PARAMETER_DISCOVERY = 2
+    CABLE_CHECK = 3  # insulation test of the cable before energy flows
+    PRE_CHARGE = 4  # the charger matches the EV's battery voltage
+    POWER_DELIVERY = 5  # PowerDeliveryReq (start)
+    CURRENT_DEMAND = 6  # energy flows
+    POWER_DELIVERY_STOP = 7  # PowerDeliveryReq (stop): the current ramps down
+    WELDING_DETECTION = 8  # the EV checks its contactors for welding
+    SESSION_STOP = 9  # SessionStopReq: the session is over
+
+
+class EvErrorCode(enum.IntEnum):
+    """DC_EVErrorCodeType of DIN 70121 / ISO 15118-2, in the order the standards list it."""
+
+    NO_ERROR = 0
+    RESS_TEMPERATURE_INHIBIT = 1  # FAILED_RESSTemperatureInhibit
+    EV_SHIFT_POSITION = 2  # FAILED_EVShiftPosition
+    CHARGER_CONNECTOR_LOCK_FAULT = 3  # FAILED_ChargerConnectorLockFault
+    EV_RESS_MALFUNCTION = 4  # FAILED_EVRESSMalfunction
+    CHARGING_CURRENT_DIFFERENTIAL = 5  # FAILED_ChargingCurrentdifferential
+    CHARGING_VOLTAGE_OUT_OF_RANGE = 6  # FAILED_ChargingVoltageOutOfRange
+    RESERVED_A = 7
+    RESERVED_B = 8
+    RESERVED_C = 9
+    CHARGING_SYSTEM_INCOMPATIBILITY = 10  # FAILED_ChargingSystemIncompatibility
+    NO_DATA = 11
+
+
+@dataclass(frozen=True, slots=True)
+class DcVehicleDetail:
+    """What a version 2 controller adds about the vehicle: CHAdeMO and CCS session detail (None: not known)."""
+
+    chademo_protocol: int | None = None  # CHAdeMO control protocol number (H'102.0)
+    chademo_status: ChademoStatus = ChademoStatus.NONE
+    chademo_faults: ChademoFault = ChademoFault.NONE
+    max_charging_time_s: int | None = None  # CHAdeMO H'101.1/2
+    estimated_charging_time_s: int | None = None  # CHAdeMO H'101.3
+    battery_capacity_kwh: float | None = None  # CHAdeMO H'101.5-6
+    ccs_phase: CcsPhase = CcsPhase.IDLE
+    ev_error_code: EvErrorCode = EvErrorCode.NO_ERROR
+    full_soc_pct: float | None = None  # ISO 15118 FullSOC
+    bulk_soc_pct: float | None = None  # ISO 15118 BulkSOC
+    ev_max_power_w: float | None = None  # ISO 15118 EVMaximumPowerLimit
+
+    @property
+    def charging_enabled(self) -> bool:
+        """CHAdeMO: the vehicle permits charging (H'102.5.0)."""
+        return bool(self.chademo_status & ChademoStatus.CHARGING_ENABLED)
+
+
 @dataclass(frozen=True, slots=True)
 class DcStatus:
     """One poll of a DC charge controller."""
@@ -240,6 +316,8 @@ class DcStatus:
     read_monotonic: float = 0.0
     read_wall: float = 0.0
     stale: bool = False
+    map_version: int = 1  # the register map the controller implements (docs/dc-controller.md)
+    detail: DcVehicleDetail | None = None  # map version 2 and later
 
 
 class DcController(Protocol):
@@ -345,12 +423,117 @@ class ConnectorLock(Protocol):
     def check(self) -> None: ...
 
 
+def mask_id(text: str) -> str:
+    """A card id for a log: all but its last four characters masked (a UID identifies a person)."""
+    return "*" * max(0, len(text) - 4) + text[-4:]
+
+
+@dataclass(frozen=True, slots=True)
+class CardRead:
+    """One card as the reader saw it: the UID bytes in the order the card sent them, and what it is.
+
+    `technology` is the air interface ("ISO14443A", "ISO15693", "EM4100"); `sak` and `atqa` are the ISO
+    14443A select acknowledge and answer to request (None on other technologies); `card_type` a name guessed
+    from them ("MIFARE Classic 1K"). The agent turns `uid` into an idTag with the configured format.
+    """
+
+    reader: str
+    uid: bytes
+    technology: str
+    monotonic: float
+    sak: int | None = None
+    atqa: int | None = None
+    card_type: str = ""
+
+
 class IdReader(Protocol):
-    """An RFID reader; `read_id()` waits for the next card (debounced) and returns its idTag."""
+    """An RFID reader; `read_card()` waits for the next card (debounced) and returns what was read.
+
+    A card lying on the reader yields once; it yields again after it was away for the debounce time. A
+    reader that is unplugged keeps `read_card()` waiting while the driver reopens the port; `health` says
+    why meanwhile. `close()` makes a waiting `read_card()` raise CommunicationFault. `read_id()` is the
+    card's UID in the default format (upper-case hex, card order), for callers that format nothing.
+    """
 
     name: str
 
+    async def read_card(self) -> CardRead: ...
+
     async def read_id(self) -> str: ...
+
+    def error_counts(self) -> dict[str, int]: ...
+
+    async def close(self) -> None: ...
+
+
+class ImdState(enum.Enum):
+    """What an insulation monitoring device (IMD) says about the insulation of the DC output."""
+
+    OK = "ok"  # resistance above the warning threshold
+    WARNING = "warning"  # below the warning (pre-alarm) threshold, above the fault threshold
+    FAULT = "fault"  # below the fault (alarm) threshold
+    SELF_TEST = "self_test"  # a self-test runs: no measurement
+    DEVICE_ERROR = "device_error"  # the device reports its own fault
+    NO_MEASUREMENT = "no_measurement"  # no valid value yet (starting, disabled, value marked invalid)
+
+
+@dataclass(frozen=True, slots=True)
+class ImdThresholds:
+    """The IMD's alarm thresholds in ohms: below `warning_ohm` a warning, below `fault_ohm` a fault."""
+
+    warning_ohm: float
+    fault_ohm: float
+
+
+@dataclass(frozen=True, slots=True)
+class InsulationReading:
+    """One poll of an IMD; resistance and voltage are None when the device marks them invalid."""
+
+    state: ImdState
+    resistance_ohm: float | None
+    voltage_v: float | None
+    thresholds: ImdThresholds
+    read_monotonic: float = 0.0
+    read_wall: float = 0.0
+    stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ImdSelfTestResult:
+    """The outcome of an IMD self-test."""
+
+    ok: bool
+    detail: str
+    finished_monotonic: float = 0.0
+
+
+class InsulationMonitor(Protocol):
+    """An insulation monitoring device on a DC output (IEC 61557-8; IEC 61851-23 cable check).
+
+    - `read()` returns a fresh reading or raises CommunicationFault/DeviceTimeout (a reading the driver
+      cannot trust raises ImplausibleReading); the state is the worse of the device's own alarm and the
+      driver's comparison of the resistance with `thresholds`, so a device whose alarm settings were
+      changed behind the agent's back still faults in time.
+    - The driver owns the thresholds: it writes them on the first exchange and again after every
+      communication fault (the device may have been reset), like the DC controller's setpoints.
+    - `self_test()` runs the device's self-test and waits for its end, bounded by the driver's timeout; a
+      test that does not end in time, or ends with a device error, is a failed test (never an exception
+      for the device's own verdict; DriverError only when the device cannot be reached).
+    - `last_reading()` is the previous reading marked stale after a failed read (never republished fresh).
+    """
+
+    name: str
+
+    @property
+    def thresholds(self) -> ImdThresholds: ...
+
+    async def read(self) -> InsulationReading: ...
+
+    async def set_thresholds(self, warning_ohm: float, fault_ohm: float) -> None: ...
+
+    async def self_test(self) -> ImdSelfTestResult: ...
+
+    def last_reading(self) -> InsulationReading | None: ...
 
     def error_counts(self) -> dict[str, int]: ...
 

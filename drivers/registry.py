@@ -16,11 +16,13 @@ MODELS_DIR = Path(__file__).parent / "meters" / "models"
 DRIVERS: dict[str, str] = {
     "lem_dcbm400600": "drivers.meters.lem_dcbm:LemDcbm",  # signing DC meter, HTTP/JSON (not a Modbus model)
     "modbus_dc": "drivers.dc.modbus_dc:ModbusDcController",
+    "bender_isocha425hv": "drivers.imd.bender_isocha:BenderIsoCha",  # insulation monitor, Modbus RTU/TCP
     "gpio_contactor": "drivers.gpio:GpioContactor",
     "gpio_estop": "drivers.gpio:GpioEmergencyStop",
     "gpio_indicator": "drivers.gpio:GpioIndicator",
     "gpio_lock": "drivers.gpio:GpioConnectorLock",
     "serial_rfid": "drivers.rfid:SerialIdReader",
+    "pn532": "drivers.pn532:Pn532Reader",  # ISO 14443A over the PN532's UART (HSU)
 }
 
 

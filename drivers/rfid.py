@@ -22,7 +22,7 @@ from typing import Any
 import serial
 import serial_asyncio_fast
 
-from drivers.base import DeviceHealth
+from drivers.base import CardRead, DeviceHealth, mask_id
 from drivers.errors import CommunicationFault, ConfigError, DriverError
 
 LOGGER = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class FrameDecoder:
         uid, check = raw[:-1], raw[-1]
         if checksum(uid) != check:
             self.bad_checksums += 1
-            LOGGER.debug("rfid: bad checksum %02X for %s", check, uid.hex())
+            LOGGER.debug("rfid: bad checksum %02X for %s", check, mask_id(uid.hex().upper()))
             return None
         return uid
 
@@ -160,7 +160,7 @@ class SerialIdReader:
         self.reconnect_max_s = reconnect_max_s
         self.decoder = FrameDecoder()
         self.opens = 0
-        self._queue: deque[tuple[str, float]] = deque(maxlen=QUEUE_MAX)
+        self._queue: deque[CardRead] = deque(maxlen=QUEUE_MAX)
         self._card_ready: asyncio.Event | None = None
         self._last_seen: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
@@ -230,14 +230,19 @@ class SerialIdReader:
 
     async def read_id(self) -> str:
         """Wait for the next card (debounced) and return its idTag; waits across reconnects."""
+        return id_tag((await self.read_card()).uid)
+
+    async def read_card(self) -> CardRead:
+        """Wait for the next card (debounced) and return it; waits across reconnects."""
         self.start()
         assert self._card_ready is not None
         while True:
             while self._queue:
-                tag, seen = self._queue.popleft()
-                if time.monotonic() - seen <= CARD_MAX_AGE_S:
-                    return tag
-                LOGGER.info("%s: card %s read %.0f s ago dropped", self.name, tag, time.monotonic() - seen)
+                card = self._queue.popleft()
+                age = time.monotonic() - card.monotonic
+                if age <= CARD_MAX_AGE_S:
+                    return card
+                LOGGER.info("%s: card %s read %.0f s ago dropped", self.name, mask_id(id_tag(card.uid)), age)
             self._card_ready.clear()
             await self._card_ready.wait()
             if self._closed:
@@ -253,9 +258,11 @@ class SerialIdReader:
         if last is not None and now - last <= self.debounce_s:
             return
         if len(self._queue) == self._queue.maxlen:
-            LOGGER.warning("%s: nobody reads cards, dropping %s", self.name, self._queue[0][0])
-        self._queue.append((tag, now))
-        LOGGER.info("%s: card %s", self.name, tag)
+            LOGGER.warning("%s: nobody reads cards, dropping %s", self.name, mask_id(id_tag(self._queue[0].uid)))
+        # 5 bytes is the RDM6300's EM4100 frame; 4, 7 and 10 come from ISO 14443A bridge boards
+        technology = "EM4100" if len(uid) == 5 else "ISO14443A"
+        self._queue.append(CardRead(self.name, uid, technology, now))
+        LOGGER.info("%s: card %s", self.name, mask_id(tag))
         if self._card_ready is not None:
             self._card_ready.set()
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from simulator.hardware import SimHardware
+from simulator.hardware import RFID_MODELS, SimHardware
 
 
 def _value(value: Any) -> str:
@@ -41,11 +41,12 @@ def agent_config_text(hw: SimHardware, backoffice_url: str, state_directory: str
     if cfg.estop_pin is not None:
         _table(lines, "[estop]", {"driver": "gpio_estop", "pin": cfg.estop_pin})
     if hw.rfid_path:
-        _table(lines, "[rfid]", {"driver": "serial_rfid", "port": hw.rfid_path})
+        _table(lines, "[rfid]", {"driver": RFID_MODELS[cfg.rfid_model], "port": hw.rfid_path})
     for cid, conn in sorted(hw.connectors.items()):
         cc = conn.config
         _table(lines, "[[connectors]]", {"id": cid, "kind": cc.kind, "max_current_a": float(cc.max_current_a),
-                                         "phases": cc.phases, "voltage_v": 230.0 if cc.kind == "ac" else 400.0})
+                                         "phases": cc.phases, "voltage_v": 230.0 if cc.kind == "ac" else 400.0,
+                                         "cable_check": cc.cable_check if conn.imd is not None else None})
         meter_options: dict[str, object] = {"driver": cc.meter.model, "url": conn.meter_url}
         if conn.meter_server is not None:  # a Modbus meter; the HTTP one (LEM DCBM) has no unit id
             meter_options["device_id"] = cc.meter.device_id
@@ -53,6 +54,10 @@ def agent_config_text(hw: SimHardware, backoffice_url: str, state_directory: str
         if conn.dc is not None and cc.dc is not None:
             _table(lines, "[connectors.dc_controller]", {"driver": "modbus_dc", "url": conn.dc_url,
                                                          "device_id": cc.dc.device_id})
+        if conn.imd is not None and cc.imd is not None:
+            thresholds = {k: v for k, v in cc.imd_options.items() if k in ("warning_kohm", "fault_kohm")}
+            _table(lines, "[connectors.insulation_monitor]", {"driver": "bender_isocha425hv", "url": conn.imd_url,
+                                                              "device_id": cc.imd.device_id, **thresholds})
         _table(lines, "[connectors.contactor]", {"driver": "gpio_contactor", "pin": cc.contactor_pin,
                                                  "feedback_pin": cc.contactor_feedback_pin})
         if cc.lock_pin is not None:

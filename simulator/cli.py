@@ -33,6 +33,8 @@ async def run_hardware(args: argparse.Namespace) -> int:
         return 2
     if args.control_port is not None:
         config.control_port = args.control_port
+    if args.rfid_model is not None:
+        config.rfid_model = args.rfid_model
     hw = SimHardware(config)
     await hw.start()
     try:
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     hw.add_argument("--backoffice-url", default="ws://127.0.0.1:9000/ocpp", help="URL for the agent config")
     hw.add_argument("--state-dir", help="agent state directory for the agent config")
     hw.add_argument("--ocpp-version", default="1.6", choices=OCPP_VERSIONS, help="what the agent config asks for")
+    hw.add_argument("--rfid-model", choices=("rdm6300", "pn532"), help="the simulated reader (overrides [rfid] model)")
     hw.add_argument("--control-port", type=int, help="override the control API port")
     hw.add_argument("--ready-file", help="write a JSON summary here once every device listens")
     hw.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -111,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--charge-s", type=float, default=12.0, help="charging time before the stop")
     demo.add_argument("--ocpp", default="1.6", choices=OCPP_VERSIONS,
                       help="the OCPP version the agent and the back office speak (default 1.6)")
+    demo.add_argument("--rfid", default="rdm6300", choices=("rdm6300", "pn532"),
+                      help="the card reader: the 125 kHz RDM6300 (default) or a PN532 reading ISO 14443A cards")
     demo.add_argument("--signed", action="store_true",
                       help="a DC charger metered by a signing LEM DCBM; the signed data sets verified at the end")
     return parser

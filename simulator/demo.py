@@ -35,6 +35,8 @@ from simulator.httpjson import http_json
 CP_ID = "CP-SIM-001"  # the charge point of scenarios/demo.toml; another scenario names its own
 SCENARIOS = {False: "demo.toml", True: "dc_signed.toml"}  # --signed: a CCS charger metered by a signing LEM DCBM
 CARD_UID = "0F00A1B2C3"  # the idTag the simulated RDM6300 reader reports
+PN532_CARD_UID = "04A2B3C4D5E680"  # a 7-byte NTAG on the simulated PN532 (`--rfid pn532`)
+CARDS = {"rdm6300": CARD_UID, "pn532": PN532_CARD_UID}
 START_TIMEOUT_S = 30.0
 DEMO_OCPP = {"MeterValueSampleInterval": 2, "ClockAlignedDataInterval": 0, "HeartbeatInterval": 30,
              "StopTxnSampledData": "Energy.Active.Import.Register,SoC"}
@@ -51,6 +53,7 @@ class Dialect:
     version = ""
     start_action = ""  # the message that tells the back office a transaction started
     stop_action = ""
+    card = CARD_UID  # the card the driver presents (the demo's reader decides)
 
     def configure(self, agent_cfg: Path) -> None:
         """Add the demo's sampling to the agent config before the agent starts."""
@@ -168,9 +171,9 @@ class V201(Dialect):
         ledger = demo.office_ledger()
         problems: list[str] = list(ledger["problems"])
         ours = [tx for tx, evs in ledger["transactions"].items()
-                if any((e.get("idToken") or {}).get("idToken") == CARD_UID for e in evs)]
+                if any((e.get("idToken") or {}).get("idToken") == self.card for e in evs)]
         if len(ours) != 1:
-            print(f"  expected one transaction of card {CARD_UID}, the back office has {len(ours)}")
+            print(f"  expected one transaction of card {self.card}, the back office has {len(ours)}")
             return False
         events: list[dict[str, Any]] = []
         for event in ledger["transactions"][ours[0]]:
@@ -243,9 +246,12 @@ def ocmf_readings(text: str) -> list[tuple[str, float]]:
 class Demo:
     """The three processes and the script that drives them."""
 
-    def __init__(self, workdir: Path, ocpp_version: str = "1.6", signed: bool = False) -> None:
+    def __init__(self, workdir: Path, ocpp_version: str = "1.6", rfid: str = "rdm6300",
+                 signed: bool = False) -> None:
         self.workdir = workdir
         self.dialect = DIALECTS[ocpp_version]()
+        self.rfid = rfid
+        self.card = self.dialect.card = CARDS[rfid]
         self.signed = signed
         self.cp_id = CP_ID
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -273,7 +279,7 @@ class Demo:
         bo_ready = self.workdir / "backoffice.json"
         # the back office serves only the demo's version: an agent speaking another one is refused, not served
         self._spawn("backoffice", [str(self.bin / "evse-sim"), "backoffice", "--port", "0", "--control-port",
-                                   "0", "--id-tag", f"{CARD_UID}=Accepted", "--ocpp", version, "--log",
+                                   "0", "--id-tag", f"{self.card}=Accepted", "--ocpp", version, "--log",
                                    str(self.workdir / "backoffice-frames.jsonl")])
         # the back office prints one JSON line with its ports into its log
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -294,7 +300,7 @@ class Demo:
         self._spawn("simulator", [str(self.bin / "evse-sim"), "hardware", "--config", str(scenario),
                                   "--write-agent-config", str(agent_cfg), "--ocpp-version", version, "--state-dir",
                                   str(self.workdir / "state"), "--backoffice-url", info["ocpp_url"],
-                                  "--ready-file", str(sim_ready)])
+                                  "--ready-file", str(sim_ready), "--rfid-model", self.rfid])
         self._wait_file(sim_ready, "simulator")
         self.sim_control = json.loads(sim_ready.read_text())["control"]
         with open(agent_cfg, "rb") as fh:
@@ -364,8 +370,8 @@ class Demo:
         dialect = self.dialect
         print(f"agent booted (OCPP {dialect.version}); back office at {office.base_url}; "
               f"simulator at {self.sim_control}")
-        print(f"1. card {CARD_UID} presented at the reader")
-        self.sim("/card", {"uid": CARD_UID})
+        print(f"1. card {self.card} presented at the {self.rfid.upper()} reader")
+        self.sim("/card", {"uid": self.card})
         time.sleep(0.5)
         print("2. CCS EV plugs into connector 1")
         self.sim("/plug", {"connector": 1})
@@ -380,7 +386,7 @@ class Demo:
         print("4. the agent is back online and drains its queue")
         self.progress(charge_s / 2)
         print("5. the driver presents the same card to stop, then unplugs")
-        self.sim("/card", {"uid": CARD_UID})
+        self.sim("/card", {"uid": self.card})
         self._until(lambda: dialect.stopped(self), "the transaction's end")
         self.sim("/unplug", {"connector": 1})
         self._until(lambda: self.status_of(1) == "Available", "Available")
@@ -440,7 +446,7 @@ def run_demo(args: argparse.Namespace) -> int:
     temp = args.workdir is None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="evse-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    demo = Demo(workdir, args.ocpp, signed=getattr(args, "signed", False))
+    demo = Demo(workdir, args.ocpp, getattr(args, "rfid", "rdm6300"), signed=getattr(args, "signed", False))
     ok = False
     try:
         demo.start()

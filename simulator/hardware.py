@@ -19,9 +19,11 @@ from typing import Any
 from drivers.base import ChargeProtocol, DcError, Isolation, PlugState
 from simulator.devices.dc_controller import SimDcController
 from simulator.devices.gpio import GpioPinServer
+from simulator.devices.imd import HEALTHY_OHM, SimIsoCha
 from simulator.devices.lem_dcbm import SimLemDcbm
 from simulator.devices.meter import SimMeter
 from simulator.devices.modbus_server import Faults, ModbusDeviceServer, RegisterBank
+from simulator.devices.pn532 import SimPn532
 from simulator.devices.rfid import SimRfidReader
 from simulator.ev import EvModel
 from simulator.httpjson import HttpError, JsonHttpServer
@@ -33,6 +35,8 @@ AC_VOLTAGE_V = 230.0
 DC_EFFICIENCY = 0.95  # the meter sits on the AC input of the DC charger
 DEVICE_FAULTS = ("silent", "slow", "crc_error", "garbage", "exception", "stuck", "backwards")
 LEM_DCBM_MODEL = "lem_dcbm400600"  # the signing DC meter speaks HTTP/JSON, not Modbus (its port is HTTP)
+# the simulated reader ([rfid] model) -> the agent's driver name for it
+RFID_MODELS = {"rdm6300": "serial_rfid", "pn532": "pn532"}
 
 
 class SimConfigError(ValueError):
@@ -48,6 +52,7 @@ class ModbusEndpointConfig:
     device_id: int = 1
     model: str = ""
     line: str = ""  # RTU: devices naming the same line share one pty, like one RS-485 bus
+    map_version: int = 2  # DC controller: the register map version it serves (docs/dc-controller.md)
 
 
 @dataclass
@@ -66,6 +71,9 @@ class SimConnectorConfig:
     lock_feedback_pin: int | None
     indicator_pins: tuple[int, int, int] | None
     ev: dict[str, Any] = field(default_factory=dict)
+    imd: ModbusEndpointConfig | None = None  # DC: a Bender isoCHA425HV on the output
+    imd_options: dict[str, Any] = field(default_factory=dict)  # warning_kohm, fault_kohm, self_test_s
+    cable_check: str = "controller"  # what the generated agent config names for the cable check
 
 
 @dataclass
@@ -80,6 +88,7 @@ class SimConfig:
     estop_pin: int | None
     connectors: list[SimConnectorConfig]
     state_directory: str = "/tmp/evse-agent-sim"
+    rfid_model: str = "rdm6300"  # or "pn532" (ISO 14443A cards over the PN532's HSU frames)
 
 
 def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
@@ -128,10 +137,14 @@ def load_sim_config(path: str | Path) -> SimConfig:
                 device_id=_get(dc_raw, "device_id", int, where + ".dc_controller", 1),
             line=_get(dc_raw, "line", str, where + ".dc_controller", ""),
                 model=_get(dc_raw, "protocol", str, where + ".dc_controller", "ccs"),
+                map_version=_get(dc_raw, "map_version", int, where + ".dc_controller", 2),
             )
+            if dc.map_version not in (1, 2):
+                raise SimConfigError(f"{where}.dc_controller.map_version: must be 1 or 2")
         for endpoint in (meter, dc):
             if endpoint is not None and endpoint.transport not in ("tcp", "rtu"):
                 raise SimConfigError(f"{where}: transport must be 'tcp' or 'rtu'")
+        imd, imd_options, cable_check = _imd_config(raw, where)
         contactor = _get(raw, "contactor", dict, where)
         lock = raw.get("lock")
         indicator = raw.get("indicator")
@@ -157,6 +170,9 @@ def load_sim_config(path: str | Path) -> SimConfig:
                     else None
                 ),
                 ev=dict(raw.get("ev", {})),
+                imd=imd,
+                imd_options=imd_options,
+                cable_check=cable_check,
             )
         )
     if not connectors:
@@ -170,7 +186,43 @@ def load_sim_config(path: str | Path) -> SimConfig:
         estop_pin=data.get("estop", {}).get("pin"),
         connectors=connectors,
         state_directory=_get(data.get("state", {}), "directory", str, f"{path}: state", "/tmp/evse-agent-sim"),
+        rfid_model=_rfid_model(_get(data.get("rfid", {}), "model", str, f"{path}: rfid", "rdm6300"), path),
     )
+
+
+IMD_OPTIONS = ("transport", "port", "device_id", "line", "warning_kohm", "fault_kohm", "self_test_s",
+               "cable_check")
+
+
+def _imd_config(raw: dict[str, Any], where: str) -> tuple[ModbusEndpointConfig | None, dict[str, Any], str]:
+    """A connector's [connectors.insulation_monitor] table: where it listens, the agent's thresholds, and
+    whether the agent's cable check uses it ("imd", the default with an IMD) or the controller's result."""
+    table = raw.get("insulation_monitor")
+    if table is None:
+        return None, {}, "controller"
+    here = where + ".insulation_monitor"
+    if not isinstance(table, dict):
+        raise SimConfigError(f"{here}: must be a table")
+    unknown = set(table) - set(IMD_OPTIONS)
+    if unknown:
+        raise SimConfigError(f"{here}: unknown keys {sorted(unknown)}; allowed {list(IMD_OPTIONS)}")
+    endpoint = ModbusEndpointConfig(
+        transport=_get(table, "transport", str, here, "tcp"), port=_get(table, "port", int, here, 0),
+        device_id=_get(table, "device_id", int, here, 3), model="bender_isocha425hv",
+        line=_get(table, "line", str, here, ""))
+    if endpoint.transport not in ("tcp", "rtu"):
+        raise SimConfigError(f"{here}: transport must be 'tcp' or 'rtu'")
+    cable_check = _get(table, "cable_check", str, here, "imd")
+    if cable_check not in ("imd", "controller"):
+        raise SimConfigError(f"{here}.cable_check: must be 'imd' or 'controller'")
+    options = {key: table[key] for key in ("warning_kohm", "fault_kohm", "self_test_s") if key in table}
+    return endpoint, options, cable_check
+
+
+def _rfid_model(model: str, path: str | Path) -> str:
+    if model not in RFID_MODELS:
+        raise SimConfigError(f"{path}: rfid.model must be one of {', '.join(RFID_MODELS)}, got {model!r}")
+    return model
 
 
 @dataclass
@@ -185,6 +237,9 @@ class SimConnector:
     dc: SimDcController | None = None
     dc_server: ModbusDeviceServer | None = None
     dc_url: str = ""
+    imd: SimIsoCha | None = None
+    imd_server: ModbusDeviceServer | None = None
+    imd_url: str = ""
     current_a: float = 0.0
     power_w: float = 0.0
 
@@ -197,7 +252,7 @@ class SimHardware:
         self.connectors: dict[int, SimConnector] = {}
         self.gpio = GpioPinServer()
         self.gpio_port = 0
-        self.rfid: SimRfidReader | None = None
+        self.rfid: SimRfidReader | SimPn532 | None = None
         self.rfid_path = ""
         self.control = JsonHttpServer()
         self.control_port = 0
@@ -223,8 +278,11 @@ class SimHardware:
                 protocol = {"chademo": ChargeProtocol.CHADEMO, "ccs": ChargeProtocol.CCS}.get(
                     cc.dc.model.lower(), ChargeProtocol.NONE)
                 ev.protocol = protocol
-                conn.dc = SimDcController(cc.dc.device_id, protocol=protocol)
+                conn.dc = SimDcController(cc.dc.device_id, protocol=protocol, map_version=cc.dc.map_version)
                 conn.dc_server, conn.dc_url = await self._serve(shared, cc.dc, conn.dc.bank)
+            if cc.imd is not None:
+                conn.imd = SimIsoCha(cc.imd.device_id, float(cc.imd_options.get("self_test_s", 0.5)))
+                conn.imd_server, conn.imd_url = await self._serve(shared, cc.imd, conn.imd.bank)
             self.gpio.mirror(cc.contactor_pin, cc.contactor_feedback_pin)
             if cc.lock_pin is not None and cc.lock_feedback_pin is not None:
                 self.gpio.mirror(cc.lock_pin, cc.lock_feedback_pin)
@@ -233,7 +291,7 @@ class SimHardware:
             self.gpio.set_input(self.config.estop_pin, False)
         self.gpio_port = await self.gpio.start("127.0.0.1", self.config.gpio_port)
         if self.config.rfid:
-            self.rfid = SimRfidReader()
+            self.rfid = SimPn532() if self.config.rfid_model == "pn532" else SimRfidReader()
             self.rfid_path = await self.rfid.start()
         self._routes()
         self.control_port = await self.control.start("127.0.0.1", self.config.control_port)
@@ -332,6 +390,8 @@ class SimHardware:
                 else:
                     dc.ev_target_v = ev.pack_voltage_v + 0.5 * ev.soc_pct if ev.plugged else 0.0
                 dc.ev_target_a = ev.requested_current_a()
+                dc.detail = ev.detail()
+                dc.set_error(DcError.EV_ERROR, bool(ev.faults))  # the controller relays the EV's fault
                 if dc.isolation is not Isolation.FAULT:
                     dc.isolation = Isolation.VALID if ev.plugged else Isolation.INVALID
                 dc.step(now)
@@ -361,6 +421,9 @@ class SimHardware:
                 conn.power_w = sum(phases)
                 if isinstance(conn.meter, SimMeter):
                     conn.meter.current_a = [current if i < n else 0.0 for i in range(3)]
+            if conn.imd is not None:
+                conn.imd.voltage_v = conn.dc.present_v if conn.dc is not None else 0.0
+                conn.imd.step(now)
             ev.step(dt_s, conn.power_w)
             conn.meter.add_energy(phases, dt_s)
             conn.meter.update()
@@ -397,7 +460,16 @@ class SimHardware:
     async def _h_card(self, body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
         if self.rfid is None:
             raise HttpError(409, "no RFID reader in this simulator config")
-        self.rfid.present(str(body["uid"]), int(body.get("repeats", 3)))
+        try:
+            if isinstance(self.rfid, SimPn532):
+                # repeats: the polls the card stays on the reader for (held briefly, then taken away)
+                sak, atqa = body.get("sak"), body.get("atqa")
+                self.rfid.present(str(body["uid"]), None if sak is None else int(sak),
+                                  None if atqa is None else int(atqa), polls=max(1, int(body.get("repeats", 3))))
+            else:
+                self.rfid.present(str(body["uid"]), int(body.get("repeats", 3)))
+        except ValueError as err:
+            raise HttpError(400, str(err)) from None
         return {"presented": body["uid"]}
 
     async def _h_estop(self, body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
@@ -432,6 +504,8 @@ class SimHardware:
                 conn.meter.set_fault(fault, on, value)
             except ValueError as err:
                 raise HttpError(400, str(err)) from None
+        elif device == "imd":
+            self._imd_fault(conn, fault, on, value)
         elif device in ("meter", "dc"):
             server = conn.meter_server if device == "meter" else conn.dc_server
             if server is None:
@@ -471,12 +545,57 @@ class SimHardware:
                 self.gpio.stuck_open(conn.config.contactor_pin, on)
             else:
                 raise HttpError(400, f"unknown contactor fault {fault!r}; known: welded, stuck_open")
+        elif device == "ev":
+            try:
+                conn.ev.inject_fault(fault, on)  # a vehicle fault, by its stable code (simulator/ev.py)
+            except ValueError as err:
+                raise HttpError(400, str(err)) from None
+        elif device == "rfid":
+            self._rfid_fault(fault, on, value)
         elif device == "lock":
             if conn.config.lock_pin is None:
                 raise HttpError(409, f"connector {connector} has no lock")
             self.gpio.stuck_open(conn.config.lock_pin, on)
         else:
-            raise HttpError(400, f"unknown device {device!r}; known: meter, dc, contactor, lock")
+            raise HttpError(400, f"unknown device {device!r}; known: meter, dc, imd, contactor, lock, ev, rfid")
+
+    @staticmethod
+    def _imd_fault(conn: SimConnector, fault: str, on: bool, value: Any) -> None:
+        """IMD faults: the insulation falling to the warning or fault level (or to `value` ohms), the device's
+        own error, a failing self-test; on the line: silent, slow, garbage, CRC errors, exception answers."""
+        imd, server = conn.imd, conn.imd_server
+        if imd is None or server is None:
+            raise HttpError(409, f"connector {conn.config.id} has no insulation monitor")
+        if fault == "warning":  # between R2 and R1 (or value ohms)
+            imd.resistance_ohm = float(value or (imd.warning_ohm + imd.fault_ohm) / 2) if on else HEALTHY_OHM
+        elif fault == "fault":  # below R2
+            imd.resistance_ohm = float(value or imd.fault_ohm / 2) if on else HEALTHY_OHM
+        elif fault == "device_error":
+            imd.device_error = on
+        elif fault == "self_test_fail":
+            imd.fail_self_test = on
+        elif fault in ("silent", "crc_error", "garbage"):
+            setattr(server.faults, fault, on)
+        elif fault == "slow":
+            server.faults.slow_s = float(value or 2.0) if on else 0.0
+        elif fault == "exception":
+            server.faults.exception_code = int(value or 4) if on else None
+        else:
+            raise HttpError(400, f"unknown fault {fault!r} for imd; known: warning, fault, device_error, "
+                                 "self_test_fail, silent, slow, crc_error, garbage, exception")
+
+    def _rfid_fault(self, fault: str, on: bool, value: Any) -> None:
+        """The reader's faults: the PN532's switches (value: for that many answers), the RDM6300's noise."""
+        if isinstance(self.rfid, SimPn532):
+            try:
+                self.rfid.set_fault(fault, on, None if value is None else int(value))
+            except ValueError as err:
+                raise HttpError(400, str(err)) from None
+        elif isinstance(self.rfid, SimRfidReader) and fault == "garbage":
+            if on:
+                self.rfid.send_garbage(int(value or 50))
+        else:
+            raise HttpError(409 if self.rfid is None else 400, f"no rfid fault {fault!r} in this simulator config")
 
     def state(self) -> dict[str, Any]:
         """A JSON-able picture of the simulated hardware."""
@@ -485,7 +604,8 @@ class SimHardware:
             entry: dict[str, Any] = {
                 "kind": conn.config.kind,
                 "ev": {"phase": conn.ev.phase.value, "soc_pct": round(conn.ev.soc_pct, 2),
-                       "energy_in_wh": round(conn.ev.energy_in_wh, 1)},
+                       "energy_in_wh": round(conn.ev.energy_in_wh, 1), "faults": sorted(conn.ev.faults),
+                       "chademo_step": conn.ev.chademo_step, "ccs_phase": conn.ev.ccs_phase.name.lower()},
                 "contactor_closed": self.contactor_closed(conn),
                 "current_a": round(conn.current_a, 2),
                 "power_w": round(conn.power_w, 1),
@@ -503,11 +623,17 @@ class SimHardware:
                 entry["dc"] = {"url": conn.dc_url, "device_id": conn.config.dc.device_id if conn.config.dc else 1,
                                "allowed": conn.dc.charging_allowed, "limit_a": conn.dc.limit_a,
                                "limit_w": conn.dc.limit_w, "emergency": conn.dc.emergency}
+            if conn.imd is not None:
+                entry["imd"] = {"url": conn.imd_url, "resistance_ohm": conn.imd.resistance_ohm,
+                                "warning_ohm": conn.imd.warning_ohm, "fault_ohm": conn.imd.fault_ohm,
+                                "enabled": conn.imd.enabled, "self_tests": conn.imd.self_tests,
+                                "device_error": conn.imd.device_error}
             connectors[str(cid)] = entry
         return {
             "connectors": connectors,
             "gpio_port": self.gpio_port,
             "rfid": self.rfid_path,
+            "rfid_model": self.config.rfid_model if self.rfid is not None else None,
             "estop_pressed": self._estop_pressed,
             "control_port": self.control_port,
         }

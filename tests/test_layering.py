@@ -42,7 +42,9 @@ NEUTRAL_LAYERS = ("agent/core", "agent/runtime.py", "agent/runtime", "agent/stor
 # OCPP actions whose names would mean a layer builds or reads protocol messages (the core's commands are
 # named after the domain operation, e.g. ChangeAvailability, and are not listed)
 OCPP_ACTIONS = ("StartTransaction", "StopTransaction", "TransactionEvent", "BootNotification", "MeterValues",
-                "StatusNotification", "Heartbeat", "Authorize", "idTagInfo", "transactionId")
+                "StatusNotification", "Heartbeat", "Authorize", "idTagInfo", "transactionId",
+                # the operations ledger's reports: each protocol adapter words them (issue 15)
+                "DataTransfer", "vendorId", "messageId", "NotifyEvent", "eventData")
 
 
 def _neutral_files() -> list[Path]:
@@ -215,3 +217,15 @@ def test_services_and_security_import_no_runtime() -> None:
         bad = {n for n in found if n == "agent.runtime" or n.startswith(("agent.runtime.", "."))}
         bad |= {n for n in found if n in ("agent.daemon", "agent.ocpp") or n.startswith("agent.ocpp.")}
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_the_operations_ledger_is_protocol_neutral_and_its_accounting_pure() -> None:
+    """The ledger's accounting is in the pure core, its rows in the store, its watching in the runtime; the
+    protocol adapters only report it (1.6: agent/ocpp/v16/operations.py), and nothing neutral imports them."""
+    pure = ROOT / "agent" / "core" / "operations.py"
+    assert {n for n in imports(pure) if n.startswith("agent.")} <= {"agent.core.events"}
+    for name in ("agent/runtime/operations.py", "agent/store/operations.py"):
+        found = _imported_names(ROOT / name)
+        assert not {n for n in found if n.startswith(("agent.ocpp", "ocpp", "agent.daemon", "agent.diag"))}, name
+    reporter = _imported_names(ROOT / "agent" / "ocpp" / "v16" / "operations.py")
+    assert not {n for n in reporter if n.startswith("agent.runtime")}, "the reporter needs the store, not the runtime"

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
+from agent.cardid import CardIdFormat
 from agent.config.ocpp16_keys import OCPP16_KEYS
 from agent.config.redaction import redact
 
@@ -120,6 +121,18 @@ class FirmwareConfig:
 
 
 @dataclass(frozen=True)
+class OperationsConfig:
+    """The operations ledger (docs/operations.md): upstream reports, the problem button, service intervals."""
+
+    vendor_id: str = "org.evse-agent"  # DataTransfer vendorId of the reports (OCPP 1.6)
+    problem_button_pin: int | None = None  # a push button for drivers' "report a problem" (BCM pin)
+    contactor_service_interval: float = 100_000.0  # contactor operations (a typical AC-1 electrical endurance)
+    connector_service_interval: float = 10_000.0  # plug-in cycles (IEC 62196-1 mechanical endurance)
+    lock_service_interval: float = 50_000.0  # lock cycles
+    station_service_interval: float = 0.0  # hours with a contactor closed before an inspection; 0 = none
+
+
+@dataclass(frozen=True)
 class HardwareConfig:
     """Hardware polling."""
 
@@ -148,6 +161,10 @@ class ConnectorConfig:
     dc_controller: DeviceConfig | None = None
     lock: DeviceConfig | None = None
     indicator: DeviceConfig | None = None
+    insulation_monitor: DeviceConfig | None = None  # DC: an IMD on the output (docs/dc-safety.md)
+    # DC: whose measurement the cable check before the contactor closes trusts: the DC controller's isolation
+    # result ("controller") or the insulation monitor's own ("imd")
+    cable_check: str = "controller"
 
 
 @dataclass(frozen=True)
@@ -161,10 +178,12 @@ class AgentConfig:
     gpio: GpioConfig = field(default_factory=GpioConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     firmware: FirmwareConfig = field(default_factory=FirmwareConfig)
+    operations: OperationsConfig = field(default_factory=OperationsConfig)
     ocpp: dict[str, int | bool | str] = field(default_factory=dict)
     estop: DeviceConfig | None = None
     rfid: DeviceConfig | None = None
     connectors: tuple[ConnectorConfig, ...] = ()
+    card_id: CardIdFormat = field(default_factory=CardIdFormat)  # [card_id]: how a UID becomes the idTag
 
     @property
     def endpoint_url(self) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agent.cardid import FORMATS_FIELDS, ID_TAG_MAX_V16, ID_TOKEN_MAX_V201, CardIdFormat
 from agent.config.errors import ConfigError, Path_, format_path, type_name
 from agent.config.ocpp16_keys import OCPP16_KEYS, check_typed_value
 from agent.config.scanner import LineIndex
@@ -34,6 +35,7 @@ from agent.config.schema import (
     GpioConfig,
     HardwareConfig,
     OcppVersion,
+    OperationsConfig,
     StateConfig,
 )
 from drivers.registry import known_names
@@ -204,10 +206,12 @@ _TOP_KEYS = (
     "gpio",
     "hardware",
     "firmware",
+    "operations",
     "ocpp",
     "estop",
     "rfid",
     "connectors",
+    "card_id",
 )
 _CHARGE_POINT_KEYS = ("id", "vendor", "model", "serial_number", "firmware_version")
 _BACKOFFICE_KEYS = (
@@ -228,6 +232,8 @@ _DIAG_KEYS = ("socket", "group")
 _GPIO_KEYS = ("pin_factory", "sim_address")
 _HARDWARE_KEYS = ("poll_interval_s", "device_silent_suspend_s", "device_silent_stop_s", "meter_replaced_after_s")
 _FIRMWARE_KEYS = ("installer", "download_dir", "max_bytes")
+_OPERATIONS_KEYS = ("vendor_id", "problem_button_pin", "contactor_service_interval", "connector_service_interval",
+                    "lock_service_interval", "station_service_interval")
 _CONNECTOR_KEYS = (
     "id",
     "kind",
@@ -240,7 +246,10 @@ _CONNECTOR_KEYS = (
     "contactor",
     "lock",
     "indicator",
+    "insulation_monitor",
+    "cable_check",
 )
+CABLE_CHECKS = ("controller", "imd")
 _DEFAULT_VOLTAGE_V = {ConnectorKind.AC: 230.0, ConnectorKind.DC: 400.0}
 
 
@@ -319,9 +328,24 @@ class _Validator:
         )
         if firmware.download_dir and not os.path.isabs(firmware.download_dir):
             self.p.add(("firmware", "download_dir"), f"must be an absolute path, got {firmware.download_dir!r}")
+        ops_t = self.sub(root, "operations", _OPERATIONS_KEYS)
+        button = ops_t.integer("problem_button_pin", -1, lo=0, hi=53)
+        operations = OperationsConfig(
+            vendor_id=ops_t.string("vendor_id", OperationsConfig.vendor_id, max_len=255) or OperationsConfig.vendor_id,
+            problem_button_pin=None if button < 0 else button,
+            contactor_service_interval=ops_t.number(
+                "contactor_service_interval", OperationsConfig.contactor_service_interval, lo=0.0, hi=1e9),
+            connector_service_interval=ops_t.number(
+                "connector_service_interval", OperationsConfig.connector_service_interval, lo=0.0, hi=1e9),
+            lock_service_interval=ops_t.number(
+                "lock_service_interval", OperationsConfig.lock_service_interval, lo=0.0, hi=1e9),
+            station_service_interval=ops_t.number(
+                "station_service_interval", OperationsConfig.station_service_interval, lo=0.0, hi=1e6),
+        )
         ocpp = self.ocpp(root.table("ocpp") or {})
         estop = self.device(root, "estop", ())
         rfid = self.device(root, "rfid", ())
+        card_id = self.card_id(self.sub(root, "card_id", FORMATS_FIELDS), backoffice.ocpp_version)
         connectors = self.connectors(root)
         self.check_pins_and_addresses()
         return AgentConfig(
@@ -332,11 +356,27 @@ class _Validator:
             gpio=GpioConfig(pin_factory, sim_address),
             hardware=hardware,
             firmware=firmware,
+            operations=operations,
             ocpp=ocpp,
             estop=estop,
             rfid=rfid,
             connectors=connectors,
+            card_id=card_id,
         )
+
+    def card_id(self, t: _Table, version: OcppVersion) -> CardIdFormat:
+        """[card_id]: the format every reader's UIDs are written in (agent/cardid.py, docs/rfid.md)."""
+        default = CardIdFormat()
+        values: dict[str, Any] = {name: t.integer(name, default.length) if name == "length"
+                                  else t.string(name, getattr(default, name)) for name in FORMATS_FIELDS}
+        fmt = CardIdFormat(**values)
+        for name, reason in fmt.problems():
+            self.p.add(("card_id", name), reason)
+        limit = ID_TAG_MAX_V16 if version is OcppVersion.V16 else ID_TOKEN_MAX_V201
+        if fmt.length and len(fmt.prefix) + fmt.length > limit:
+            self.p.add(("card_id", "length"), f"prefix and length make {len(fmt.prefix) + fmt.length} "
+                                              f"characters; OCPP {version.value} carries at most {limit}")
+        return fmt
 
     def charge_point(self, t: _Table) -> ChargePointConfig:
         cp_id = t.string("id", required=True)
@@ -561,6 +601,14 @@ class _Validator:
                        'IEC 61851 pilot board (driver "modbus_dc", the generic controller register map)')
         lock = self.device(t, "lock", t.path)
         indicator = self.device(t, "indicator", t.path)
+        imd = self.device(t, "insulation_monitor", t.path)
+        cable_check = t.string("cable_check", "controller")
+        if cable_check not in CABLE_CHECKS:
+            self.p.add((*t.path, "cable_check"), f'must be "controller" or "imd", got {cable_check!r}')
+        elif cable_check == "imd" and "insulation_monitor" not in t.data:
+            self.p.add((*t.path, "cable_check"), 'cable_check = "imd" needs a [connectors.insulation_monitor] table')
+        if kind is ConnectorKind.AC and "insulation_monitor" in t.data:
+            self.p.add((*t.path, "kind"), "an insulation monitor belongs to a DC connector")
         if kind is None or meter is None or contactor is None or conn_id < 1:
             return None
         return ConnectorConfig(
@@ -575,6 +623,8 @@ class _Validator:
             dc_controller=dc_controller,
             lock=lock,
             indicator=indicator,
+            insulation_monitor=imd,
+            cable_check=cable_check if cable_check in CABLE_CHECKS else "controller",
         )
 
     def check_pins_and_addresses(self) -> None:

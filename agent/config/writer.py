@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from agent.cardid import CardIdFormat
 from agent.config.errors import ConfigError
 from agent.config.scanner import BARE_KEY_RE
 from agent.config.schema import AgentConfig, FirmwareConfig
@@ -96,7 +97,9 @@ def config_to_toml(cfg: AgentConfig) -> str:
         _emit_table(lines, "[estop]", cfg.estop.options)
     if cfg.rfid is not None:
         _emit_table(lines, "[rfid]", cfg.rfid.options)
-    roles = ("meter", "dc_controller", "contactor", "lock", "indicator")
+    if cfg.card_id != CardIdFormat():
+        _emit_table(lines, "[card_id]", _dataclass_values(cfg.card_id))
+    roles = ("meter", "dc_controller", "contactor", "lock", "indicator", "insulation_monitor")
     for conn in cfg.connectors:
         scalars = {k: v for k, v in _dataclass_values(conn).items() if k not in roles}
         _emit_table(lines, "[[connectors]]", scalars)

@@ -97,6 +97,7 @@ from agent.core.events import (
     UnlockRequested,
     UnlockResult,
 )
+from agent.core.faults import stop_reason_for
 from agent.core.limits import (
     ChargingProfile,
     CompositePeriod,
@@ -126,6 +127,7 @@ from agent.core.session import (
     reservation_accepts,
     same_group,
 )
+from drivers.base import mask_id  # a card id in a log: its last four characters only
 
 LOGGER = logging.getLogger(__name__)
 
@@ -223,8 +225,10 @@ class ChargePointCore:
         availability: Mapping[int, bool] | None = None,
         profiles: Iterable[ChargingProfile] = (),
         energy_wh: Mapping[int, float] | None = None,
+        reservations: Iterable[Reservation] = (),
     ) -> None:
-        """Load persisted state at boot: availability per connector (0 = charge point), profiles, meters."""
+        """Load persisted state at boot: availability per connector (0 = charge point), profiles, meters,
+        reservations (one that expired while the agent was down ends as Expired at the first tick)."""
         for connector_id, operative in (availability or {}).items():
             if connector_id == 0:
                 self.cp_operative = operative
@@ -237,8 +241,15 @@ class ChargePointCore:
         for connector_id, energy in (energy_wh or {}).items():
             if connector_id in self.connectors:
                 self.connectors[connector_id].energy_wh = energy
+        for r in reservations:
+            if r.connector_id in self.connectors and self._reservation(r.reservation_id) is None:
+                self.connectors[r.connector_id].reservation = r
         for c in self.connectors.values():
             c.schedule_evaluated_at = None
+
+    def reservations(self) -> list[Reservation]:
+        """The reservations held now, to persist (a reboot keeps them)."""
+        return [c.reservation for c in self.connectors.values() if c.reservation is not None]
 
     def availability(self) -> dict[int, bool]:
         """Operative flags to persist (0 = charge point). A Scheduled change is persisted as its target: after
@@ -665,21 +676,21 @@ class ChargePointCore:
                 self._set_lock(c, False, run)
                 return
         if event.connector_id is None:
-            intent = Intent(IntentKind.ANY, None)
+            intent = Intent(IntentKind.ANY, None, token_type=event.token_type)
         else:
             c = candidates[0]
             kind = IntentKind.STOP if c.session is not None else IntentKind.START
             if kind is IntentKind.START and not self._startable(c):
                 run.out.append(AuthorizationRejected(c.connector_id, tag, AuthStatus.INVALID))
                 return
-            intent = Intent(kind, c.connector_id)
+            intent = Intent(kind, c.connector_id, token_type=event.token_type)
         self._intents[tag] = intent
         run.out.append(NeedAuthorize(tag, event.connector_id))
 
     def _on_auth_result(self, event: AuthResult, run: _Run) -> None:
         intent = self._intents.pop(event.id_tag, None)
         if intent is None:
-            LOGGER.debug("authorization result for %s without a pending request", event.id_tag)
+            LOGGER.debug("authorization result for %s without a pending request", mask_id(event.id_tag))
             return
         tag, parent = event.id_tag, event.parent_id_tag
         # ConcurrentTx still proves the card's identity and group, which is all a stop needs.
@@ -697,7 +708,7 @@ class ChargePointCore:
                 # Card first on a shared reader with several free connectors: wait for a plug anywhere.
                 if any(self._startable(c) and self._reservation_ok(c, tag, parent)
                        for c in self.connectors.values()):
-                    self._grant(None, tag, parent, intent.source, run)
+                    self._grant(None, tag, parent, intent.source, run, intent.token_type)
                 else:
                     run.out.append(AuthorizationRejected(None, tag, AuthStatus.INVALID))
                 return
@@ -714,13 +725,13 @@ class ChargePointCore:
         if not self._startable(target) or not self._reservation_ok(target, tag, parent):
             run.out.append(AuthorizationRejected(target.connector_id, tag, AuthStatus.INVALID))
             return
-        self._grant(target, tag, parent, intent.source, run)
+        self._grant(target, tag, parent, intent.source, run, intent.token_type)
 
     def _master_pass(self, intent: Intent, tag: str, run: _Run) -> None:
         """A master pass stops every running transaction (no screen to choose one) and starts none."""
         running = [c for c in self.connectors.values() if c.session is not None]
         if not running or intent.source is AuthSource.REMOTE:
-            LOGGER.info("master pass %s: nothing to stop; it starts no transaction", tag)
+            LOGGER.info("master pass %s: nothing to stop; it starts no transaction", mask_id(tag))
             run.out.append(AuthorizationRejected(intent.connector_id, tag, AuthStatus.INVALID))
             return
         for c in running:
@@ -747,7 +758,7 @@ class ChargePointCore:
                 continue
             s.transaction_id = event.transaction_id
             if event.status is not AuthStatus.ACCEPTED and not s.invalid:
-                LOGGER.info("transaction %d: id %s is %s", s.local_tx_id, s.id_tag, event.status.value)
+                LOGGER.info("transaction %d: id %s is %s", s.local_tx_id, mask_id(s.id_tag), event.status.value)
                 run.out.append(Deauthorized(c.connector_id, s.local_tx_id, s.id_tag, run.clock.wall))
                 s.invalid = True
                 s.invalid_since_wh = c.energy_wh if c.energy_wh is not None else s.meter_start_wh
@@ -775,7 +786,7 @@ class ChargePointCore:
         for c in affected:
             self._open(c, run)  # open first: safety before bookkeeping
             if c.session is not None:
-                self._stop(c, StopReason.OTHER, run)
+                self._stop(c, stop_reason_for(event.code), run)
             c.auth = None
 
     def _on_fault_cleared(self, event: FaultCleared, run: _Run) -> None:
@@ -909,7 +920,8 @@ class ChargePointCore:
         for c in [only] if only is not None else self.connectors.values():
             c.schedule_evaluated_at = None
 
-    def _grant(self, c: Connector | None, tag: str, parent: str | None, source: AuthSource, run: _Run) -> None:
+    def _grant(self, c: Connector | None, tag: str, parent: str | None, source: AuthSource, run: _Run,
+               token_type: str | None = None) -> None:
         """Attach an authorization to a connector (None: the charge point's, for the first plug-in)."""
         auth = Authorization(tag, parent, source, run.clock.mono, run.clock.wall,
                              c.energy_wh if c is not None else None)
@@ -917,7 +929,7 @@ class ChargePointCore:
             self._cp_auth = auth
         else:
             c.auth = auth
-        run.out.append(Authorized(None if c is None else c.connector_id, tag, source, run.clock.wall))
+        run.out.append(Authorized(None if c is None else c.connector_id, tag, source, run.clock.wall, token_type))
 
     def _start_point(self, c: Connector, auth: Authorization, run: _Run) -> Instant | None:
         """When the transaction of an authorized, plugged connector starts (None: not yet)."""
@@ -963,7 +975,7 @@ class ChargePointCore:
         c.finishing = False
         c.keep_locked_for = None
         LOGGER.info("connector %d: transaction %d started for %s", c.connector_id, c.session.local_tx_id,
-                    auth.id_tag)
+                    mask_id(auth.id_tag))
         run.out.append(TransactionStarted(c.connector_id, c.session.local_tx_id, auth.id_tag, meter_start,
                                           at.wall, reservation_id, auth.parent_id_tag))
         self._set_lock(c, True, run)
@@ -1009,7 +1021,7 @@ class ChargePointCore:
         clock = run.clock
         timeout = self.settings.connection_timeout_s
         if self._cp_auth is not None and clock.mono - self._cp_auth.granted_monotonic >= timeout:
-            LOGGER.info("authorization of %s expired without a plug-in", self._cp_auth.id_tag)
+            LOGGER.info("authorization of %s expired without a plug-in", mask_id(self._cp_auth.id_tag))
             self._cp_auth = None
         for c in self.connectors.values():
             if c.auth is not None and c.session is None:
@@ -1020,7 +1032,7 @@ class ChargePointCore:
                     if at is not None:
                         self._start(c, c.auth, run, at)
                 elif not c.plugged and clock.mono - c.auth.granted_monotonic >= timeout:
-                    LOGGER.info("connector %d: ConnectionTimeOut for %s", c.connector_id, c.auth.id_tag)
+                    LOGGER.info("connector %d: ConnectionTimeOut for %s", c.connector_id, mask_id(c.auth.id_tag))
                     c.auth = None
                     c.pending_tx_profile = None
             if c.reservation is not None and clock.wall >= c.reservation.expiry:

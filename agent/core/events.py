@@ -18,6 +18,7 @@ from drivers.base import IndicatorState
 __all__ = [
     "FAULT_EMERGENCY_STOP",
     "FAULT_LOCAL_LIST_CONFLICT",
+    "ISOLATION_FAULT_CODES",
     "AuthResult",
     "AuthSource",
     "AuthStatus",
@@ -115,6 +116,8 @@ class StopReason(enum.StrEnum):
     UNLOCK_COMMAND = "UnlockCommand"
     OTHER = "Other"
     MASTER_PASS = "MasterPass"  # a master pass stopped it (2.0.1 C16; only 2.0.1 configures a master pass group)
+    GROUND_FAULT = "GroundFault"  # an insulation (isolation) fault stopped it (2.0.1's word; 1.6 reports Other)
+    STOPPED_BY_EV = "StoppedByEV"  # the vehicle reported a fault and ended its session (2.0.1; 1.6 says Other)
 
 
 class AuthStatus(enum.StrEnum):
@@ -136,6 +139,7 @@ class DeviceRole(enum.StrEnum):
     LOCK = "lock"
     ID_READER = "id_reader"
     ESTOP = "estop"
+    INSULATION_MONITOR = "insulation_monitor"
     OTHER = "other"
 
 
@@ -262,6 +266,7 @@ class IdPresented:
 
     connector_id: int | None
     id_tag: str
+    token_type: str | None = None  # what proved the id ("ISO14443", "Local"...); None: the protocol's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,6 +434,8 @@ class ClearChargingProfile:
 
 FAULT_EMERGENCY_STOP = "emergency_stop"  # the e-stop is pressed (not a device fault: no source)
 FAULT_LOCAL_LIST_CONFLICT = "local_list_conflict"  # the back office contradicts the local authorization list
+# A stopping fault with one of these codes is an insulation fault: the transaction ends with GROUND_FAULT.
+ISOLATION_FAULT_CODES = frozenset({"isolation_fault"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,6 +552,7 @@ class Authorized:
     id_tag: str
     source: AuthSource
     timestamp: float
+    token_type: str | None = None  # from the IdPresented that asked (None: not a card, or not known)
 
 
 @dataclass(frozen=True, slots=True)

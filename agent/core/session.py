@@ -49,6 +49,7 @@ class Intent:
     kind: IntentKind
     connector_id: int | None
     source: AuthSource = AuthSource.CARD
+    token_type: str | None = None  # the presented id's type, handed on to Authorized
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent.cardid import masked_cards
 from agent.config import AgentConfig
 from agent.ports import ConfigVocabulary
 from agent.store import Store
@@ -91,7 +92,10 @@ def write_bundle(source: BundleSource, dest_dir: Path, log_lines: list[str], *, 
     with tarfile.open(tmp, "w:gz") as tar:
         _add(tar, "config.json", json.dumps(source.config.redacted(), indent=2, default=str).encode())
         _add(tar, "ocpp-keys.json", json.dumps(ocpp_keys, indent=2).encode())
-        _add(tar, "status.json", json.dumps(source.status(), indent=2, default=str).encode())
+        status = source.status()
+        if "cards" in status:  # the archive leaves the station: card ids masked beyond their last four
+            status["cards"] = masked_cards(status["cards"])
+        _add(tar, "status.json", json.dumps(status, indent=2, default=str).encode())
         _add(tar, "database.json", json.dumps(summary, indent=2, default=str).encode())
         _add(tar, "versions.json", json.dumps(_versions(), indent=2).encode())
         text = "\n".join(line for line in log_lines if _in_window(line, start, stop))

@@ -83,7 +83,42 @@ def show_status(s: dict[str, Any]) -> str:
         drows.append([name, "ok" if d["ok"] else "FAULT", d["error"] or "-"])
     if len(drows) > 1:
         lines.append(_table(drows))
+    lines += show_dc([d["dc"] for d in s["devices"].values() if isinstance(d.get("dc"), dict)])
     return "\n".join(lines)
+
+
+def _num(value: Any, fmt: str = ".0f", unit: str = "") -> str:
+    return "-" if value is None else f"{value:{fmt}}{unit}"
+
+
+def show_dc(views: list[dict[str, Any]]) -> list[str]:
+    """One line per DC controller, then its CHAdeMO or CCS detail (map version 2) and the vehicle's faults."""
+    lines: list[str] = []
+    for v in sorted(views, key=lambda view: int(view["connector"])):
+        head = (f"dc connector {v['connector']}: {v['protocol']} (map v{v['map_version']})  EV {v['ev_state']}"
+                f"{' ready' if v['ev_ready'] else ''}  SoC {_num(v['soc_pct'], '.1f', ' %')}  "
+                f"target {_num(v['ev_target_v'])} V {_num(v['ev_target_a'], '.1f')} A  "
+                f"present {_num(v['present_v'])} V {_num(v['present_a'], '.1f')} A  isolation {v['isolation']}"
+                + ("  STALE" if v["stale"] else ""))
+        lines.append(head)
+        chademo, ccs = v.get("chademo"), v.get("ccs")
+        if chademo:
+            lines.append(
+                f"  CHAdeMO step {v.get('chademo_step', '-')}  protocol {_num(chademo['protocol_number'], 'd')}  "
+                f"charging {'enabled' if chademo['charging_enabled'] else 'not enabled'}  "
+                f"flags {','.join(chademo['status_flags']) or '-'}  "
+                f"max time {_num(chademo['max_charging_time_s'], 'd', ' s')}  "
+                f"estimated {_num(chademo['estimated_charging_time_s'], 'd', ' s')}  "
+                f"battery {_num(chademo['battery_capacity_kwh'], '.1f', ' kWh')}")
+        if ccs:
+            lines.append(
+                f"  CCS phase {ccs['phase']}  EV error {ccs['ev_error_code']}  "
+                f"full SoC {_num(ccs['full_soc_pct'], '.1f', ' %')}  "
+                f"bulk SoC {_num(ccs['bulk_soc_pct'], '.1f', ' %')}  "
+                f"EV max {_num(ccs['ev_max_power_w'], '.0f', ' W')}")
+        for fault in v["faults"]:
+            lines.append(f"  FAULT {fault['code']}" + (f" ({fault['name']})" if fault["name"] != fault["code"] else ""))
+    return lines
 
 
 def show(command: str, result: Any) -> str:
@@ -133,6 +168,12 @@ def show(command: str, result: Any) -> str:
             for name, check in checks.items():
                 rows.append([cid, name, "ok" if check["ok"] else "FAIL", check["detail"]])
         return _table(rows)
+    if command in ("report", "service"):
+        from agent.diag import operations
+
+        return operations.render(result) if command == "report" else operations.render_service(result)
+    if command == "report_problem":
+        return f"problem report {result['reportId']} recorded"
     if command == "unlock" and isinstance(result, dict) and "status" in result:
         return result["status"] + (f": {result['reason']}" if result.get("reason") else "")
     return json.dumps(result)
@@ -160,9 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     log = sub.add_parser("log", help="recent log lines, OCPP frames included")
     log.add_argument("-n", "--lines", type=int, default=100)
     log.add_argument("--follow", action="store_true")
-    card = sub.add_parser("card", help="present an id as if read by the RFID reader")
-    card.add_argument("id_tag")
+    card = sub.add_parser("card", help="present an id as if read by the RFID reader; --watch: show cards read")
+    card.add_argument("id_tag", nargs="?")
     card.add_argument("--connector", type=int)
+    card.add_argument("--watch", action="store_true",
+                      help="show each card the reader reads, live, in every id format at once")
+    card.add_argument("--since", type=int, help="with --watch: also the kept cards numbered above this (0: all)")
+    card.add_argument("--count", type=int, default=0, help="with --watch: stop after this many cards")
     start = sub.add_parser("start", help="start a session on a connector")
     start.add_argument("connector", type=int)
     start.add_argument("--id-tag", default="TECHNICIAN")
@@ -173,6 +218,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bundle", help="write the diagnostics archive (the one GetDiagnostics uploads)")
     selftest = sub.add_parser("selftest", help="test meters, contactor, lock, LEDs, e-stop (no session may run)")
     selftest.add_argument("connector", type=int, nargs="?")
+    report = sub.add_parser("report", help="uptime per port, utilization per day, faults, connectivity, wear")
+    report.add_argument("--days", type=int, default=30, help="the last N days (default 30)")
+    report.add_argument("--csv", action="store_true", help="one row per day and port, for a spreadsheet")
+    service = sub.add_parser("service", help="wear counters; record a service or a replacement of a part")
+    service.add_argument("--connector", type=int)
+    service.add_argument("--part", choices=("contactor", "connector", "lock", "meter", "station"))
+    service.add_argument("--note", default="")
+    service.add_argument("--replaced", action="store_true", help="the part was replaced (not serviced)")
+    service.add_argument("--old", help="the replaced part's serial")
+    service.add_argument("--new", help="the new part's serial")
+    problem = sub.add_parser("report-problem", help="record a problem report with a snapshot, reported upstream")
+    problem.add_argument("--connector", type=int, default=0)
+    problem.add_argument("--note", default="")
     return parser
 
 
@@ -189,8 +247,44 @@ def _command(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         "stop": {"connector": getattr(args, "connector", None)},
         "unlock": {"connector": getattr(args, "connector", None)},
         "selftest": {"connector": getattr(args, "connector", None)},
+        "report": {"days": getattr(args, "days", 30)},
+        "service": {k: getattr(args, k, None) for k in ("connector", "part", "note", "replaced", "old", "new")},
+        "report-problem": {"connector": getattr(args, "connector", 0), "note": getattr(args, "note", "")},
     }
-    return args.command, mapping.get(args.command, {})
+    if args.command == "service" and args.part is not None and args.connector is None:
+        raise SystemExit("evsectl service: --part needs --connector")
+    return args.command.replace("-", "_"), mapping.get(args.command, {})
+
+
+def show_card(card: dict[str, Any]) -> str:
+    """One card read, in every format at once, as an installer compares it with the back office."""
+    when = datetime.fromtimestamp(card["wall"]).strftime("%H:%M:%S")
+    head = (f"card #{card['seq']} at {when} on {card['reader']}: {card['technology']}"
+            f"{' ' + card['card_type'] if card['card_type'] else ''}, {card['uid_bytes']} bytes"
+            f"{', SAK ' + card['sak'] if card['sak'] else ''}{', ATQA ' + card['atqa'] if card['atqa'] else ''}")
+    sent = (f"{card['id_tag']} ({card['token_type']})" if card["id_tag"] is not None
+            else f"nothing: {card['refused']}")
+    rows = [["sent as", sent]] + [[name, value] for name, value in card["formats"].items() if name != "configured"]
+    return head + "\n" + "\n".join("  " + line for line in _table(rows).splitlines())
+
+
+def watch_cards(path: str, since: int | None, count: int, as_json: bool) -> int:
+    """Print each card read as it comes (Ctrl-C to stop; --count to stop after that many)."""
+    result = request(path, "cards", {"since": since or 0})
+    print(f"card id format: {result['format']}; waiting for cards (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    # live by default: only cards read from now on; --since N also shows the kept ones numbered above N
+    last = result["total"] if since is None else since
+    shown = 0
+    while True:
+        for card in result["cards"]:
+            if card["seq"] <= last:
+                continue
+            print(json.dumps(card) if as_json else show_card(card), flush=True)
+            last, shown = card["seq"], shown + 1
+            if count and shown >= count:
+                return EXIT_OK
+        time.sleep(0.3)
+        result = request(path, "cards", {"since": last})
 
 
 def follow_log(path: str, cargs: dict[str, Any]) -> int:
@@ -219,9 +313,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "log" and getattr(args, "follow", False):
             return follow_log(args.socket, cargs)
+        if command == "card" and watch:
+            return watch_cards(args.socket, args.since, args.count, args.json)
+        if command == "card" and not args.id_tag:
+            print("evsectl: card needs an id to present, or --watch", file=sys.stderr)
+            return EXIT_USAGE
         while True:
             result = request(args.socket, command, cargs, timeout_s=60.0 if command == "selftest" else 10.0)
-            text = json.dumps(result, indent=2, default=str) if args.json else show(command, result)
+            if getattr(args, "csv", False):
+                from agent.diag.operations import render_csv
+
+                text = render_csv(result)
+            else:
+                text = json.dumps(result, indent=2, default=str) if args.json else show(command, result)
             if watch and command == "status":
                 sys.stdout.write("\033[H\033[2J")  # refresh in place
             print(text, flush=True)

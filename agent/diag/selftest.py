@@ -1,6 +1,6 @@
-"""Hardware self-test for technicians: meter and controller communication, contactor click with feedback,
-connector lock, LEDs and the e-stop input. Refused while a session runs or an EV is plugged in: the
-contactor is never closed onto a vehicle outside a session.
+"""Hardware self-test for technicians: meter and controller communication, the insulation monitor's own
+self-test, contactor click with feedback, connector lock, LEDs and the e-stop input. Refused while a session
+runs or an EV is plugged in: the contactor is never closed onto a vehicle outside a session.
 """
 
 from __future__ import annotations
@@ -77,6 +77,9 @@ async def _run_checks(agent: Agent, ids: list[int]) -> dict[str, Any]:
                 checks["controller"] = _result(True, detail)
             except DriverError as err:
                 checks["controller"] = _result(False, str(err))
+        imd_result = await agent.hw.imd_self_test(cid)  # recorded: a failed one faults the connector
+        if imd_result is not None:
+            checks["insulation_monitor"] = _result(imd_result.ok, imd_result.detail)
         contactor = devices.contactor
         if agent.connectors[cid].plugged is not False:
             # plugged in (or unknown) since the test began: never click a contactor onto a vehicle

@@ -145,6 +145,9 @@ class DiagServer:
                 new = max(0, self.ring.total - int(args["since"]))
                 return {"lines": lines[-new:] if new else [], "total": self.ring.total}
             return {"lines": lines[-int(args.get("lines", 100)):], "total": self.ring.total}
+        if command == "cards":  # evsectl card --watch: the cards read after `since`, every format at once
+            return {"cards": [c.to_dict() for c in agent.cards.since(int(args.get("since") or 0))],
+                    "total": agent.cards.total, "format": agent.cards.format.describe()}
         if command == "card":
             agent.feed(ev.IdPresented(args.get("connector"), str(args["id_tag"])))
             return {"presented": args["id_tag"]}
@@ -177,6 +180,10 @@ class DiagServer:
 
             path = write_bundle(agent, Path(agent.config.state.directory) / "diagnostics", list(self.ring.lines))
             return {"path": str(path), "bytes": path.stat().st_size}
+        if command in ("report", "service", "report_problem"):
+            from agent.diag import operations
+
+            return operations.handle(agent.operations, command, args)
         raise ValueError(f"unknown command {command!r}")
 
     def _meters(self) -> dict[str, Any]:

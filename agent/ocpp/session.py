@@ -174,11 +174,19 @@ class Session:
 
     async def _send_request(self, request: Any) -> dict[str, Any] | None:
         try:
+            started = time.monotonic()
             result = await self.cp.call(request, suppress=False)
+            self._round_trip(time.monotonic() - started)
             return _plain(result)
         except (TimeoutError, OCPPError, ConnectionClosed) as err:  # not queued: the next trigger asks again
             LOGGER.warning("%s failed: %r", type(request).__name__, err)
             return None
+
+    def _round_trip(self, seconds: float) -> None:
+        """An answered call's round-trip time, for the operations ledger's p50/p99 (when the agent keeps one)."""
+        ledger = getattr(self.agent, "operations", None)
+        if ledger is not None:
+            ledger.round_trip(seconds)
 
     # ---- the session ----------------------------------------------------------------------------
 
@@ -300,7 +308,9 @@ class Session:
         """One queued message: send it, then ack, count a CALLERROR, or leave it first (no answer)."""
         store = self.agent.store
         try:
+            started = time.monotonic()
             answer = await self.cp.call_raw(msg.action, msg.payload)
+            self._round_trip(time.monotonic() - started)
         except TimeoutError:
             LOGGER.warning("%s %d unanswered; it stays first in the queue", msg.action, msg.id)
             return  # not an attempt: retried for ever

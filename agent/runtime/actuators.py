@@ -20,6 +20,8 @@ from agent.runtime.base import (
     OPEN_RAMP_TIMEOUT_S,
     OPEN_SAFE_CURRENT_A,
     ORDER_WAIT_S,
+    RAMP_POLL_S,
+    RAMP_WAIT_MAX_S,
     STOP_HOLD_TIMEOUT_S,
     _Barrier,
     _Queued,
@@ -74,9 +76,7 @@ class ActuatorsMixin(ClockMixin):
                 if devices.dc is not None:
                     await devices.dc.allow_charging(True)
             else:
-                if devices.dc is not None:
-                    await devices.dc.allow_charging(False)
-                    await self._wait_current_down(devices)
+                await self._ramp_down(connector_id, devices)  # never raises; bounded
                 devices.contactor.open()
         except Exception as err:  # the loop must outlive any error: it is the only way to open on DC
             LOGGER.error("connector %d: %r failed: %s", connector_id, op, err)
@@ -103,26 +103,55 @@ class ActuatorsMixin(ClockMixin):
 
     async def power_down(self, timeout_s: float = OPEN_RAMP_TIMEOUT_S) -> None:
         """Before the process exits: ramp every DC controller down, then open every contactor."""
-        for devices in self.hw.connectors.values():
-            if devices.dc is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(devices.dc.allow_charging(False), timeout_s)
-                    await asyncio.wait_for(self._wait_current_down(devices), timeout_s + 0.5)
+        for connector_id, devices in self.hw.connectors.items():
+            with contextlib.suppress(Exception):
+                await self._ramp_down(connector_id, devices, timeout_s)
             with contextlib.suppress(Exception):
                 devices.contactor.open()
 
-    @staticmethod
-    async def _wait_current_down(devices: Any) -> None:
-        deadline = time.monotonic() + OPEN_RAMP_TIMEOUT_S
+    async def _ramp_down(self, connector_id: int, devices: Any, timeout_s: float = OPEN_RAMP_TIMEOUT_S) -> str:
+        """DC, before the contactor opens: the controller stops and the current falls, waited for within a bound;
+        never raises. Returns how it ended ("no_dc", "down", "timeout", "unreachable") for the log and tests.
+
+        A controller that does not take the stop command, or whose current cannot be read, stops by itself once
+        our heartbeats stop reaching it (its watchdog, docs/dc-controller.md): then the wait is that watchdog's
+        timeout, so the contactor breaks no current the controller could still be driving."""
+        dc = devices.dc
+        if dc is None:
+            return "no_dc"
+        commanded = True
+        try:
+            await asyncio.wait_for(dc.allow_charging(False), timeout_s)
+        except Exception as err:  # a silent bus, a refused write: the watchdog bound applies
+            commanded = False
+            LOGGER.error("connector %d: stop command not delivered (%s); waiting for the controller's watchdog",
+                         connector_id, err)
+        # not commanded: the controller's watchdog trips after its heartbeat timeout, then ramps down like on a
+        # commanded stop
+        watchdog_s = float(getattr(dc, "heartbeat_timeout_s", OPEN_RAMP_TIMEOUT_S)) + timeout_s
+        bound_s = timeout_s if commanded else min(watchdog_s, RAMP_WAIT_MAX_S)
+        deadline = time.monotonic() + bound_s
+        answered = False
         while time.monotonic() < deadline:
             try:
-                status = await devices.dc.read()
-            except DriverError:
-                return
+                status = await asyncio.wait_for(dc.read(), max(0.05, deadline - time.monotonic()))
+            except (DriverError, TimeoutError):
+                # unknown current: keep asking until the bound (a blip must not open the contactor under load)
+                await asyncio.sleep(RAMP_POLL_S)
+                continue
+            answered = True
             if status.present_a <= OPEN_SAFE_CURRENT_A:
-                return
-            await asyncio.sleep(0.05)
-        LOGGER.warning("current still flowing after %.1f s; opening the contactor anyway", OPEN_RAMP_TIMEOUT_S)
+                return "down"
+            if not commanded and not status.charging_allowed:
+                commanded = True  # the command got through after all (the driver re-applies its setpoints)
+            await asyncio.sleep(RAMP_POLL_S)
+        if not answered:
+            LOGGER.error("connector %d: controller silent for %.1f s; opening the contactor (its watchdog has "
+                         "stopped the current by now)", connector_id, bound_s)
+            return "unreachable"
+        LOGGER.warning("connector %d: current still flowing after %.1f s; opening the contactor anyway",
+                       connector_id, bound_s)
+        return "timeout"
 
     async def unlock(self, connector_id: int) -> ev.UnlockResult:
         """UnlockConnector: the core decides (a running transaction stops first), the lock's feedback confirms."""

@@ -11,21 +11,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from agent.cardid import CardLog, id_max_len
 from agent.clock import iso, system_clock_synchronized
 from agent.config import AgentConfig
 from agent.core import events as ev
 from agent.core.chargepoint import ChargePointCore, CoreSettings
 from agent.core.connector import ConnectorConfig as CoreConnectorConfig
 from agent.core.limits import ChargingProfile
+from agent.core.session import Reservation
 from agent.hardware import ConnectorObservation, Hardware
 from agent.ports import ConfigVocabulary, Stamp, TransactionJournal
 from agent.settings import SettingsSource
 from agent.store import Store
+from drivers.base import mask_id
 from drivers.errors import DriverError
 
 if TYPE_CHECKING:
@@ -44,6 +48,7 @@ from agent.runtime.base import (
     _domain_fault_names,
     _Queued,
 )
+from agent.runtime.operations import Operations
 from agent.runtime.recovery import RecoveryMixin
 from agent.runtime.transactions import TransactionsMixin
 
@@ -71,7 +76,9 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         self.link_session: LinkSession | None = None
         self.connectors = {c.id: ConnectorState() for c in config.connectors}
         self.core = ChargePointCore(self.core_settings(), tx_id_allocator=self._reserve_tx_id)
-        self.core.restore(availability=self._persisted_availability(), profiles=profiles)
+        self.core.restore(availability=self._persisted_availability(), profiles=profiles,
+                          reservations=self._persisted_reservations())
+        self._kept_reservations = tuple(dataclasses.replace(r) for r in self.core.reservations())
         for connector_id in hardware.welded_at_start:
             if connector_id in self.core.connectors:
                 self.core.connectors[connector_id].locked = True  # locked by the daemon before anything ran
@@ -83,6 +90,8 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         self.settings_source.subscribe(self._on_settings_changed)
         self.settings_source.add_measurand_check(self.unprovidable)
         self.recovery_note: str | None = None  # set when a damaged state database was replaced at start
+        # the card id format and the last cards read (evsectl card --watch, status, the bundle)
+        self.cards = CardLog(config.card_id, id_max_len(str(config.backoffice.ocpp_version)))
         self._deferred: collections.deque[_Deferred] = collections.deque()  # records waiting for disk space
         self.disk_full_since: float | None = None
         self.deferred_dropped = 0
@@ -100,6 +109,7 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         self.fault_names: Callable[[ev.Fault | None], dict[str, Any]] = _domain_fault_names
         # the active protocol's record of a reservation that ended (2.0.1 reports an expiry; set by the daemon)
         self.reservation_ended: Callable[[ev.ReservationEnded, Stamp], None] | None = None
+        self.operations = Operations(self)  # the operations ledger: uptime, utilization, wear (issue 15)
 
     def core_settings(self) -> CoreSettings:
         """CoreSettings from the config file and the current settings."""
@@ -159,6 +169,7 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
 
     def feed(self, event: ev.Input) -> None:
         """Apply an observation to the core and execute what it decides."""
+        self._ledger_sees(self.operations.observe_input, event)
         self.execute(self.core.handle(event, self.now(), time.monotonic()))
 
     def execute(self, outputs: list[ev.Output]) -> None:
@@ -169,6 +180,39 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
                 self._execute_one(out, limits)
             except Exception:  # one failing output must not stop the others (e.g. the contactor opening)
                 LOGGER.exception("executing %r failed", out)
+        self._keep_reservations()
+        self._ledger_sees(self.operations.observe_outputs, outputs)
+
+    def _keep_reservations(self) -> None:
+        """Persist the reservations when they changed (every command and tick passes here): a reboot keeps them."""
+        held = tuple(self.core.reservations())
+        if held == self._kept_reservations:
+            return
+        try:
+            self.store.reservations_set([dataclasses.asdict(r) for r in held])
+            self._kept_reservations = tuple(dataclasses.replace(r) for r in held)  # copies: compared by value
+        except Exception as err:  # the reservation holds in memory; the next change tries again
+            LOGGER.error("reservations not persisted: %s", err)
+
+    def _persisted_reservations(self) -> list[Reservation]:
+        """The reservations of the previous run (unreadable entries are dropped with a warning)."""
+        kept = []
+        for item in self.store.reservations_get():
+            try:
+                kept.append(Reservation(int(item["reservation_id"]), int(item["connector_id"]), str(item["id_tag"]),
+                                        float(item["expiry"]), None if item.get("parent_id_tag") is None
+                                        else str(item["parent_id_tag"])))
+            except (KeyError, TypeError, ValueError) as err:
+                LOGGER.warning("a persisted reservation is unreadable (%s): dropped", err)
+        return kept
+
+    @staticmethod
+    def _ledger_sees(observe: Callable[[Any], None], what: Any) -> None:
+        """The operations ledger watches; its failure never stops the charge point."""
+        try:
+            observe(what)
+        except Exception:
+            LOGGER.exception("operations ledger failed on %r", what)
 
     def _execute_one(self, out: ev.Output, limits: dict[int, asyncio.Future[None]]) -> None:
         match out:
@@ -277,6 +321,7 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         if obs.plugged is not None and obs.plugged != state.plugged:
             state.plugged = obs.plugged
             self.feed(ev.PlugChanged(connector_id, obs.plugged))
+            state.isolation_valid = None  # a plug change asks for a new cable check: the next result is news
         if obs.ev_ready is not None and obs.ev_ready != state.ev_ready:
             state.ev_ready = obs.ev_ready
             self.feed(ev.EvReadyChanged(connector_id, obs.ev_ready))
@@ -328,9 +373,14 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         if start is not None:
             start()
         while True:
-            id_tag = await reader.read_id()
-            LOGGER.info("card presented")
-            self.feed(ev.IdPresented(None, id_tag))
+            card = await reader.read_card()
+            # the one place a UID becomes an id: the [card_id] format, for every reader
+            seen = self.cards.record(card, self.now())
+            if seen.id_tag is None:
+                LOGGER.warning("card %s on %s refused: %s", mask_id(seen.uid), card.reader, seen.refused)
+                continue
+            LOGGER.info("card %s presented (%s)", mask_id(seen.id_tag), seen.token_type)
+            self.feed(ev.IdPresented(None, seen.id_tag, token_type=seen.token_type))
 
     def estop_changed(self, pressed: bool) -> None:
         """E-stop callback, in the event loop (the contactors were already opened in the GPIO thread)."""
@@ -356,6 +406,8 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         for connector_id in self.connectors:
             self._spawn(self.actuator_loop(connector_id), f"actuator-{connector_id}")
         self._spawn(self.reader_loop(), "rfid")
+        if any(d.imd is not None for d in self.hw.connectors.values()):
+            self._spawn(self.hw.imd_self_tests_at_start(), "imd-selftest")  # beside the polls: it takes seconds
         first = True
         try:
             while True:
@@ -393,6 +445,7 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         snap["devices"] = self.hw.status()
         if self.recovery_note:
             snap["recovery"] = self.recovery_note
+        snap["cards"] = self.cards.status()
         snap["storage"] = {"disk_full": self.disk_full_since is not None,
                            "disk_full_since": iso(self.disk_full_since) if self.disk_full_since else None,
                            "waiting_in_memory": len(self._deferred), "dropped": self.deferred_dropped,

@@ -11,6 +11,7 @@ from agent.core.auth import AuthEntry as CoreAuthEntry
 from agent.core.auth import DecisionAction, cache_update, decide_local, decide_without_answer, list_conflict
 from agent.errors import CallRefused
 from agent.store import AuthEntry as StoreAuthEntry
+from drivers.base import mask_id
 
 if TYPE_CHECKING:
     pass
@@ -76,7 +77,7 @@ class AuthorizationMixin(ClockMixin):
         session = self.link_session
         decision = self.local_decision(id_tag, session is not None)
         if decision.action is not DecisionAction.ASK_BACK_OFFICE:
-            LOGGER.info("id %s decided locally: %s (%s)", id_tag, decision.status.value, decision.source.value)
+            LOGGER.info("id %s decided locally: %s (%s)", mask_id(id_tag), decision.status.value, decision.source.value)
             self.feed(decision.as_result(id_tag))
             return
         assert session is not None
@@ -93,9 +94,10 @@ class AuthorizationMixin(ClockMixin):
             return
         except (TimeoutError, ConnectionError, OSError) as err:
             # no answer (timeout, or the socket closed under the call): the offline rules decide
-            LOGGER.warning("authorization of %s got no answer (%s); deciding offline", id_tag, type(err).__name__)
+            LOGGER.warning("authorization of %s got no answer (%s); deciding offline", mask_id(id_tag),
+                           type(err).__name__)
             offline = self.local_decision(id_tag, False)
-            LOGGER.info("id %s decided locally: %s (%s)", id_tag, offline.status.value, offline.source.value)
+            LOGGER.info("id %s decided locally: %s (%s)", mask_id(id_tag), offline.status.value, offline.source.value)
             self.feed(offline.as_result(id_tag))
             return
         self.feed(result)

@@ -31,6 +31,8 @@ SLOW_POLL_S = 1.0  # a poll slower than this (and than two poll intervals) is lo
 TICK_S = 0.25  # timeouts, reservations and schedule boundaries are checked this often
 OPEN_RAMP_TIMEOUT_S = 2.0  # DC: wait this long for the current to fall before the contactor opens anyway
 OPEN_SAFE_CURRENT_A = 2.0
+RAMP_POLL_S = 0.05  # how often the current is read while it ramps down
+RAMP_WAIT_MAX_S = 10.0  # the longest any opening waits for the current (bounded whatever the config says)
 BOOT_METER_ATTEMPTS = 3
 SAMPLE_SLACK_S = 0.1  # a sample due this much after a poll is taken at that poll (polls are not exact)
 STOP_HOLD_TIMEOUT_S = 10.0  # the longest a connector is held for its stop record (bounded: never stuck)
@@ -42,7 +44,8 @@ DEFERRED_MAX = 2000  # records kept in memory while the disk is full (intermedia
 DEFERRED_RETRIES = 20  # a stop record failing for another reason than a full disk is retried this many polls
 
 ROLES = {"meter": ev.DeviceRole.METER, "dc": ev.DeviceRole.DC_CONTROLLER,
-         "contactor": ev.DeviceRole.CONTACTOR, "lock": ev.DeviceRole.LOCK}  # agent/hardware's Fault.role
+         "contactor": ev.DeviceRole.CONTACTOR, "lock": ev.DeviceRole.LOCK,
+         "imd": ev.DeviceRole.INSULATION_MONITOR}  # agent/hardware's Fault.role
 
 
 class LinkSession(Protocol):

@@ -21,6 +21,7 @@ from agent.store.db import (
     SCHEMA_VERSION,
     Db,
 )
+from agent.store.operations import OperationsMixin, OpsEvent
 from agent.store.outbox import DEFAULT_PROTOCOL, ROW_OVERHEAD_BYTES, DeadLetter, OutboxMessage, OutboxMixin
 from agent.store.security_log import SECURITY_LOG_CAPACITY, SecurityEvent, SecurityLogMixin
 from agent.store.settings import SettingsMixin
@@ -37,6 +38,7 @@ __all__ = [
     "AuthEntry",
     "DeadLetter",
     "LegalRecord",
+    "OpsEvent",
     "OutboxMessage",
     "PreviousRun",
     "SecurityEvent",
@@ -48,7 +50,8 @@ __all__ = [
 LOGGER = logging.getLogger(__name__)
 
 
-class Store(TransactionsMixin, OutboxMixin, AuthMixin, SettingsMixin, SecurityLogMixin, SignedValuesMixin, Db):
+class Store(TransactionsMixin, OutboxMixin, AuthMixin, SettingsMixin, SecurityLogMixin, OperationsMixin,
+            SignedValuesMixin, Db):
     """The agent's SQLite state: open once per process, call from one event loop (calls are serialised)."""
 
     def _after_open(self) -> None:

@@ -139,6 +139,20 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE transactions ADD COLUMN next_seq_no INTEGER NOT NULL DEFAULT 0",
     ),
     (
+        # the operations ledger (agent/store/operations.py): counters per hour and per day, wear since the
+        # last service, its event log and state
+        """CREATE TABLE ops_hourly (period INTEGER NOT NULL, connector_id INTEGER NOT NULL, key TEXT NOT NULL,
+            value REAL NOT NULL, PRIMARY KEY (period, connector_id, key)) WITHOUT ROWID""",
+        """CREATE TABLE ops_daily (period INTEGER NOT NULL, connector_id INTEGER NOT NULL, key TEXT NOT NULL,
+            value REAL NOT NULL, PRIMARY KEY (period, connector_id, key)) WITHOUT ROWID""",
+        """CREATE TABLE ops_wear (connector_id INTEGER NOT NULL, key TEXT NOT NULL, value REAL NOT NULL,
+            since_wall REAL NOT NULL, PRIMARY KEY (connector_id, key))""",
+        """CREATE TABLE ops_events (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
+            connector_id INTEGER NOT NULL, wall_time REAL NOT NULL, boot_id TEXT NOT NULL,
+            clock_trusted INTEGER NOT NULL, detail TEXT NOT NULL)""",
+        "CREATE TABLE ops_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
+    (
         # a signing meter's legal transaction ('legal': asked of the meter, before it answers) and its signed
         # data sets ('begin', 'end'), kept byte for byte before a message carries them (agent/store/signed.py)
         """CREATE TABLE signed_values (

@@ -48,6 +48,25 @@ class SettingsMixin(Db):
             conn.execute("INSERT INTO meta (key, value) VALUES ('ocpp_version', ?) "
                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (version,))
 
+    def reservations_get(self) -> list[dict[str, Any]]:
+        """The reservations held when last persisted ([] when none or unreadable)."""
+        with self._read() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'reservations'").fetchone()
+        if row is None:
+            return []
+        try:
+            value = json.loads(row[0])
+        except ValueError:
+            return []
+        return [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
+
+    def reservations_set(self, reservations: list[dict[str, Any]]) -> None:
+        """Persist the reservations held now (replacing the previous set)."""
+        with self._write() as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('reservations', ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                         (json.dumps(reservations, separators=(",", ":")),))
+
     # ------------------------------------------------------------------ charging profiles
 
     def profile_put(self, connector_id: int, profile: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from drivers.base import DcStatus, now_stamps
 from drivers.dc import registers as reg
-from drivers.errors import CommunicationFault, ConfigError, HardwareFault, UnsupportedDriver
+from drivers.errors import CommunicationFault, ConfigError, FrameError, HardwareFault, UnsupportedDriver
 from drivers.transport import DEFAULT_TIMEOUT_S, BusPool, ModbusBus
 
 LOGGER = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ MAX_HEARTBEAT_TIMEOUT_S = 0xFFFF * 0.1
 MAX_LIMIT_A = 0xFFFF * 0.1  # register range; a larger request means "no tighter than the hardware"
 MAX_LIMIT_W = float(0xFFFFFFFF)
 HEARTBEAT_MAX = 0xFFFF  # the counter runs 1..65535 and never writes 0, a controller's power-up value
+ILLEGAL_DATA_ADDRESS = 2  # Modbus exception: what a controller answers for registers its map does not have
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +43,24 @@ class DcSetpoints:
     limit_w: float = 0.0
 
 
+def fault_details(status: DcStatus) -> list[tuple[str, str]]:
+    """(stable code, what it is) of each fault a status reports: the error bits in bit order, where the
+    generic `ev_error` bit gives way to the vehicle faults a version 2 controller names (CHAdeMO flags, the
+    CCS EV error code); a vehicle fault shows even if the controller did not set `ev_error`."""
+    vehicle = reg.vehicle_faults(status.detail)
+    found: list[tuple[str, str]] = []
+    for code in reg.error_codes(status.errors):
+        if code == "ev_error" and vehicle:
+            found += vehicle
+            vehicle = []
+        else:
+            found.append((code, code))
+    return found + vehicle
+
+
 def fault_codes(status: DcStatus) -> list[str]:
-    """Stable codes ("isolation_fault", "over_voltage", ...) for the error bits set in a status."""
-    return reg.error_codes(status.errors)
+    """Stable codes ("isolation_fault", "over_voltage", "chademo_battery_over_voltage", ...) of a status."""
+    return [code for code, _ in fault_details(status)]
 
 
 class ModbusDcController:
@@ -66,6 +82,7 @@ class ModbusDcController:
         self._apply_pending = True
         self._emergency_pending = False
         self._identified = False
+        self._map_version: int | None = None  # learnt from register 0x0001 at each identification
         self._heartbeat = 0
         self._last: DcStatus | None = None
         self._stale = False
@@ -113,6 +130,11 @@ class ModbusDcController:
     def resync_pending(self) -> bool:
         """True while the device may not hold the driver's setpoints (before the first or after a fault)."""
         return self._apply_pending or self._emergency_pending
+
+    @property
+    def map_version(self) -> int | None:
+        """The register map version the device declared (None before the first exchange)."""
+        return self._map_version
 
     def error_counts(self) -> dict[str, int]:
         """Failed exchanges by kind for this device id, plus "implausible" (status out of its range)."""
@@ -231,8 +253,21 @@ class ModbusDcController:
             await self._read_block()
 
     async def _read_block(self) -> list[int]:
-        block = await self.bus.read(self.name, self.device_id, 4, reg.STATUS_BASE, reg.STATUS_COUNT)
+        """One status read of as many registers as the device's map version has; a device not identified yet
+        is read with the version 1 block (every version answers it), then once more if it declares more."""
+        count = reg.status_count(self._map_version) if self._map_version else reg.STATUS_COUNT_V1
+        try:
+            block = await self.bus.read(self.name, self.device_id, 4, reg.STATUS_BASE, count)
+        except FrameError as err:
+            if err.exception_code == ILLEGAL_DATA_ADDRESS and count > reg.STATUS_COUNT_V1:
+                # a controller whose firmware went back to a shorter map: identify it again next time
+                self._map_version = None
+            raise
         self._check_identity(block)
+        if len(block) != reg.status_count(block[1]):
+            block = await self.bus.read(self.name, self.device_id, 4, reg.STATUS_BASE,
+                                        reg.status_count(block[1]))
+            self._check_identity(block)
         return block
 
     def _check_identity(self, block: Sequence[int]) -> None:
@@ -251,6 +286,9 @@ class ModbusDcController:
                 f"{where} implements DC register map version {block[1]}; this driver supports "
                 f"{', '.join(str(v) for v in sorted(reg.SUPPORTED_MAP_VERSIONS))}",
             )
+        if self._map_version != block[1]:
+            LOGGER.info("%s: %s implements DC register map version %d", self.name, where, block[1])
+            self._map_version = block[1]
         self._identified = True
 
     async def _write(self, address: int, values: list[int]) -> None:

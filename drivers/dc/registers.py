@@ -4,6 +4,10 @@ docs/dc-controller.md is the human version of this module (a test keeps both in 
 addresses (what pymodbus takes). Every status value lives in ONE contiguous block of input registers
 (function 4) so that one request gives a consistent snapshot; commands are holding registers (functions
 3/6/16). 32-bit values are two registers, high word first.
+
+Map version 2 appends CHAdeMO and CCS detail (0x0018-0x0023) to the version 1 block and changes nothing
+before it: a version 1 controller answers the first 24 registers, a version 2 controller all 36. The driver
+learns the version from register 0x0001.
 """
 
 from __future__ import annotations
@@ -14,20 +18,26 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from drivers.base import (
+    CcsPhase,
+    ChademoFault,
+    ChademoStatus,
     ChargeProtocol,
     DcError,
     DcStatus,
+    DcVehicleDetail,
     EstopReason,
+    EvErrorCode,
     EvState,
     Isolation,
     PlugState,
 )
 
 MAGIC = 0x4443  # "DC" in ASCII: a meter or another device at this id answers something else here
-MAP_VERSION = 1  # bumped on an incompatible change; the driver refuses versions it does not know
-SUPPORTED_MAP_VERSIONS = frozenset({1})
+MAP_VERSION = 2  # the newest map; the driver refuses versions it does not know
+SUPPORTED_MAP_VERSIONS = frozenset({1, 2})
 
 E = TypeVar("E", bound=enum.IntEnum)
+F = TypeVar("F", bound=enum.IntFlag)
 
 
 class RegType(enum.Enum):
@@ -58,6 +68,8 @@ class Field:
     unit: str = ""
     meaning: str = ""
     not_available: int | None = None  # raw marker meaning "no value" (decoded as None)
+    version: int = 1  # the map version that introduced the field
+    high: float | None = None  # largest plausible engineering value (a larger one is garbage)
 
     @property
     def width(self) -> int:
@@ -99,8 +111,37 @@ STATUS_FIELDS: tuple[Field, ...] = (
     Field("heartbeat_echo", 0x0016, RegType.U16, meaning="last host heartbeat value the controller saw"),
     Field("emergency_latched", 0x0017, RegType.U16,
           meaning="1 while a host emergency shutdown is latched (until fault reset)"),
+    # ---- map version 2: CHAdeMO and CCS detail
+    Field("chademo_protocol", 0x0018, RegType.U16,
+          meaning="CHAdeMO control protocol number of the vehicle (H'102.0), 0-255", not_available=0xFFFF,
+          version=2, high=255),
+    Field("chademo_status", 0x0019, RegType.U16,
+          meaning="CHAdeMO vehicle status flags (H'102.5), see the bit table", version=2),
+    Field("chademo_faults", 0x001A, RegType.U16,
+          meaning="CHAdeMO vehicle fault flags (H'102.4), see the bit table", version=2),
+    Field("max_charging_time_s", 0x001B, RegType.U16, 1.0, "s",
+          "maximum charging time the vehicle allows (H'101.1/2), 0-15300", not_available=0xFFFF,
+          version=2, high=15300),
+    Field("estimated_charging_time_s", 0x001C, RegType.U16, 1.0, "s",
+          "charging time the vehicle estimates (H'101.3), 0-15300", not_available=0xFFFF, version=2,
+          high=15300),
+    Field("battery_capacity_kwh", 0x001D, RegType.U16, 0.1, "kWh",
+          "vehicle battery capacity (H'101.5-6), 0-1000", not_available=0xFFFF, version=2, high=1000),
+    Field("ccs_phase", 0x001E, RegType.U16,
+          meaning="DIN 70121 / ISO 15118-2 session phase, see the phase table", version=2),
+    Field("ev_error_code", 0x001F, RegType.U16,
+          meaning="DC_EVErrorCodeType the EV sent last, see the error code table", version=2),
+    Field("full_soc_pct", 0x0020, RegType.U16, 0.1, "%", "EV FullSOC, 0-100", not_available=0xFFFF,
+          version=2, high=100),
+    Field("bulk_soc_pct", 0x0021, RegType.U16, 0.1, "%", "EV BulkSOC, 0-100", not_available=0xFFFF,
+          version=2, high=100),
+    Field("ev_max_power_w", 0x0022, RegType.U32, 1.0, "W", "EVMaximumPowerLimit, 0-5000000",
+          not_available=0xFFFFFFFF, version=2, high=5_000_000),
 )
-STATUS_COUNT = 0x0018  # one read of 24 registers: 0x0000..0x0017
+STATUS_COUNT_V1 = 0x0018  # version 1: one read of 24 registers, 0x0000..0x0017 (every version has them)
+STATUS_COUNT_V2 = 0x0024  # version 2: one read of 36 registers, 0x0000..0x0023
+STATUS_COUNT = STATUS_COUNT_V2  # the whole map this module describes
+STATUS_COUNTS = {1: STATUS_COUNT_V1, 2: STATUS_COUNT_V2}
 
 # ---------------------------------------------------------------- commands: holding registers, fc 3/6/16
 SETPOINT_BASE = 0x0100  # allow, limit_a, limit_w, heartbeat timeout: written together in one fc 16
@@ -142,13 +183,41 @@ ERROR_CODES: tuple[tuple[DcError, str], ...] = (
 )
 ALL_ERRORS = DcError(sum(bit for bit, _ in ERROR_CODES))
 
+# Vehicle faults of map version 2, each a stable fault code (and the flag's name in its standard, for people).
+CHADEMO_FAULT_CODES: tuple[tuple[ChademoFault, str, str], ...] = (
+    (ChademoFault.BATTERY_OVER_VOLTAGE, "chademo_battery_over_voltage", "battery overvoltage"),
+    (ChademoFault.BATTERY_UNDER_VOLTAGE, "chademo_battery_under_voltage", "battery undervoltage"),
+    (ChademoFault.CURRENT_DEVIATION, "chademo_current_deviation", "battery current deviation error"),
+    (ChademoFault.HIGH_BATTERY_TEMPERATURE, "chademo_high_battery_temperature", "high battery temperature"),
+    (ChademoFault.VOLTAGE_DEVIATION, "chademo_voltage_deviation", "battery voltage deviation error"),
+)
+ALL_CHADEMO_FAULTS = ChademoFault(sum(bit for bit, _, _ in CHADEMO_FAULT_CODES))
+ALL_CHADEMO_STATUS = ChademoStatus(sum(ChademoStatus))
+# the status flag that is a fault too: the vehicle's charging system (H'102.5.2)
+CHADEMO_SYSTEM_FAULT_CODE = ("chademo_charging_system_fault", "vehicle charging system fault")
+EV_ERROR_CODES: dict[EvErrorCode, tuple[str, str]] = {
+    EvErrorCode.RESS_TEMPERATURE_INHIBIT: ("ccs_ress_temperature_inhibit", "FAILED_RESSTemperatureInhibit"),
+    EvErrorCode.EV_SHIFT_POSITION: ("ccs_ev_shift_position", "FAILED_EVShiftPosition"),
+    EvErrorCode.CHARGER_CONNECTOR_LOCK_FAULT: ("ccs_connector_lock_fault", "FAILED_ChargerConnectorLockFault"),
+    EvErrorCode.EV_RESS_MALFUNCTION: ("ccs_ress_malfunction", "FAILED_EVRESSMalfunction"),
+    EvErrorCode.CHARGING_CURRENT_DIFFERENTIAL: ("ccs_current_differential",
+                                                "FAILED_ChargingCurrentdifferential"),
+    EvErrorCode.CHARGING_VOLTAGE_OUT_OF_RANGE: ("ccs_voltage_out_of_range", "FAILED_ChargingVoltageOutOfRange"),
+    EvErrorCode.RESERVED_A: ("ccs_reserved_error", "Reserved_A"),
+    EvErrorCode.RESERVED_B: ("ccs_reserved_error", "Reserved_B"),
+    EvErrorCode.RESERVED_C: ("ccs_reserved_error", "Reserved_C"),
+    EvErrorCode.CHARGING_SYSTEM_INCOMPATIBILITY: ("ccs_system_incompatibility",
+                                                  "FAILED_ChargingSystemIncompatibility"),
+}
+
 
 def encode_value(field: Field, value: float | None) -> list[int]:
     """Encode an engineering value (None = not available) into the field's registers."""
     if value is None:
         if field.not_available is None:
             raise ValueError(f"{field.name} has no not-available marker")
-        return [field.not_available]
+        marker = field.not_available
+        return [marker >> 16, marker & 0xFFFF] if field.type is RegType.U32 else [marker]
     raw = round(value / field.scale)
     if field.type is RegType.U16:
         if not 0 <= raw <= 0xFFFF or raw == field.not_available:
@@ -158,7 +227,7 @@ def encode_value(field: Field, value: float | None) -> list[int]:
         if not -0x8000 <= raw <= 0x7FFF or raw == field.not_available:
             raise ValueError(f"{field.name}: {value} out of range")
         return [raw & 0xFFFF]
-    if not 0 <= raw <= 0xFFFFFFFF:
+    if not 0 <= raw <= 0xFFFFFFFF or raw == field.not_available:
         raise ValueError(f"{field.name}: {value} out of range")
     return [raw >> 16, raw & 0xFFFF]
 
@@ -200,6 +269,16 @@ def _flag(field: Field, raw: int | None) -> bool:
     return raw == 1
 
 
+def status_count(version: int) -> int:
+    """How many status registers a controller of this map version answers."""
+    return STATUS_COUNTS[version]
+
+
+def fields_of(version: int) -> tuple[Field, ...]:
+    """The status fields a controller of this map version has."""
+    return tuple(f for f in STATUS_FIELDS if f.version <= version)
+
+
 def check_identity(block: Sequence[int]) -> None:
     """Raise DecodeError unless the block starts with this map's magic and a supported version."""
     if len(block) < 2 or block[0] != MAGIC:
@@ -213,10 +292,12 @@ def check_identity(block: Sequence[int]) -> None:
 
 
 def decode_status(block: Sequence[int], read_monotonic: float = 0.0, read_wall: float = 0.0) -> DcStatus:
-    """Decode the status block (STATUS_COUNT registers from STATUS_BASE) into a DcStatus."""
-    if len(block) != STATUS_COUNT:
-        raise DecodeError(f"status block: expected {STATUS_COUNT} registers, got {len(block)}")
+    """Decode the status block (status_count(version) registers from STATUS_BASE) into a DcStatus."""
     check_identity(block)
+    version = block[1]
+    if len(block) != status_count(version):
+        raise DecodeError(f"status block of map version {version}: expected {status_count(version)} registers, "
+                          f"got {len(block)}")
 
     def raw(name: str) -> int | None:
         f = STATUS[name]
@@ -255,14 +336,60 @@ def decode_status(block: Sequence[int], read_monotonic: float = 0.0, read_wall: 
         temperature_c=decode_value(temp_f, field_regs(temp_f, block, STATUS_BASE)),
         read_monotonic=read_monotonic,
         read_wall=read_wall,
+        map_version=version,
+        detail=_decode_detail(block) if version >= 2 else None,
+    )
+
+
+def _bits(kind: type[F], field: Field, raw: int | None, defined: int) -> F:
+    value = raw or 0
+    if value & ~defined:
+        raise DecodeError(f"{field.name}: undefined bits 0x{value & ~defined:04X}")
+    return kind(value)
+
+
+def _decode_detail(block: Sequence[int]) -> DcVehicleDetail:
+    """The version 2 fields, each checked against its documented range."""
+
+    def raw(name: str) -> int | None:
+        f = STATUS[name]
+        return decode_raw(f, field_regs(f, block, STATUS_BASE))
+
+    def value(name: str) -> float | None:
+        f = STATUS[name]
+        v = decode_value(f, field_regs(f, block, STATUS_BASE))
+        if v is not None and f.high is not None and v > f.high + f.scale / 2:
+            raise DecodeError(f"{name}: {v:g} {f.unit} is above {f.high:g}")
+        return v
+
+    def whole(name: str) -> int | None:
+        v = value(name)
+        return None if v is None else round(v)
+
+    return DcVehicleDetail(
+        chademo_protocol=whole("chademo_protocol"),
+        chademo_status=_bits(ChademoStatus, STATUS["chademo_status"], raw("chademo_status"),
+                             int(ALL_CHADEMO_STATUS)),
+        chademo_faults=_bits(ChademoFault, STATUS["chademo_faults"], raw("chademo_faults"),
+                             int(ALL_CHADEMO_FAULTS)),
+        max_charging_time_s=whole("max_charging_time_s"),
+        estimated_charging_time_s=whole("estimated_charging_time_s"),
+        battery_capacity_kwh=value("battery_capacity_kwh"),
+        ccs_phase=_enum_value(CcsPhase, STATUS["ccs_phase"], raw("ccs_phase")),
+        ev_error_code=_enum_value(EvErrorCode, STATUS["ev_error_code"], raw("ev_error_code")),
+        full_soc_pct=value("full_soc_pct"),
+        bulk_soc_pct=value("bulk_soc_pct"),
+        ev_max_power_w=value("ev_max_power_w"),
     )
 
 
 def encode_status(status: DcStatus, heartbeat_echo: int = 0, emergency_latched: bool = False) -> list[int]:
-    """Encode a DcStatus (plus the two controller-only registers) into the status block."""
+    """Encode a DcStatus (plus the two controller-only registers) into the status block of its map version."""
+    version = status.map_version
+    detail = status.detail or DcVehicleDetail()
     values: dict[str, float | None] = {
         "magic": MAGIC,
-        "map_version": MAP_VERSION,
+        "map_version": version,
         "protocol": int(status.protocol),
         "plug": int(status.plug),
         "ev_state": int(status.ev_state),
@@ -284,9 +411,20 @@ def encode_status(status: DcStatus, heartbeat_echo: int = 0, emergency_latched: 
         "limit_w": status.limit_w,
         "heartbeat_echo": heartbeat_echo & 0xFFFF,
         "emergency_latched": int(emergency_latched),
+        "chademo_protocol": detail.chademo_protocol,
+        "chademo_status": int(detail.chademo_status),
+        "chademo_faults": int(detail.chademo_faults),
+        "max_charging_time_s": detail.max_charging_time_s,
+        "estimated_charging_time_s": detail.estimated_charging_time_s,
+        "battery_capacity_kwh": detail.battery_capacity_kwh,
+        "ccs_phase": int(detail.ccs_phase),
+        "ev_error_code": int(detail.ev_error_code),
+        "full_soc_pct": detail.full_soc_pct,
+        "bulk_soc_pct": detail.bulk_soc_pct,
+        "ev_max_power_w": detail.ev_max_power_w,
     }
-    block = [0] * STATUS_COUNT
-    for f in STATUS_FIELDS:
+    block = [0] * status_count(version)
+    for f in fields_of(version):
         start = f.address - STATUS_BASE
         block[start:start + f.width] = encode_value(f, values[f.name])
     return block
@@ -310,3 +448,16 @@ def default_commands() -> list[int]:
 def error_codes(errors: DcError) -> list[str]:
     """Stable codes of the error bits set, in bit order."""
     return [code for bit, code in ERROR_CODES if errors & bit]
+
+
+def vehicle_faults(detail: DcVehicleDetail | None) -> list[tuple[str, str]]:
+    """(code, the flag's name in its standard) of each vehicle fault a version 2 status reports, CHAdeMO
+    fault flags in bit order, then the CHAdeMO charging-system flag, then the CCS EV error code."""
+    if detail is None:
+        return []
+    found = [(code, name) for bit, code, name in CHADEMO_FAULT_CODES if detail.chademo_faults & bit]
+    if detail.chademo_status & ChademoStatus.CHARGING_SYSTEM_FAULT:
+        found.append(CHADEMO_SYSTEM_FAULT_CODE)
+    if detail.ev_error_code in EV_ERROR_CODES:
+        found.append(EV_ERROR_CODES[detail.ev_error_code])
+    return found

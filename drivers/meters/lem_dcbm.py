@@ -23,7 +23,7 @@ from drivers.base import LegalTransaction, MeterCapabilities, MeterReading, Sign
 from drivers.errors import CommunicationFault, ConfigError, ImplausibleReading
 from drivers.http import HttpClient, HttpFault, HttpResponse
 from drivers.meters import ocmf
-from drivers.meters.plausibility import MeterLimits, Plausibility
+from drivers.meters.plausibility import MeterLimits, Plausibility, PlausibleMeterMixin
 
 LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,7 +38,7 @@ LIVE_FIELDS = ("voltage", "current", "power", "energyImportTotal", "energyExport
 CAPABILITIES = MeterCapabilities(phases=1, export_energy=True, per_phase_power=False, signed=True)
 
 
-class LemDcbm:
+class LemDcbm(PlausibleMeterMixin):
     """A SignedMeter: the LEM DCBM 400/600 over HTTP."""
 
     def __init__(self, name: str, client: HttpClient) -> None:
@@ -83,23 +83,9 @@ class LemDcbm:
         """Failed requests by kind (timeout, io_error, framing, oversized, http_status, garbage, implausible)."""
         return self.client.error_counts()
 
-    def implausible_counts(self) -> dict[str, int]:
-        """Answers refused as implausible, by reason."""
-        return dict(self._implausible)
-
-    def backwards_for_s(self) -> float:
-        """Seconds for which readings have been below the last accepted energy, consistently."""
-        return self.plausibility.backwards_for_s()
-
-    @property
-    def backwards_energy_wh(self) -> float | None:
-        """The import energy the meter reports while below the baseline (None when it is not)."""
-        return self.plausibility.backwards_energy_wh
-
     def accept_baseline(self) -> None:
-        """Re-baseline a replaced or reset meter: the next two agreeing readings become the baseline."""
-        LOGGER.warning("%s: energy baseline dropped; the next agreeing readings become the new one", self.name)
-        self.plausibility.accept_baseline()
+        """Re-baseline a replaced or reset meter; the signed registers start over too."""
+        super().accept_baseline()
         self._signed_high_wh = None
 
     def last_reading(self) -> MeterReading | None:

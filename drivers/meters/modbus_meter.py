@@ -19,7 +19,13 @@ from typing import Any
 from drivers.base import MeterCapabilities, MeterReading, now_stamps
 from drivers.errors import CommunicationFault, ConfigError, ImplausibleReading
 from drivers.meters.codec import TYPES, MeterModel, ValueSpec, decode, load_model
-from drivers.meters.plausibility import DEFAULT_MAX_CURRENT_A, DEFAULT_NOMINAL_V, MeterLimits, Plausibility
+from drivers.meters.plausibility import (
+    DEFAULT_MAX_CURRENT_A,
+    DEFAULT_NOMINAL_V,
+    MeterLimits,
+    Plausibility,
+    PlausibleMeterMixin,
+)
 from drivers.transport import DEFAULT_TIMEOUT_S, BusPool, ModbusBus
 
 LOGGER = logging.getLogger(__name__)
@@ -28,7 +34,7 @@ FLOAT32_RELATIVE_STEP = 2.0 ** -23  # a float32 register moves in steps of up to
 OPTIONS = ("driver", "url", "device_id", "baudrate", "parity", "stopbits", "timeout_s")
 
 
-class ModbusMeter:
+class ModbusMeter(PlausibleMeterMixin):
     """An EnergyMeter read over Modbus TCP or RTU according to a `MeterModel`."""
 
     def __init__(self, name: str, model: MeterModel, bus: ModbusBus, device_id: int) -> None:
@@ -94,27 +100,6 @@ class ModbusMeter:
     def error_counts(self) -> dict[str, int]:
         """Failed reads by kind: the bus's frame checks for this device id, plus "implausible"."""
         return {**self.bus.error_counts(self.device_id), "implausible": sum(self._implausible.values())}
-
-    def implausible_counts(self) -> dict[str, int]:
-        """Readings refused as implausible, by reason ("energy_backwards", "voltage", ...)."""
-        return dict(self._implausible)
-
-    def backwards_for_s(self) -> float:
-        """Seconds for which readings have been below the last accepted energy, consistently (0 when not)."""
-        return self.plausibility.backwards_for_s()
-
-    @property
-    def backwards_energy_wh(self) -> float | None:
-        """The import energy the meter reports while it is below the baseline (None when it is not)."""
-        return self.plausibility.backwards_energy_wh
-
-    def accept_baseline(self) -> None:
-        """Re-baseline a replaced or reset meter: the next two agreeing readings become the baseline."""
-        LOGGER.warning(
-            "%s: energy baseline dropped (was %s Wh); the next agreeing readings become the new one",
-            self.name, None if self.plausibility.baseline is None else self.plausibility.baseline.energy_import_wh,
-        )
-        self.plausibility.accept_baseline()
 
     async def read(self) -> MeterReading:
         """Read every block and check plausibility; raise FrameError, DeviceTimeout or ImplausibleReading."""

@@ -21,12 +21,15 @@ the agent can tell a replaced or reset meter from noise and re-baseline.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from drivers.base import MeterReading
 from drivers.errors import ImplausibleReading
+
+LOGGER = logging.getLogger(__name__)
 
 DEFAULT_NOMINAL_V = 230.0
 DEFAULT_MAX_CURRENT_A = 80.0  # the largest AC connector rating (SAE J1772 80 A; IEC 62196 three-phase 63 A)
@@ -214,3 +217,31 @@ class Plausibility:
         if last is None or self._growth_problem(last, reading) is not None:
             self._below_first = reading
         self._below_last = reading
+
+
+class PlausibleMeterMixin:
+    """What every meter with a `Plausibility` check reports of it (counts, the backwards state, re-baselining)."""
+
+    name: str
+    plausibility: Plausibility
+    _implausible: dict[str, int]
+
+    def implausible_counts(self) -> dict[str, int]:
+        """Readings refused as implausible, by reason ("energy_backwards", "voltage", ...)."""
+        return dict(self._implausible)
+
+    def backwards_for_s(self) -> float:
+        """Seconds for which readings have been below the last accepted energy, consistently (0 when not)."""
+        return self.plausibility.backwards_for_s()
+
+    @property
+    def backwards_energy_wh(self) -> float | None:
+        """The import energy the meter reports while it is below the baseline (None when it is not)."""
+        return self.plausibility.backwards_energy_wh
+
+    def accept_baseline(self) -> None:
+        """Re-baseline a replaced or reset meter: the next two agreeing readings become the baseline."""
+        baseline = self.plausibility.baseline
+        LOGGER.warning("%s: energy baseline dropped (was %s Wh); the next agreeing readings become the new one",
+                       self.name, None if baseline is None else baseline.energy_import_wh)
+        self.plausibility.accept_baseline()

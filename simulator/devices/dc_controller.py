@@ -15,6 +15,7 @@ from drivers.base import (
     ChargeProtocol,
     DcError,
     DcStatus,
+    DcVehicleDetail,
     EstopReason,
     EvState,
     Isolation,
@@ -39,9 +40,13 @@ _RESET = reg.COMMANDS["fault_reset"]
 class SimDcController:
     """One DC charge controller on a simulated Modbus line."""
 
-    def __init__(self, device_id: int = 1, protocol: ChargeProtocol = ChargeProtocol.CCS) -> None:
+    def __init__(self, device_id: int = 1, protocol: ChargeProtocol = ChargeProtocol.CCS,
+                 map_version: int = reg.MAP_VERSION) -> None:
+        if map_version not in reg.SUPPORTED_MAP_VERSIONS:
+            raise ValueError(f"map version {map_version} is not one of {sorted(reg.SUPPORTED_MAP_VERSIONS)}")
         self.device_id = device_id
         self.protocol = protocol
+        self.map_version = map_version  # a version 1 controller has no detail registers (exception 2 there)
         # EV-side state, written by the EV model
         self.plug = PlugState.UNPLUGGED
         self.ev_state = EvState.A
@@ -52,6 +57,7 @@ class SimDcController:
         self.ev_target_a = 0.0
         self.ev_max_v = 0.0
         self.ev_max_a = 0.0
+        self.detail = DcVehicleDetail()  # CHAdeMO / CCS detail (map version 2 only)
         # power path and board state; present V/A are driven by step() while charging or ramping down
         self.present_v = 0.0
         self.present_a = 0.0
@@ -136,6 +142,14 @@ class SimDcController:
             self.present_a = 0.0  # an isolation fault opens the contactors at once
         elif self.estop is EstopReason.ISOLATION:
             self.estop = EstopReason.NONE
+        self.refresh()
+
+    def set_map_version(self, version: int) -> None:
+        """Simulate a firmware change: the status block shrinks or grows to the version's registers."""
+        if version not in reg.SUPPORTED_MAP_VERSIONS:
+            raise ValueError(f"map version {version} is not one of {sorted(reg.SUPPORTED_MAP_VERSIONS)}")
+        self.map_version = version
+        self.bank.input.clear()  # registers of the old map that the new one lacks must answer exception 2
         self.refresh()
 
     def set_error(self, error: DcError, active: bool) -> None:
@@ -225,6 +239,8 @@ class SimDcController:
             limit_a=self.limit_a,
             limit_w=self.limit_w,
             temperature_c=self.temperature_c,
+            map_version=self.map_version,
+            detail=self.detail if self.map_version >= 2 else None,
         )
 
     def refresh(self) -> None:

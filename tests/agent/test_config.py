@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import re
 from pathlib import Path
 
 import pytest
@@ -681,3 +682,54 @@ def test_ac_connector_without_a_pilot_controller_is_refused() -> None:
     assert "an AC connector needs a [connectors.dc_controller] table" in message
     line = line_of(text, 'kind = "ac"')
     assert f"agent.toml:{line}" in message, message
+
+
+DC_IMD = """
+[charge_point]
+id = "CP-1"
+vendor = "V"
+model = "M"
+[backoffice]
+url = "ws://127.0.0.1:9000/ocpp"
+[state]
+directory = "/tmp/x"
+[[connectors]]
+id = 1
+kind = "dc"
+max_current_a = 200.0
+{cable_check}
+[connectors.meter]
+driver = "eastron_sdm630"
+url = "tcp://127.0.0.1:5020"
+device_id = 1
+[connectors.dc_controller]
+driver = "modbus_dc"
+url = "tcp://127.0.0.1:5021"
+device_id = 1
+[connectors.contactor]
+driver = "gpio_contactor"
+pin = 22
+{imd}
+"""
+IMD_TABLE = '[connectors.insulation_monitor]\ndriver = "bender_isocha425hv"\nurl = "tcp://127.0.0.1:5022"\n'
+
+
+def test_dc_cable_check_names_the_imd(tmp_path: Path) -> None:
+    from agent.config.writer import write_config
+
+    cfg = parse_config(DC_IMD.format(cable_check='cable_check = "imd"', imd=IMD_TABLE))
+    conn = cfg.connector(1)
+    assert conn.cable_check == "imd" and conn.insulation_monitor is not None
+    assert conn.insulation_monitor.driver == "bender_isocha425hv"
+    write_config(cfg, tmp_path / "again.toml")  # round trip keeps the table
+    assert parse_config((tmp_path / "again.toml").read_text()).connector(1) == conn
+    assert parse_config(DC_IMD.format(cable_check="", imd="")).connector(1).cable_check == "controller"
+
+
+@pytest.mark.parametrize(("cable_check", "imd", "message"), [
+    ('cable_check = "imd"', "", "needs a [connectors.insulation_monitor]"),
+    ('cable_check = "vibes"', IMD_TABLE, 'must be "controller" or "imd"'),
+])
+def test_dc_cable_check_is_checked(cable_check: str, imd: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(DC_IMD.format(cable_check=cable_check, imd=imd))

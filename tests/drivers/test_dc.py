@@ -16,6 +16,7 @@ from drivers.base import (
     ChargeProtocol,
     DcError,
     DcStatus,
+    DcVehicleDetail,
     EstopReason,
     EvState,
     Isolation,
@@ -154,7 +155,7 @@ async def test_reads_every_field(make_rig: RigFactory, protocol: ChargeProtocol)
     assert not status.stale
     expected = sim.status()
     for f in fields(DcStatus):
-        if f.name in ("read_monotonic", "read_wall", "stale"):
+        if f.name in ("read_monotonic", "read_wall", "stale", "detail"):
             continue
         got, want = getattr(status, f.name), getattr(expected, f.name)
         if isinstance(want, float):
@@ -544,8 +545,11 @@ def test_status_block_is_contiguous_and_complete() -> None:
     for f in reg.STATUS_FIELDS:
         covered += range(f.address, f.address + f.width)
     assert covered == list(range(reg.STATUS_BASE, reg.STATUS_BASE + reg.STATUS_COUNT))
-    status_names = {f.name for f in fields(DcStatus)} - {"read_monotonic", "read_wall", "stale"}
+    status_names = {f.name for f in fields(DcStatus)} - {"read_monotonic", "read_wall", "stale", "detail"}
     assert status_names <= set(reg.STATUS)
+    assert {f.name for f in fields(DcVehicleDetail)} <= set(reg.STATUS)
+    v1 = [a for f in reg.fields_of(1) for a in range(f.address, f.address + f.width)]
+    assert v1 == list(range(reg.STATUS_BASE, reg.STATUS_BASE + reg.STATUS_COUNT_V1))  # v2 only appends
     covered = []
     for f in reg.COMMAND_FIELDS:
         covered += range(f.address, f.address + f.width)

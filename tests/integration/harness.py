@@ -42,12 +42,14 @@ class Rig:
                  hardware: dict[str, float] | None = None, ocpp_version: str = "1.6",
                  sim_config: Path | None = None) -> None:
         self.workdir = workdir
-        self.sim_config = sim_config or SIM_CONFIG  # another simulated charger (e.g. a scenario file)
+        # the simulated charger: another file (a scenario) by argument, or set by a test before start()
+        self.sim_config = sim_config or SIM_CONFIG
         self.office = office
         self.ocpp_version = ocpp_version  # what the agent's config asks for ([backoffice] ocpp_version)
         self.ocpp = dict(ocpp or {})
         self.hardware = dict(hardware or {})  # [hardware] keys of the agent config (silence timeouts ...)
         self.backoffice_url: str | None = None  # another way to the back office (a proxy), if a test sets one
+        self.sim_args: list[str] = []  # more `evse-sim hardware` options (e.g. --rfid-model pn532)
         self.reconnect_max_s = RECONNECT_MAX_S
         self.sim: subprocess.Popen[bytes] | None = None
         self.agent: subprocess.Popen[bytes] | None = None
@@ -68,7 +70,7 @@ class Rig:
         self.sim = subprocess.Popen(
             [_bin("evse-sim"), "hardware", "--config", str(self.sim_config), "--write-agent-config",
              str(self.agent_config), "--state-dir", str(self.state_dir), "--ready-file", str(ready),
-             "--backoffice-url", self.backoffice_url or self.office.url()],
+             "--backoffice-url", self.backoffice_url or self.office.url(), *self.sim_args],
             stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + START_TIMEOUT_S

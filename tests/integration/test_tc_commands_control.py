@@ -261,3 +261,21 @@ async def test_reserve_now_occupied_faulted_unavailable(rig: Rig) -> None:
     assert (await ok(rig, "ReserveNow", reserve(2, 16)))["status"] == "Unavailable"
     assert (await ok(rig, "ReserveNow", reserve(0, 17)))["status"] == "Rejected"  # no connector-0 reservations
     assert CP_ID
+
+
+async def test_a_reservation_survives_a_restart_of_the_agent(rig: Rig) -> None:
+    rig.office.id_tags[OTHER] = "Accepted"
+    assert (await ok(rig, "ReserveNow", reserve(1, 16)))["status"] == "Accepted"
+    await rig.wait_status(1, "Reserved")
+    rig.power_cut()
+    boots = len(rig.calls("BootNotification"))
+    rig.start_agent()
+    await rig.wait_call("BootNotification", count=boots + 1, timeout=20)
+    await rig.office.wait_for(lambda: rig.statuses(1)[-1]["status"] == "Reserved", timeout=15)
+    rig.card(OTHER)  # still held for CARD only
+    rig.plug(1)
+    await asyncio.sleep(1.0)
+    assert rig.calls("StartTransaction") == []
+    rig.card(CARD)
+    start = await rig.wait_call("StartTransaction")
+    assert start["payload"]["idTag"] == CARD and start["payload"]["reservationId"] == 16

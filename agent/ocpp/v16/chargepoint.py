@@ -21,6 +21,7 @@ from agent.clock import parse_iso
 from agent.core import events as ev
 from agent.ocpp.frames import V16_CODES
 from agent.ocpp.routing import FrameGuard
+from agent.ocpp.schedules import schedule_periods
 from agent.ocpp.v16.keys import ChangeResult
 from agent.ocpp.v16.metering import iso
 from agent.ocpp.v16.profiles import parse_profile
@@ -281,20 +282,11 @@ class V16ChargePoint(SecurityHandlers, FrameGuard, ChargePoint):
         if periods is None:
             return call_result.GetCompositeSchedule(status="Rejected")
         start = int(now)
-        out_periods: list[dict[str, Any]] = []
-        for p in periods:
-            # Whole seconds from startSchedule (now, truncated); the first period always starts at 0.
-            offset = 0 if not out_periods else max(0, int(p.start - start))
-            if out_periods and offset <= out_periods[-1]["start_period"]:
-                out_periods.pop()  # two boundaries within one second: the later one wins
-                offset = 0 if not out_periods else offset
-            out_periods.append({"start_period": offset, "limit": round(p.limit, 1),
-                                **({"number_phases": p.number_phases} if p.number_phases else {})})
         schedule = {
             "duration": duration,
             "start_schedule": iso(start),
             "charging_rate_unit": unit,
-            "charging_schedule_period": out_periods or [{"start_period": 0, "limit": 0.0}],
+            "charging_schedule_period": schedule_periods(periods, start),
         }
         return call_result.GetCompositeSchedule(status="Accepted", connector_id=connector_id,
                                                 schedule_start=iso(start), charging_schedule=schedule)

@@ -18,12 +18,13 @@ from agent.core.events import SessionEvent
 from agent.metering import Sample, SignedValue, billed_wh
 from agent.ocpp.signed import signed_data_text
 from agent.ocpp.v16.metering import meter_value
+from agent.ocpp.v16.statuses import stop_reason_16
 from agent.ports import SampleTrigger, Stamp, TxStarted, TxStopped
 from agent.settings import Settings, SettingsSource
 from agent.store import OutboxMessage, Store
 
 LOGGER = logging.getLogger(__name__)
-
+# core stop reasons 1.6's Reason enumeration lacks, in its words (2.0.1 has them as its own)
 PROTOCOL = "1.6"
 TX_ID_FIELD = "transactionId"  # where the back office's id goes in MeterValues and StopTransaction
 TX_ID_PLACEHOLDER = 0  # replaced by the store once StartTransaction is answered
@@ -122,7 +123,7 @@ class V16Journal:
             TX_ID_FIELD: TX_ID_PLACEHOLDER,
             "meterStop": billed_wh(tx.meter_stop_wh),
             "timestamp": iso(tx.timestamp),
-            "reason": tx.reason.value,
+            "reason": stop_reason_16(tx.reason),
         }
         if tx.id_tag:
             payload["idTag"] = tx.id_tag

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from agent.core.events import FAULT_EMERGENCY_STOP, FAULT_LOCAL_LIST_CONFLICT, DeviceRole, Fault
+from agent.core.events import FAULT_EMERGENCY_STOP, FAULT_LOCAL_LIST_CONFLICT, DeviceRole, Fault, StopReason
 
 INFO_MAX = 50  # StatusNotification.info: CiString50Type
 VENDOR_CODE_MAX = 255  # what the snapshot keeps; the wire cuts vendorErrorCode to its CiString50Type
@@ -41,6 +41,8 @@ _CODE_MAP = {
     "energy_backwards": ChargePointErrorCode.POWER_METER_FAILURE,
     "meter_replaced": ChargePointErrorCode.POWER_METER_FAILURE,
     "isolation_fault": ChargePointErrorCode.GROUND_FAILURE,
+    # an insulation warning: charging goes on, so not GroundFailure (back offices take that for a failure);
+    # OtherError with vendorErrorCode isolation_warning, the device and resistance in info
     "over_current": ChargePointErrorCode.OVER_CURRENT_FAILURE,
     "over_voltage": ChargePointErrorCode.OVER_VOLTAGE,
     "under_voltage": ChargePointErrorCode.UNDER_VOLTAGE,
@@ -51,7 +53,27 @@ _CODE_MAP = {
     "contactor_not_closed": ChargePointErrorCode.POWER_SWITCH_FAILURE,
     FAULT_EMERGENCY_STOP: ChargePointErrorCode.OTHER_ERROR,
     FAULT_LOCAL_LIST_CONFLICT: ChargePointErrorCode.LOCAL_LIST_CONFLICT,
+    # Vehicle faults (docs/dc-controller.md): the vehicle says the exchange with the charger went wrong
+    # (what it asked and what it got differ, incompatible systems, the charger's lock) -> EVCommunicationError;
+    # a fault of its own battery or drivetrain -> OtherError. vendorErrorCode names the flag either way.
+    "chademo_current_deviation": ChargePointErrorCode.EV_COMMUNICATION_ERROR,
+    "chademo_voltage_deviation": ChargePointErrorCode.EV_COMMUNICATION_ERROR,
+    "ccs_connector_lock_fault": ChargePointErrorCode.EV_COMMUNICATION_ERROR,
+    "ccs_current_differential": ChargePointErrorCode.EV_COMMUNICATION_ERROR,
+    "ccs_voltage_out_of_range": ChargePointErrorCode.EV_COMMUNICATION_ERROR,
+    "ccs_system_incompatibility": ChargePointErrorCode.EV_COMMUNICATION_ERROR,
+    "chademo_battery_over_voltage": ChargePointErrorCode.OTHER_ERROR,
+    "chademo_battery_under_voltage": ChargePointErrorCode.OTHER_ERROR,
+    "chademo_high_battery_temperature": ChargePointErrorCode.OTHER_ERROR,
+    "chademo_charging_system_fault": ChargePointErrorCode.OTHER_ERROR,
+    "ccs_ress_temperature_inhibit": ChargePointErrorCode.OTHER_ERROR,
+    "ccs_ev_shift_position": ChargePointErrorCode.OTHER_ERROR,
+    "ccs_ress_malfunction": ChargePointErrorCode.OTHER_ERROR,
+    "ccs_reserved_error": ChargePointErrorCode.OTHER_ERROR,
 }
+
+# stop reasons 1.6's Reason enumeration lacks (the 1.6 schema refuses anything else), and what 1.6 says instead
+_REASONS_16: dict[StopReason, str] = {StopReason.STOPPED_BY_EV: "Other", StopReason.GROUND_FAULT: "Other"}
 
 # A generic device code ("it does not answer") is named by the kind of device.
 _BY_ROLE = {
@@ -64,6 +86,11 @@ _GENERIC_CODES = ("communication", "timeout", "stale")
 # vendorErrorCode of the core's own codes: the e-stop keeps the word back offices already alarm on; a
 # local list conflict says all in its errorCode
 _VENDOR_CODES: dict[str, str | None] = {FAULT_EMERGENCY_STOP: "EmergencyStop", FAULT_LOCAL_LIST_CONFLICT: None}
+
+
+def stop_reason_16(reason: StopReason) -> str:
+    """The 1.6 Reason of a StopTransaction for the core's stop reason."""
+    return _REASONS_16.get(reason, reason.value)
 
 
 def error_code_for(code: str, role: DeviceRole) -> ChargePointErrorCode:

@@ -110,8 +110,10 @@ class V201Adapter:
         return cls(**camel_to_snake_case(payload))
 
     def authorize_request(self, id_tag: str) -> Any:
-        """Authorize with the id as a card token."""
-        return call.Authorize(id_token={"id_token": id_tag, "type": DEFAULT_TOKEN_TYPE})
+        """Authorize with the id as a card token of the type it was read with."""
+        # the type the card came with (reader or [card_id]), as its TransactionEvent will name it
+        token_type = self.agent.cards.token_type_for(id_tag) or DEFAULT_TOKEN_TYPE
+        return call.Authorize(id_token={"id_token": id_tag, "type": token_type})
 
     def authorize_answer(self, id_tag: str, result: Any) -> ev.AuthResult:
         """idTokenInfo as the runtime takes it."""

@@ -335,7 +335,23 @@ def measured_variables(config: AgentConfig) -> list[VariableSpec]:
         ]
         if conn.dc_controller is not None:
             specs.append(_v("TemperatureSensor", "Temperature", _D, None, unit="Celsius", **live, **at))
+            specs += dc_vehicle_variables(at, live)
     return specs
+
+
+def dc_vehicle_variables(at: dict[str, Any], live: dict[str, Any]) -> list[VariableSpec]:
+    """What a DC controller of map version 2 tells about the vehicle, as appendix 3 names it: CHAdeMOCtrlr's
+    CHAdeMOProtocolNumber (H'102.0) and VehicleStatus (H'102.5.3: the EV contactor is open), and the Problem
+    variable the vehicle's faults are reported on (agent/ocpp/v201/statuses.py). No value while the outlet
+    speaks another protocol or the controller has map version 1."""
+    # Uncertain: the appendix lists these controllers station-wide; one per DC EVSE is what a station with
+    # several DC outlets needs. ISO15118Ctrlr names no live vehicle values (SoC, phase): evsectl shows them.
+    return [
+        _v("CHAdeMOCtrlr", "CHAdeMOProtocolNumber", _I, None, **live, **at),
+        _v("CHAdeMOCtrlr", "VehicleStatus", _B, None, **live, **at),
+        _v("CHAdeMOCtrlr", "Problem", _B, "false", **live, **at),
+        _v("ISO15118Ctrlr", "Problem", _B, "false", **live, **at),
+    ]
 
 
 def check_value(spec: VariableSpec, value: str) -> str:

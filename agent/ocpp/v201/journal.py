@@ -44,6 +44,8 @@ ENDED: dict[StopReason, tuple[str, str]] = {
     StopReason.UNLOCK_COMMAND: ("UnlockCommand", "Other"),  # 2.0.1 names no stoppedReason for an unlock
     StopReason.OTHER: ("AbnormalCondition", "Other"),
     StopReason.MASTER_PASS: ("StopAuthorized", "MasterPass"),
+    StopReason.GROUND_FAULT: ("AbnormalCondition", "GroundFault"),
+    StopReason.STOPPED_BY_EV: ("AbnormalCondition", "StoppedByEV"),  # a vehicle fault (docs/dc-controller.md)
 }
 
 SAMPLE_TRIGGERS = {
@@ -57,6 +59,14 @@ THINNABLE = frozenset({SampleTrigger.PERIODIC, SampleTrigger.CLOCK})  # intermed
 TOKEN_TYPES = {ev.AuthSource.CARD: "ISO14443", ev.AuthSource.REMOTE: "Central",
                ev.AuthSource.FREE_VEND: "Local"}
 DEFAULT_TOKEN_TYPE = "ISO14443"
+TOKEN_TYPES_KEPT = 64  # ids whose type is remembered for their stop event
+
+
+def token_type_of(event: ev.Authorized) -> str:
+    """The idToken type of an authorization: the card's own (reader or config) when it carries one."""
+    if event.source is ev.AuthSource.CARD and event.token_type:
+        return event.token_type
+    return TOKEN_TYPES.get(event.source, DEFAULT_TOKEN_TYPE)
 
 EvseOf = Callable[[int], tuple[int, int]]  # agent connector id -> (evseId, connectorId within the EVSE)
 
@@ -107,6 +117,14 @@ class V201Journal:
         self._remote_start_ids: dict[int | None, int] = {}
         # and the idToken type it named (eMAID, Central...), which the core does not keep
         self._remote_token_types: dict[int | None, str] = {}
+        # the type each recently authorized id came with, for the idToken of a stop by the same id (bounded)
+        self._token_types: dict[str, str] = {}
+
+    def _remember_type(self, id_tag: str, token_type: str) -> None:
+        self._token_types.pop(id_tag, None)
+        self._token_types[id_tag] = token_type
+        while len(self._token_types) > TOKEN_TYPES_KEPT:
+            del self._token_types[next(iter(self._token_types))]
 
     def remote_start(self, connector_id: int | None, remote_start_id: int, token_type: str | None = None) -> None:
         """An accepted RequestStartTransaction: its id goes into the Started event of the transaction it opens."""
@@ -207,7 +225,8 @@ class V201Journal:
         payload = self._event("Ended", tx.local_tx_id, tx.connector_id, trigger, tx.timestamp, stamp,
                               stoppedReason=stopped_reason)
         if tx.id_tag and tx.reason in (StopReason.LOCAL, StopReason.MASTER_PASS):
-            payload["idToken"] = {"idToken": tx.id_tag, "type": DEFAULT_TOKEN_TYPE}
+            token_type = self._token_types.get(tx.id_tag, DEFAULT_TOKEN_TYPE)  # the card's, as it started
+            payload["idToken"] = {"idToken": tx.id_tag, "type": token_type}
         values = self._tx_data(tx.local_tx_id)
         end = energy_value(tx.meter_stop_wh, CONTEXTS[SampleTrigger.END], tx.timestamp)
         _sign(end, tx.signed, tx.local_tx_id)
@@ -226,7 +245,9 @@ class V201Journal:
         match event:
             case ev.Authorized():
                 cause = ("RemoteStart" if event.source is ev.AuthSource.REMOTE else "Authorized",
-                         TOKEN_TYPES.get(event.source, DEFAULT_TOKEN_TYPE))
+                         token_type_of(event))
+                if event.source is ev.AuthSource.CARD:
+                    self._remember_type(event.id_tag, cause[1])
                 tx = self._open_on(event.connector_id)
                 if tx is None:
                     self._cause[event.connector_id] = cause

@@ -33,6 +33,7 @@ from agent.core.connector import ESTOP_FAULT, connector_status
 from agent.metering import billed_wh, next_aligned
 from agent.ocpp.v201.device_model import DataType, DeviceModel, VariableSpec, split_report
 from agent.ocpp.v201.statuses import CONNECTOR_STATUS, fault_report
+from drivers.base import ChademoStatus
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -58,6 +59,9 @@ _NUMERIC = (DataType.INTEGER, DataType.DECIMAL)
 FAULT_SEVERITY = {
     ev.FAULT_EMERGENCY_STOP: 0,
     "isolation_fault": 0,
+    "imd_device_error": 1,  # the insulation is not monitored
+    "imd_self_test_failed": 1,
+    "isolation_warning": 6,  # Warning: charging goes on
     "contactor_welded": 0,  # the cable may stay live
     "over_temperature": 1,
     "over_current": 1,
@@ -164,6 +168,10 @@ class MonitorEngine:
                 ("PowerMeter", "Energy"): lambda c=cid: _fmt(self._reading(c, "energy")),
                 ("PowerMeter", "Problem"): lambda c=cid: self._problem(c, "PowerMeter"),
                 ("TemperatureSensor", "Temperature"): lambda c=cid: _fmt(self._temperature(c)),
+                ("CHAdeMOCtrlr", "CHAdeMOProtocolNumber"): lambda c=cid: self._chademo(c, "protocol"),
+                ("CHAdeMOCtrlr", "VehicleStatus"): lambda c=cid: self._chademo(c, "vehicle_status"),
+                ("CHAdeMOCtrlr", "Problem"): lambda c=cid: self._problem(c, "CHAdeMOCtrlr"),
+                ("ISO15118Ctrlr", "Problem"): lambda c=cid: self._problem(c, "ISO15118Ctrlr"),
                 ("EVSE", "AvailabilityState"): lambda c=cid: self._connector_state(c),
                 ("Connector", "AvailabilityState"): lambda c=cid: self._connector_state(c),
             }.get((spec.component, spec.variable))
@@ -193,6 +201,17 @@ class MonitorEngine:
             return None
         value = getattr(status, "temperature_c", None)
         return float(value) if isinstance(value, int | float) else None
+
+    def _chademo(self, cid: int, what: str) -> str | None:
+        """CHAdeMOCtrlr values from the controller's last status (map version 2, a CHAdeMO vehicle)."""
+        last = getattr(self.agent.hw.connectors[cid].dc, "last_reading", None)
+        status = last() if callable(last) else None
+        detail = getattr(status, "detail", None)
+        if status is None or getattr(status, "stale", False) or detail is None or detail.chademo_protocol is None:
+            return None  # no CHAdeMO vehicle now: no value rather than an old one
+        if what == "protocol":
+            return str(detail.chademo_protocol)
+        return "true" if detail.chademo_status & ChademoStatus.EV_CONTACTOR_OPEN else "false"
 
     def _connector_state(self, cid: int) -> str | None:
         core = self.agent.core
@@ -522,7 +541,9 @@ class MonitorEngine:
         current = self._active_faults()
         events: list[tuple[dict[str, Any], int]] = []
         for key, note in current.items():
-            if key not in self.reported_faults:
+            reported = self.reported_faults.get(key)
+            # new, or worse than what was reported on the same variable (an insulation warning become a fault)
+            if reported is None or note.severity < reported.severity:
                 events.append((self._fault_data(note, now, "true", cleared=False), note.severity))
         for key, note in self.reported_faults.items():
             if key not in current:

@@ -36,6 +36,7 @@ from agent.clock import iso
 from agent.core import events as ev
 from agent.core.limits import CompositePeriod
 from agent.core.profiles import ChargingProfile, ProfilePurpose
+from agent.ocpp.schedules import schedule_periods
 from agent.ocpp.v201.handler_base import HandlerBase
 from agent.ocpp.v201.profiles import (
     DUPLICATE_PROFILE,
@@ -297,18 +298,8 @@ class SmartChargingHandlers(HandlerBase):
             busy = [cid for cid in ids if core.session(cid) is not None]
             periods = core.composite_schedule((busy or ids)[0], float(duration), unit, now) or []
         start = int(now)
-        out: list[dict[str, Any]] = []
-        for p in periods:
-            # whole seconds from scheduleStart (now, truncated); the first period starts at 0
-            offset = 0 if not out else max(0, int(p.start - start))
-            if out and offset <= out[-1]["start_period"]:
-                out.pop()  # two boundaries within one second: the later one wins
-                offset = 0 if not out else offset
-            out.append({"start_period": offset, "limit": round(p.limit, 1),
-                        **({"number_phases": p.number_phases} if p.number_phases else {})})
         schedule = {"evse_id": evse_id, "duration": duration, "schedule_start": iso(start),
-                    "charging_rate_unit": unit,
-                    "charging_schedule_period": out or [{"start_period": 0, "limit": 0.0}]}
+                    "charging_rate_unit": unit, "charging_schedule_period": schedule_periods(periods, start)}
         return call_result.GetCompositeSchedule(status="Accepted", schedule=schedule)
 
     # ---- helpers ------------------------------------------------------------------------------------------

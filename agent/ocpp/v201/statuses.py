@@ -44,6 +44,10 @@ _BY_CODE = {
     "energy_backwards": FaultReport("PowerMeter"),
     "meter_replaced": FaultReport("PowerMeter"),
     "isolation_fault": FaultReport("InsulationMonitor"),  # a ground failure shows on the isolation monitor
+    "isolation_warning": FaultReport("InsulationMonitor"),  # reported with a lower severity (monitors.py)
+    "imd_device_error": FaultReport("InsulationMonitor"),
+    "imd_self_test_failed": FaultReport("InsulationMonitor"),
+    "imd_communication": FaultReport("InsulationMonitor"),
     "over_current": FaultReport("OverCurrentProtection", "Operated"),
     "over_voltage": FaultReport("ElectricalFeed", "Problem"),
     "under_voltage": FaultReport("ElectricalFeed", "Problem"),
@@ -52,6 +56,13 @@ _BY_CODE = {
     "ev_communication": FaultReport("ChargingStatusIndicator"),
     "contactor_welded": FaultReport("PowerContactor"),
     "contactor_not_closed": FaultReport("PowerContactor"),
+    # vehicle faults on the controller of the vehicle's protocol (techCode names the flag)
+    **dict.fromkeys(("chademo_battery_over_voltage", "chademo_battery_under_voltage", "chademo_current_deviation",
+                     "chademo_high_battery_temperature", "chademo_voltage_deviation",
+                     "chademo_charging_system_fault"), FaultReport("CHAdeMOCtrlr")),
+    **dict.fromkeys(("ccs_ress_temperature_inhibit", "ccs_ev_shift_position", "ccs_connector_lock_fault",
+                     "ccs_ress_malfunction", "ccs_current_differential", "ccs_voltage_out_of_range",
+                     "ccs_reserved_error", "ccs_system_incompatibility"), FaultReport("ISO15118Ctrlr")),
     FAULT_EMERGENCY_STOP: FaultReport("EmergencyStopSensor", "Tripped", evse_scoped=False),
     FAULT_LOCAL_LIST_CONFLICT: FaultReport("LocalAuthListCtrlr", evse_scoped=False),
 }
@@ -64,6 +75,7 @@ _BY_ROLE = {
     DeviceRole.LOCK: FaultReport("ConnectorPlugRetentionLock"),
     DeviceRole.ID_READER: FaultReport("TokenReader", evse_scoped=False),
     DeviceRole.ESTOP: FaultReport("EmergencyStopSensor", "Tripped", evse_scoped=False),
+    DeviceRole.INSULATION_MONITOR: FaultReport("InsulationMonitor"),
 }
 _GENERIC = FaultReport("Connector")
 

@@ -1,0 +1,121 @@
+"""`evsectl report`, `service` and `report-problem`: the operations ledger for a technician and a spreadsheet."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.runtime.operations import Operations
+
+COMMANDS = ("report", "service", "report_problem")
+BAR_WIDTH = 40  # characters of the longest bar in the utilization chart
+MAX_REPORT_DAYS = 450  # the daily rows the ledger keeps
+
+
+def handle(ops: Operations, command: str, args: dict[str, Any]) -> Any:
+    """Run an operations command of the diagnostics socket."""
+    if command == "report":
+        days = int(args.get("days") or 30)
+        if not 1 <= days <= MAX_REPORT_DAYS:
+            raise ValueError(f"days must be 1..{MAX_REPORT_DAYS}")
+        until = (int(ops.agent.now() // 86400) + 1) * 86400
+        return ops.report(until - days * 86400, until)
+    if command == "service":
+        if args.get("part") is None:
+            return {"wear": ops.wear()}
+        connector, part, note = int(args["connector"]), str(args["part"]), str(args.get("note") or "")
+        if args.get("replaced"):
+            return ops.replacement(connector, part, args.get("old"), args.get("new"))
+        return ops.service(connector, part, note)
+    if command == "report_problem":
+        return ops.problem("technician", str(args.get("note") or ""), int(args.get("connector") or 0))
+    raise ValueError(f"unknown command {command!r}")
+
+
+def _f(value: float | None, digits: int = 1, unit: str = "") -> str:
+    return "-" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def render(result: dict[str, Any]) -> str:
+    """The report as a technician reads it: uptime per port, a utilization chart per day, faults, link, wear."""
+    since = datetime.fromtimestamp(result["period"]["since"], UTC).strftime("%Y-%m-%d")
+    until = datetime.fromtimestamp(result["period"]["until"] - 1, UTC).strftime("%Y-%m-%d")
+    out = [f"operations report {since} .. {until} (UTC)", ""]
+    rows = [["port", "uptime %", "raw %", "recorded min", "outage min", "excluded min", "sessions", "energy kWh",
+             "occupied %", "plugged idle min", "peak kW", "mean kW"]]
+    for cid, p in sorted(result["ports"].items(), key=lambda kv: int(kv[0])):
+        rows.append([cid, _f(p["uptime_pct"], 3), _f(p["raw_uptime_pct"], 3), _f(p["recorded_min"], 0),
+                     _f(p["outage_min"]), _f(p["excluded_min"]), f"{p['sessions']:.0f}",
+                     _f(p["energy_wh"] / 1000.0, 3), _f(p["utilization_pct"]), _f(p["plugged_idle_min"], 0),
+                     _f(p["peak_power_w"] / 1000.0, 2), _f(None if p["mean_power_w"] is None else
+                                                            p["mean_power_w"] / 1000.0, 2)])
+    out += ["uptime per port (23 CFR 680.116(b); excluded: power loss, maintenance, EV faults)", _table(rows), ""]
+    out.append("energy per day (kWh, all ports)")
+    totals = [(d["date"], sum(v["energy_wh"] for k, v in d.items() if k != "date") / 1000.0) for d in result["days"]]
+    peak = max((t for _, t in totals), default=0.0)
+    for date, total in totals:
+        bar = "█" * (round(BAR_WIDTH * total / peak) if peak > 0 else 0)
+        out.append(f"{date}  {bar:<{BAR_WIDTH}}  {total:8.2f}")
+    out.append("")
+    frows = [["port", "cause", "faults", "outage min"]]
+    for cid, p in sorted(result["ports"].items(), key=lambda kv: int(kv[0])):
+        causes = sorted(set(p["faults"]) | set(p["outages_min"]))
+        frows += [[cid, cause, f"{p['faults'].get(cause, 0):.0f}", _f(p["outages_min"].get(cause))]
+                  for cause in causes]
+    out += ["faults and outages by cause", _table(frows) if len(frows) > 1 else "none", ""]
+    s = result["station"]
+    off = ", ".join(f"{k} {v:.1f} min" for k, v in sorted(s["off_min"].items())) or "none"
+    out += [f"connectivity: online {s['online_min']:.0f} min, offline {s['offline_min']:.0f} min, "
+            f"{s['reconnects']:.0f} reconnects, round trip p50 {_f(s['rtt_p50_ms'], 0)} ms p99 "
+            f"{_f(s['rtt_p99_ms'], 0)} ms, queue mean {_f(s['queue_mean'])} max {_f(s['queue_max'], 0)}",
+            f"agent not running: {off}", ""]
+    wrows = [["port", "part", "counters", "since service", "interval", "due"]]
+    for w in result["wear"]:
+        counters = ", ".join(f"{k.split('.', 1)[1]} {v:.0f}" for k, v in w["counters"].items())
+        wrows.append([str(w["connector"]), w["part"], counters,
+                      datetime.fromtimestamp(w["since"], UTC).strftime("%Y-%m-%d") if w["since"] else "-",
+                      _f(w["interval"], 0), "DUE" if w["due"] else "-"])
+    out += ["wear since the last service or replacement", _table(wrows)]
+    events = [e for e in result["events"] if e["kind"] in ("replacement", "maintenance_due", "service", "problem")]
+    if events:
+        out += ["", "recent events"]
+        out += [f"{datetime.fromtimestamp(e['at'], UTC).strftime('%Y-%m-%d %H:%M')}  {e['kind']:<16} "
+                f"port {e['connector']}  {_brief(e['detail'])}" for e in events[:20]]
+    return "\n".join(out)
+
+
+def _brief(detail: dict[str, Any]) -> str:
+    keys = ("part", "old", "new", "value", "interval", "note", "cause", "minutes")
+    return ", ".join(f"{k} {detail[k]}" for k in keys if detail.get(k) not in (None, ""))
+
+
+def render_csv(result: dict[str, Any]) -> str:
+    """One row per day and port: the figures a spreadsheet needs."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["date", "port", "uptime_pct", "energy_wh", "sessions", "occupied_min"])
+    for day in result["days"]:
+        for cid, p in sorted(((k, v) for k, v in day.items() if k != "date"), key=lambda kv: int(kv[0])):
+            writer.writerow([day["date"], cid, "" if p["uptime_pct"] is None else f"{p['uptime_pct']:.3f}",
+                             f"{p['energy_wh']:.1f}", f"{p['sessions']:.0f}", f"{p['occupied_min']:.1f}"])
+    return buf.getvalue().rstrip("\n")
+
+
+def render_service(result: dict[str, Any]) -> str:
+    """The wear list, or what a service or replacement recorded."""
+    if "wear" not in result:
+        return ", ".join(f"{k} {v}" for k, v in result.items())
+    rows = [["port", "part", "counters", "interval", "due", "identity"]]
+    for w in result["wear"]:
+        counters = ", ".join(f"{k.split('.', 1)[1]} {v:.0f}" for k, v in w["counters"].items())
+        rows.append([str(w["connector"]), w["part"], counters, _f(w["interval"], 0), "DUE" if w["due"] else "-",
+                     w["identity"] or "-"])
+    return _table(rows)

@@ -1,0 +1,1 @@
+"""Insulation monitoring devices (IMD) on the DC output."""
