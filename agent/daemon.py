@@ -187,6 +187,7 @@ def _build_v16(cfg: AgentConfig, store: Store, hw: Hardware
 
     keys = OcppKeys(cfg, store)
     agent = Agent(cfg, store, hw, keys, V16Journal(store, keys), keys, profiles=stored_profiles(store))
+    keys.meter_public_keys = lambda: agent.meter_public_keys  # MeterPublicKey[n] (signing meters)
     agent.fault_names = snapshot_fields
     agent.operations.reporter = V16OperationsReporter(store, cfg.operations.vendor_id)
 

@@ -18,12 +18,31 @@ PHASE_SUFFIXES = ("L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1", "L1", "L2",
 
 
 @dataclass(frozen=True, slots=True)
+class SignedValue:
+    """A data set a signing meter produced for a transaction, kept and sent byte for byte (protocol-neutral).
+
+    `data` is the meter's text exactly (e.g. "OCMF|{...}|{...}"): a verifier checks the signature over those
+    bytes, so nothing re-encodes it; `public_key` is the hex DER key it verifies with. The readings are what
+    the data set says, for meterStart/meterStop and display; the bill is the signed data.
+    """
+
+    data: str
+    encoding: str  # "OCMF"
+    signing_method: str  # e.g. "ECDSA-secp256r1-SHA256"
+    public_key: str  # hex of the DER SubjectPublicKeyInfo
+    begin_wh: float | None = None
+    end_wh: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
-    """What a connector measured at one moment (meter plus controller values)."""
+    """What a connector measured at one moment (meter plus controller values; `signed`: the meter's signed data
+    set taken with it, on a signing meter's Begin sample)."""
 
     reading: MeterReading
     offered_a: float | None = None
     soc_pct: float | None = None
+    signed: SignedValue | None = None
 
 
 def billed_wh(value: float) -> int:

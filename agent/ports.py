@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.core.events import SessionEvent, StopReason
-from agent.metering import Sample
+from agent.metering import Sample, SignedValue
 from agent.store import OutboxMessage
 
 
@@ -50,6 +50,7 @@ class TxStarted:
     timestamp: float
     reservation_id: int | None = None
     begin: Sample | None = None  # the reading at the start, for the measurands a start message carries
+    signed: SignedValue | None = None  # a signing meter's begin data set (stored before this is journaled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class TxStopped:
     reason: StopReason
     id_tag: str | None = None
     end: Sample | None = None
+    signed: SignedValue | None = None  # a signing meter's end data set (it holds the begin reading too)
 
 
 class ChangeResult:

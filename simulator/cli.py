@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the OCPP version the agent and the back office speak (default 1.6)")
     demo.add_argument("--rfid", default="rdm6300", choices=("rdm6300", "pn532"),
                       help="the card reader: the 125 kHz RDM6300 (default) or a PN532 reading ISO 14443A cards")
+    demo.add_argument("--signed", action="store_true",
+                      help="a DC charger metered by a signing LEM DCBM; the signed data sets verified at the end")
     return parser
 
 

@@ -19,16 +19,21 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from agent.clock import parse_iso
 from agent.metering import billed_wh
+from agent.ocpp.signed import decode
+from drivers.errors import DriverError
+from drivers.meters import ocmf
 from simulator.backoffice_client import BackOfficeClient
 from simulator.httpjson import http_json
 
-CP_ID = "CP-SIM-001"
+CP_ID = "CP-SIM-001"  # the charge point of scenarios/demo.toml; another scenario names its own
+SCENARIOS = {False: "demo.toml", True: "dc_signed.toml"}  # --signed: a CCS charger metered by a signing LEM DCBM
 CARD_UID = "0F00A1B2C3"  # the idTag the simulated RDM6300 reader reports
 PN532_CARD_UID = "04A2B3C4D5E680"  # a 7-byte NTAG on the simulated PN532 (`--rfid pn532`)
 CARDS = {"rdm6300": CARD_UID, "pn532": PN532_CARD_UID}
@@ -90,7 +95,7 @@ class V16(Dialect):
                 fh.write(f"{key} = {json.dumps(value)}\n")
 
     def status_of(self, demo: Demo, connector: int) -> str:
-        entry = demo.office_status().get("connectors", {}).get(f"{CP_ID}/{connector}") or {}
+        entry = demo.office_status().get("connectors", {}).get(f"{demo.cp_id}/{connector}") or {}
         return str(entry.get("status", "?"))
 
     def charging(self, demo: Demo) -> bool:
@@ -140,7 +145,7 @@ class V201(Dialect):
 
     def status_of(self, demo: Demo, connector: int) -> str:
         # 2.0.1 statuses are per EVSE and connector; the demo charger's connector n is EVSE n, connector 1
-        status = demo.office_status().get("evse_connectors", {}).get(f"{CP_ID}/{connector}/1")
+        status = demo.office_status().get("evse_connectors", {}).get(f"{demo.cp_id}/{connector}/1")
         return str(status or "?")
 
     def started(self, demo: Demo) -> bool:
@@ -213,14 +218,42 @@ class V201(Dialect):
 DIALECTS: dict[str, type[Dialect]] = {"1.6": V16, "2.0.1": V201}
 
 
+def verify_ocmf(text: str, key_hex: str) -> tuple[bool, str]:
+    """(verified, by what): pyocmf when installed (the test extra: an implementation that is not ours), else
+    the agent's own OCMF codec."""
+    try:
+        import pyocmf
+    except ImportError:
+        try:
+            return ocmf.verify(ocmf.parse("demo", text), key_hex), "drivers/meters/ocmf.py"
+        except DriverError:
+            return False, "drivers/meters/ocmf.py"
+    try:
+        return bool(pyocmf.OCMF.from_string(text, strict=True).verify_signature(key_hex)), "pyocmf"
+    except (pyocmf.PyOCMFError, ValueError):
+        return False, "pyocmf"
+
+
+def ocmf_readings(text: str) -> list[tuple[str, float]]:
+    """(TX, Wh) of a data set's readings, for display."""
+    try:
+        payload = json.loads(text.split("|", 1)[1].rsplit("|", 1)[0])
+        return [(str(r["TX"]), float(r["RV"]) * (1000.0 if r.get("RU") == "kWh" else 1.0)) for r in payload["RD"]]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return []
+
+
 class Demo:
     """The three processes and the script that drives them."""
 
-    def __init__(self, workdir: Path, ocpp_version: str = "1.6", rfid: str = "rdm6300") -> None:
+    def __init__(self, workdir: Path, ocpp_version: str = "1.6", rfid: str = "rdm6300",
+                 signed: bool = False) -> None:
         self.workdir = workdir
         self.dialect = DIALECTS[ocpp_version]()
         self.rfid = rfid
         self.card = self.dialect.card = CARDS[rfid]
+        self.signed = signed
+        self.cp_id = CP_ID
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.office: BackOfficeClient | None = None
         self.sim_control = ""
@@ -261,7 +294,7 @@ class Demo:
                 time.sleep(0.05)
         bo_ready.write_text(json.dumps(info))
         self.office = BackOfficeClient(f"http://127.0.0.1:{info['control_port']}")
-        scenario = resources.files("simulator") / "scenarios" / "demo.toml"
+        scenario = resources.files("simulator") / "scenarios" / SCENARIOS[self.signed]
         agent_cfg = self.workdir / "agent.toml"
         sim_ready = self.workdir / "sim.json"
         self._spawn("simulator", [str(self.bin / "evse-sim"), "hardware", "--config", str(scenario),
@@ -270,6 +303,8 @@ class Demo:
                                   "--ready-file", str(sim_ready), "--rfid-model", self.rfid])
         self._wait_file(sim_ready, "simulator")
         self.sim_control = json.loads(sim_ready.read_text())["control"]
+        with open(agent_cfg, "rb") as fh:
+            self.cp_id = str(tomllib.load(fh)["charge_point"]["id"])
         self.dialect.configure(agent_cfg)
         self._spawn("agent", [str(self.bin / "evse-agent"), "--config", str(agent_cfg)])
         self._until(lambda: self.calls("BootNotification"), "the agent's BootNotification")
@@ -284,7 +319,7 @@ class Demo:
 
     def calls(self, action: str) -> list[dict[str, Any]]:
         """The answered CALLs of an action from the demo's charge point, in the order received."""
-        return [m for m in self._client().messages(cp_id=CP_ID, action=action) if m.get("response")]
+        return [m for m in self._client().messages(cp_id=self.cp_id, action=action) if m.get("response")]
 
     def office_status(self) -> dict[str, Any]:
         """The back office's status summary."""
@@ -292,11 +327,11 @@ class Demo:
 
     def office_call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """A call from the back office to the demo's charge point."""
-        return self._client().call(CP_ID, action, payload)
+        return self._client().call(self.cp_id, action, payload)
 
     def office_ledger(self) -> dict[str, Any]:
         """The back office's 2.0.1 transaction ledger of the demo's charge point and its problems."""
-        return self._client().ledger(CP_ID)
+        return self._client().ledger(self.cp_id)
 
     def violations(self) -> list[dict[str, Any]]:
         """Every protocol or schema violation the back office recorded."""
@@ -323,7 +358,7 @@ class Demo:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             state = self.sim("/state")["connectors"]["1"]
-            link = "online " if self.office and self.office.connected(CP_ID) else "OFFLINE"
+            link = "online " if self.office and self.office.connected(self.cp_id) else "OFFLINE"
             print(f"  [{link}] status {self.status_of(1):<13} power {state['power_w'] / 1000:6.1f} kW  "
                   f"energy {state['ev']['energy_in_wh'] / 1000:6.3f} kWh  SoC {state['ev']['soc_pct']:5.1f} %"
                   f"  {note}", flush=True)
@@ -347,7 +382,7 @@ class Demo:
         outage_start = time.time()  # wall clock: compared with the timestamps of the agent's messages
         office.refuse(outage_s)
         self.progress(outage_s, "back office down")
-        self._until(lambda: office.connected(CP_ID), "reconnect", timeout=60)
+        self._until(lambda: office.connected(self.cp_id), "reconnect", timeout=60)
         print("4. the agent is back online and drains its queue")
         self.progress(charge_s / 2)
         print("5. the driver presents the same card to stop, then unplugs")
@@ -358,8 +393,42 @@ class Demo:
         meter_wh = self.sim("/state")["connectors"]["1"]["meter"]["register_wh"]
         print("\nwhat the back office received:")
         ok = dialect.report(self, meter_wh, (outage_start, outage_start + outage_s))
+        if self.signed:
+            ok = self.signed_report() and ok
         print("demo OK" if ok else "demo FAILED")
         return ok
+
+    def signed_data(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(message, context, SignedMeterValueType) of every signed data set the back office received."""
+        found = []
+        for action in ("MeterValues", "StopTransaction", "TransactionEvent"):
+            for msg in self.calls(action):
+                payload = msg["payload"]
+                for value in payload.get("meterValue") or payload.get("transactionData") or []:
+                    for sampled in value["sampledValue"]:
+                        where = payload.get("eventType", action)
+                        if sampled.get("format") == "SignedData":  # 1.6: the object as JSON text
+                            found.append((where, sampled.get("context", ""), json.loads(sampled["value"])))
+                        elif "signedMeterValue" in sampled:
+                            found.append((where, sampled.get("context", ""), sampled["signedMeterValue"]))
+        return found
+
+    def signed_report(self) -> bool:
+        """Verify every signed data set against the key the meter itself publishes; print one line each."""
+        meter_url = self.sim("/state")["connectors"]["1"]["meter"]["url"]
+        meter_key = str(http_json(meter_url, "GET", "/v1/status", None)["publicKeyOcmf"])
+        found = self.signed_data()
+        verified = 0
+        for where, context, obj in found:
+            text, key = decode(obj)
+            ok, by = verify_ocmf(text, meter_key)
+            readings = ", ".join(f"{tx} {wh / 1000:.3f} kWh" for tx, wh in ocmf_readings(text))
+            same_key = key.lower() == meter_key.lower()
+            verified += ok and same_key
+            print(f"  signed data       {where:<16} {context:<18} {readings}: "
+                  f"{'verified' if ok and same_key else 'NOT VERIFIED'} ({by}, the meter's own key)")
+        print(f"  signed data sets  {verified} of {len(found)} verified")
+        return bool(found) and verified == len(found)
 
     def stop(self) -> None:
         for proc in reversed(list(self.procs.values())):
@@ -377,7 +446,7 @@ def run_demo(args: argparse.Namespace) -> int:
     temp = args.workdir is None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="evse-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    demo = Demo(workdir, args.ocpp, getattr(args, "rfid", "rdm6300"))
+    demo = Demo(workdir, args.ocpp, getattr(args, "rfid", "rdm6300"), signed=getattr(args, "signed", False))
     ok = False
     try:
         demo.start()

@@ -615,6 +615,8 @@ class SimHardware:
                           # what the meter's register says (float32 kWh on an SDM630: about 1 Wh steps)
                           "register_wh": conn.meter.register_energy_wh()},
             }
+            if isinstance(conn.meter, SimLemDcbm):  # a signing meter: whether a legal transaction runs on it
+                entry["meter"]["legal_running"] = conn.meter.running() is not None
             if conn.config.lock_pin is not None:
                 entry["locked"] = bool(self.gpio.output_level(conn.config.lock_pin))
             if conn.dc is not None:

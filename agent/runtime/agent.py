@@ -98,6 +98,8 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
         self.storage_note: str | None = None  # the last disk-full episode, for evsectl status
         self._unrecorded_starts: set[int] = set()  # connectors faulted because a start found the disk full
         self._unrecorded_tx: set[int] = set()  # local ids of those starts
+        self._signed_starts: dict[int, asyncio.Future[None]] = {}  # starts waiting for a signing meter's begin
+        self.meter_public_keys: dict[int, str] = {}  # connector id -> its signing meter's key (hex DER)
         self.log_lines: Callable[[], list[str]] = list  # recent log lines for diagnostics (set by the daemon)
         # The services, built and given their ports by agent/daemon.py (wire_services); the 1.6 handlers reach
         # them through the agent.
@@ -400,6 +402,7 @@ class Agent(TransactionsMixin, RecoveryMixin, ActuatorsMixin, AgentBase):
             if self.hw.estop.pressed:
                 self.feed(ev.EstopChanged(True))
         await self.recover_power_loss()
+        self._spawn(self.learn_public_keys(), "meter-public-keys")
         for connector_id in self.connectors:
             self._spawn(self.actuator_loop(connector_id), f"actuator-{connector_id}")
         self._spawn(self.reader_loop(), "rfid")

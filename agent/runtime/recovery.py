@@ -20,12 +20,12 @@ if TYPE_CHECKING:
 from agent.runtime.base import (
     BOOT_METER_ATTEMPTS,
 )
-from agent.runtime.metering import MeteringMixin
+from agent.runtime.signing import SigningMixin
 
 LOGGER = logging.getLogger(__name__)
 
 
-class RecoveryMixin(MeteringMixin):
+class RecoveryMixin(SigningMixin):
     """Stopping at boot what the previous run left open; recording a clean shutdown."""
 
     async def recover_power_loss(self) -> None:
@@ -41,7 +41,9 @@ class RecoveryMixin(MeteringMixin):
         discarded = self.store.discard_reserved()
         if discarded:
             LOGGER.info("dropped %d transaction ids reserved but never started", discarded)
-        for row in self.store.unfinished_transactions():
+        unfinished = self.store.unfinished_transactions()
+        await self.recover_legal_orphans({row.tx_local_id for row in unfinished})
+        for row in unfinished:
             meter_stop = row.last_energy_wh
             source = "the last persisted sample"
             if row.connector_id in self.hw.connectors:
@@ -55,17 +57,29 @@ class RecoveryMixin(MeteringMixin):
                         LOGGER.warning("boot meter read %d for transaction %d failed: %s", attempt + 1,
                                        row.tx_local_id, err)
                         await asyncio.sleep(0.5)
-            if source != "the meter at boot":
+            if source == "the last persisted sample":
                 LOGGER.warning("transaction %d: meter did not answer at boot; meterStop from %s (%.1f Wh)",
                                row.tx_local_id, source, meter_stop)
+            # a signing meter's own record of the interrupted transaction, with its signed end (stored first)
+            legal = self.store.signed_legal(row.tx_local_id)
+            signed = None
+            if legal is not None:
+                signed = self.store.signed_get(row.tx_local_id, "end") or await self._recover_legal(legal)
+                if signed is None:
+                    self._report_unsigned(row.tx_local_id, row.connector_id, "no signed end from the meter at boot")
+                elif signed.end_wh is not None:
+                    meter_stop, source = signed.end_wh, "the meter's signed record"
             reason, stop_wall, why = self._boot_stop(row, previous, current_boot,
-                                                     row.last_wall if source != "the meter at boot" else self.now())
-            stopped = TxStopped(row.tx_local_id, row.connector_id, meter_stop, stop_wall, reason, row.id_tag)
+                                                     row.last_wall if source == "the last persisted sample"
+                                                     else self.now())
+            stopped = TxStopped(row.tx_local_id, row.connector_id, meter_stop, stop_wall, reason, row.id_tag,
+                                signed=signed)
             self._durable(f"stop of transaction {row.tx_local_id}",
                           # the stop happened while the station was down: no back office could have seen it
                           functools.partial(self.journal.stopped, stopped, replace(self.stamp(), offline=True)))
             LOGGER.warning("transaction %d on connector %d stopped with reason %s (%s), meterStop %.1f Wh (%s)",
                            row.tx_local_id, row.connector_id, reason.value, why, meter_stop, source)
+            self._outbox_changed()  # the connection may be up already (a slow meter at boot): send it now
 
     @staticmethod
     def _boot_stop(row: TransactionRow, previous: PreviousRun, current_boot: str,

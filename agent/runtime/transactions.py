@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.core import events as ev
 from agent.errors import DiskFull
+from agent.metering import SignedValue
 from agent.ports import SampleTrigger, TxStarted, TxStopped
 from drivers.errors import DriverError
 
@@ -25,12 +26,12 @@ from agent.runtime.base import (
     STOP_METER_SETTLE_S,
     _Barrier,
 )
-from agent.runtime.metering import MeteringMixin
+from agent.runtime.signing import SigningMixin
 
 LOGGER = logging.getLogger(__name__)
 
 
-class TransactionsMixin(MeteringMixin, AuthorizationMixin):
+class TransactionsMixin(SigningMixin, AuthorizationMixin):
     """Recording starts and stops through the journal, and their confirmation."""
 
     def _reserve_tx_id(self) -> int:
@@ -41,6 +42,9 @@ class TransactionsMixin(MeteringMixin, AuthorizationMixin):
             raise
 
     def _on_tx_started(self, out: ev.TransactionStarted) -> None:
+        if self.signer(out.connector_id) is not None:
+            self._start_signed(out)  # the meter begins its legal transaction first (agent/runtime/signing.py)
+            return
         pending = self.connectors[out.connector_id].stop_recorded
         if pending is not None and not pending.done():
             # the previous session's StopTransaction is not queued yet: this start goes behind it, so the
@@ -61,14 +65,16 @@ class TransactionsMixin(MeteringMixin, AuthorizationMixin):
             LOGGER.exception("transaction %d could not be recorded", out.local_tx_id)
             self._start_failed(out)
 
-    def _record_start(self, out: ev.TransactionStarted, meter_start_wh: float) -> None:
+    def _record_start(self, out: ev.TransactionStarted, meter_start_wh: float, *, signed: SignedValue | None = None,
+                      at: float | None = None) -> None:
         if not self.flush_deferred():
             # the disk is full: no energy without a durable start (the records waiting in memory go first)
             raise DiskFull(str(self.store.path), f"{len(self._deferred)} records wait in memory")
-        begin = self.sample_of(out.connector_id, meter_start_wh)
+        at = out.timestamp if at is None else at
+        begin = replace(self.sample_of(out.connector_id, meter_start_wh), signed=signed)
         self.journal.started(TxStarted(out.local_tx_id, out.connector_id, out.id_tag, meter_start_wh,
-                                       out.timestamp, out.reservation_id, begin), self.stamp())
-        self.queue_sample(out.connector_id, out.local_tx_id, begin, SampleTrigger.BEGIN, out.timestamp)
+                                       at, out.reservation_id, begin, signed), self.stamp())
+        self.queue_sample(out.connector_id, out.local_tx_id, begin, SampleTrigger.BEGIN, at)
         interval = self.settings.sample_interval_s
         state = self.connectors[out.connector_id]
         state.next_sample_mono = time.monotonic() + interval if interval > 0 else None
@@ -117,6 +123,16 @@ class TransactionsMixin(MeteringMixin, AuthorizationMixin):
         task.add_done_callback(release)
 
     async def _finish_stop(self, out: ev.TransactionStopped, opened: asyncio.Future[None]) -> None:
+        if out.local_tx_id in self._signed_starts:
+            await self._wait_signed_start(out.local_tx_id)
+            if out.local_tx_id in self._unrecorded_tx:
+                self._unrecorded_tx.discard(out.local_tx_id)
+                LOGGER.warning("transaction %d was never recorded: no stop is sent for it", out.local_tx_id)
+                return
+            # its start was recorded only now: the stop decision could not be before
+            self._durable(f"stop decision of transaction {out.local_tx_id}",
+                          functools.partial(self.store.decide_stop, out.local_tx_id, out.reason.value,
+                                            out.timestamp))
         meter_stop = out.meter_stop_wh
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(opened, OPEN_RAMP_TIMEOUT_S + 3.0)
@@ -134,10 +150,14 @@ class TransactionsMixin(MeteringMixin, AuthorizationMixin):
             except DriverError as err:
                 LOGGER.warning("final meter read for transaction %d failed (%s); meterStop from the last "
                                "sample", out.local_tx_id, err)
+        # the power path is open: the meter's legal transaction ends now, its data set stored before the stop
+        signed = await self._end_legal(out.local_tx_id)
+        if signed is not None and signed.end_wh is not None:
+            meter_stop = signed.end_wh  # the reading the meter signed is the one the bill ends at
         end = self.sample_of(out.connector_id, meter_stop)
         # the id reported with the stop is the one that asked for it (a token of the same group, a master pass)
         stopped = TxStopped(out.local_tx_id, out.connector_id, meter_stop, out.timestamp, out.reason,
-                            out.stopped_by or out.id_tag, end)
+                            out.stopped_by or out.id_tag, end, signed)
         self._durable(f"stop of transaction {out.local_tx_id}",
                       functools.partial(self.journal.stopped, stopped, self.stamp()))
         self._outbox_changed()

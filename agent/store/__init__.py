@@ -25,6 +25,7 @@ from agent.store.operations import OperationsMixin, OpsEvent
 from agent.store.outbox import DEFAULT_PROTOCOL, ROW_OVERHEAD_BYTES, DeadLetter, OutboxMessage, OutboxMixin
 from agent.store.security_log import SECURITY_LOG_CAPACITY, SecurityEvent, SecurityLogMixin
 from agent.store.settings import SettingsMixin
+from agent.store.signed import LegalRecord, SignedValuesMixin
 from agent.store.transactions import PreviousRun, TransactionRow, TransactionsMixin
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "SECURITY_LOG_CAPACITY",
     "AuthEntry",
     "DeadLetter",
+    "LegalRecord",
     "OpsEvent",
     "OutboxMessage",
     "PreviousRun",
@@ -48,7 +50,8 @@ __all__ = [
 LOGGER = logging.getLogger(__name__)
 
 
-class Store(TransactionsMixin, OutboxMixin, AuthMixin, SettingsMixin, SecurityLogMixin, OperationsMixin, Db):
+class Store(TransactionsMixin, OutboxMixin, AuthMixin, SettingsMixin, SecurityLogMixin, OperationsMixin,
+            SignedValuesMixin, Db):
     """The agent's SQLite state: open once per process, call from one event loop (calls are serialised)."""
 
     def _after_open(self) -> None:

@@ -152,6 +152,23 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             clock_trusted INTEGER NOT NULL, detail TEXT NOT NULL)""",
         "CREATE TABLE ops_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
+    (
+        # a signing meter's legal transaction ('legal': asked of the meter, before it answers) and its signed
+        # data sets ('begin', 'end'), kept byte for byte before a message carries them (agent/store/signed.py)
+        """CREATE TABLE signed_values (
+            tx_local_id INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            connector_id INTEGER NOT NULL,
+            meter_tx_id TEXT NOT NULL,
+            data TEXT,
+            encoding TEXT,
+            signing_method TEXT,
+            public_key TEXT,
+            begin_wh REAL,
+            end_wh REAL,
+            wall_time REAL NOT NULL,
+            PRIMARY KEY (tx_local_id, kind))""",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -26,8 +26,9 @@ async def rig_factory(tmp_path: Path, office: BackOffice) -> AsyncIterator[objec
     rigs: list[Rig] = []
 
     async def make(ocpp: dict[str, object] | None = None, start: bool = True,
-                   hardware: dict[str, float] | None = None, ocpp_version: str = "1.6") -> Rig:
-        rig = Rig(tmp_path, office, ocpp, hardware, ocpp_version)
+                   hardware: dict[str, float] | None = None, ocpp_version: str = "1.6",
+                   sim_config: Path | None = None) -> Rig:
+        rig = Rig(tmp_path, office, ocpp, hardware, ocpp_version, sim_config)
         rigs.append(rig)
         if start:
             await rig.start()

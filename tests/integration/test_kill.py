@@ -131,7 +131,7 @@ def _ledger(rig: Rig, final_meter_wh: float) -> dict[str, Any]:
                 continue
             for mv in m["payload"]["meterValue"]:
                 for sv in mv["sampledValue"]:
-                    if sv["measurand"] == "Energy.Active.Import.Register":
+                    if sv["measurand"] == "Energy.Active.Import.Register" and sv.get("format") != "SignedData":
                         wh = float(sv["value"])
                         assert start["meterStart"] - 1 <= wh <= stop["meterStop"] + 1, (tx, wh, start, stop)
         intervals.append((start["meterStart"], stop["meterStop"], stop["reason"], tx))

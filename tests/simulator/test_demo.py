@@ -52,6 +52,17 @@ def test_demo_plays_the_same_session_over_ocpp_201(tmp_path: Path) -> None:
     assert out.rstrip().endswith("demo OK")
 
 
+def test_demo_signed_verifies_every_signed_data_set_at_the_end_of_its_ledger(tmp_path: Path) -> None:
+    result = run_demo(tmp_path, "--signed", "--ocpp", "2.0.1")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert re.search(r"signed data\s+Started\s+Transaction.Begin\s+B [\d.]+ kWh: verified \(pyocmf", out), out
+    assert re.search(r"signed data\s+Ended\s+Transaction.End\s+B [\d.]+ kWh, E [\d.]+ kWh: verified \(pyocmf",
+                     out), out
+    assert "signed data sets  2 of 2 verified" in out
+    assert out.rstrip().endswith("demo OK")
+
+
 class LedgerOnly:
     """Stands in for a running Demo: the back office's ledger of a hand-made 2.0.1 transaction."""
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from agent.clock import iso
 from agent.core.events import SessionEvent
-from agent.metering import Sample, billed_wh
+from agent.metering import Sample, SignedValue, billed_wh
+from agent.ocpp.signed import signed_data_text
 from agent.ocpp.v16.metering import meter_value
 from agent.ocpp.v16.statuses import stop_reason_16
 from agent.ports import SampleTrigger, Stamp, TxStarted, TxStopped
@@ -55,6 +56,17 @@ def ended_measurands_for(settings: Settings, trigger: SampleTrigger) -> Sequence
     return settings.ended_sampled_measurands
 
 
+def signed_values(value: SignedValue, context: str, local_tx_id: int) -> list[dict[str, str]]:
+    """The sampledValue of format SignedData that carries a signed data set (none if it cannot be carried)."""
+    text = signed_data_text(value)
+    if text is None:
+        LOGGER.error("transaction %d: a signed data set of %d characters exceeds what OCPP carries; not sent",
+                     local_tx_id, len(value.data))
+        return []
+    return [{"value": text, "context": context, "format": "SignedData", "measurand": "Energy.Active.Import.Register",
+             "location": "Outlet", "unit": "Wh"}]
+
+
 class V16Journal:
     """TransactionJournal for OCPP 1.6."""
 
@@ -82,6 +94,10 @@ class V16Journal:
                stamp: Stamp) -> bool:
         """MeterValues of the transaction (an intermediate sample may be thinned when the disk bound is hit)."""
         value = meter_value(sample, measurands_for(self.settings.current(), trigger), CONTEXTS[trigger], at)
+        if sample.signed is not None:
+            # the application note: the meter's begin data set rides in the Transaction.Begin MeterValues
+            value["sampledValue"] = [*cast(list[dict[str, str]], value["sampledValue"]),
+                                     *signed_values(sample.signed, CONTEXTS[trigger], local_tx_id)]
         if not value["sampledValue"]:
             return False
         payload = {"connectorId": connector_id, TX_ID_FIELD: TX_ID_PLACEHOLDER, "meterValue": [value]}
@@ -117,6 +133,11 @@ class V16Journal:
             end = meter_value(tx.end, measurands, CONTEXTS[SampleTrigger.END], tx.timestamp)
             if end["sampledValue"]:
                 data.append(end)
+        if tx.signed is not None:
+            # the end data set (it holds the begin reading too) in transactionData, context Transaction.End
+            signed = signed_values(tx.signed, CONTEXTS[SampleTrigger.END], tx.local_tx_id)
+            if signed:
+                data.append({"timestamp": iso(tx.timestamp), "sampledValue": signed})
         if data:
             payload["transactionData"] = data
         self.store.end_transaction(

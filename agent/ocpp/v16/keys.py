@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 
 from agent.config import (
@@ -12,6 +13,7 @@ from agent.config import (
     format_key_value,
     validate_key_value,
 )
+from agent.ocpp.signed import public_key_field
 from agent.ports import ChangeResult
 from agent.settings import TX_POINTS_16, PublishedSettings, Settings, parse_csl
 from agent.store import Store
@@ -22,6 +24,8 @@ __all__ = ["ChangeResult", "OcppKeys", "parse_csl"]
 
 KEY_PREFIX = "ocpp16."  # rows in the store's config table
 MEASURAND_KEYS = ("MeterValuesSampledData", "MeterValuesAlignedData", "StopTxnSampledData", "StopTxnAlignedData")
+# the application note's read-only key per connector with a signing meter: the key its data sets verify with
+METER_PUBLIC_KEY = re.compile(r"MeterPublicKey\[([1-9][0-9]{0,2})\]")
 
 
 
@@ -54,6 +58,8 @@ class OcppKeys(PublishedSettings):
         # each may refuse a change (returns a ChangeResult) or let it go on (None): security, measurands...
         self.change_guards: list[Callable[[str, int | bool | str], str | None]] = []
         self.secret_setter: Callable[[str, str], str] | None = None
+        # connector id -> its signing meter's public key (hex DER), set by the daemon from the runtime
+        self.meter_public_keys: Callable[[], dict[int, str]] = dict
         self._start_publishing()
 
     # ---- the typed settings the runtime reads (agent/settings.py) ---------------------------------
@@ -116,6 +122,8 @@ class OcppKeys(PublishedSettings):
 
     def change(self, key: str, value: str) -> str:
         """ChangeConfiguration: validate, persist, notify; return the 1.6 status."""
+        if METER_PUBLIC_KEY.fullmatch(key):
+            return ChangeResult.REJECTED  # read-only: the meter's own key
         try:
             typed = validate_key_value(key, value)
         except KeyError:
@@ -160,10 +168,15 @@ class OcppKeys(PublishedSettings):
                 LOGGER.warning("GetConfiguration asked for %d keys; answering the first %d (GetConfigurationMaxKeys)",
                                len(keys), limit)
                 keys = keys[:limit]
-        wanted = keys or sorted(OCPP16_KEYS)
+        meter_keys = {f"MeterPublicKey[{cid}]": public_key_field(key)
+                      for cid, key in sorted(self.meter_public_keys().items())}
+        wanted = keys or sorted(OCPP16_KEYS) + list(meter_keys)
         known: list[dict[str, object]] = []
         unknown: list[str] = []
         for key in wanted:
+            if key in meter_keys:
+                known.append({"key": key, "readonly": True, "value": meter_keys[key]})
+                continue
             spec = OCPP16_KEYS.get(key)
             if spec is None or spec.secret:
                 if keys:

@@ -194,6 +194,9 @@ CATALOGUE: tuple[VariableSpec, ...] = (
     _v("OCPPCommCtrlr", "NetworkProfileConnectionAttempts", _I, "3", min_limit=1, max_limit=100),
     _v("OCPPCommCtrlr", "OfflineThreshold", _I, "60", unit="s", min_limit=0),
     _v("OCPPCommCtrlr", "ResetRetries", _I, "2", min_limit=0),
+    # a signing meter's key goes into every signedMeterValue (agent/ocpp/signed.py; docs/signed-values.md)
+    _v("OCPPCommCtrlr", "PublicKeyWithSignedMeterValue", DataType.OPTION_LIST, "EveryMeterValue",
+       values_list=("Never", "OncePerTransaction", "EveryMeterValue"), mutability=_RO),
     # TxCtrlr
     _v("TxCtrlr", "EVConnectionTimeOut", _I, "60", unit="s", min_limit=0, setting="connection_timeout_s"),
     _v("TxCtrlr", "StopTxOnEVSideDisconnect", _B, "true", setting="stop_transaction_on_ev_side_disconnect"),

@@ -16,7 +16,8 @@ from typing import Any
 from agent.clock import iso
 from agent.core import events as ev
 from agent.core.events import SessionEvent, StopReason
-from agent.metering import Sample
+from agent.metering import Sample, SignedValue
+from agent.ocpp.signed import signed_meter_value
 from agent.ocpp.v201.metering import CONTEXTS, ENERGY, energy_value, meter_value
 from agent.ports import SampleTrigger, Stamp, TxStarted, TxStopped
 from agent.settings import Settings, SettingsSource
@@ -85,6 +86,18 @@ def ended_measurands_for(settings: Settings, trigger: SampleTrigger) -> Sequence
     if trigger is SampleTrigger.CLOCK:
         return settings.ended_aligned_measurands
     return settings.ended_sampled_measurands
+
+
+def _sign(value: dict[str, Any], signed: SignedValue | None, local_tx_id: int) -> None:
+    """Put a signed data set on the energy register of a Begin or End meterValue (its first sampledValue)."""
+    if signed is None:
+        return
+    obj = signed_meter_value(signed)
+    if obj is None:
+        LOGGER.error("transaction %d: a signed data set of %d characters exceeds signedMeterData; not sent",
+                     local_tx_id, len(signed.data))
+        return
+    value["sampledValue"][0]["signedMeterValue"] = obj
 
 
 class V201Journal:
@@ -168,6 +181,7 @@ class V201Journal:
         payload["idToken"] = {"idToken": tx.id_tag, "type": token_type}
         # the begin reading the bill starts from (Transaction.Begin), with the other TxStartedMeasurands
         begin = energy_value(tx.meter_start_wh, CONTEXTS[SampleTrigger.BEGIN], tx.timestamp)
+        _sign(begin, tx.signed, tx.local_tx_id)
         measurands = [m for m in self.settings.current().started_measurands if m != ENERGY]
         if tx.begin is not None and measurands:
             begin["sampledValue"] += meter_value(tx.begin, measurands, CONTEXTS[SampleTrigger.BEGIN],
@@ -215,6 +229,7 @@ class V201Journal:
             payload["idToken"] = {"idToken": tx.id_tag, "type": token_type}
         values = self._tx_data(tx.local_tx_id)
         end = energy_value(tx.meter_stop_wh, CONTEXTS[SampleTrigger.END], tx.timestamp)
+        _sign(end, tx.signed, tx.local_tx_id)
         measurands = [m for m in self.settings.current().ended_sampled_measurands if m != ENERGY]
         if tx.end is not None and measurands:
             # the register is the stop reading itself (meterStop), whatever the sample says
