@@ -171,6 +171,23 @@ def release_hardware(hw: Hardware) -> None:
             release()
 
 
+def build_problem_button(cfg: AgentConfig) -> Any | None:
+    """The drivers' "report a problem" push button (`[operations] problem_button_pin`), None without one.
+
+    Not a safety input: a pin that cannot be set up is logged and the charge point runs without the button.
+    """
+    pin = cfg.operations.problem_button_pin
+    if pin is None:
+        return None
+    from drivers.gpio import GpioPushButton
+
+    try:
+        return GpioPushButton("problem_button", pin)
+    except DriverError as err:
+        LOGGER.error("no problem button: %s", err)
+        return None
+
+
 @dataclass(frozen=True)
 class Services:
     """The services built for one agent."""
@@ -317,6 +334,9 @@ async def serve(cfg: AgentConfig) -> int:
     loop = asyncio.get_running_loop()
     exit_future: asyncio.Future[int] = loop.create_future()
     agent.exit_requested = exit_future
+    problem_button = build_problem_button(cfg)
+    if problem_button is not None:
+        agent.operations.bind_button(problem_button, loop)  # presses arrive in the GPIO thread
 
     def request_exit() -> None:
         if not exit_future.done():
@@ -411,6 +431,9 @@ async def serve(cfg: AgentConfig) -> int:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(hw.reader.close(), 2.0)
         release_hardware(hw)
+        if problem_button is not None:
+            with contextlib.suppress(Exception):
+                problem_button.release()
         await pool.close()
         with contextlib.suppress(Exception):
             agent.operations.close()  # the last minute of the ledger; the next start's gap begins here
