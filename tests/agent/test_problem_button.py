@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from gpiozero.pins.mock import MockFactory
 from agent.config import parse_config
 from agent.core import events as ev
 from agent.daemon import build_hardware, build_problem_button
+from agent.diag.bundle import MAX_PROBLEM_REPORTS, write_bundle
 from agent.ocpp.v16.operations import V16OperationsReporter
 from agent.store import Store
 from drivers.base import IndicatorState
@@ -182,6 +184,42 @@ async def test_a_burst_of_presses_is_one_report_and_a_later_press_another(
         assert len(store.ops_events(kind="problem")) == 2
     finally:
         button.release()
+        for devices in hw.connectors.values():
+            devices.contactor.release()
+            devices.indicator.release()  # type: ignore[union-attr]
+        await pool.close()
+        store.close()
+
+
+def bundled_problems(path: Path) -> list[dict[str, Any]]:
+    with tarfile.open(path) as tar:
+        member = tar.extractfile("problem-reports.json")
+        assert member is not None
+        result: list[dict[str, Any]] = json.load(member)
+        return result
+
+
+async def test_the_next_diagnostics_bundle_carries_the_reports_since_the_last_one(
+        tmp_path: Path, factory: MockFactory) -> None:
+    cfg = parse_config(config_text(tmp_path / "state", button=False))
+    pool = BusPool()
+    hw = build_hardware(cfg, pool)
+    store = Store(tmp_path / "agent.db")
+    agent = agent_for(cfg, store, hw)
+    agent.log_lines = lambda: ["2026-01-01 10:00:00 WARNING meter1 silent"]
+    try:
+        first = agent.operations.problem("technician", "display dark", 1)
+        bundled = bundled_problems(write_bundle(agent, tmp_path / "b1", []))
+        assert [p["reportId"] for p in bundled] == [first["reportId"]]
+        assert bundled[0]["note"] == "display dark"
+        assert bundled[0]["log"] == ["2026-01-01 10:00:00 WARNING meter1 silent"]
+        assert bundled[0]["connectors"]["1"]["status"] and "queue" in bundled[0]
+        assert bundled_problems(write_bundle(agent, tmp_path / "b2", [])) == []  # already carried
+        reports = [agent.operations.problem("technician", f"report {i}")["reportId"]
+                   for i in range(MAX_PROBLEM_REPORTS + 3)]
+        bundled = bundled_problems(write_bundle(agent, tmp_path / "b3", []))
+        assert [p["reportId"] for p in bundled] == reports[::-1][:MAX_PROBLEM_REPORTS]  # bounded: the newest
+    finally:
         for devices in hw.connectors.values():
             devices.contactor.release()
             devices.indicator.release()  # type: ignore[union-attr]
