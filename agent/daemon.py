@@ -220,6 +220,7 @@ def _build_v201(cfg: AgentConfig, store: Store, hw: Hardware
     from agent.ocpp.v201.device_model import DeviceModel
     from agent.ocpp.v201.journal import V201Journal
     from agent.ocpp.v201.monitors import MonitorEngine
+    from agent.ocpp.v201.operations import wire_operations
     from agent.ocpp.v201.profiles import stored_profiles as v201_stored_profiles
     from agent.ocpp.v201.reservations import reservation_reporter
 
@@ -233,6 +234,7 @@ def _build_v201(cfg: AgentConfig, store: Store, hw: Hardware
     journal = V201Journal(store, model, evse_of=lambda cid: numbering.get(cid, (cid, 1)))
     agent = Agent(cfg, store, hw, model, journal, model, profiles=v201_stored_profiles(store))  # 2.0.1 codec
     numbering.update(evse_numbering(agent.core.evses))
+    wire_operations(agent.operations, model)  # the ledger's variables and NotifyEvents
     # N02-N08, G05: monitors and fault notifications, offline too; the task ends with the agent's others
     agent._spawn(MonitorEngine(agent, model, numbering).run(), "monitors")
 
