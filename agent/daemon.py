@@ -171,6 +171,23 @@ def release_hardware(hw: Hardware) -> None:
             release()
 
 
+def build_problem_button(cfg: AgentConfig) -> Any | None:
+    """The drivers' "report a problem" push button (`[operations] problem_button_pin`), None without one.
+
+    Not a safety input: a pin that cannot be set up is logged and the charge point runs without the button.
+    """
+    pin = cfg.operations.problem_button_pin
+    if pin is None:
+        return None
+    from drivers.gpio import GpioPushButton
+
+    try:
+        return GpioPushButton("problem_button", pin)
+    except DriverError as err:
+        LOGGER.error("no problem button: %s", err)
+        return None
+
+
 @dataclass(frozen=True)
 class Services:
     """The services built for one agent."""
@@ -204,6 +221,7 @@ def _build_v201(cfg: AgentConfig, store: Store, hw: Hardware
     from agent.ocpp.v201.device_model import DeviceModel
     from agent.ocpp.v201.journal import V201Journal
     from agent.ocpp.v201.monitors import MonitorEngine
+    from agent.ocpp.v201.operations import wire_operations
     from agent.ocpp.v201.profiles import stored_profiles as v201_stored_profiles
     from agent.ocpp.v201.reservations import reservation_reporter
 
@@ -217,6 +235,7 @@ def _build_v201(cfg: AgentConfig, store: Store, hw: Hardware
     journal = V201Journal(store, model, evse_of=lambda cid: numbering.get(cid, (cid, 1)))
     agent = Agent(cfg, store, hw, model, journal, model, profiles=v201_stored_profiles(store))  # 2.0.1 codec
     numbering.update(evse_numbering(agent.core.evses))
+    wire_operations(agent.operations, model)  # the ledger's variables and NotifyEvents
     # N02-N08, G05: monitors and fault notifications, offline too; the task ends with the agent's others
     agent._spawn(MonitorEngine(agent, model, numbering).run(), "monitors")
 
@@ -318,6 +337,9 @@ async def serve(cfg: AgentConfig) -> int:
     loop = asyncio.get_running_loop()
     exit_future: asyncio.Future[int] = loop.create_future()
     agent.exit_requested = exit_future
+    problem_button = build_problem_button(cfg)
+    if problem_button is not None:
+        agent.operations.bind_button(problem_button, loop)  # presses arrive in the GPIO thread
 
     def request_exit() -> None:
         if not exit_future.done():
@@ -412,6 +434,9 @@ async def serve(cfg: AgentConfig) -> int:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(hw.reader.close(), 2.0)
         release_hardware(hw)
+        if problem_button is not None:
+            with contextlib.suppress(Exception):
+                problem_button.release()
         await pool.close()
         with contextlib.suppress(Exception):
             agent.operations.close()  # the last minute of the ledger; the next start's gap begins here

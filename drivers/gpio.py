@@ -1,4 +1,4 @@
-"""GPIO drivers over gpiozero: contactor with mirror contact, e-stop, indicator LEDs, connector lock.
+"""GPIO drivers over gpiozero: contactor with mirror contact, e-stop, indicator LEDs, connector lock, push button.
 
 gpiozero pins are process-global state: the pin factory is chosen once with `select_pin_factory()`
 ("mock" and "evsesim" for the simulator, "lgpio" etc. on a Pi) and every device must be `close()`d.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from gpiozero import RGBLED, Device, DigitalInputDevice, DigitalOutputDevice
+from gpiozero import RGBLED, Button, Device, DigitalInputDevice, DigitalOutputDevice
 from gpiozero.exc import GPIOZeroError
 
 from drivers.base import IndicatorState
@@ -457,6 +457,51 @@ class GpioEmergencyStop:
         if self._input is not None:
             self._input.close()
             self._input = None
+
+    def release(self) -> None:
+        """Same as close()."""
+        self.close()
+
+
+class GpioPushButton:
+    """A momentary push button (a driver's "report a problem"): one callback per debounced press."""
+
+    def __init__(self, name: str, pin: PinId, pull_up: bool = True, bounce_s: float = DEFAULT_BOUNCE_S,
+                 pin_factory: Any = None) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+        self.presses = 0
+        try:
+            # pulled up, the button shorts the pin to ground; gpiozero drops edges within bounce_time
+            self._button: Button | None = Button(pin, pull_up=pull_up, bounce_time=bounce_s or None,
+                                                 pin_factory=pin_factory)
+        except GPIOZeroError as err:
+            raise _wrap_gpio(name, "the push button input", err) from err
+        self._button.when_pressed = self._pressed
+
+    def _pressed(self) -> None:
+        """Runs in the GPIO thread: tell the listeners (they hand it to their event loop)."""
+        with self._lock:
+            self.presses += 1
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                LOGGER.exception("%s: press callback failed", self.name)
+
+    def on_press(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` on every press, in the GPIO thread (use call_soon_threadsafe)."""
+        with self._lock:
+            self._callbacks.append(callback)
+
+    def close(self) -> None:
+        """Release the input pin."""
+        with self._lock:
+            button, self._button = self._button, None
+        if button is not None:
+            button.close()
 
     def release(self) -> None:
         """Same as close()."""

@@ -1,7 +1,8 @@
 """The diagnostics archive: what `evsectl bundle` writes and GetDiagnostics uploads.
 
 Config with secrets removed, recent logs and OCPP frames, a summary of the database (never the payloads of
-the auth list), versions and device health. It holds nothing a back office must not see.
+the auth list), the problem reports since the last archive with their snapshots, versions and device health.
+It holds nothing a back office must not see.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from agent.store import Store
 
 PACKAGES = ("evse-agent", "ocpp", "websockets", "pymodbus", "pyserial", "gpiozero")
 MAX_LOG_BYTES = 5_000_000
+MAX_PROBLEM_REPORTS = 20  # problem reports (each with up to 200 log lines) per archive: the newest are kept
+PROBLEMS_BUNDLED_KEY = "bundle.problems_after"  # ops_state: the last problem report an archive carried
 
 
 class BundleSource(Protocol):
@@ -67,6 +70,15 @@ def _in_window(line: str, start: float | None, stop: float | None) -> bool:
     return (start is None or stamp >= start) and (stop is None or stamp <= stop)
 
 
+def _problem_reports(store: Store) -> tuple[list[dict[str, Any]], int | None]:
+    """The problem reports (with their snapshots) since the last archive, newest first, and the newest id."""
+    after = int(store.ops_state().get(PROBLEMS_BUNDLED_KEY, "0") or 0)
+    events = [e for e in store.ops_events(MAX_PROBLEM_REPORTS, kind="problem") if e.id > after]
+    reports = [{"reportId": e.id, "connector": e.connector_id, "wall_time": e.wall_time,
+                "clock_trusted": e.clock_trusted, **e.detail} for e in events]
+    return reports, (events[0].id if events else None)
+
+
 def write_bundle(source: BundleSource, dest_dir: Path, log_lines: list[str], *, start: float | None = None,
                  stop: float | None = None) -> Path:
     """Write the archive into dest_dir and return its path."""
@@ -88,6 +100,7 @@ def write_bundle(source: BundleSource, dest_dir: Path, log_lines: list[str], *, 
         ],
     }
     ocpp_keys, _ = source.keys.entries()
+    problems, newest_problem = _problem_reports(store)
     tmp = path.with_name(path.name + ".part")
     with tarfile.open(tmp, "w:gz") as tar:
         _add(tar, "config.json", json.dumps(source.config.redacted(), indent=2, default=str).encode())
@@ -97,6 +110,7 @@ def write_bundle(source: BundleSource, dest_dir: Path, log_lines: list[str], *, 
             status["cards"] = masked_cards(status["cards"])
         _add(tar, "status.json", json.dumps(status, indent=2, default=str).encode())
         _add(tar, "database.json", json.dumps(summary, indent=2, default=str).encode())
+        _add(tar, "problem-reports.json", json.dumps(problems, indent=2, default=str).encode())
         _add(tar, "versions.json", json.dumps(_versions(), indent=2).encode())
         text = "\n".join(line for line in log_lines if _in_window(line, start, stop))
         _add(tar, "agent.log", text.encode()[-MAX_LOG_BYTES:])
@@ -106,4 +120,6 @@ def write_bundle(source: BundleSource, dest_dir: Path, log_lines: list[str], *, 
             lines = [ln for ln in data.decode(errors="replace").splitlines() if _in_window(ln, start, stop)]
             _add(tar, candidate.name, "\n".join(lines).encode())
     tmp.replace(path)
+    if newest_problem is not None:  # the next archive starts after these (only once this one exists)
+        store.ops_set_state({PROBLEMS_BUNDLED_KEY: str(newest_problem)})
     return path

@@ -46,6 +46,7 @@ ACK_BLINK_S = 1.5  # the indicator shows "off" this long to acknowledge a proble
 SNAPSHOT_LOG_LINES = 200  # log lines kept with a problem report
 SNAPSHOT_LINE_CHARS = 300
 NOTE_CHARS = 200
+BUTTON_HOLDOFF_S = 10.0  # presses closer than this are one report: a driver pressing again and again floods nothing
 MAX_SAMPLE_DELTA_WH = 1_000_000.0  # a register step above this between two samples is not energy delivered
 
 # service intervals (config [operations] overrides): the counter that decides, and its default
@@ -81,6 +82,12 @@ class AgentView(Protocol):
     def execute(self, outputs: list[ev.Output]) -> None: ...
 
     def _outbox_changed(self) -> None: ...
+
+
+class PushButton(Protocol):
+    """A push button whose press callback runs in the pin library's thread (drivers/gpio.py GpioPushButton)."""
+
+    def on_press(self, callback: Callable[[], None]) -> None: ...
 
 
 class OperationsReporter(Protocol):
@@ -191,6 +198,7 @@ class Operations:
         self._registers = {int(k.removeprefix("reg.")): float(v) for k, v in state.items() if k.startswith("reg.")}
         self._day = int(float(state.get("day", now // DAY_S * DAY_S)))
         self._identities_checked = False
+        self._last_press_mono: float | None = None
         self.gap_note = self._record_gap(state, now)
 
     # ---- start and gaps
@@ -455,6 +463,22 @@ class Operations:
         LOGGER.warning("problem reported (%s): %s", source, note[:NOTE_CHARS])
         self._acknowledge(connector_id)
         return {**detail, "reportId": event_id}
+
+    def bind_button(self, button: PushButton, loop: asyncio.AbstractEventLoop) -> None:
+        """A driver's "report a problem" button: each press is handed from the GPIO thread to the loop."""
+        def from_gpio_thread() -> None:
+            loop.call_soon_threadsafe(self.button_pressed)
+
+        button.on_press(from_gpio_thread)
+
+    def button_pressed(self) -> dict[str, Any] | None:
+        """A press of the problem button, in the event loop: a report as `evsectl report-problem` makes."""
+        mono = time.monotonic()
+        if self._last_press_mono is not None and 0 <= mono - self._last_press_mono < BUTTON_HOLDOFF_S:
+            LOGGER.info("problem button pressed again within %.0f s: the same report", BUTTON_HOLDOFF_S)
+            return None
+        self._last_press_mono = mono
+        return self.problem("button")
 
     def _acknowledge(self, connector_id: int) -> None:
         """Blink the indicators off once: the button was heard."""

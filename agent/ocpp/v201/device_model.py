@@ -354,6 +354,35 @@ def dc_vehicle_variables(at: dict[str, Any], live: dict[str, Any]) -> list[Varia
     ]
 
 
+OPERATIONS_PERIODS = ("Day", "Year")  # variable instances: the UTC day so far, the last 365 days (NEVI's period)
+OPERATIONS_WEAR = ("ContactorOperations", "ContactorOperationsUnderLoad", "PlugCycles", "LockCycles")
+
+
+def operations_variables(config: AgentConfig) -> list[VariableSpec]:
+    """The operations ledger's figures (docs/operations.md), read-only, values read live from the ledger by
+    agent/ocpp/v201/operations.py: uptime, sessions and energy per period, wear since the last service."""
+    # Uncertain: appendix 3 names no uptime, usage or wear counters; they sit on a custom OperationsCtrlr
+    # component, one per EVSE (the ports NEVI counts), with the period as the variable instance.
+    live: dict[str, Any] = {"mutability": _RO, "persistent": False}
+    specs: list[VariableSpec] = [_v("OperationsCtrlr", "ProblemReport", _I, "0", **live)]
+    for conn in config.connectors:
+        at: dict[str, Any] = {"evse_id": conn.id}
+        for period in OPERATIONS_PERIODS:
+            specs += [
+                _v("OperationsCtrlr", "Uptime", _D, None, unit="Percent", variable_instance=period, **live, **at),
+                _v("OperationsCtrlr", "Sessions", _I, "0", variable_instance=period, **live, **at),
+                _v("OperationsCtrlr", "Energy", _D, "0", unit="Wh", variable_instance=period, **live, **at),
+            ]
+        specs += [_v("OperationsCtrlr", name, _I, "0", **live, **at) for name in OPERATIONS_WEAR]
+        specs += [
+            _v("OperationsCtrlr", "OperatingHours", _D, "0", unit="h", **live, **at),
+            _v("OperationsCtrlr", "MaintenanceDue", _B, "false", **live, **at),
+            _v("OperationsCtrlr", "Replacement", _S, "", max_limit=250, **live, **at),
+            _v("OperationsCtrlr", "ProblemReport", _I, "0", **live, **at),
+        ]
+    return specs
+
+
 def check_value(spec: VariableSpec, value: str) -> str:
     """The value in its canonical wire form; ValueError when it does not fit the type and characteristics."""
     dtype = spec.data_type
@@ -445,7 +474,8 @@ class DeviceModel(PublishedSettings):
         self._store = store
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
         self._specs: dict[str, VariableSpec] = {}
-        for spec in (*CATALOGUE, *station_variables(config), *measured_variables(config)):
+        for spec in (*CATALOGUE, *station_variables(config), *measured_variables(config),
+                     *operations_variables(config)):
             assert spec.key not in self._specs, spec.key
             self._specs[spec.key] = spec
         # values by (vocabulary name, attribute), in wire form

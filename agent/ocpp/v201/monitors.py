@@ -133,6 +133,13 @@ def _fmt(value: float | None) -> str | None:
     return None if value is None else f"{round(value, 3):g}"
 
 
+def next_event_id(store: Any) -> int:
+    """The next NotifyEvent eventId of the station (the counter the monitors number their events with)."""
+    value = max(1, int(store.config_get(ROW + "event_id") or 1))
+    store.config_set(ROW + "event_id", str(value + 1))
+    return value
+
+
 class MonitorEngine:
     """The monitors of one charging station, evaluated on live values, with NotifyEvent delivery."""
 
