@@ -21,6 +21,7 @@ from tests.agent.wiring import patch_runtime
 from tests.integration.test_week_offline import FakeClock, StepMeter, config_text
 
 ENERGY = "Energy.Active.Import.Register"
+TEST_TIMEOUT_S = 60.0  # a hang fails the test instead of the whole run
 
 
 async def ended_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables: dict[str, str],
@@ -63,8 +64,11 @@ async def ended_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables
         (ended,) = [m.payload for m in store.pending() if m.payload.get("eventType") == "Ended"]
         return ended
     finally:
-        actuator.cancel()
-        await asyncio.gather(actuator, return_exceptions=True)
+        # the agent's own tasks too (the monitor engine the 2.0.1 build starts, authorizations, stops)
+        tasks = [actuator, *agent._tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=5.0)
         contactor.release()
         store.close()
         Device.pin_factory.reset()
@@ -72,9 +76,9 @@ async def ended_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variables
 
 async def test_j02_tx_ended_interval_keeps_values_at_its_own_interval(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    ended = await ended_event(tmp_path, monkeypatch, {
+    ended = await asyncio.wait_for(ended_event(tmp_path, monkeypatch, {
         "SampledDataCtrlr.TxUpdatedInterval": "60", "SampledDataCtrlr.TxEndedMeasurands": ENERGY,
-        "SampledDataCtrlr.TxEndedInterval": "300"}, minutes=20)
+        "SampledDataCtrlr.TxEndedInterval": "300"}, minutes=20), TEST_TIMEOUT_S)
     values = ended["meterValue"]
     periodic = [v for v in values if v["sampledValue"][0].get("context") == "Sample.Periodic"]
     assert len(periodic) == 4  # minutes 5, 10, 15, 20 of a 20-minute session, not one a minute
@@ -83,7 +87,7 @@ async def test_j02_tx_ended_interval_keeps_values_at_its_own_interval(tmp_path: 
 
 async def test_j02_tx_ended_interval_zero_keeps_only_the_end(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    ended = await ended_event(tmp_path, monkeypatch, {
+    ended = await asyncio.wait_for(ended_event(tmp_path, monkeypatch, {
         "SampledDataCtrlr.TxUpdatedInterval": "60", "SampledDataCtrlr.TxEndedMeasurands": ENERGY,
-        "SampledDataCtrlr.TxEndedInterval": "0"}, minutes=10)
+        "SampledDataCtrlr.TxEndedInterval": "0"}, minutes=10), TEST_TIMEOUT_S)
     assert [v["sampledValue"][0]["context"] for v in ended["meterValue"]] == ["Transaction.End"]
