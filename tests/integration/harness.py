@@ -179,7 +179,7 @@ class Rig:
         self.sim_call("/estop", {"pressed": pressed})
 
     def sim_state(self) -> dict[str, Any]:
-        return self.sim_call("/state", method="GET")  # type: ignore[no-any-return]
+        return self.sim_call("/state", method="GET")
 
     # ---- what the back office saw --------------------------------------------------------------
 
@@ -205,7 +205,7 @@ class Rig:
             return None
 
         try:
-            return await self.office.wait_for(found, timeout=timeout)  # type: ignore[no-any-return]
+            return await self.office.wait_for(found, timeout=timeout)
         except TimeoutError:
             seen = [(p["status"], p["errorCode"]) for p in self.statuses(connector)]
             raise AssertionError(f"connector {connector} never reported {status}; saw {seen}\n"
@@ -213,7 +213,7 @@ class Rig:
 
     async def wait_call(self, action: str, count: int = 1, timeout: float = 15.0) -> dict[str, Any]:
         try:
-            return await self.office.wait_for(action, timeout=timeout, cp_id=CP_ID, count=count)  # type: ignore[no-any-return]
+            return await self.office.wait_for(action, timeout=timeout, cp_id=CP_ID, count=count)
         except TimeoutError:
             raise AssertionError(f"no {action} #{count}\n{self.agent_log()[-3000:]}") from None
 

@@ -25,7 +25,7 @@ async def wait_event(rig: Rig, event_type: str, count: int = 1, timeout: float =
         return answered[count - 1] if len(answered) >= count else None
 
     try:
-        return await rig.office.wait_for(found, timeout=timeout)  # type: ignore[no-any-return]
+        return await rig.office.wait_for(found, timeout=timeout)
     except TimeoutError:
         raise AssertionError(f"no TransactionEvent {event_type} #{count}; saw "
                              f"{[(p['eventType'], p['triggerReason']) for p in events(rig)]}\n"

@@ -1,4 +1,4 @@
-"""A week offline (make soak; a day in make test) with a simulated clock: 4 connectors charging, a MeterValues
+"""A week offline (make soak; a day in make test, half a day for 2.0.1) with a simulated clock: 4 connectors charging, a MeterValues
 sample every minute (a TransactionEvent Updated under 2.0.1), then the back office comes back and everything is
 delivered, in order (2.0.1: seqNo without gaps, every event `offline`), with the agent's memory flat throughout.
 
@@ -134,7 +134,8 @@ V201_VARIABLES = {"SampledDataCtrlr.TxUpdatedInterval": "60", "AlignedDataCtrlr.
 @pytest.mark.parametrize("version", ["1.6", "2.0.1"])
 async def test_a_day_offline_then_drain_in_order_memory_flat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              version: str) -> None:
-    await _offline_then_drain(tmp_path, monkeypatch, CI_MINUTES, version)
+    # 2.0.1 sends one event per sample instead of 1.6's batched MeterValues: half the day keeps make test short
+    await _offline_then_drain(tmp_path, monkeypatch, CI_MINUTES if version == "1.6" else CI_MINUTES // 2, version)
 
 
 @pytest.mark.soak
