@@ -106,6 +106,14 @@ class OutboxMixin(Db):
             with self._write(durable=False):
                 pass  # _write_began deletes them
 
+    def _try_flush_acks(self) -> None:
+        """_flush_acks where a failure (a full disk) must not stop the sender: they stay batched, peek skips
+        them, the next write commits them."""
+        try:
+            self._flush_acks()
+        except StoreError as err:
+            LOGGER.warning("%d batched acknowledgements not committed yet: %s", len(self._pending_acks()), err)
+
     def close(self) -> None:
         """Commit the batched acknowledgements, then close."""
         if self._conn is not None:
@@ -295,7 +303,7 @@ class OutboxMixin(Db):
         """
         acked = self._pending_acks()
         if acked and time.monotonic() - self._acked_since >= ACK_BATCH_S:
-            self._flush_acks()
+            self._try_flush_acks()
         with self._read() as conn:
             row = conn.execute(
                 f"SELECT {self._OUTBOX_COLUMNS} FROM outbox LEFT JOIN transactions USING (tx_local_id) "
@@ -303,7 +311,7 @@ class OutboxMixin(Db):
                 (self._acked_through,),
             ).fetchone()
         if row is None and acked:
-            self._flush_acks()  # the queue drained: nothing left to batch them with
+            self._try_flush_acks()  # the queue drained: nothing left to batch them with
         return None if row is None else self._outbox_row(row)
 
     # select from outbox LEFT JOIN transactions USING (tx_local_id)
@@ -374,7 +382,9 @@ class OutboxMixin(Db):
             LOGGER.warning("ack of outbox message %d that is not queued (already acked or thinned)", msg_id)
             return
         action, tx_local_id, size, thinnable, behind = row
-        if backoffice_tx_id is None and thinnable and not behind and msg_id > self._acked_through:
+        # a batch that could not be committed (full disk) stops batching: this ack commits, or raises, at once
+        if (backoffice_tx_id is None and thinnable and not behind and msg_id > self._acked_through
+                and len(acked) < ACK_BATCH):
             if not acked:
                 self._acked_since = time.monotonic()
             acked.append(msg_id)
@@ -382,7 +392,7 @@ class OutboxMixin(Db):
             self._acked_through = msg_id
             self._outbox_bytes -= int(size) + ROW_OVERHEAD_BYTES
             if len(acked) >= ACK_BATCH or time.monotonic() - self._acked_since >= ACK_BATCH_S:
-                self._flush_acks()
+                self._try_flush_acks()
             return
         with self._write() as conn:
             conn.execute("DELETE FROM outbox WHERE id = ?", (msg_id,))

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from agent.errors import DiskFull
 from agent.store import Store
 from agent.store.outbox import ACK_BATCH
 from tests.agent.test_session import Rig
@@ -192,3 +193,20 @@ def test_one_sync_groups_the_fsyncs_of_several_writes(store: Store, monkeypatch:
         pass  # nothing written, nothing to sync
     assert syncs == ["wal"]
 
+
+
+def test_a_failed_batch_commit_does_not_stop_the_sender(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    tx, start = begin_tx(store)
+    store.ack(start, backoffice_tx_id=1)
+    first, second = (put(store, "MeterValues", meter_values(0, i), tx) for i in range(2))
+    store.ack(first)
+    store.ack(second)
+
+    def full() -> None:
+        raise DiskFull(str(store.path), "database or disk is full")
+
+    monkeypatch.setattr(store, "_flush_acks", full)
+    assert store.peek() is None  # the queue drained; the commit failed: no exception for the sender
+    monkeypatch.undo()
+    assert set(raw_rows(store.path)) == {first, second}
+    assert store.pending_count() == 0 and raw_rows(store.path) == {}
