@@ -267,6 +267,7 @@ class Session:
     async def _outbox_loop(self) -> None:
         """Drain the outbox strictly in order, one call in flight."""
         store = self.agent.store
+        missing_logged = 0  # the message whose missing transaction id was logged (once, not every step)
         while True:
             msg = store.peek()
             if msg is None:
@@ -276,6 +277,17 @@ class Session:
                 continue
             if msg.protocol != self.agent.journal.protocol:
                 self._keep_foreign(msg)
+                continue
+            if msg.tx_id_missing:
+                # never sent with the placeholder: the id comes with the answer to the transaction's start,
+                # which is queued before it (or -1 once that start became a dead letter)
+                if msg.id != missing_logged:
+                    missing_logged = msg.id
+                    LOGGER.error("%s %d waits: the back office's id of transaction %s is not known yet",
+                                 msg.action, msg.id, msg.tx_local_id)
+                self.outbox_event.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.outbox_event.wait(), OUTBOX_WAIT_STEP_S)
                 continue
             wait = msg.next_attempt_at - time.monotonic()
             if wait > 0:

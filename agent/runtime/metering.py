@@ -103,6 +103,12 @@ class MeteringMixin(DurableWritesMixin):
         self._outbox_changed()
 
     def _sample_meters(self) -> None:
+        # The pass's records (each sample, its end values, the transaction row's reading) commit one by one but
+        # share one fsync, taken before this returns: before anything can be sent (docs/bench.md).
+        with self.store.one_sync():
+            self._sample_meters_once()
+
+    def _sample_meters_once(self) -> None:
         # One instant for the whole pass, aligned first: a periodic sample stamped after an aligned instant is
         # queued after that instant's sample, so each transaction's MeterValues stay in time order.
         now = self.now()

@@ -6,6 +6,7 @@ cut after a return loses nothing. Payloads are stored as JSON text in their wire
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -335,14 +336,26 @@ class Db:
             raise StoreError(f"state database {self.path} is closed")
         return self._conn
 
+    _sync_group_depth = 0  # > 0 inside one_sync(): commits skip their fsync, the group's end does one
+    _sync_group_dirty = False
+
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, committed (fsync, synchronous=FULL) before the block's caller returns."""
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed (fsync, synchronous=FULL) before the block's caller returns.
+
+        durable=False commits with synchronous=NORMAL: in WAL mode that survives a crash of the process but a
+        power cut may undo it (until the next FULL commit or checkpoint, which makes it durable too).
+        """
         with self._lock:
             conn = self._connection()
+            grouped = self._sync_group_depth > 0
+            relaxed = grouped or not durable
             try:
+                if relaxed:
+                    conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("BEGIN IMMEDIATE")
                 try:
+                    self._write_began(conn)
                     yield conn
                 except BaseException:
                     if conn.in_transaction:
@@ -350,6 +363,9 @@ class Db:
                     self._bytes_stale = True  # in-memory counters may have moved with the rolled-back rows
                     raise
                 conn.execute("COMMIT")
+                if grouped and durable:
+                    self._sync_group_dirty = True
+                self._write_committed()
             except sqlite3.Error as err:
                 if conn.in_transaction:
                     try:
@@ -358,6 +374,44 @@ class Db:
                         LOGGER.debug("rollback after %s failed", err)
                 self._bytes_stale = True
                 raise self._translate(err) from err
+            finally:
+                if relaxed:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("PRAGMA synchronous=FULL")
+
+    def _write_began(self, conn: sqlite3.Connection) -> None:
+        """Hook run first in every write transaction (the outbox commits its batched acknowledgements here)."""
+
+    def _write_committed(self) -> None:
+        """Hook run after every successful commit."""
+
+    @contextmanager
+    def one_sync(self) -> Iterator[None]:
+        """Writes inside the block commit one by one (each atomic, as always) but share one fsync at its end.
+
+        For several records of one instant (a meter sample, its transaction row): durable when the block
+        exits, which is before the caller can yield to the event loop, so nothing is sent before it is on disk.
+        """
+        with self._lock:
+            self._sync_group_depth += 1
+            try:
+                yield
+            finally:
+                self._sync_group_depth -= 1
+                if self._sync_group_depth == 0 and self._sync_group_dirty:
+                    self._sync_group_dirty = False
+                    self._fsync_wal()
+
+    def _fsync_wal(self) -> None:
+        """Make every commit so far durable: what a synchronous=FULL commit does, the fsync of the WAL file."""
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise StoreError(f"state database {self.path}: fsync of the write-ahead log failed: {err}") from err
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

@@ -18,6 +18,10 @@ from agent.store.db import Db, _dumps, _load_payload
 LOGGER = logging.getLogger(__name__)
 
 ROW_OVERHEAD_BYTES = 64  # rough on-disk cost of an outbox row beyond its payload: columns, index entry, slack
+# Acknowledged intermediate samples are deleted in batches: one commit per message costs at least one WAL page
+# (4 KB) and, with synchronous=FULL, one fsync; on an SD card both matter (docs/bench.md).
+ACK_BATCH = 64  # at most this many acknowledged samples wait for their delete
+ACK_BATCH_S = 1.0  # nor longer than this (checked at the next acknowledgement, peek or write)
 
 DEFAULT_PROTOCOL = "1.6"  # the protocol of messages that name none, and of every row queued before schema 3
 
@@ -38,6 +42,9 @@ class OutboxMessage:
     next_attempt_at: float  # in the caller's clock (the `now` of record_failure); 0 = at once
     last_error: str | None
     protocol: str = DEFAULT_PROTOCOL  # the protocol version the payload is written in
+    # the payload names the back office's transaction id, which is not known yet (its placeholder is still in
+    # the payload): such a message must not be sent; it waits until the id is known
+    tx_id_missing: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,55 @@ class OutboxMixin(Db):
     _thinned_total = 0
     _thinned_unreported = 0
     _over_limit_logged = False
+    _acked: list[int]  # acknowledged thinnable messages whose delete is not committed yet (see ack())
+    _acked_bytes = 0
+    _acked_through = 0  # every queued row with an id <= this one is in _acked: peek() starts after it
+    _acked_since = 0.0  # time.monotonic() of the oldest entry of _acked
+
+    def _pending_acks(self) -> list[int]:
+        """The batched acknowledgements (created on first use: the mixins have no __init__)."""
+        try:
+            return self._acked
+        except AttributeError:
+            self._acked = []
+            return self._acked
+
+    def _write_began(self, conn: sqlite3.Connection) -> None:
+        """Every write transaction first commits the batched acknowledgements (they never wait behind one)."""
+        super()._write_began(conn)
+        acked = self._pending_acks()
+        if acked:
+            conn.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(acked))})", acked)
+
+    def _write_committed(self) -> None:
+        super()._write_committed()
+        acked = self._pending_acks()
+        if acked:
+            acked.clear()
+            self._acked_bytes = 0
+
+    def _flush_acks(self) -> None:
+        """Commit the batched acknowledgements now (synchronous=NORMAL: a power cut may resend a sample)."""
+        if self._pending_acks():
+            with self._write(durable=False):
+                pass  # _write_began deletes them
+
+    def _try_flush_acks(self) -> None:
+        """_flush_acks where a failure (a full disk) must not stop the sender: they stay batched, peek skips
+        them, the next write commits them."""
+        try:
+            self._flush_acks()
+        except StoreError as err:
+            LOGGER.warning("%d batched acknowledgements not committed yet: %s", len(self._pending_acks()), err)
+
+    def close(self) -> None:
+        """Commit the batched acknowledgements, then close."""
+        if self._conn is not None:
+            try:
+                self._flush_acks()
+            except Exception as err:  # the rows stay queued: resent after the restart, never lost
+                LOGGER.warning("batched acknowledgements not committed at close: %s", err)
+        super().close()
 
     def _reset_retry_waits(self) -> None:
         """At open: monotonic clocks restart at boot, a wait computed in the previous boot means nothing now."""
@@ -78,31 +134,17 @@ class OutboxMixin(Db):
             row = conn.execute(
                 "SELECT COALESCE(SUM(length(CAST(payload AS BLOB))), 0), COUNT(*) FROM outbox"
             ).fetchone()
-        self._outbox_bytes = int(row[0]) + int(row[1]) * ROW_OVERHEAD_BYTES
+        self._outbox_bytes = int(row[0]) + int(row[1]) * ROW_OVERHEAD_BYTES - self._acked_bytes
         self._bytes_stale = False
 
-    def _tx_payload_bytes(self, conn: sqlite3.Connection, tx_local_id: int) -> int:
-        """Payload bytes of the queued messages that carry the back office's transaction id."""
-        row = conn.execute(
-            "SELECT COALESCE(SUM(length(CAST(payload AS BLOB))), 0) FROM outbox "
-            "WHERE tx_local_id = ? AND tx_id_field IS NOT NULL",
-            (tx_local_id,),
-        ).fetchone()
-        return int(row[0])
-
-    def _set_transaction_id(self, conn: sqlite3.Connection, tx_local_id: int, transaction_id: int) -> int:
-        """Record the back office id and write it into the queued messages of that transaction that carry it."""
+    @staticmethod
+    def _set_transaction_id(conn: sqlite3.Connection, tx_local_id: int, transaction_id: int) -> None:
+        """Record the back office id of a transaction; its queued messages get it when they are read to be
+        sent (peek), so this is one small row however many messages wait (rewriting 100k rows stalled the
+        event loop for a second)."""
         conn.execute(
             "UPDATE transactions SET transaction_id = ? WHERE tx_local_id = ?", (transaction_id, tx_local_id)
         )
-        before = self._tx_payload_bytes(conn, tx_local_id)
-        cursor = conn.execute(
-            "UPDATE outbox SET payload = json_set(payload, '$.' || tx_id_field, ?) "
-            "WHERE tx_local_id = ? AND tx_id_field IS NOT NULL",
-            (transaction_id, tx_local_id),
-        )
-        self._outbox_bytes += self._tx_payload_bytes(conn, tx_local_id) - before
-        return cursor.rowcount
 
 
     def enqueue(
@@ -159,7 +201,7 @@ class OutboxMixin(Db):
                 "SELECT transaction_id FROM transactions WHERE tx_local_id = ?", (tx_local_id,)
             ).fetchone()
             if row is not None and row[0] is not None:
-                stored = {**payload, tx_id_field: int(row[0])}
+                stored = {**stored, tx_id_field: int(row[0])}
         text = _dumps(stored)
         cursor = conn.execute(
             "INSERT INTO outbox (action, payload, tx_local_id, thinnable, boot_id, wall_time, monotonic, "
@@ -254,23 +296,46 @@ class OutboxMixin(Db):
         return self.max_bytes is not None and self._outbox_bytes > self.max_bytes
 
     def peek(self) -> OutboxMessage | None:
-        """The oldest pending message (the next to send), or None when the outbox is empty."""
+        """The oldest pending message (the next to send), or None when the outbox is empty.
+
+        Its payload carries the back office's transaction id when it has a field for it and the id is known;
+        when not known yet, tx_id_missing says so (the payload still holds the placeholder: not to be sent).
+        """
+        acked = self._pending_acks()
+        if acked and time.monotonic() - self._acked_since >= ACK_BATCH_S:
+            self._try_flush_acks()
         with self._read() as conn:
-            row = conn.execute(f"SELECT {self._OUTBOX_COLUMNS} FROM outbox ORDER BY id LIMIT 1").fetchone()
+            row = conn.execute(
+                f"SELECT {self._OUTBOX_COLUMNS} FROM outbox LEFT JOIN transactions USING (tx_local_id) "
+                "WHERE outbox.id > ? ORDER BY outbox.id LIMIT 1",
+                (self._acked_through,),
+            ).fetchone()
+        if row is None and acked:
+            self._try_flush_acks()  # the queue drained: nothing left to batch them with
         return None if row is None else self._outbox_row(row)
 
+    # select from outbox LEFT JOIN transactions USING (tx_local_id)
     _OUTBOX_COLUMNS = (
-        "id, action, payload, tx_local_id, boot_id, wall_time, monotonic, clock_trusted, attempts, "
-        "next_attempt_at, last_error, timestamp_shift_s, protocol"
+        "outbox.id, outbox.action, outbox.payload, tx_local_id, outbox.boot_id, outbox.wall_time, "
+        "outbox.monotonic, outbox.clock_trusted, outbox.attempts, outbox.next_attempt_at, outbox.last_error, "
+        "outbox.timestamp_shift_s, outbox.protocol, outbox.tx_id_field, transactions.transaction_id"
     )
 
     @staticmethod
     def _outbox_row(row: tuple[Any, ...]) -> OutboxMessage:
-        """Build an OutboxMessage from a row selected with _OUTBOX_COLUMNS."""
+        """Build an OutboxMessage from a row selected with _OUTBOX_COLUMNS, the transaction id filled in."""
+        payload = _load_payload(row[2], row[11])
+        tx_id_field, transaction_id = row[13], row[14]
+        missing = False
+        if tx_id_field is not None and row[3] is not None:
+            if transaction_id is None:
+                missing = True
+            else:
+                payload[tx_id_field] = int(transaction_id)
         return OutboxMessage(
             id=row[0],
             action=row[1],
-            payload=_load_payload(row[2], row[11]),
+            payload=payload,
             tx_local_id=row[3],
             boot_id=row[4],
             wall_time=row[5],
@@ -280,32 +345,56 @@ class OutboxMixin(Db):
             next_attempt_at=row[9],
             last_error=row[10],
             protocol=row[12],
+            tx_id_missing=missing,
         )
 
     def pending(self, limit: int = 50, after_id: int = 0) -> list[OutboxMessage]:
         """Up to `limit` pending messages with id > after_id, in send order (a page, for evsectl queue)."""
+        self._flush_acks()
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT {self._OUTBOX_COLUMNS} FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                f"SELECT {self._OUTBOX_COLUMNS} FROM outbox LEFT JOIN transactions USING (tx_local_id) "
+                "WHERE outbox.id > ? ORDER BY outbox.id LIMIT ?",
                 (after_id, limit),
             ).fetchall()
         return [self._outbox_row(r) for r in rows]
 
     def ack(self, msg_id: int, *, backoffice_tx_id: int | None = None) -> None:
         """Delete a message on its CALLRESULT; with backoffice_tx_id (the answer named the back office's id of
-        the message's transaction), record it and write it into that transaction's queued messages, in the
-        same commit."""
-        with self._write() as conn:
+        the message's transaction), record it in the same commit (its queued messages get it when sent).
+
+        An intermediate sample (thinnable) at the head of the queue is deleted in a batch (ACK_BATCH,
+        ACK_BATCH_S, or with the next write, whichever comes first): a crash or power cut before that resends
+        it, an identical duplicate, as after a lost answer. Every other message is deleted in a commit of its
+        own with synchronous=FULL before this returns (a resent start or stop would be a new transaction).
+        """
+        acked = self._pending_acks()
+        if msg_id in acked:
+            LOGGER.warning("ack of outbox message %d that is already acked", msg_id)
+            return
+        with self._read() as conn:
             row = conn.execute(
-                "SELECT action, tx_local_id, length(CAST(payload AS BLOB)) FROM outbox WHERE id = ?",
-                (msg_id,),
+                "SELECT action, tx_local_id, length(CAST(payload AS BLOB)), thinnable, "
+                "EXISTS (SELECT 1 FROM outbox WHERE id > ? AND id < ?) FROM outbox WHERE id = ?",
+                (self._acked_through, msg_id, msg_id),
             ).fetchone()
-            if row is None:
-                LOGGER.warning(
-                    "ack of outbox message %d that is not queued (already acked or thinned)", msg_id
-                )
-                return
-            action, tx_local_id, size = row
+        if row is None:
+            LOGGER.warning("ack of outbox message %d that is not queued (already acked or thinned)", msg_id)
+            return
+        action, tx_local_id, size, thinnable, behind = row
+        # a batch that could not be committed (full disk) stops batching: this ack commits, or raises, at once
+        if (backoffice_tx_id is None and thinnable and not behind and msg_id > self._acked_through
+                and len(acked) < ACK_BATCH):
+            if not acked:
+                self._acked_since = time.monotonic()
+            acked.append(msg_id)
+            self._acked_bytes += int(size) + ROW_OVERHEAD_BYTES
+            self._acked_through = msg_id
+            self._outbox_bytes -= int(size) + ROW_OVERHEAD_BYTES
+            if len(acked) >= ACK_BATCH or time.monotonic() - self._acked_since >= ACK_BATCH_S:
+                self._try_flush_acks()
+            return
+        with self._write() as conn:
             conn.execute("DELETE FROM outbox WHERE id = ?", (msg_id,))
             self._outbox_bytes -= int(size) + ROW_OVERHEAD_BYTES
             if backoffice_tx_id is not None:
@@ -313,13 +402,8 @@ class OutboxMixin(Db):
                     LOGGER.error("%s %d names a back office transaction id but belongs to no transaction",
                                  action, msg_id)
                 else:
-                    rewritten = self._set_transaction_id(conn, tx_local_id, backoffice_tx_id)
-                    LOGGER.info(
-                        "transaction %d is back office transaction %d (%d queued messages rewritten)",
-                        tx_local_id,
-                        backoffice_tx_id,
-                        rewritten,
-                    )
+                    self._set_transaction_id(conn, tx_local_id, backoffice_tx_id)
+                    LOGGER.info("transaction %d is back office transaction %d", tx_local_id, backoffice_tx_id)
         if self._bytes_stale:
             self._refresh_bytes()
 
@@ -353,8 +437,11 @@ class OutboxMixin(Db):
                 conn.execute(
                     "INSERT INTO dead_letters (id, action, payload, tx_local_id, boot_id, wall_time, "
                     "monotonic, clock_trusted, timestamp_shift_s, attempts, error, dead_at, protocol) "
-                    "SELECT id, action, payload, tx_local_id, boot_id, wall_time, monotonic, clock_trusted, "
-                    "timestamp_shift_s, ?, ?, ?, protocol FROM outbox WHERE id = ?",
+                    "SELECT o.id, o.action, CASE WHEN o.tx_id_field IS NOT NULL AND t.transaction_id IS NOT NULL "
+                    "THEN json_set(o.payload, '$.' || o.tx_id_field, t.transaction_id) ELSE o.payload END, "
+                    "o.tx_local_id, o.boot_id, o.wall_time, o.monotonic, o.clock_trusted, o.timestamp_shift_s, "
+                    "?, ?, ?, o.protocol FROM outbox AS o LEFT JOIN transactions AS t USING (tx_local_id) "
+                    "WHERE o.id = ?",
                     (attempts, error, time.time(), msg_id),
                 )
                 conn.execute("DELETE FROM outbox WHERE id = ?", (msg_id,))
@@ -376,12 +463,14 @@ class OutboxMixin(Db):
 
     def pending_protocols(self) -> dict[str, int]:
         """How many queued messages each OCPP version has (a charger switched version may hold both)."""
+        self._flush_acks()
         with self._read() as conn:
             rows = conn.execute("SELECT protocol, COUNT(*) FROM outbox GROUP BY protocol").fetchall()
         return {str(protocol): int(count) for protocol, count in rows}
 
     def dead_letter_protocol(self, protocol: str, reason: str) -> int:
         """Move every queued message of one OCPP version to dead letters with the reason; how many moved."""
+        self._flush_acks()
         with self._read() as conn:
             ids = [int(r[0]) for r in conn.execute("SELECT id FROM outbox WHERE protocol = ? ORDER BY id",
                                                    (protocol,))]
@@ -390,6 +479,7 @@ class OutboxMixin(Db):
 
     def pending_count(self) -> int:
         """Messages waiting in the outbox (dead letters excluded)."""
+        self._flush_acks()
         with self._read() as conn:
             return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
@@ -421,6 +511,7 @@ class OutboxMixin(Db):
 
     def outbox_stats(self, now: float | None = None) -> dict[str, Any]:
         """pending, dead, bytes, max_bytes, oldest_age_s (wall clock), thinned (this process), over_limit."""
+        self._flush_acks()
         with self._read() as conn:
             pending = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
             dead = int(conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])

@@ -560,7 +560,7 @@ def test_memory_stays_flat_with_100k_queued(db_path: Path) -> None:
 
         tracemalloc.start()
         try:
-            store.ack(start, backoffice_tx_id=77)  # rewrites 100,000 queued payloads
+            store.ack(start, backoffice_tx_id=77)  # records the id; the 100,000 queued rows stay as they are
             assert store.pending_count() == 100_000
             stats = store.outbox_stats()
             assert stats["pending"] == 100_000 and stats["bytes"] > 100_000 * 64
