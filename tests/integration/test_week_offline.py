@@ -1,6 +1,7 @@
-"""A week offline (make soak; a day in make test, half a day for 2.0.1) with a simulated clock: 4 connectors charging, a MeterValues
-sample every minute (a TransactionEvent Updated under 2.0.1), then the back office comes back and everything is
-delivered, in order (2.0.1: seqNo without gaps, every event `offline`), with the agent's memory flat throughout.
+"""A week offline (make soak; a day in make test, half a day for 2.0.1) with a simulated clock: 4 connectors
+charging, a MeterValues sample every minute (a TransactionEvent Updated under 2.0.1), then the back office comes
+back and everything is delivered, in order (2.0.1: seqNo without gaps, every event `offline`), with the agent's
+memory flat throughout.
 
 The agent code is the real one (runtime sampling, core, SQLite outbox, OCPP adapter over a real websocket
 to the back office in its own process); only the clock is simulated, and the meters are in-process fakes
