@@ -3,8 +3,8 @@ MeterValues and StopTransaction in the outbox.
 
 The station's local transaction id rides along with every message; the back office's transactionId is not
 known until StartTransaction is answered, so the queued MeterValues and StopTransaction carry a placeholder
-in `transactionId` and the store writes the real id into them when the answer is committed (`confirm`), or
--1 if StartTransaction never succeeds (the 1.6 errata).
+in `transactionId`; the answer (`confirm`) records the id with the transaction, and the store fills it into
+each message when it is sent (-1 if StartTransaction never succeeds: the 1.6 errata).
 """
 
 from __future__ import annotations
@@ -166,7 +166,9 @@ class V16Journal:
             if isinstance(value, int) and not isinstance(value, bool):
                 backoffice_id = value
             else:
+                # schema-checked, so not expected; the later messages must not wait for an id for ever
                 LOGGER.error("StartTransaction result without an integer transactionId: %r", answer)
+                backoffice_id = TX_ID_UNKNOWN
         self.store.ack(msg.id, backoffice_tx_id=backoffice_id)
 
     @staticmethod
