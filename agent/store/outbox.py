@@ -106,6 +106,13 @@ class OutboxMixin(Db):
             with self._write(durable=False):
                 pass  # _write_began deletes them
 
+    def _unacked(self) -> tuple[str, list[int]]:
+        """A WHERE condition leaving out the acknowledged rows a full disk kept from being deleted yet."""
+        acked = list(self._pending_acks())
+        if not acked:
+            return "1", []
+        return f"outbox.id NOT IN ({','.join('?' * len(acked))})", acked
+
     def _try_flush_acks(self) -> None:
         """_flush_acks where a failure (a full disk) must not stop the sender: they stay batched, peek skips
         them, the next write commits them."""
@@ -350,12 +357,13 @@ class OutboxMixin(Db):
 
     def pending(self, limit: int = 50, after_id: int = 0) -> list[OutboxMessage]:
         """Up to `limit` pending messages with id > after_id, in send order (a page, for evsectl queue)."""
-        self._flush_acks()
+        self._try_flush_acks()  # a read: a full disk must not make it fail
+        unacked, acked = self._unacked()
         with self._read() as conn:
             rows = conn.execute(
                 f"SELECT {self._OUTBOX_COLUMNS} FROM outbox LEFT JOIN transactions USING (tx_local_id) "
-                "WHERE outbox.id > ? ORDER BY outbox.id LIMIT ?",
-                (after_id, limit),
+                f"WHERE outbox.id > ? AND {unacked} ORDER BY outbox.id LIMIT ?",
+                (after_id, *acked, limit),
             ).fetchall()
         return [self._outbox_row(r) for r in rows]
 
@@ -463,9 +471,11 @@ class OutboxMixin(Db):
 
     def pending_protocols(self) -> dict[str, int]:
         """How many queued messages each OCPP version has (a charger switched version may hold both)."""
-        self._flush_acks()
+        self._try_flush_acks()
+        unacked, acked = self._unacked()
         with self._read() as conn:
-            rows = conn.execute("SELECT protocol, COUNT(*) FROM outbox GROUP BY protocol").fetchall()
+            rows = conn.execute(f"SELECT protocol, COUNT(*) FROM outbox WHERE {unacked} GROUP BY protocol",
+                                acked).fetchall()
         return {str(protocol): int(count) for protocol, count in rows}
 
     def dead_letter_protocol(self, protocol: str, reason: str) -> int:
@@ -479,9 +489,10 @@ class OutboxMixin(Db):
 
     def pending_count(self) -> int:
         """Messages waiting in the outbox (dead letters excluded)."""
-        self._flush_acks()
+        self._try_flush_acks()
+        unacked, acked = self._unacked()
         with self._read() as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            return int(conn.execute(f"SELECT COUNT(*) FROM outbox WHERE {unacked}", acked).fetchone()[0])
 
     def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:
         """Dead letters, oldest first (all of them unless limit is given)."""
@@ -511,11 +522,13 @@ class OutboxMixin(Db):
 
     def outbox_stats(self, now: float | None = None) -> dict[str, Any]:
         """pending, dead, bytes, max_bytes, oldest_age_s (wall clock), thinned (this process), over_limit."""
-        self._flush_acks()
+        self._try_flush_acks()  # evsectl status on a full disk must still answer
+        unacked, acked = self._unacked()
         with self._read() as conn:
-            pending = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            pending = int(conn.execute(f"SELECT COUNT(*) FROM outbox WHERE {unacked}", acked).fetchone()[0])
             dead = int(conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
-            oldest = conn.execute("SELECT wall_time FROM outbox ORDER BY id LIMIT 1").fetchone()
+            oldest = conn.execute(f"SELECT wall_time FROM outbox WHERE {unacked} ORDER BY id LIMIT 1",
+                                  acked).fetchone()
             if self._bytes_stale:
                 self._refresh_bytes()
         current = time.time() if now is None else now

@@ -210,3 +210,25 @@ def test_a_failed_batch_commit_does_not_stop_the_sender(store: Store, monkeypatc
     monkeypatch.undo()
     assert set(raw_rows(store.path)) == {first, second}
     assert store.pending_count() == 0 and raw_rows(store.path) == {}
+
+
+def test_counts_and_stats_answer_on_a_full_disk_without_the_acknowledged_rows(store: Store,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """evsectl status on a full disk: the batch cannot be committed, the reads still answer (and do not count
+    the acknowledged rows that wait to be deleted)."""
+    tx, start = begin_tx(store)
+    store.ack(start, backoffice_tx_id=1)
+    first, second, third = (put(store, "MeterValues", meter_values(0, i), tx) for i in range(3))
+    store.ack(first)
+    store.ack(second)
+
+    def full() -> None:
+        raise DiskFull(str(store.path), "database or disk is full")
+
+    monkeypatch.setattr(store, "_flush_acks", full)
+    assert store.pending_count() == 1
+    assert store.outbox_stats()["pending"] == 1
+    assert [m.id for m in store.pending()] == [third]
+    assert store.pending_protocols() == {"1.6": 1}
+    monkeypatch.undo()
+    assert store.pending_count() == 1 and set(raw_rows(store.path)) == {third}

@@ -48,8 +48,22 @@ async def test_full_disk_during_a_session_keeps_the_loop_and_loses_nothing(rig_f
         await rig.wait_status(1, "Charging")
         await asyncio.sleep(1.5)
         filler = _fill(rig.state_dir)
-        await rig.office.wait_for(lambda: json.loads(evsectl(rig, "--json", "status").stdout)["storage"][
-            "disk_full"], timeout=15)
+        last: list[Any] = []
+
+        def disk_full_shown() -> bool:
+            # an answer cut short while the daemon writes on a full disk is "not yet": it must come within the wait
+            result = evsectl(rig, "--json", "status")
+            last[:] = [result]
+            try:
+                return bool(json.loads(result.stdout)["storage"]["disk_full"])
+            except ValueError:
+                return False
+
+        try:
+            await rig.office.wait_for(disk_full_shown, timeout=15)
+        except TimeoutError:
+            raise AssertionError(f"evsectl status never showed the full disk: {last[0].stdout[-500:]!r} "
+                                 f"{last[0].stderr[-1500:]!r}\n{rig.agent_log()[-3000:]}") from None
         status = evsectl(rig, "status")
         assert status.returncode == 0 and "STATE DISK FULL" in status.stdout, status.stdout + status.stderr
         await asyncio.sleep(2.0)
