@@ -15,7 +15,6 @@ The codec (`encode_frame`, `Pn532Decoder`) is role-neutral: the simulator answer
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -25,8 +24,9 @@ from typing import Any
 import serial
 import serial_asyncio_fast
 
-from drivers.base import CardRead, DeviceHealth, mask_id
-from drivers.errors import CommunicationFault, ConfigError, DeviceTimeout, DriverError
+from drivers.base import CardRead
+from drivers.errors import CommunicationFault, ConfigError, DeviceTimeout
+from drivers.rfid import SerialCardReader
 
 LOGGER = logging.getLogger(__name__)
 
@@ -76,10 +76,7 @@ COMMAND_ATTEMPTS = 3  # a frame NACKed or not ACKed is sent again this often
 RESPONSE_RESENDS = 2  # a response with a bad checksum is asked again (NACK) this often
 FAILED_POLLS_MAX = 3  # consecutive failed polls before the port is reopened and the chip woken again
 OPEN_TIMEOUT_S = 2.0
-RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 5.0
-CARD_MAX_AGE_S = 30.0  # a card shown long ago, unread by anyone, must not start a session now
-QUEUE_MAX = 8
 READ_CHUNK = 256
 
 
@@ -270,10 +267,11 @@ class _PortLost(CommunicationFault):
     """The serial port failed or closed (reader unplugged): reopen it."""
 
 
-class Pn532Reader:
+class Pn532Reader(SerialCardReader):
     """A PN532 board on a serial port in HSU mode (UART pins, a USB adapter, or a simulator pty)."""
 
     OPTIONS = ("port", "baudrate", "debounce_s", "poll_interval_s", "response_timeout_s", "passive_retries")
+    TASK_PREFIX = "pn532"
 
     def __init__(
         self,
@@ -286,17 +284,12 @@ class Pn532Reader:
         passive_retries: int = DEFAULT_PASSIVE_RETRIES,
         reconnect_max_s: float = RECONNECT_MAX_S,
     ) -> None:
-        self.name = name
-        self.port = port
-        self.baudrate = baudrate
-        self.debounce_s = debounce_s
+        super().__init__(name, port, baudrate, debounce_s, reconnect_max_s)
         self.poll_interval_s = poll_interval_s
         self.response_timeout_s = response_timeout_s
         self.passive_retries = passive_retries
-        self.reconnect_max_s = reconnect_max_s
         self.decoder = Pn532Decoder()
         self.firmware: tuple[int, int, int] | None = None  # IC, version, revision
-        self.opens = 0
         self.initialised = 0  # wake-up and SAMConfiguration done this often
         self.polls = 0
         self.timeouts = 0
@@ -307,31 +300,12 @@ class Pn532Reader:
         self._items: deque[Item] = deque()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._queue: deque[CardRead] = deque(maxlen=QUEUE_MAX)
-        self._card_ready: asyncio.Event | None = None
-        self._last_seen: dict[bytes, float] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
-        self._connected = False
-        self._last_error: str | None = None
-        self._since = time.monotonic()
 
     @classmethod
     def from_config(cls, name: str, options: dict[str, Any], pool: object | None = None) -> Pn532Reader:
         """Build from a config table: {port, baudrate, debounce_s, poll_interval_s, response_timeout_s,
         passive_retries}."""
-        allowed = {*cls.OPTIONS, "driver"}
-        unknown = sorted(set(options) - allowed)
-        if unknown:
-            raise ConfigError(
-                name, f"unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
-            )
-        port = options.get("port")
-        if not isinstance(port, str) or not port:
-            raise ConfigError(name, "port must be a serial device path such as /dev/serial0")
-        baudrate = options.get("baudrate", DEFAULT_BAUDRATE)
-        if isinstance(baudrate, bool) or not isinstance(baudrate, int) or baudrate <= 0:
-            raise ConfigError(name, f"baudrate must be a positive integer, not {baudrate!r}")
+        port, baudrate = cls.serial_options(name, options, cls.OPTIONS, DEFAULT_BAUDRATE, "/dev/serial0")
         numbers = {}
         for key, default, low in (("debounce_s", DEFAULT_DEBOUNCE_S, 0.0),
                                   ("poll_interval_s", DEFAULT_POLL_INTERVAL_S, 0.01),
@@ -345,29 +319,6 @@ class Pn532Reader:
             raise ConfigError(name, f"passive_retries must be an integer from 1 to 254, not {retries!r}")
         return cls(name, port, baudrate=baudrate, passive_retries=retries, **numbers)
 
-    # -- health
-
-    @property
-    def connected(self) -> bool:
-        """Whether the port is open and the chip answered its set-up."""
-        return self._connected
-
-    @property
-    def last_error(self) -> str | None:
-        """The last fault (cleared when the reader answers again)."""
-        return self._last_error
-
-    @property
-    def health(self) -> DeviceHealth:
-        """ok while the reader answers; the agent shows the reader faulted otherwise."""
-        return DeviceHealth(self.name, self._connected, self._last_error, self._since)
-
-    def _set_health(self, connected: bool, error: str | None) -> None:
-        if connected != self._connected:
-            self._since = time.monotonic()
-        self._connected = connected
-        self._last_error = error
-
     def error_counts(self) -> dict[str, int]:
         """Refusals by kind (the decoder's, plus timeouts, NACKs and error frames), for evsectl."""
         return {**self.decoder.error_counts(), "timeouts": self.timeouts, "nacks": self.nacks_received,
@@ -375,72 +326,10 @@ class Pn532Reader:
 
     # -- reading
 
-    def start(self) -> None:
-        """Open the port and poll in the background (read_card does this too); needs a running loop."""
-        if self._closed:
-            raise CommunicationFault(self.name, "reader is closed")
-        if self._task is None or self._task.done():
-            self._card_ready = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"pn532-{self.name}")
-
-    async def read_id(self) -> str:
-        """The next card's UID in upper-case hex, card order."""
-        return (await self.read_card()).uid.hex().upper()
-
-    async def read_card(self) -> CardRead:
-        """Wait for the next card (debounced) and return it; waits across reconnects."""
-        self.start()
-        assert self._card_ready is not None
-        while True:
-            while self._queue:
-                card = self._queue.popleft()
-                age = time.monotonic() - card.monotonic
-                if age <= CARD_MAX_AGE_S:
-                    return card
-                LOGGER.info("%s: card %s read %.0f s ago dropped", self.name, mask_id(card.uid.hex().upper()), age)
-            self._card_ready.clear()
-            await self._card_ready.wait()
-            if self._closed:
-                raise CommunicationFault(self.name, "reader closed while waiting for a card")
-
     def _card(self, target: Target) -> None:
-        now = time.monotonic()
-        last = self._last_seen.get(target.uid)
-        self._last_seen[target.uid] = now  # a card lying on the reader keeps refreshing its own debounce
-        for old in [u for u, seen in self._last_seen.items() if now - seen > self.debounce_s]:
-            del self._last_seen[old]
-        if last is not None and now - last <= self.debounce_s:
-            return
         kind = card_type(target.sak, target.atqa)
-        card = CardRead(self.name, target.uid, "ISO14443A", now, target.sak, target.atqa, kind)
-        if len(self._queue) == self._queue.maxlen:
-            LOGGER.warning("%s: nobody reads cards, dropping %s", self.name,
-                           mask_id(self._queue[0].uid.hex().upper()))
-        self._queue.append(card)
-        LOGGER.info("%s: card %s (%d bytes, SAK %02X, %s)", self.name, mask_id(target.uid.hex().upper()),
-                    len(target.uid), target.sak, kind)
-        if self._card_ready is not None:
-            self._card_ready.set()
-
-    async def _run(self) -> None:
-        backoff = RECONNECT_MIN_S
-        while not self._closed:
-            error: DriverError
-            try:
-                await self._session()
-                error = CommunicationFault(self.name, f"{self.port}: port closed (reader unplugged?)")
-            except DriverError as err:
-                error = err
-            if self._closed:
-                break
-            if self._connected:
-                backoff = RECONNECT_MIN_S  # it worked until now: the first retry comes quickly
-            # Warn once per distinct fault; a reader that stays unplugged must not flood the log.
-            log = LOGGER.debug if error.message == self._last_error else LOGGER.warning
-            self._set_health(False, error.message)
-            log("%s: %s; retrying in %.1f s", self.name, error.message, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self.reconnect_max_s)
+        self._accept(CardRead(self.name, target.uid, "ISO14443A", time.monotonic(), target.sak, target.atqa, kind),
+                     f" ({len(target.uid)} bytes, SAK {target.sak:02X}, {kind})")
 
     async def _session(self) -> None:
         """Open the port, wake and set up the chip, poll until it fails; raises a DriverError."""
@@ -589,15 +478,3 @@ class Pn532Reader:
                 self.error_frames += 1
                 raise CommunicationFault(self.name, f"command {code:02X}: the PN532 answered with an error frame")
             # anything else is a late answer to an earlier command, or our own echo: not this response
-
-    async def close(self) -> None:
-        """Stop polling and close the port; a waiting read_card raises CommunicationFault."""
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        self._set_health(False, "closed")
-        if self._card_ready is not None:
-            self._card_ready.set()

@@ -140,41 +140,34 @@ class FrameDecoder:
         return uid
 
 
-class SerialIdReader:
-    """An RFID reader on a serial port (USB adapter, UART or a simulator pty)."""
+class SerialCardReader:
+    """What every card reader on a serial port shares (the RDM6300 here, the PN532 in drivers/pn532.py): the
+    reconnecting read loop, health, the debounced queue of cards, read_card/read_id, close. A subclass opens its
+    port and reads in `_session()` and hands each card to `_accept()`."""
 
-    OPTIONS = ("port", "baudrate", "debounce_s")
+    TASK_PREFIX = "rfid"
 
-    def __init__(
-        self,
-        name: str,
-        port: str,
-        baudrate: int = DEFAULT_BAUDRATE,
-        debounce_s: float = DEFAULT_DEBOUNCE_S,
-        reconnect_max_s: float = RECONNECT_MAX_S,
-    ) -> None:
+    def __init__(self, name: str, port: str, baudrate: int, debounce_s: float, reconnect_max_s: float) -> None:
         self.name = name
         self.port = port
         self.baudrate = baudrate
         self.debounce_s = debounce_s
         self.reconnect_max_s = reconnect_max_s
-        self.decoder = FrameDecoder()
         self.opens = 0
         self._queue: deque[CardRead] = deque(maxlen=QUEUE_MAX)
         self._card_ready: asyncio.Event | None = None
-        self._last_seen: dict[str, float] = {}
+        self._last_seen: dict[bytes, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._connected = False
         self._last_error: str | None = None
         self._since = time.monotonic()
 
-    @classmethod
-    def from_config(
-        cls, name: str, options: dict[str, Any], pool: object | None = None
-    ) -> SerialIdReader:
-        """Build from a config table: {port, baudrate, debounce_s}."""
-        allowed = {*cls.OPTIONS, "driver"}
+    @staticmethod
+    def serial_options(name: str, options: dict[str, Any], allowed_options: tuple[str, ...], default_baudrate: int,
+                       port_example: str) -> tuple[str, int]:
+        """The port and baudrate of a config table, unknown options refused."""
+        allowed = {*allowed_options, "driver"}
         unknown = sorted(set(options) - allowed)
         if unknown:
             raise ConfigError(
@@ -182,30 +175,27 @@ class SerialIdReader:
             )
         port = options.get("port")
         if not isinstance(port, str) or not port:
-            raise ConfigError(name, "port must be a serial device path such as /dev/ttyUSB0")
-        baudrate = options.get("baudrate", DEFAULT_BAUDRATE)
+            raise ConfigError(name, f"port must be a serial device path such as {port_example}")
+        baudrate = options.get("baudrate", default_baudrate)
         if isinstance(baudrate, bool) or not isinstance(baudrate, int) or baudrate <= 0:
             raise ConfigError(name, f"baudrate must be a positive integer, not {baudrate!r}")
-        debounce_s = options.get("debounce_s", DEFAULT_DEBOUNCE_S)
-        if isinstance(debounce_s, bool) or not isinstance(debounce_s, int | float) or debounce_s < 0:
-            raise ConfigError(name, f"debounce_s must be a non-negative number, not {debounce_s!r}")
-        return cls(name, port, baudrate=baudrate, debounce_s=float(debounce_s))
+        return port, baudrate
 
     # -- health
 
     @property
     def connected(self) -> bool:
-        """Whether the port is open."""
+        """Whether the reader is there (its port open, and for a chip its set-up answered)."""
         return self._connected
 
     @property
     def last_error(self) -> str | None:
-        """The last fault (cleared when the port opens again)."""
+        """The last fault (cleared when the reader answers again)."""
         return self._last_error
 
     @property
     def health(self) -> DeviceHealth:
-        """ok while the port is open; the agent shows the reader faulted otherwise."""
+        """ok while the reader answers; the agent shows the reader faulted otherwise."""
         return DeviceHealth(self.name, self._connected, self._last_error, self._since)
 
     def _set_health(self, connected: bool, error: str | None) -> None:
@@ -214,19 +204,15 @@ class SerialIdReader:
         self._connected = connected
         self._last_error = error
 
-    def error_counts(self) -> dict[str, int]:
-        """The decoder's refusals by kind (frame_errors, checksum_errors, dropped_bytes), for evsectl."""
-        return self.decoder.error_counts()
-
     # -- reading
 
     def start(self) -> None:
-        """Open the port in the background (read_id does this too); needs a running loop."""
+        """Open the port in the background (read_card does this too); needs a running loop."""
         if self._closed:
             raise CommunicationFault(self.name, "reader is closed")
         if self._task is None or self._task.done():
             self._card_ready = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"rfid-{self.name}")
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self.TASK_PREFIX}-{self.name}")
 
     async def read_id(self) -> str:
         """Wait for the next card (debounced) and return its idTag; waits across reconnects."""
@@ -248,23 +234,25 @@ class SerialIdReader:
             if self._closed:
                 raise CommunicationFault(self.name, "reader closed while waiting for a card")
 
-    def _card(self, uid: bytes) -> None:
-        tag = id_tag(uid)
-        now = time.monotonic()
-        last = self._last_seen.get(tag)
-        self._last_seen[tag] = now  # a card lying on the reader keeps refreshing its own debounce
-        for old in [t for t, seen in self._last_seen.items() if now - seen > self.debounce_s]:
+    def _accept(self, card: CardRead, detail: str = "") -> None:
+        """Queue a card unless it is the same one again within the debounce time."""
+        now = card.monotonic
+        last = self._last_seen.get(card.uid)
+        self._last_seen[card.uid] = now  # a card lying on the reader keeps refreshing its own debounce
+        for old in [u for u, seen in self._last_seen.items() if now - seen > self.debounce_s]:
             del self._last_seen[old]
         if last is not None and now - last <= self.debounce_s:
             return
         if len(self._queue) == self._queue.maxlen:
             LOGGER.warning("%s: nobody reads cards, dropping %s", self.name, mask_id(id_tag(self._queue[0].uid)))
-        # 5 bytes is the RDM6300's EM4100 frame; 4, 7 and 10 come from ISO 14443A bridge boards
-        technology = "EM4100" if len(uid) == 5 else "ISO14443A"
-        self._queue.append(CardRead(self.name, uid, technology, now))
-        LOGGER.info("%s: card %s", self.name, mask_id(tag))
+        self._queue.append(card)
+        LOGGER.info("%s: card %s%s", self.name, mask_id(id_tag(card.uid)), detail)
         if self._card_ready is not None:
             self._card_ready.set()
+
+    async def _session(self) -> None:
+        """Open the port and read until it fails; raises a DriverError (or returns when the port closed)."""
+        raise NotImplementedError
 
     async def _run(self) -> None:
         backoff = RECONNECT_MIN_S
@@ -285,6 +273,55 @@ class SerialIdReader:
             log("%s: %s; retrying in %.1f s", self.name, error.message, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.reconnect_max_s)
+
+    async def close(self) -> None:
+        """Stop reading and close the port; a waiting read_card raises CommunicationFault."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._set_health(False, "closed")
+        if self._card_ready is not None:
+            self._card_ready.set()
+
+
+class SerialIdReader(SerialCardReader):
+    """An RFID reader on a serial port (USB adapter, UART or a simulator pty)."""
+
+    OPTIONS = ("port", "baudrate", "debounce_s")
+
+    def __init__(
+        self,
+        name: str,
+        port: str,
+        baudrate: int = DEFAULT_BAUDRATE,
+        debounce_s: float = DEFAULT_DEBOUNCE_S,
+        reconnect_max_s: float = RECONNECT_MAX_S,
+    ) -> None:
+        super().__init__(name, port, baudrate, debounce_s, reconnect_max_s)
+        self.decoder = FrameDecoder()
+
+    @classmethod
+    def from_config(
+        cls, name: str, options: dict[str, Any], pool: object | None = None
+    ) -> SerialIdReader:
+        """Build from a config table: {port, baudrate, debounce_s}."""
+        port, baudrate = cls.serial_options(name, options, cls.OPTIONS, DEFAULT_BAUDRATE, "/dev/ttyUSB0")
+        debounce_s = options.get("debounce_s", DEFAULT_DEBOUNCE_S)
+        if isinstance(debounce_s, bool) or not isinstance(debounce_s, int | float) or debounce_s < 0:
+            raise ConfigError(name, f"debounce_s must be a non-negative number, not {debounce_s!r}")
+        return cls(name, port, baudrate=baudrate, debounce_s=float(debounce_s))
+
+    def error_counts(self) -> dict[str, int]:
+        """The decoder's refusals by kind (frame_errors, checksum_errors, dropped_bytes), for evsectl."""
+        return self.decoder.error_counts()
+
+    def _card(self, uid: bytes) -> None:
+        # 5 bytes is the RDM6300's EM4100 frame; 4, 7 and 10 come from ISO 14443A bridge boards
+        technology = "EM4100" if len(uid) == 5 else "ISO14443A"
+        self._accept(CardRead(self.name, uid, technology, time.monotonic()))
 
     async def _session(self) -> None:
         """Open the port and decode until it fails; raises CommunicationFault."""
@@ -310,15 +347,3 @@ class SerialIdReader:
             raise CommunicationFault(self.name, f"{self.port}: {err}") from err
         finally:
             writer.close()
-
-    async def close(self) -> None:
-        """Stop reading and close the port; a waiting read_id raises CommunicationFault."""
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        self._set_health(False, "closed")
-        if self._card_ready is not None:
-            self._card_ready.set()
