@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -112,8 +113,13 @@ class SimLemDcbm:
         """Nothing to encode: the HTTP answers are built from the state when asked."""
 
     def register_energy_wh(self) -> float:
-        """The import energy as the meter signs it (1 Wh resolution)."""
-        return round(self.energy_import_wh)
+        """The import energy as the meter signs it (1 Wh resolution).
+
+        Whole Wh delivered, never rounded up: a billing register does not count energy that has not flowed
+        yet, and its signed value must agree with the live reading's whole Wh (an unsigned session billed from
+        the live value and a signed one meet at the same Wh).
+        """
+        return float(math.floor(self.energy_import_wh + 1e-9))
 
     # ---- legal transactions ------------------------------------------------------------------------
 

@@ -244,7 +244,25 @@ async def test_untrusted_clock_charges_unsigned_and_says_so(rig_factory: Any) ->
 
 # ---- the kill test on a signing DC meter ------------------------------------------------------------------
 
-CI_KILL_SESSIONS = 4  # one of each moment: charging, two in the middle of a stop, a clean one
+
+
+def _answered_boots(rig: Rig) -> list[int]:
+    """Indexes of the answered BootNotifications among the messages the back office received."""
+    return [i for i, m in enumerate(rig.office.messages(CP_ID)) if m["action"] == "BootNotification" and m["response"]]
+
+
+async def _wait_booted_again(rig: Rig, boots_before: int) -> None:
+    """Wait until the restarted agent's own boot was answered and it reported its connectors after it: only then
+    is its clock trusted again (the back office's connection flag alone may still be the killed run's)."""
+    def booted() -> bool:
+        boots = _answered_boots(rig)
+        return len(boots) > boots_before and any(m["action"] == "StatusNotification"
+                                                 for m in rig.office.messages(CP_ID)[boots[-1]:])
+
+    try:
+        await rig.office.wait_for(booted, timeout=60)
+    except TimeoutError:
+        raise AssertionError(f"the restarted agent did not boot\n{rig.agent_log()[-3000:]}") from None
 
 
 async def _signed_kill_sessions(rig: Rig, sessions: int, rng: random.Random) -> int:
@@ -272,10 +290,12 @@ async def _signed_kill_sessions(rig: Rig, sessions: int, rng: random.Random) -> 
             rig.card()  # a local stop, killed in the middle of it
             await asyncio.sleep(rng.uniform(0.0, 1.5))
         if moment is not None:
+            boots = len(_answered_boots(rig))
             rig.power_cut()
             kills += 1
             await asyncio.sleep(rng.uniform(0.1, 0.5))
             rig.start_agent()
+            await _wait_booted_again(rig, boots)
         else:
             rig.card()
         await rig.wait_sim(lambda s: not s["connectors"]["1"]["contactor_closed"], "contactor open", 30)
@@ -284,16 +304,25 @@ async def _signed_kill_sessions(rig: Rig, sessions: int, rng: random.Random) -> 
     return kills
 
 
-# In make soak, not make test, until the defect it found is fixed: about one run in three, a session killed in
-# the middle of its stop goes to the back office with another session's signed end data set (3 distinct ends for
-# 4 stops) or with a 1 Wh gap to the next session's signed begin. The unkilled and power-cut signed sessions
-# above stay in make test. The issue 14 note has the details.
+def _signing_log(rig: Rig) -> str:
+    """The agent's log lines about signing, meters and stops (what a failure needs to be understood)."""
+    words = ("legal", "signed", "unsigned", "stopped with", "meter", "Traceback", "Error")
+    return "\n".join(line for line in rig.agent_log().splitlines() if any(w in line for w in words))[-8000:]
+
+
+# In make soak (a minute per run; make test keeps the power cut mid-session and the kill while the meter begins,
+# above and below). Its two failures under load were the test's and the simulator's, not the agent's: the next
+# session began before the restarted agent's boot was answered (its clock not yet trusted: correctly unsigned),
+# and the simulated meter signed its register rounded to the nearest Wh while the live value is read whole Wh.
+SOAK_SESSIONS = int(os.environ.get("EVSE_SIGNED_KILL_SESSIONS", "8"))
+
+
 @pytest.mark.soak
 async def test_kill_test_on_a_signing_dc_meter_every_data_set_verifies(rig_factory: Any) -> None:
     rng = random.Random(int(os.environ.get("EVSE_KILL_SEED", "7")))
     rig: Rig = await rig_factory(sim_config=DC_SIGNED, ocpp={"TransactionMessageRetryInterval": 1})
     key = meter_key(rig)
-    kills = await _signed_kill_sessions(rig, CI_KILL_SESSIONS, rng)
+    kills = await _signed_kill_sessions(rig, SOAK_SESSIONS, rng)
     await rig.wait_connected(30)
     db = rig.state_dir / "agent.db"
 
@@ -305,14 +334,25 @@ async def test_kill_test_on_a_signing_dc_meter_every_data_set_verifies(rig_facto
             return int(running.fetchone()[0]) == 0 and int(queued.fetchone()[0]) == 0
 
     await rig.office.wait_for(drained, timeout=90)
-    ledger = _ledger(rig, rig.meter_wh(1))  # the register tiled by meterStart/meterStop, nothing lost
-    assert ledger["sessions"] == CI_KILL_SESSIONS, ledger
+    try:
+        ledger = _ledger(rig, rig.meter_wh(1))  # the register tiled by meterStart/meterStop, nothing lost
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{_signing_log(rig)}") from err
+    assert ledger["sessions"] == SOAK_SESSIONS, ledger
+    assert "is not signed by its meter" not in rig.agent_log(), _signing_log(rig)
     texts = check_every_data_set(signed_16(rig), key)
     # every stop the back office answered carries the signed end of its own session, the meter's record
     stops = {json.dumps(m["payload"], sort_keys=True): m["payload"] for m in rig.calls("StopTransaction")
              if m["response"]}
     ends = {text for where, context, text in texts if context == "Transaction.End"}
-    assert len(ends) == len(stops) == CI_KILL_SESSIONS, (len(ends), len(stops))
+    if not len(ends) == len(stops) == SOAK_SESSIONS:
+        seen = []
+        for stop in stops.values():
+            signed = [decode(json.loads(sv["value"]))[0] for v in stop.get("transactionData", [])
+                      for sv in v["sampledValue"] if sv.get("format") == "SignedData"]
+            seen.append((stop["transactionId"], stop["meterStop"], stop.get("reason"),
+                         [(readings(t), json.loads(t.split("|", 1)[1].rsplit("|", 1)[0]).get("PG")) for t in signed]))
+        raise AssertionError(f"{len(ends)} distinct signed ends for {len(stops)} stops: {seen}\n{_signing_log(rig)}")
     for stop in stops.values():
         end_values = [json.loads(sv["value"]) for v in stop["transactionData"] for sv in v["sampledValue"]
                       if sv.get("format") == "SignedData"]
