@@ -68,7 +68,6 @@ def render(result: dict[str, Any], chart: tuple[int, bool] | None = None) -> str
     totals = [(d["date"], sum(v["energy_wh"] for k, v in d.items() if k != "date") / 1000.0) for d in result["days"]]
     width, colour = plots.chart_size() if chart is None else chart
     out.append(plots.energy_per_day([d for d, _ in totals], [t for _, t in totals], width=width, colour=colour))
-    out += [f"{date}  {total:8.2f} kWh" for date, total in totals]  # the exact figures beside the bars
     out.append("")
     frows = [["port", "cause", "faults", "outage min"]]
     for cid, p in sorted(result["ports"].items(), key=lambda kv: int(kv[0])):

@@ -49,15 +49,19 @@ def chart_size(stream: TextIO | None = None) -> tuple[int, bool]:
 
 def energy_per_day(days: Sequence[str], kwh: Sequence[float], *, width: int = PIPE_WIDTH,
                    colour: bool = False) -> str:
-    """Horizontal bars, one line per day (oldest at the top), the energy of every port in kWh."""
+    """Horizontal bars, one line per day (oldest at the top), the energy of every port in kWh; each bar is
+    labelled with its day and its exact figure."""
     if not days:
         return "energy per day (kWh, all ports): no days recorded"
     _start(width, len(days) + 5)  # one line per bar; title, frame, ticks and label take five
     if not colour:
         plotext.theme("clear")
+    labels = [f"{day} {value:8.2f}" for day, value in zip(days, kwh, strict=True)]
     # plotext draws the first bar at the bottom: reversed, the oldest day is on top as in a calendar
-    plotext.bar(list(reversed(days)), [max(0.0, v) for v in reversed(kwh)], orientation="horizontal",
+    plotext.bar(list(reversed(labels)), [max(0.0, v) for v in reversed(kwh)], orientation="horizontal",
                 width=0.3)
+    peak = max(kwh)
+    plotext.xlim(0.0, peak if peak > 0 else 1.0)  # a day without energy: an empty axis from 0, not -1..1
     plotext.title("energy per day (kWh, all ports)")
     plotext.xlabel("kWh")
     return _finish(colour)
@@ -72,6 +76,10 @@ def power_curve(minutes: Sequence[float], kw: Sequence[float], *, width: int = P
     if not colour:
         plotext.theme("clear")
     plotext.plot(list(minutes), list(kw), marker="braille")
+    # from zero: a curve scaled to its own small ripple would look like a ramp from nothing to full power
+    low, high = min(0.0, *kw), max(0.0, *kw)
+    plotext.ylim(low, high * 1.05 if high > 0 else 1.0)
+    plotext.xlim(0.0, max(max(minutes), 1.0))  # from the session's start (a point alone: its first minute)
     if title:
         plotext.title(title)
     plotext.xlabel("minutes since the start")

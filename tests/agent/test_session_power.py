@@ -3,6 +3,8 @@ the meter pass's one fsync; and the charts evsectl draws with plotext (agent/dia
 
 from __future__ import annotations
 
+import io
+import os
 import re
 from pathlib import Path
 
@@ -94,7 +96,9 @@ def test_the_power_plot_without_a_terminal_is_plain_and_80_columns() -> None:
 def test_a_meter_without_power_plots_the_power_its_energy_gives() -> None:
     points = [(T0 + 60 * i, None, 100.0 * i) for i in range(10)]  # 100 Wh a minute: 6 kW
     text = render_power(power_result(points, running=True), chart=(80, False))
-    assert "(running)" in text and "6┤⠒⠒⠒" in text  # a flat line at 6 kW
+    assert "(running)" in text
+    drawn = [line for line in text.splitlines() if "⣀" in line]
+    assert len(drawn) == 1 and drawn[0].startswith("6.3┤")  # one flat line at the top: 6 kW (the axis to 6.3)
     assert text.splitlines()[-1] == "10 points kept, energy 0.900 kWh, peak 6.00 kW"
 
 
@@ -111,6 +115,22 @@ def test_the_report_draws_one_bar_per_day_without_a_terminal() -> None:
     text = render(result, chart=(80, False))
     assert not ANSI.search(text)
     bars = {line.split("┤")[0]: line.count("█") for line in text.splitlines() if "┤" in line and "█" in line}
-    assert list(bars) == [f"2026-01-{d:02d}" for d in range(1, 31)]  # every day, the oldest on top
-    assert bars["2026-01-30"] > bars["2026-01-15"] > bars["2026-01-01"]  # longer bars for more energy
-    assert "2026-01-30     30.00 kWh" in text  # the exact figure beside the chart
+    # every day, the oldest on top, labelled with its exact figure
+    assert list(bars) == [f"2026-01-{d:02d} {d:8.2f}" for d in range(1, 31)]
+    assert bars["2026-01-30    30.00"] > bars["2026-01-15    15.00"] > bars["2026-01-01     1.00"]
+    assert max(len(line) for line in text.splitlines() if "┤" in line) == 80
+
+
+def test_the_chart_takes_the_terminals_width_and_colour_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.diag import plots
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(plots.shutil, "get_terminal_size", lambda fallback: os.terminal_size((120, 40)))
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert plots.chart_size(io.StringIO()) == (80, False)  # a pipe or a file
+    assert plots.chart_size(Tty()) == (120, True)
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert plots.chart_size(Tty()) == (120, False)
