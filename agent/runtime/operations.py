@@ -379,7 +379,7 @@ class Operations:
         for devices in hw.connectors.values():
             for device in (devices.meter, devices.dc, devices.imd):
                 if isinstance(device, CountsCommunicationErrors):
-                    totals[str(getattr(device, "name", type(device).__name__))] = device.communication_errors()
+                    totals[str(getattr(device, "name", type(device).__name__))] = int(device.communication_errors())
         return totals
 
     def close(self) -> None:
