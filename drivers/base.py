@@ -15,7 +15,7 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 def now_stamps() -> tuple[float, float]:
@@ -538,6 +538,21 @@ class InsulationMonitor(Protocol):
     def error_counts(self) -> dict[str, int]: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class CountsCommunicationErrors(Protocol):
+    """A driver that counts its failed exchanges with the device (the Modbus and HTTP drivers).
+
+    `communication_errors()` is the number of failed exchanges since the driver was built, counted as each one
+    happens and never decreasing: one per request that got no answer in time, an answer refused by the frame
+    checks (CRC, framing, another unit's or transaction's answer, a wrong byte count or function), an exception
+    response or an I/O error. A request tried again is counted again; a poll that reads several blocks can count
+    more than one. A reading that arrived intact but is implausible is not a communication error. The count is
+    the driver's own: it knows nothing of who reads it (the operations ledger takes its increase per hour).
+    """
+
+    def communication_errors(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

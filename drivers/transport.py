@@ -143,6 +143,10 @@ class ModbusBus:
                     counts[kind] += n
         return counts
 
+    def errors_of(self, device_id: int) -> int:
+        """Every failed exchange with one device id so far (the sum of its error_counts; only ever grows)."""
+        return sum(self._errors.get(device_id, {}).values())
+
     def _count(self, device_id: int, kind: str) -> None:
         self.failures += 1
         kinds = self._errors.setdefault(device_id, {})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -229,3 +231,31 @@ def test_the_operations_ledger_is_protocol_neutral_and_its_accounting_pure() -> 
         assert not {n for n in found if n.startswith(("agent.ocpp", "ocpp", "agent.daemon", "agent.diag"))}, name
     reporter = _imported_names(ROOT / "agent" / "ocpp" / "v16" / "operations.py")
     assert not {n for n in reporter if n.startswith("agent.runtime")}, "the reporter needs the store, not the runtime"
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """Modules a file imports when it is loaded (top level and TYPE_CHECKING-free blocks, not functions)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_only_evsectl_draws_charts_and_the_daemon_never_loads_plotext() -> None:
+    """plotext (evsectl's charts) is imported by agent/diag/plots.py alone, and that module only from inside the
+    render functions evsectl runs: the daemon, which answers the same commands, never loads it (its memory)."""
+    everything = [*(ROOT / "agent").rglob("*.py"), *(ROOT / "drivers").rglob("*.py")]
+    users = {p.relative_to(ROOT).as_posix() for p in everything if any(
+        n.split(".")[0] == "plotext" for n in _imported_names(p))}
+    assert users == {"agent/diag/plots.py"}
+    plots_users = {p.relative_to(ROOT).as_posix() for p in everything if "agent.diag.plots" in _imported_names(p)}
+    assert plots_users == {"agent/diag/operations.py"}
+    assert "agent.diag.plots" not in _module_level_imports(ROOT / "agent" / "diag" / "operations.py")
+    probe = ("import sys, agent.daemon, agent.diag.server, agent.diag.operations, agent.runtime; "
+             "print('plotext' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "False", result.stderr

@@ -168,9 +168,11 @@ def show(command: str, result: Any) -> str:
             for name, check in checks.items():
                 rows.append([cid, name, "ok" if check["ok"] else "FAIL", check["detail"]])
         return _table(rows)
-    if command in ("report", "service"):
+    if command in ("report", "service", "session_power"):
         from agent.diag import operations
 
+        if command == "session_power":
+            return operations.render_power(result)
         return operations.render(result) if command == "report" else operations.render_service(result)
     if command == "report_problem":
         return f"problem report {result['reportId']} recorded"
@@ -190,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("meter", help="live meter readings with their age")
     sessions = sub.add_parser("sessions", help="current and recent sessions")
     sessions.add_argument("--limit", type=int, default=20)
+    sessions.add_argument("--plot", type=int, metavar="N",
+                          help="draw the power curve of session N (the tx column); with --json: its points")
     sub.add_parser("queue", help="the offline queue: pending messages and dead letters")
     config = sub.add_parser("config", help="OCPP keys and settings (secrets never shown)")
     csub = config.add_subparsers(dest="config_command", required=True)
@@ -251,6 +255,8 @@ def _command(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         "service": {k: getattr(args, k, None) for k in ("connector", "part", "note", "replaced", "old", "new")},
         "report-problem": {"connector": getattr(args, "connector", 0), "note": getattr(args, "note", "")},
     }
+    if args.command == "sessions" and args.plot is not None:
+        return "session_power", {"tx": args.plot}
     if args.command == "service" and args.part is not None and args.connector is None:
         raise SystemExit("evsectl service: --part needs --connector")
     return args.command.replace("-", "_"), mapping.get(args.command, {})

@@ -1,4 +1,5 @@
-"""`evsectl report`, `service` and `report-problem`: the operations ledger for a technician and a spreadsheet."""
+"""`evsectl report`, `service`, `report-problem` and `sessions --plot`: the operations ledger for a technician and
+a spreadsheet. The daemon runs `handle`; the render functions run in evsectl (charts through agent/diag/plots)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agent.runtime.operations import Operations
 
-COMMANDS = ("report", "service", "report_problem")
-BAR_WIDTH = 40  # characters of the longest bar in the utilization chart
+COMMANDS = ("report", "service", "report_problem", "session_power")
 MAX_REPORT_DAYS = 450  # the daily rows the ledger keeps
 
 
@@ -32,6 +32,8 @@ def handle(ops: Operations, command: str, args: dict[str, Any]) -> Any:
         return ops.service(connector, part, note)
     if command == "report_problem":
         return ops.problem("technician", str(args.get("note") or ""), int(args.get("connector") or 0))
+    if command == "session_power":
+        return ops.power_curve(int(args["tx"]))
     raise ValueError(f"unknown command {command!r}")
 
 
@@ -44,8 +46,11 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
-def render(result: dict[str, Any]) -> str:
-    """The report as a technician reads it: uptime per port, a utilization chart per day, faults, link, wear."""
+def render(result: dict[str, Any], chart: tuple[int, bool] | None = None) -> str:
+    """The report as a technician reads it: uptime per port, a utilization chart per day, faults, link, wear.
+
+    chart: (width, colour) of the bar chart; by default the terminal's, or 80 columns without colour.
+    """
     since = datetime.fromtimestamp(result["period"]["since"], UTC).strftime("%Y-%m-%d")
     until = datetime.fromtimestamp(result["period"]["until"] - 1, UTC).strftime("%Y-%m-%d")
     out = [f"operations report {since} .. {until} (UTC)", ""]
@@ -58,12 +63,11 @@ def render(result: dict[str, Any]) -> str:
                      _f(p["peak_power_w"] / 1000.0, 2), _f(None if p["mean_power_w"] is None else
                                                             p["mean_power_w"] / 1000.0, 2)])
     out += ["uptime per port (23 CFR 680.116(b); excluded: power loss, maintenance, EV faults)", _table(rows), ""]
-    out.append("energy per day (kWh, all ports)")
+    from agent.diag import plots  # plotext: evsectl only, never the daemon
+
     totals = [(d["date"], sum(v["energy_wh"] for k, v in d.items() if k != "date") / 1000.0) for d in result["days"]]
-    peak = max((t for _, t in totals), default=0.0)
-    for date, total in totals:
-        bar = "█" * (round(BAR_WIDTH * total / peak) if peak > 0 else 0)
-        out.append(f"{date}  {bar:<{BAR_WIDTH}}  {total:8.2f}")
+    width, colour = plots.chart_size() if chart is None else chart
+    out.append(plots.energy_per_day([d for d, _ in totals], [t for _, t in totals], width=width, colour=colour))
     out.append("")
     frows = [["port", "cause", "faults", "outage min"]]
     for cid, p in sorted(result["ports"].items(), key=lambda kv: int(kv[0])):
@@ -119,3 +123,35 @@ def render_service(result: dict[str, Any]) -> str:
         rows.append([str(w["connector"]), w["part"], counters, _f(w["interval"], 0), "DUE" if w["due"] else "-",
                      w["identity"] or "-"])
     return _table(rows)
+
+
+def curve_kw(points: list[dict[str, Any]], start: float) -> tuple[list[float], list[float]]:
+    """Minutes since the start and kW of a session's kept points; a point without a power reading (a meter with
+    no power register) takes the power its energy increase since the previous point gives."""
+    minutes: list[float] = []
+    kw: list[float] = []
+    previous: dict[str, Any] | None = None
+    for point in points:
+        power = point.get("power_w")
+        if power is None and previous is not None and point["t"] > previous["t"]:
+            power = (point["energy_wh"] - previous["energy_wh"]) * 3600.0 / (point["t"] - previous["t"])
+        previous = point
+        if power is not None:
+            minutes.append((point["t"] - start) / 60.0)
+            kw.append(power / 1000.0)
+    return minutes, kw
+
+
+def render_power(result: dict[str, Any], chart: tuple[int, bool] | None = None) -> str:
+    """`evsectl sessions --plot N`: the session's power curve and its figures."""
+    from agent.diag import plots  # plotext: evsectl only, never the daemon
+
+    start = result["start"]
+    when = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d %H:%M")
+    state = "running" if result["running"] else "ended"
+    title = f"session {result['tx_local_id']}, connector {result['connector']}, {when} UTC ({state})"
+    width, colour = plots.chart_size() if chart is None else chart
+    minutes, kw = curve_kw(result["points"], start)
+    summary = (f"{len(result['points'])} points kept, energy {result['energy_wh'] / 1000.0:.3f} kWh, "
+               f"peak {_f(max(kw) if kw else None, 2)} kW")
+    return plots.power_curve(minutes, kw, width=width, colour=colour, title=title) + "\n" + summary

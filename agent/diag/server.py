@@ -180,7 +180,7 @@ class DiagServer:
 
             path = write_bundle(agent, Path(agent.config.state.directory) / "diagnostics", list(self.ring.lines))
             return {"path": str(path), "bytes": path.stat().st_size}
-        if command in ("report", "service", "report_problem"):
+        if command in ("report", "service", "report_problem", "session_power"):
             from agent.diag import operations
 
             return operations.handle(agent.operations, command, args)

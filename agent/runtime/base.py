@@ -21,6 +21,7 @@ from agent.store import Store
 from drivers.base import MeterReading
 
 if TYPE_CHECKING:
+    from agent.runtime.operations import Operations
     from agent.security.manager import SecurityManager
 
 LOGGER = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ class AgentBase:
     _unrecorded_tx: set[int]
     _tasks: list[asyncio.Task[Any]]
     exit_requested: asyncio.Future[int] | None
+    operations: Operations
 
     @property
     def settings(self) -> Settings:

@@ -136,6 +136,9 @@ class MeteringMixin(DurableWritesMixin):
             self._durable(f"meter of transaction {session.local_tx_id}", functools.partial(
                 self.store.update_transaction_meter, session.local_tx_id, state.reading.energy_import_wh, now),
                 thinnable=True)
+            # the session's power curve (evsectl sessions --plot): in this pass's fsync, none of its own
+            self.operations.power_point(connector_id, session.local_tx_id, state.reading.power_w,
+                                        state.reading.energy_import_wh, now)
 
     def _sampled_for_end(self, now: float, mono: float) -> None:
         """Values for the end message at their own interval (2.0.1 SampledDataCtrlr.TxEndedInterval)."""

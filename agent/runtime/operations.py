@@ -30,7 +30,7 @@ from agent.core.operations import (
     percentile_ms,
     port_figures,
 )
-from drivers.base import IndicatorState
+from drivers.base import CountsCommunicationErrors, IndicatorState
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
@@ -310,6 +310,29 @@ class Operations:
             return "storage"
         return "other"
 
+    def power_point(self, connector_id: int, tx_local_id: int, power_w: float | None, energy_wh: float,
+                    wall: float) -> None:
+        """A point of the session's power curve, from the meter pass's periodic sample (the runtime calls this
+        inside the pass's Store.one_sync: the point shares the sample's fsync). A failure costs only the point."""
+        if not math.isfinite(energy_wh) or (power_w is not None and not math.isfinite(power_w)):
+            return
+        try:
+            self.store.ops_power_point(tx_local_id, connector_id, wall, power_w, energy_wh)
+        except Exception as err:
+            LOGGER.debug("power curve point of transaction %d not kept: %s", tx_local_id, err)
+
+    def power_curve(self, tx_local_id: int) -> dict[str, Any]:
+        """A session's power curve for `evsectl sessions --plot N`: the transaction and its kept points."""
+        row = self.store.transaction(tx_local_id)
+        if row is None:
+            raise ValueError(f"no session {tx_local_id}")
+        points = self.store.ops_power_curve(tx_local_id)
+        stop = row.meter_stop_wh if row.meter_stop_wh is not None else row.last_energy_wh
+        return {"tx_local_id": tx_local_id, "connector": row.connector_id, "start": row.start_wall,
+                "stop": row.stop_wall, "running": row.stop_wall is None,
+                "energy_wh": round(stop - row.meter_start_wh, 1),
+                "points": [{"t": p.wall_time, "power_w": p.power_w, "energy_wh": p.energy_wh} for p in points]}
+
     def round_trip(self, seconds: float) -> None:
         """An answered call to the back office took this long (from the protocol session)."""
         self.ledger.round_trip(seconds, self.agent.now())
@@ -329,10 +352,10 @@ class Operations:
             self.ledger.queue_depth(self.store.pending_count(), now)
         except Exception as err:
             LOGGER.debug("queue depth not read: %s", err)
-        for name, health in self.agent.hw.health.items():
-            seen = self._errors_seen.get(name)
-            self._errors_seen[name] = health.failures
-            self.ledger.device_errors(name, health.failures - (seen or 0), now)
+        for name, total in self._device_errors().items():
+            seen = self._errors_seen.get(name, 0)
+            self._errors_seen[name] = total
+            self.ledger.device_errors(name, total - seen, now)
         pending = self.ledger.take(now)
         state = {f"reg.{cid}": repr(wh) for cid, wh in self._registers.items()}
         try:
@@ -347,6 +370,17 @@ class Operations:
         self._check_wear()
         self._check_day(now)
         return True
+
+    def _device_errors(self) -> dict[str, int]:
+        """Each device's communication errors so far: the driver's own count of failed exchanges where it keeps
+        one (every timeout, CRC error, exception answer and retry), else the failed polls the hardware saw."""
+        hw = self.agent.hw
+        totals = {name: health.failures for name, health in hw.health.items()}
+        for devices in hw.connectors.values():
+            for device in (devices.meter, devices.dc, devices.imd):
+                if isinstance(device, CountsCommunicationErrors):
+                    totals[str(getattr(device, "name", type(device).__name__))] = int(device.communication_errors())
+        return totals
 
     def close(self) -> None:
         """At shutdown: the last commit (its time is where the next start's gap begins)."""

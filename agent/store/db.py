@@ -170,6 +170,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             wall_time REAL NOT NULL,
             PRIMARY KEY (tx_local_id, kind))""",
     ),
+    (
+        # the power curve of each session (agent/store/operations.py): points thinned to a few hundred per
+        # session, kept for the latest sessions only (`evsectl sessions --plot N`)
+        """CREATE TABLE ops_power (tx_local_id INTEGER NOT NULL, seq INTEGER NOT NULL,
+            connector_id INTEGER NOT NULL, wall_time REAL NOT NULL, power_w REAL, energy_wh REAL NOT NULL,
+            PRIMARY KEY (tx_local_id, seq)) WITHOUT ROWID""",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -463,7 +470,9 @@ class Db:
 
 # Tables salvaged from a damaged database, in an order that keeps the foreign keys valid.
 _SALVAGE_TABLES = ("transactions", "outbox", "dead_letters", "local_list", "auth_cache", "config",
-                   "charging_profiles", "availability", "security_log", "meta", "tx_data")
+                   "charging_profiles", "availability", "security_log", "meta", "tx_data",
+                   # the operations ledger: uptime and wear are what an operator cannot get back elsewhere
+                   "ops_hourly", "ops_daily", "ops_wear", "ops_events", "ops_state", "ops_power")
 
 
 def _salvage_rows(source: Path, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:

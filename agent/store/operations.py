@@ -1,7 +1,10 @@
-"""The operations ledger on disk: hourly and daily counters, wear since service, events, a little state.
+"""The operations ledger on disk: hourly and daily counters, wear since service, events, a little state, and the
+power curve of each session.
 
-Bounded: hourly rows for HOURLY_KEEP_S, daily rows for DAILY_KEEP_S, OPS_EVENTS_CAPACITY events. A commit is
-one transaction with the store's durability (synchronous=FULL): what was committed survives a power cut.
+Bounded: hourly rows for HOURLY_KEEP_S, daily rows for DAILY_KEEP_S, OPS_EVENTS_CAPACITY events; a session's
+power curve is thinned to about POWER_MAX_POINTS points and kept for the latest POWER_KEEP_SESSIONS sessions and
+POWER_KEEP_S. A commit is one transaction with the store's durability (synchronous=FULL): what was committed
+survives a power cut.
 """
 
 from __future__ import annotations
@@ -18,6 +21,28 @@ from agent.store.db import Db, _dumps
 HOURLY_KEEP_S = 15 * 86400  # at least 14 days of hourly rows (the day being written counts as one)
 DAILY_KEEP_S = 450 * 86400  # at least 400 days of daily rows
 OPS_EVENTS_CAPACITY = 10_000  # gaps, replacements, maintenance, problem reports; the oldest are dropped
+POWER_MAX_POINTS = 300  # a session's curve keeps at most this many evenly spaced points (and its newest one)
+POWER_KEEP_SESSIONS = 500  # curves of the latest transaction ids kept: at most 500 x 301 rows, about 10 MB
+POWER_KEEP_S = 90 * 86400  # and none older than this (pruned when a session's first point is written)
+
+
+def power_stride(seq: int) -> int:
+    """The spacing of the points kept once a curve has its seq-th sample: the smallest power of two that keeps
+    at most POWER_MAX_POINTS multiples of itself in 0..seq (so a long session is thinned evenly, never its end)."""
+    stride = 1
+    while seq // stride + 1 > POWER_MAX_POINTS:
+        stride *= 2
+    return stride
+
+
+@dataclass(frozen=True)
+class PowerPoint:
+    """One point of a session's power curve (power_w None: the meter has no power register)."""
+
+    seq: int
+    wall_time: float
+    power_w: float | None
+    energy_wh: float
 
 
 @dataclass(frozen=True)
@@ -59,6 +84,34 @@ class OperationsMixin(Db):
                 conn.execute("INSERT OR REPLACE INTO ops_state (key, value) VALUES (?, ?)", (key, value))
             conn.execute("DELETE FROM ops_hourly WHERE period < ?", (int(wall) - HOURLY_KEEP_S,))
             conn.execute("DELETE FROM ops_daily WHERE period < ?", (int(wall) - DAILY_KEEP_S,))
+
+    def ops_power_point(self, tx_local_id: int, connector_id: int, wall: float, power_w: float | None,
+                        energy_wh: float) -> int:
+        """Add a point to a session's power curve and thin it (one write, no fsync inside Store.one_sync).
+
+        Every sample is written as the newest point; the points before it are kept only at the stride of
+        power_stride, so the curve stays evenly spaced and at most POWER_MAX_POINTS + 1 rows. Returns its seq.
+        """
+        with self._write() as conn:
+            last = conn.execute("SELECT MAX(seq) FROM ops_power WHERE tx_local_id = ?", (tx_local_id,)).fetchone()[0]
+            seq = 0 if last is None else int(last) + 1
+            conn.execute("INSERT INTO ops_power (tx_local_id, seq, connector_id, wall_time, power_w, energy_wh) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", (tx_local_id, seq, connector_id, wall, power_w, energy_wh))
+            stride = power_stride(seq)
+            if stride > 1:
+                conn.execute("DELETE FROM ops_power WHERE tx_local_id = ? AND seq < ? AND seq % ? != 0",
+                             (tx_local_id, seq, stride))
+            if last is None:  # a new session: the pruning, once per session rather than at every sample
+                conn.execute("DELETE FROM ops_power WHERE tx_local_id <= ? OR wall_time < ?",
+                             (tx_local_id - POWER_KEEP_SESSIONS, wall - POWER_KEEP_S))
+        return seq
+
+    def ops_power_curve(self, tx_local_id: int) -> list[PowerPoint]:
+        """The kept points of a session's power curve, oldest first ([] when none was kept)."""
+        with self._read() as conn:
+            return [PowerPoint(int(r[0]), float(r[1]), None if r[2] is None else float(r[2]), float(r[3]))
+                    for r in conn.execute("SELECT seq, wall_time, power_w, energy_wh FROM ops_power "
+                                          "WHERE tx_local_id = ? ORDER BY seq", (tx_local_id,))]
 
     def ops_state(self) -> dict[str, str]:
         """The ledger's own state (last commit time, identities, maintenance flags)."""

@@ -140,6 +140,10 @@ class ModbusDcController:
         """Failed exchanges by kind for this device id, plus "implausible" (status out of its range)."""
         return {**self.bus.error_counts(self.device_id), "implausible": self._implausible}
 
+    def communication_errors(self) -> int:
+        """Failed exchanges with this device id (timeouts, refused frames, exception answers, I/O errors)."""
+        return self.bus.errors_of(self.device_id)
+
     def last_reading(self) -> DcStatus | None:
         """The last status read; marked stale (with its original read time) after a failed read."""
         if self._last is None or not self._stale:

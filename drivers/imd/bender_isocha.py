@@ -102,6 +102,10 @@ class BenderIsoCha:
         """Failed exchanges by kind for this device id, plus "implausible" (a channel the map forbids)."""
         return {**self.bus.error_counts(self.device_id), "implausible": self._implausible}
 
+    def communication_errors(self) -> int:
+        """Failed exchanges with this device id (timeouts, refused frames, exception answers, I/O errors)."""
+        return self.bus.errors_of(self.device_id)
+
     def last_reading(self) -> InsulationReading | None:
         """The last reading; marked stale (with its original read time) after a failed read."""
         if self._last is None or not self._stale:

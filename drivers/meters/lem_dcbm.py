@@ -83,6 +83,11 @@ class LemDcbm(PlausibleMeterMixin):
         """Failed requests by kind (timeout, io_error, framing, oversized, http_status, garbage, implausible)."""
         return self.client.error_counts()
 
+    def communication_errors(self) -> int:
+        """Failed requests (timeouts, I/O errors, refused or oversized answers, bad statuses, garbage); a
+        well-formed but implausible answer is not one."""
+        return sum(n for kind, n in self.client.error_counts().items() if kind != "implausible")
+
     def accept_baseline(self) -> None:
         """Re-baseline a replaced or reset meter; the signed registers start over too."""
         super().accept_baseline()

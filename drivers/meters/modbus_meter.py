@@ -101,6 +101,10 @@ class ModbusMeter(PlausibleMeterMixin):
         """Failed reads by kind: the bus's frame checks for this device id, plus "implausible"."""
         return {**self.bus.error_counts(self.device_id), "implausible": sum(self._implausible.values())}
 
+    def communication_errors(self) -> int:
+        """Failed exchanges with this device id (timeouts, refused frames, exception answers, I/O errors)."""
+        return self.bus.errors_of(self.device_id)
+
     async def read(self) -> MeterReading:
         """Read every block and check plausibility; raise FrameError, DeviceTimeout or ImplausibleReading."""
         if self._closed:

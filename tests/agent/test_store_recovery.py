@@ -8,18 +8,31 @@ from pathlib import Path
 
 import pytest
 
+from agent.core.operations import OperationsLedger
 from agent.errors import DamagedDatabase, DiskFull
 from agent.store import Store, open_or_recover
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 
 def fill(path: Path, n: int) -> None:
     store = Store(path)
     tx = store.reserve_tx_id(time.time(), time.monotonic())
+    ledger(store, tx)  # written first: the damage below lands on the outbox rows written after it
     for i in range(n):
         store.enqueue("MeterValues", {"connectorId": 1, "transactionId": 0, "meterValue": [{"i": i}]},
                       tx_local_id=tx, wall_time=time.time(), monotonic=time.monotonic(), clock_trusted=True)
     store.config_set("ocpp16.HeartbeatInterval", "120")
     store.close()
+
+
+def ledger(store: Store, tx: int) -> None:
+    """A row in each table of the operations ledger (uptime, wear, events, state, a session's power curve)."""
+    ledger = OperationsLedger([1], T0)
+    ledger.contactor(1, True, T0)
+    store.ops_commit(ledger.take(T0 + 60), wall=T0 + 60, state={"id.1.meter": "SN-1"})
+    store.ops_event("replacement", 1, {"part": "meter"}, wall_time=T0, clock_trusted=True)
+    store.ops_power_point(tx, 1, T0, 7400.0, 1000.0)
 
 
 def test_garbage_header_is_moved_aside_and_a_new_database_starts(tmp_path: Path) -> None:
@@ -52,6 +65,14 @@ def test_damaged_pages_salvage_what_can_be_read(tmp_path: Path) -> None:
     salvaged = store.pending_count()
     assert 0 < salvaged < 2000, report
     assert store.config_get("ocpp16.HeartbeatInterval") == "120"
+    # the operations ledger is salvaged too: an operator's uptime and wear history exist nowhere else
+    daily = {(c, k): v for _p, c, k, v in store.ops_rows("daily", T0, T0 + 86_400)}
+    hourly = {(c, k): v for _p, c, k, v in store.ops_rows("hourly", T0, T0 + 3600)}
+    assert daily[(1, "x.operating")] == 60 and hourly[(1, "x.operating")] == 60
+    assert store.ops_wear()[(1, "n.contactor_ops")][0] == 1
+    assert store.ops_state()["id.1.meter"] == "SN-1"
+    assert [e.kind for e in store.ops_events()] == ["replacement"]
+    assert [(p.power_w, p.energy_wh) for p in store.ops_power_curve(1)] == [(7400.0, 1000.0)]
     store.close()
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+from typing import Any
 
 import jsonschema
 import pytest
@@ -64,3 +66,50 @@ async def test_a_session_a_problem_report_and_a_power_cut_in_the_ledger(rig: Rig
     assert after["ports"]["1"]["sessions"] == 1  # the first run's session survived the cut
     gaps = [e for e in after["events"] if e["kind"] == "gap"]
     assert gaps and gaps[0]["detail"]["cause"] == "power_loss"
+
+
+def _periodic(rig: Rig, tx: int) -> list[tuple[float, float]]:
+    """(energy Wh, power W) of every periodic sample of a transaction the back office received, in order."""
+    out = []
+    for m in rig.calls("MeterValues"):
+        if m["payload"].get("transactionId") != tx:
+            continue
+        for value in m["payload"]["meterValue"]:
+            by = {sv.get("measurand"): float(sv["value"]) for sv in value["sampledValue"]
+                  if sv.get("context") == "Sample.Periodic" and not sv.get("phase")}
+            if by:
+                out.append((by["Energy.Active.Import.Register"], by["Power.Active.Import"]))
+    return out
+
+
+async def test_a_sessions_power_curve_is_its_periodic_samples_and_evsectl_plots_it(rig_factory: Any) -> None:
+    rig: Rig = await rig_factory(ocpp={
+        "MeterValueSampleInterval": 1, "ClockAlignedDataInterval": 0,
+        "MeterValuesSampledData": "Energy.Active.Import.Register,Power.Active.Import"})
+    start = await rig.start_session()
+    tx = int(start["response"]["payload"]["transactionId"])
+    await rig.wait_status(1, "Charging")
+    await rig.office.wait_for(lambda: len(_periodic(rig, tx)) >= 4, timeout=15.0)
+    assert evsectl(rig, "stop", "1").returncode == 0
+    await rig.wait_call("StopTransaction")
+    sessions = json.loads(evsectl(rig, "--json", "sessions").stdout)
+    (session,) = [s for s in sessions if s["transaction_id"] == tx]
+    number = str(session["tx_local_id"])
+
+    curve = json.loads(evsectl(rig, "--json", "sessions", "--plot", number).stdout)
+    await asyncio.sleep(1.0)  # every MeterValues of the session has reached the office (sent before the stop)
+    sent = _periodic(rig, tx)
+    # one point per periodic sample, the very reading that was sent (energy sent as whole Wh, rounded down)
+    kept = [(math.floor(p["energy_wh"]), p["power_w"]) for p in curve["points"]]
+    assert len(kept) == len(sent) >= 4
+    for (energy, power), (sent_energy, sent_power) in zip(kept, sent, strict=True):
+        assert energy == sent_energy and power == pytest.approx(sent_power, abs=0.5)
+    assert max(p for _, p in kept) > 1000.0 and not curve["running"] and curve["connector"] == 1
+
+    plot = evsectl(rig, "sessions", "--plot", number)
+    assert plot.returncode == 0, plot.stderr
+    assert f"session {number}, connector 1" in plot.stdout and "minutes since the start" in plot.stdout
+    assert "\x1b" not in plot.stdout and max(len(line) for line in plot.stdout.splitlines()) <= 80  # no TTY
+    assert f"{len(kept)} points kept" in plot.stdout
+    missing = evsectl(rig, "sessions", "--plot", "999")
+    assert missing.returncode == 1 and "no session 999" in missing.stderr
