@@ -472,7 +472,9 @@ class Db:
 _SALVAGE_TABLES = ("transactions", "outbox", "dead_letters", "local_list", "auth_cache", "config",
                    "charging_profiles", "availability", "security_log", "meta", "tx_data",
                    # the operations ledger: uptime and wear are what an operator cannot get back elsewhere
-                   "ops_hourly", "ops_daily", "ops_wear", "ops_events", "ops_state", "ops_power")
+                   "ops_hourly", "ops_daily", "ops_wear", "ops_events", "ops_state", "ops_power",
+                   # a signing meter's data sets: legal evidence the meter cannot sign again once it is ended
+                   "signed_values")
 
 
 def _salvage_rows(source: Path, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -10,6 +10,7 @@ import pytest
 
 from agent.core.operations import OperationsLedger
 from agent.errors import DamagedDatabase, DiskFull
+from agent.metering import SignedValue
 from agent.store import Store, open_or_recover
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -19,11 +20,22 @@ def fill(path: Path, n: int) -> None:
     store = Store(path)
     tx = store.reserve_tx_id(time.time(), time.monotonic())
     ledger(store, tx)  # written first: the damage below lands on the outbox rows written after it
+    signed(store, tx)
     for i in range(n):
         store.enqueue("MeterValues", {"connectorId": 1, "transactionId": 0, "meterValue": [{"i": i}]},
                       tx_local_id=tx, wall_time=time.time(), monotonic=time.monotonic(), clock_trusted=True)
     store.config_set("ocpp16.HeartbeatInterval", "120")
     store.close()
+
+
+SIGNED_END = SignedValue("OCMF|{\"FV\":\"1.0\"}|{\"SD\":\"30\"}", "OCMF", "ECDSA-secp256r1-SHA256", "3059", 1000.0,
+                         1250.0)
+
+
+def signed(store: Store, tx: int) -> None:
+    """A signing meter's legal transaction and its end data set: legal evidence that exists nowhere else."""
+    store.signed_legal_begin(tx, 1, "st-1", T0)
+    store.signed_put(tx, "end", SIGNED_END, T0 + 60)
 
 
 def ledger(store: Store, tx: int) -> None:
@@ -73,6 +85,8 @@ def test_damaged_pages_salvage_what_can_be_read(tmp_path: Path) -> None:
     assert store.ops_state()["id.1.meter"] == "SN-1"
     assert [e.kind for e in store.ops_events()] == ["replacement"]
     assert [(p.power_w, p.energy_wh) for p in store.ops_power_curve(1)] == [(7400.0, 1000.0)]
+    # a signed data set is kept byte for byte: the meter cannot sign a finished transaction again
+    assert store.signed_get(1, "end") == SIGNED_END and store.signed_legal(1) is not None
     store.close()
 
 
