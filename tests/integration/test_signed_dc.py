@@ -283,17 +283,19 @@ async def _signed_kill_sessions(rig: Rig, sessions: int, rng: random.Random) -> 
         await rig.wait_connected(30)
         await rig.wait_sim(lambda s: not s["connectors"]["1"]["contactor_closed"], "contactor open")
         rig.plug(1)
-        before = _transactions(rig)
+        before: int | None = None
         for _attempt in range(4):
-            if _transactions(rig) == before:
-                rig.card()  # the card again only if the last one started nothing: a second one would stop it
+            if before is None or _transactions(rig) == before:
+                # the card again only if the last one took no transaction id: a second one would stop it
+                before = _transactions(rig)
+                rig.card()
             try:
                 await rig.wait_contactor(True, timeout=8)
                 break
             except AssertionError:
                 continue
         else:
-            raise AssertionError(f"session never started\n{rig.agent_log()[-3000:]}")
+            raise AssertionError(f"session never started\n{rig.agent_log()[-12000:]}")
         await asyncio.sleep(rng.uniform(1.0, 3.0))
         if moment == "stopping":
             rig.card()  # a local stop, killed in the middle of it
@@ -308,8 +310,10 @@ async def _signed_kill_sessions(rig: Rig, sessions: int, rng: random.Random) -> 
         else:
             rig.card()
         await rig.wait_sim(lambda s: not s["connectors"]["1"]["contactor_closed"], "contactor open", 30)
+        seen = len(rig.statuses(1))
         rig.unplug(1)
-        await asyncio.sleep(0.5)
+        # the agent saw the unplug (a restarting agent polls late: an unplug and plug within one poll are missed)
+        await rig.wait_status(1, "Available", timeout=30, since=seen)
     return kills
 
 
@@ -319,19 +323,20 @@ def _signing_log(rig: Rig) -> str:
     return "\n".join(line for line in rig.agent_log().splitlines() if any(w in line for w in words))[-8000:]
 
 
-# In make soak (a minute per run; make test keeps the power cut mid-session and the kill while the meter begins,
-# above and below). Its two failures under load were the test's and the simulator's, not the agent's: the next
-# session began before the restarted agent's boot was answered (its clock not yet trusted: correctly unsigned),
-# and the simulated meter signed its register rounded to the nearest Wh while the live value is read whole Wh.
+# make test: three sessions, each killed (once while charging, twice in the middle of its stop); make soak: 8
+# or EVSE_SIGNED_KILL_SESSIONS, with clean sessions between. Its two failures under load last session were the
+# test's and the simulator's, not the agent's: the next session began before the restarted agent's boot was
+# answered (its clock not yet trusted: correctly unsigned), and the simulated meter signed its register rounded
+# to the nearest Wh while the live value is read whole Wh.
 SOAK_SESSIONS = int(os.environ.get("EVSE_SIGNED_KILL_SESSIONS", "8"))
 
 
-@pytest.mark.soak
-async def test_kill_test_on_a_signing_dc_meter_every_data_set_verifies(rig_factory: Any) -> None:
+@pytest.mark.parametrize("sessions", [3, pytest.param(SOAK_SESSIONS, marks=pytest.mark.soak, id="soak")])
+async def test_kill_test_on_a_signing_dc_meter_every_data_set_verifies(rig_factory: Any, sessions: int) -> None:
     rng = random.Random(int(os.environ.get("EVSE_KILL_SEED", "7")))
     rig: Rig = await rig_factory(sim_config=DC_SIGNED, ocpp={"TransactionMessageRetryInterval": 1})
     key = meter_key(rig)
-    kills = await _signed_kill_sessions(rig, SOAK_SESSIONS, rng)
+    kills = await _signed_kill_sessions(rig, sessions, rng)
     await rig.wait_connected(30)
     db = rig.state_dir / "agent.db"
 
@@ -347,14 +352,14 @@ async def test_kill_test_on_a_signing_dc_meter_every_data_set_verifies(rig_facto
         ledger = _ledger(rig, rig.meter_wh(1))  # the register tiled by meterStart/meterStop, nothing lost
     except AssertionError as err:
         raise AssertionError(f"{err}\n{_signing_log(rig)}") from err
-    assert ledger["sessions"] == SOAK_SESSIONS, ledger
+    assert ledger["sessions"] == sessions, ledger
     assert "is not signed by its meter" not in rig.agent_log(), _signing_log(rig)
     texts = check_every_data_set(signed_16(rig), key)
     # every stop the back office answered carries the signed end of its own session, the meter's record
     stops = {json.dumps(m["payload"], sort_keys=True): m["payload"] for m in rig.calls("StopTransaction")
              if m["response"]}
     ends = {text for where, context, text in texts if context == "Transaction.End"}
-    if not len(ends) == len(stops) == SOAK_SESSIONS:
+    if not len(ends) == len(stops) == sessions:
         seen = []
         for stop in stops.values():
             signed = [decode(json.loads(sv["value"]))[0] for v in stop.get("transactionData", [])
