@@ -412,19 +412,21 @@ class GpioEmergencyStop:
         after), no hop through the event loop. Each step here holds the interpreter lock, which a busy
         event loop gives up only every switch interval; the fewer steps before the coils, the fewer waits.
         """
+        reason = f"e-stop {self.name}"
+        failed: list[tuple[str, Exception]] = []
+        # The state and the coils change under one lock: two threads delivering edges (a pin library's and a
+        # simulator's) must not leave the button pressed with a contactor free to close.
         with self._lock:
             if pressed == self._pressed:
                 return
             self._pressed = pressed
             contactors = list(self._contactors)
             callbacks = list(self._callbacks)
-        reason = f"e-stop {self.name}"
-        failed: list[tuple[str, Exception]] = []
-        for contactor in contactors:
-            try:
-                contactor._interlock(reason, pressed)
-            except Exception as err:  # one broken contactor must not keep the others closed
-                failed.append((contactor.name, err))
+            for contactor in contactors:
+                try:
+                    contactor._interlock(reason, pressed)
+                except Exception as err:  # one broken contactor must not keep the others closed
+                    failed.append((contactor.name, err))
         for name, error in failed:
             LOGGER.error("%s: could not open %s", self.name, name, exc_info=error)
         LOGGER.warning("%s: %s%s", self.name, "pressed" if pressed else "released",
@@ -452,8 +454,11 @@ class GpioEmergencyStop:
             new = [c for c in contactors if c not in self._contactors]
             self._contactors.extend(new)
             pressed = self._pressed
-        for contactor in new:
-            contactor.inhibit(f"e-stop {self.name}", pressed)
+            for contactor in new:  # under the lock: an edge meanwhile must not be undone by a stale `pressed`
+                contactor._interlock(f"e-stop {self.name}", pressed)
+        if pressed:
+            for contactor in new:
+                LOGGER.warning("%s: opened by interlock e-stop %s", contactor.name, self.name)
 
     def close(self) -> None:
         """Release the input pin."""
