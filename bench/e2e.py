@@ -157,6 +157,14 @@ def _estop_rows(when: str, measured: dict[str, Any], baseline: dict[str, Any] | 
     b99 = percentile(baseline["ms"], 99) if baseline else None
     note = (f"{len(ms)} presses in the running agent, edge from a thread of its own (bench.launch), "
             f"{measured['skipped']} skipped" + ("; baseline: the same probe in the idle agent" if baseline else ""))
+    runqueue = measured.get("runqueue_ms")
+    if runqueue and len(runqueue) == len(ms):
+        # schedstat: the time the edge thread was runnable without a core, from just before its sleep to the fall
+        # (a wait before the edge counts too: subtracted, it gives a lower bound of the rest, the lock and the code)
+        own = [max(0.0, total - waited) for total, waited in zip(ms, runqueue, strict=True)]
+        note += (f"; the edge thread waited for a core (schedstat, from its sleep to the fall) "
+                 f"{percentile(runqueue, 99):.2f} ms p99, max {max(runqueue):.2f}; the latency less that wait: p50 "
+                 f"{percentile(own, 50):.3f} ms, p99 {percentile(own, 99):.2f} ms")
     return [Figure(f"e-stop -> contactor open p50 ({when})", p50, "ms", b50, ratio(p50, b50), "-", None, note),
             Figure(f"e-stop -> contactor open p99 ({when})", p99, "ms", b99, ratio(p99, b99),
                    f"<= {ESTOP_TARGET_MS} ms", p99 <= ESTOP_TARGET_MS, note)]
