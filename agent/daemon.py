@@ -47,6 +47,11 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger("evse-agent")
 
+# The e-stop callback runs in the pin library's thread and needs the interpreter lock to drop the coil; a busy
+# event loop gives the lock up at its next blocking call or after the switch interval (5 ms by default). Only a
+# thread waiting for the lock cuts the loop's turn short, so the loop pays nothing while no other thread wants
+# it (docs/bench.md, e-stop).
+GIL_SWITCH_INTERVAL_S = 0.0005
 FRAME_LOG_BYTES = 5_000_000  # OCPP frame log: rotated at 5 MB, 3 files kept (small SD cards)
 DC_VOLTAGE_BOUND_V = 1000.0  # CCS DC voltages reach 1000 V: the plausibility bound of a DC connector's meter
 EXIT_CONFIG = 2
@@ -530,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: OK ({len(cfg.connectors)} connectors)")
         return 0
     setup_logging(cfg, args.verbose)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         return asyncio.run(serve_until_stopped(cfg))
     except KeyboardInterrupt:

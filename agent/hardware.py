@@ -10,7 +10,6 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -42,9 +41,6 @@ from drivers.dc.modbus_dc import fault_details
 from drivers.errors import DriverError, HardwareFault, ImplausibleReading
 
 LOGGER = logging.getLogger(__name__)
-
-ESTOP_SHUTDOWN_WAIT_S = 0.05  # the longest the contactor waits for the controllers' emergency shutdown
-
 
 def _log_shutdown(name: str, future: concurrent.futures.Future[None]) -> None:
     if not future.cancelled() and future.exception() is not None:
@@ -169,25 +165,23 @@ class Hardware:
                 self.estop.on_change(open_all)
 
     def bind_dc_shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On an e-stop press, from the GPIO thread: every controller gets its emergency shutdown before the
-        contactors open (current must stop before a contactor breaks under load), waited for at most
-        ESTOP_SHUTDOWN_WAIT_S so the contactor opens in time whatever the bus does."""
+        """On an e-stop press, from the GPIO thread: every controller gets its emergency shutdown.
+
+        The e-stop driver has opened the contactors before this runs (issue 14: on e-stop the contactor opens
+        at once, no ramp-down): the shutdown is handed to the loop and not waited for, so a slow bus or a busy
+        loop never holds the GPIO thread or the contactor."""
         controllers = [d.dc for d in self.connectors.values() if d.dc is not None]
         if self.estop is None or not controllers:
             return
-        loop_thread = threading.get_ident()
 
         def shutdown(pressed: bool) -> None:
             if not pressed:
                 return
-            futures = [asyncio.run_coroutine_threadsafe(dc.emergency_shutdown(), loop) for dc in controllers]
-            for dc, future in zip(controllers, futures, strict=True):
+            for dc in controllers:
+                future = asyncio.run_coroutine_threadsafe(dc.emergency_shutdown(), loop)
                 future.add_done_callback(functools.partial(_log_shutdown, dc.name))
-            if threading.get_ident() != loop_thread:  # never wait on the loop from inside it
-                concurrent.futures.wait(futures, timeout=ESTOP_SHUTDOWN_WAIT_S)
 
-        first = getattr(self.estop, "before_open", None)
-        (first or self.estop.on_change)(shutdown)
+        self.estop.on_change(shutdown)
 
     async def reset_controllers(self, pressed_again: Callable[[], bool] = lambda: False) -> None:
         """After the e-stop is released: clear the controllers' latched emergency so charging may resume."""

@@ -30,6 +30,15 @@ COIL_TIMEOUT_S = 1.0
 RELEASE_SETTLE_S = 0.040  # the driver's debounce is 20 ms by default
 
 
+def runqueue_wait_s() -> float | None:
+    """Seconds this thread has waited for a core since it started (Linux schedstat); None where unavailable."""
+    try:
+        with open("/proc/thread-self/schedstat", encoding="ascii") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def write_modules(path: Path) -> None:
     """The module names loaded right now (import order), atomically."""
     tmp = path.with_suffix(".tmp")
@@ -50,6 +59,8 @@ class EstopProbe:
     def __init__(self, out: Path) -> None:
         self.out = out
         self._fell: float | None = None
+        self._fell_runqueue: float | None = None
+        self._edge_thread = 0
         self._running = threading.Lock()
 
     def _objects(self) -> tuple[Any, Any, Any]:
@@ -88,11 +99,15 @@ class EstopProbe:
         def timed_change(value: Any) -> Any:
             if not value and self._fell is None:
                 self._fell = time.perf_counter()
+                # the driver's callback runs in the edge thread: that thread's own wait for a core, else none
+                self._fell_runqueue = runqueue_wait_s() if threading.get_ident() == self._edge_thread else None
             return original(value)
 
         coil._change_state = timed_change  # instance attribute: only this pin, only while probing
         phase = random.Random(11)
+        self._edge_thread = threading.get_ident()
         samples: list[float] = []
+        runqueue: list[float] = []  # per sample: how long of it the edge thread waited for a core
         skipped = 0
         try:
             for _ in range(ESTOP_REPS):
@@ -100,26 +115,33 @@ class EstopProbe:
                 if not coil.state:
                     skipped += 1  # the agent opened it meanwhile (interlock or its own decision)
                     continue
-                self._fell = None
+                self._fell = self._fell_runqueue = None
                 edge_at = time.perf_counter() + phase.uniform(*EDGE_GAP_S)
+                waited = runqueue_wait_s()  # asleep until edge_at: no wait for a core accrues before the edge
                 time.sleep(max(0.0, edge_at - time.perf_counter()))
                 edge_pin.drive_low() if released else edge_pin.drive_high()
                 deadline = time.perf_counter() + COIL_TIMEOUT_S
                 while self._fell is None and time.perf_counter() < deadline:
                     time.sleep(0.001)
                 fell = self._fell
+                waited_after = self._fell_runqueue
                 if fell is None:
                     raise RuntimeError("the coil did not fall within 1 s of the e-stop edge")
                 if fell < edge_at:
                     skipped += 1  # fell before the edge: not the e-stop's doing
                 else:
                     samples.append((fell - edge_at) * 1000)
+                    if waited is not None and waited_after is not None:
+                        runqueue.append((waited_after - waited) * 1000)
                 edge_pin.drive_high() if released else edge_pin.drive_low()
                 time.sleep(RELEASE_SETTLE_S)
         finally:
             del coil._change_state
             contactor.open()
-        return {"ms": samples, "skipped": skipped}
+        result: dict[str, Any] = {"ms": samples, "skipped": skipped}
+        if len(runqueue) == len(samples):
+            result["runqueue_ms"] = runqueue
+        return result
 
 
 def main(argv: list[str] | None = None) -> int:

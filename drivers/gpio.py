@@ -287,6 +287,12 @@ class GpioContactor(_FeedbackSwitch):
 
     def inhibit(self, reason: str, active: bool) -> None:
         """Set or clear an interlock; setting one opens the contactor at once in the calling thread."""
+        self._interlock(reason, active)
+        if active:
+            LOGGER.warning("%s: opened by interlock %s", self.name, reason)
+
+    def _interlock(self, reason: str, active: bool) -> None:
+        """`inhibit()` without its log line: the e-stop opens every contactor before it logs anything."""
         with self._lock:
             if active:
                 self._inhibits.add(reason)
@@ -294,8 +300,6 @@ class GpioContactor(_FeedbackSwitch):
                     self._set(False)
             else:
                 self._inhibits.discard(reason)
-        if active:
-            LOGGER.warning("%s: opened by interlock %s", self.name, reason)
 
     @property
     def inhibited(self) -> frozenset[str]:
@@ -355,7 +359,6 @@ class GpioEmergencyStop:
         self.normally_closed = normally_closed
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[bool], None]] = []
-        self._first: list[Callable[[bool], None]] = []  # run before the contactors open (DC shutdown)
         self._contactors: list[GpioContactor] = []
         try:
             # is_active means "contact closed": pulled up -> closed reads low; floating needs active_state.
@@ -403,25 +406,31 @@ class GpioEmergencyStop:
         self._edge(self._pressed_from(False))
 
     def _edge(self, pressed: bool) -> None:
-        """Runs in the GPIO thread: open the contactors first, then tell the listeners."""
+        """Runs in the GPIO thread: open the contactors first, then log and tell the listeners.
+
+        Nothing runs before the coils drop: no log line, no DC controller shutdown (a listener sends it right
+        after), no hop through the event loop. Each step here holds the interpreter lock, which a busy
+        event loop gives up only every switch interval; the fewer steps before the coils, the fewer waits.
+        """
+        reason = f"e-stop {self.name}"
+        failed: list[tuple[str, Exception]] = []
+        # The state and the coils change under one lock: two threads delivering edges (a pin library's and a
+        # simulator's) must not leave the button pressed with a contactor free to close.
         with self._lock:
             if pressed == self._pressed:
                 return
             self._pressed = pressed
             contactors = list(self._contactors)
             callbacks = list(self._callbacks)
-            first = list(self._first)
-        for hook in first:  # bounded by the hook: a DC controller gets its shutdown before the contactor opens
-            try:
-                hook(pressed)
-            except Exception:
-                LOGGER.exception("%s: e-stop hook failed", self.name)
-        for contactor in contactors:
-            try:
-                contactor.inhibit(f"e-stop {self.name}", pressed)
-            except Exception:  # one broken contactor must not keep the others closed
-                LOGGER.exception("%s: could not open %s", self.name, contactor.name)
-        LOGGER.warning("%s: %s", self.name, "pressed" if pressed else "released")
+            for contactor in contactors:
+                try:
+                    contactor._interlock(reason, pressed)
+                except Exception as err:  # one broken contactor must not keep the others closed
+                    failed.append((contactor.name, err))
+        for name, error in failed:
+            LOGGER.error("%s: could not open %s", self.name, name, exc_info=error)
+        LOGGER.warning("%s: %s%s", self.name, "pressed" if pressed else "released",
+                       f", opened {', '.join(c.name for c in contactors)}" if pressed and contactors else "")
         for callback in callbacks:
             try:
                 callback(pressed)
@@ -434,14 +443,10 @@ class GpioEmergencyStop:
         return self._pressed
 
     def on_change(self, callback: Callable[[bool], None]) -> None:
-        """Call `callback(pressed)` on every change, in the GPIO thread (use call_soon_threadsafe)."""
+        """Call `callback(pressed)` on every change, in the GPIO thread, after the bound contactors switched
+        (hand work to an event loop with call_soon_threadsafe; never block here)."""
         with self._lock:
             self._callbacks.append(callback)
-
-    def before_open(self, callback: Callable[[bool], None]) -> None:
-        """Call `callback(pressed)` in the GPIO thread before the bound contactors switch; it must return fast."""
-        with self._lock:
-            self._first.append(callback)
 
     def bind_contactors(self, contactors: Iterable[GpioContactor]) -> None:
         """Open these contactors directly in the GPIO thread on a press, and hold them open while pressed."""
@@ -449,8 +454,11 @@ class GpioEmergencyStop:
             new = [c for c in contactors if c not in self._contactors]
             self._contactors.extend(new)
             pressed = self._pressed
-        for contactor in new:
-            contactor.inhibit(f"e-stop {self.name}", pressed)
+            for contactor in new:  # under the lock: an edge meanwhile must not be undone by a stale `pressed`
+                contactor._interlock(f"e-stop {self.name}", pressed)
+        if pressed:
+            for contactor in new:
+                LOGGER.warning("%s: opened by interlock e-stop %s", contactor.name, self.name)
 
     def close(self) -> None:
         """Release the input pin."""

@@ -177,6 +177,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             connector_id INTEGER NOT NULL, wall_time REAL NOT NULL, power_w REAL, energy_wh REAL NOT NULL,
             PRIMARY KEY (tx_local_id, seq)) WITHOUT ROWID""",
     ),
+    (
+        # the previous boot's retry waits, cleared at every start, from an index of the few waiting rows instead
+        # of a scan of the whole outbox (100k queued messages are 100 MB: seconds of SD card on a Pi)
+        "CREATE INDEX outbox_waiting ON outbox(next_attempt_at) WHERE next_attempt_at != 0",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)

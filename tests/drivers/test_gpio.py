@@ -201,6 +201,46 @@ def test_estop_bound_while_pressed_holds_contactor_open(factory: MockFactory) ->
         contactor.release()
 
 
+class _GatedContactor(GpioContactor):
+    """A contactor whose release of the interlock waits for the test: one edge held in the middle."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.entered = threading.Event()
+        self.proceed = threading.Event()
+
+    def _interlock(self, reason: str, active: bool) -> None:
+        if not active and not self.entered.is_set():
+            self.entered.set()
+            self.proceed.wait(5)
+        super()._interlock(reason, active)
+
+
+def test_estop_edges_from_two_threads_never_leave_pressed_with_the_contactor_free(factory: MockFactory) -> None:
+    contactor = _GatedContactor("contactor", COIL)
+    estop = GpioEmergencyStop.from_config("estop", {"pin": ESTOP})
+    try:
+        assert estop.pressed  # unwired NC input: pressed
+        estop.bind_contactors([contactor])
+        release = threading.Thread(target=factory.pin(ESTOP).drive_low, name="gpio-a")
+        release.start()
+        assert contactor.entered.wait(5)  # the release edge is between its state change and the coil
+        press = threading.Thread(target=factory.pin(ESTOP).drive_high, name="gpio-b")
+        press.start()
+        press.join(0.2)  # unserialised edges finish here and the held release then undoes the press
+        contactor.proceed.set()
+        release.join(5)
+        press.join(5)
+        assert estop.pressed
+        assert contactor.inhibited == frozenset({"e-stop estop"})
+        with pytest.raises(HardwareFault):
+            contactor.close()
+    finally:
+        contactor.proceed.set()
+        estop.close()
+        contactor.release()
+
+
 def test_estop_normally_open_with_external_resistor(factory: MockFactory) -> None:
     estop = GpioEmergencyStop.from_config(
         "estop", {"pin": ESTOP, "active_state": True, "normally_closed": False}
