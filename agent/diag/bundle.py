@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import io
 import json
+import logging
 import platform
 import tarfile
 import time
@@ -115,6 +116,8 @@ def write_bundle(source: BundleSource, dest_dir: Path, log_lines: list[str], *, 
         text = "\n".join(line for line in log_lines if _in_window(line, start, stop))
         _add(tar, "agent.log", text.encode()[-MAX_LOG_BYTES:])
         frames = Path(source.config.state.directory) / "ocpp-frames.log"
+        for handler in logging.getLogger("agent.ocpp.frames").handlers:
+            handler.flush()  # the frame log buffers up to a second of frames (agent/framelog.py)
         for candidate in sorted(frames.parent.glob(frames.name + "*")):
             data = candidate.read_bytes()[-MAX_LOG_BYTES:]
             lines = [ln for ln in data.decode(errors="replace").splitlines() if _in_window(ln, start, stop)]

@@ -102,7 +102,9 @@ class FrameGuard(HookedChargePoint):
                     # decided here, before any next frame is routed: a call right behind a Rejected answer
                     # must already go unanswered
                     self.boot_rejected = _boot_status(raw_msg) == "Rejected"
-                await super().route_message(raw_msg)
+                assert check.frame is not None and check.unique_id is not None
+                if not self.answered(check.unique_id, check.frame):  # call_raw's, parsed once; else call()'s
+                    await super().route_message(raw_msg)
             else:
                 await self._answer_call(check)
         except ConnectionClosed:
