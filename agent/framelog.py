@@ -28,8 +28,31 @@ from typing import TextIO
 
 from agent.redact import LOG_MAX_CHARS, clip, redact
 
+FRAMES = logging.getLogger("agent.ocpp.frames")  # every frame, for this log, `evsectl log` and the bundle
 FLUSH_S = 1.0  # the longest a written line waits in memory before it reaches the file
 BUFFER_BYTES = 64 * 1024  # a fuller buffer is written at once (the io layer's own threshold)
+
+
+def log_frame(direction: str, frame: str | bytes) -> None:
+    """One frame ("in" or "out") to the frame logger's handlers; as FRAMES.debug("%s %s", ...) without logging's
+    search of the calling stack frame, which costs more than the record itself."""
+    if FRAMES.isEnabledFor(logging.DEBUG):
+        FRAMES.handle(FRAMES.makeRecord(FRAMES.name, logging.DEBUG, __file__, 0, "%s %s", (direction, frame), None))
+
+
+class StampFormatter(logging.Formatter):
+    """A logging.Formatter whose default time stamp (`2024-01-01 12:00:00,123`) is built once per second."""
+
+    _second = -1
+    _stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime(self.default_time_format, self.converter(second))
+        return f"{self._stamp},{int(record.msecs):03d}"
 
 
 class FrameLogHandler(logging.Handler):
@@ -42,8 +65,7 @@ class FrameLogHandler(logging.Handler):
         self.backups = backups
         self._file: TextIO | None = None
         self._size = 0  # bytes in the current file, counted as written (no stat per record)
-        self._second = -1  # the second whose stamp is cached
-        self._stamp = ""
+        self._stamps = StampFormatter()
         self._flush_due: float | None = None  # monotonic time by which a scheduled flush writes the buffer
         self._open()
 
@@ -51,19 +73,11 @@ class FrameLogHandler(logging.Handler):
         self._file = open(self.path, "a", encoding="utf-8", buffering=BUFFER_BYTES)  # noqa: SIM115 - kept open
         self._size = self._file.tell()
 
-    def _time(self, created: float) -> str:
-        """`YYYY-mm-dd HH:MM:SS,mmm` in local time, as logging's default asctime."""
-        second = int(created)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        return f"{self._stamp},{int((created - second) * 1000):03d}"
-
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
             message = clip(message) if len(message) > LOG_MAX_CHARS else redact(message)
-            self._write(f"{self._time(record.created)} {message}\n")  # handle() holds the lock
+            self._write(f"{self._stamps.formatTime(record)} {message}\n")  # handle() holds the lock
         except Exception:
             self.handleError(record)
 

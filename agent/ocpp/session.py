@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -127,6 +128,8 @@ class Session:
         self.statuses: asyncio.Queue[ev.StatusChanged] = asyncio.Queue()
         self.heartbeat_interval_s = agent.settings.heartbeat_interval_s
         self._tasks: list[asyncio.Task[Any]] = []
+        self._drain_stopped = False  # the outbox loop was cancelled: the drain sends no further message
+        self._missing_logged = 0  # the message whose missing transaction id was logged
         self.adapter = build_adapter(self)
         self.cp = self.adapter.cp
 
@@ -266,44 +269,58 @@ class Session:
 
     async def _outbox_loop(self) -> None:
         """Drain the outbox strictly in order, one call in flight."""
-        store = self.agent.store
-        missing_logged = 0  # the message whose missing transaction id was logged (once, not every step)
         while True:
+            # The exchanges run in a task of their own that sends message after message while there are any
+            # to send now (one task per drain, not per message): if this loop is cancelled (the socket
+            # closed) right after an answer arrived, the answer is still committed instead of the message
+            # being sent twice, and no new message is sent.
+            self._drain_stopped = False
+            drainer = asyncio.ensure_future(self._drain())
+            try:
+                wait = await asyncio.shield(drainer)
+            except asyncio.CancelledError:
+                self._drain_stopped = True
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(asyncio.shield(drainer), ACK_GRACE_S)
+                if not drainer.done():
+                    drainer.cancel()
+                raise
+            await wait()
+
+    async def _drain(self) -> Callable[[], Awaitable[None]]:
+        """Send queued messages until one must wait; returns that wait (run by the caller, cancellable)."""
+        store = self.agent.store
+        while not self._drain_stopped:
             msg = store.peek()
             if msg is None:
-                self.outbox_event.clear()
-                if store.peek() is None:
-                    await self.outbox_event.wait()
-                continue
+                return self._wait_for_messages
             if msg.protocol != self.agent.journal.protocol:
                 self._keep_foreign(msg)
                 continue
             if msg.tx_id_missing:
-                # never sent with the placeholder: the id comes with the answer to the transaction's start,
-                # which is queued before it (or -1 once that start became a dead letter)
-                if msg.id != missing_logged:
-                    missing_logged = msg.id
-                    LOGGER.error("%s %d waits: the back office's id of transaction %s is not known yet",
-                                 msg.action, msg.id, msg.tx_local_id)
-                self.outbox_event.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.outbox_event.wait(), OUTBOX_WAIT_STEP_S)
-                continue
+                return functools.partial(self._wait_for_tx_id, msg)
             wait = msg.next_attempt_at - time.monotonic()
             if wait > 0:
-                await asyncio.sleep(min(wait, OUTBOX_WAIT_STEP_S))
-                continue
-            # The exchange runs as its own task: if this loop is cancelled (the socket closed) right after
-            # the answer arrived, the answer is still committed instead of the message being sent twice.
-            exchange = asyncio.ensure_future(self._deliver(msg))
-            try:
-                await asyncio.shield(exchange)
-            except asyncio.CancelledError:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(asyncio.shield(exchange), ACK_GRACE_S)
-                if not exchange.done():
-                    exchange.cancel()
-                raise
+                return functools.partial(asyncio.sleep, min(wait, OUTBOX_WAIT_STEP_S))
+            await self._deliver(msg)
+        return functools.partial(asyncio.sleep, 0)
+
+    async def _wait_for_messages(self) -> None:
+        """The outbox is empty: wait until something is queued."""
+        self.outbox_event.clear()
+        if self.agent.store.peek() is None:
+            await self.outbox_event.wait()
+
+    async def _wait_for_tx_id(self, msg: OutboxMessage) -> None:
+        """Never sent with the placeholder: the id comes with the answer to the transaction's start, which is
+        queued before it (or -1 once that start became a dead letter)."""
+        if msg.id != self._missing_logged:  # logged once, not at every step
+            self._missing_logged = msg.id
+            LOGGER.error("%s %d waits: the back office's id of transaction %s is not known yet",
+                         msg.action, msg.id, msg.tx_local_id)
+        self.outbox_event.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.outbox_event.wait(), OUTBOX_WAIT_STEP_S)
 
     def _keep_foreign(self, msg: OutboxMessage) -> None:
         """A message queued for another OCPP version (the charger was switched with messages still queued):

@@ -14,7 +14,7 @@ import pytest
 
 from agent.config import load_config
 from agent.daemon import setup_logging
-from agent.framelog import FrameLogHandler
+from agent.framelog import FRAMES, FrameLogHandler, StampFormatter, log_frame
 from agent.redact import LOG_MAX_CHARS
 
 CARD = "04A1B2C3D4E5F6"
@@ -123,3 +123,33 @@ def test_the_daemon_puts_one_handler_on_the_frame_logger(tmp_path: Path) -> None
         root.handlers[:] = saved[1]
         frames.propagate, frames.level = saved[2], saved[3]
         root.setLevel(saved[4])
+
+
+def test_the_cached_time_stamp_is_logging_s_own() -> None:
+    plain, cached = logging.Formatter("%(asctime)s %(message)s"), StampFormatter("%(asctime)s %(message)s")
+    for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5, 1_700_003_600.25, 1_700_000_000.0):
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+        assert cached.format(record) == plain.format(record)
+
+
+def test_log_frame_reaches_every_handler_of_the_frame_logger() -> None:
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    collect = Collect(logging.DEBUG)
+    FRAMES.addHandler(collect)
+    level = FRAMES.level
+    FRAMES.setLevel(logging.DEBUG)
+    try:
+        log_frame("out", SAMPLE)
+        log_frame("in", b'[3,"m1",{}]')
+        FRAMES.setLevel(logging.INFO)
+        log_frame("out", "not logged: the frame logger is not at DEBUG")
+    finally:
+        FRAMES.removeHandler(collect)
+        FRAMES.setLevel(level)
+    assert seen == [f"out {SAMPLE}", "in b'[3,\"m1\",{}]'"]
