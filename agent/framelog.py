@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from agent.redact import LOG_MAX_CHARS, clip, redact
+from agent.redact import REDACTED, clean
 
 FRAMES = logging.getLogger("agent.ocpp.frames")  # every frame, for this log, `evsectl log` and the bundle
 FLUSH_S = 1.0  # the longest a written line waits in memory before it reaches the file
@@ -34,10 +34,12 @@ BUFFER_BYTES = 64 * 1024  # a fuller buffer is written at once (the io layer's o
 
 
 def log_frame(direction: str, frame: str | bytes) -> None:
-    """One frame ("in" or "out") to the frame logger's handlers; as FRAMES.debug("%s %s", ...) without logging's
-    search of the calling stack frame, which costs more than the record itself."""
+    """One frame ("in" or "out") to the frame logger's handlers, redacted and clipped once for all of them (the
+    record says so: their RedactingFilter leaves it), without logging's search of the calling stack frame."""
     if FRAMES.isEnabledFor(logging.DEBUG):
-        FRAMES.handle(FRAMES.makeRecord(FRAMES.name, logging.DEBUG, __file__, 0, "%s %s", (direction, frame), None))
+        record = FRAMES.makeRecord(FRAMES.name, logging.DEBUG, __file__, 0, clean(f"{direction} {frame!s}"), (),
+                                   None, extra={REDACTED: True})
+        FRAMES.handle(record)
 
 
 class StampFormatter(logging.Formatter):
@@ -76,7 +78,8 @@ class FrameLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
-            message = clip(message) if len(message) > LOG_MAX_CHARS else redact(message)
+            if not getattr(record, REDACTED, False):
+                message = clean(message)
             self._write(f"{self._stamps.formatTime(record)} {message}\n")  # handle() holds the lock
         except Exception:
             self.handleError(record)

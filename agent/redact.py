@@ -64,10 +64,20 @@ def clip(text: str, head_chars: int = LOG_HEAD_CHARS) -> str:
     return f"{head}... [clipped: {len(text)} chars in all]"
 
 
+REDACTED = "redacted"  # a LogRecord attribute: its message is redacted and clipped already (agent/framelog.py)
+
+
+def clean(message: str) -> str:
+    """A log message redacted, and clipped when longer than LOG_MAX_CHARS."""
+    return clip(message) if len(message) > LOG_MAX_CHARS else redact(message)
+
+
 class RedactingFilter(logging.Filter):
     """A handler filter that masks secrets in the final message (arguments included) and clips huge ones."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, REDACTED, False):
+            return True
         message = record.getMessage()
         cleaned = clip(message) if len(message) > LOG_MAX_CHARS else redact(message)
         if cleaned != message:

@@ -22,6 +22,10 @@ ROW_OVERHEAD_BYTES = 64  # rough on-disk cost of an outbox row beyond its payloa
 # (4 KB) and, with synchronous=FULL, one fsync; on an SD card both matter (docs/bench.md).
 ACK_BATCH = 64  # at most this many acknowledged samples wait for their delete
 ACK_BATCH_S = 1.0  # nor longer than this (checked at the next acknowledgement, peek or write)
+# peek() reads the head of the queue a page at a time: one query per page instead of one per message (and the
+# acknowledgement of the message at the head finds its row there). Any write drops the page, as does a commit
+# of another connection (PRAGMA data_version), so the page never differs from the file.
+PEEK_PAGE = 32
 
 DEFAULT_PROTOCOL = "1.6"  # the protocol of messages that name none, and of every row queued before schema 3
 
@@ -77,6 +81,8 @@ class OutboxMixin(Db):
     _acked_bytes = 0
     _acked_through = 0  # every queued row with an id <= this one is in _acked: peek() starts after it
     _acked_since = 0.0  # time.monotonic() of the oldest entry of _acked
+    _page: list[tuple[Any, ...]] | None = None  # the next queued rows (_PAGE_COLUMNS), ids > _acked_through
+    _page_key: tuple[Any, int] | None = None  # (connection, PRAGMA data_version) the page was read with
 
     def _pending_acks(self) -> list[int]:
         """The batched acknowledgements (created on first use: the mixins have no __init__)."""
@@ -89,6 +95,7 @@ class OutboxMixin(Db):
     def _write_began(self, conn: sqlite3.Connection) -> None:
         """Every write transaction first commits the batched acknowledgements (they never wait behind one)."""
         super()._write_began(conn)
+        self._page = None  # the write may change any row of it
         acked = self._pending_acks()
         if acked:
             conn.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(acked))})", acked)
@@ -311,12 +318,7 @@ class OutboxMixin(Db):
         acked = self._pending_acks()
         if acked and time.monotonic() - self._acked_since >= ACK_BATCH_S:
             self._try_flush_acks()
-        with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {self._OUTBOX_COLUMNS} FROM outbox LEFT JOIN transactions USING (tx_local_id) "
-                "WHERE outbox.id > ? ORDER BY outbox.id LIMIT 1",
-                (self._acked_through,),
-            ).fetchone()
+        row = self._head()
         if row is None and acked:
             self._try_flush_acks()  # the queue drained: nothing left to batch them with
         return None if row is None else self._outbox_row(row)
@@ -327,6 +329,23 @@ class OutboxMixin(Db):
         "outbox.monotonic, outbox.clock_trusted, outbox.attempts, outbox.next_attempt_at, outbox.last_error, "
         "outbox.timestamp_shift_s, outbox.protocol, outbox.tx_id_field, transactions.transaction_id"
     )
+    _PAGE_COLUMNS = _OUTBOX_COLUMNS + ", length(CAST(outbox.payload AS BLOB)), outbox.thinnable"  # + what ack() needs
+
+    def _head(self) -> tuple[Any, ...] | None:
+        """The first queued row after the acknowledged ones (_PAGE_COLUMNS), from the page or a new one."""
+        with self._read() as conn:
+            key = (conn, conn.execute("PRAGMA data_version").fetchone()[0])
+            page = self._page if self._page_key == key else None
+            while page and page[0][0] <= self._acked_through:
+                page.pop(0)
+            if not page:
+                page = conn.execute(
+                    f"SELECT {self._PAGE_COLUMNS} FROM outbox LEFT JOIN transactions USING (tx_local_id) "
+                    "WHERE outbox.id > ? ORDER BY outbox.id LIMIT ?",
+                    (self._acked_through, PEEK_PAGE),
+                ).fetchall()
+                self._page, self._page_key = page, key
+        return page[0] if page else None
 
     @staticmethod
     def _outbox_row(row: tuple[Any, ...]) -> OutboxMessage:
@@ -380,12 +399,18 @@ class OutboxMixin(Db):
         if msg_id in acked:
             LOGGER.warning("ack of outbox message %d that is already acked", msg_id)
             return
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT action, tx_local_id, length(CAST(payload AS BLOB)), thinnable, "
-                "EXISTS (SELECT 1 FROM outbox WHERE id > ? AND id < ?) FROM outbox WHERE id = ?",
-                (self._acked_through, msg_id, msg_id),
-            ).fetchone()
+        page = self._page
+        if page and page[0][0] == msg_id and self._page_key is not None and self._page_key[0] is self._conn:
+            # the head of the queue as peek() read it: nothing queued before it but acknowledged rows
+            head = page[0]
+            row: tuple[Any, ...] | None = (head[1], head[3], head[15], head[16], 0)
+        else:
+            with self._read() as conn:
+                row = conn.execute(
+                    "SELECT action, tx_local_id, length(CAST(payload AS BLOB)), thinnable, "
+                    "EXISTS (SELECT 1 FROM outbox WHERE id > ? AND id < ?) FROM outbox WHERE id = ?",
+                    (self._acked_through, msg_id, msg_id),
+                ).fetchone()
         if row is None:
             LOGGER.warning("ack of outbox message %d that is not queued (already acked or thinned)", msg_id)
             return

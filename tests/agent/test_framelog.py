@@ -147,9 +147,10 @@ def test_log_frame_reaches_every_handler_of_the_frame_logger() -> None:
     try:
         log_frame("out", SAMPLE)
         log_frame("in", b'[3,"m1",{}]')
+        log_frame("out", json.dumps([2, "a1", "Authorize", {"idTag": CARD}]))  # redacted once, for every handler
         FRAMES.setLevel(logging.INFO)
         log_frame("out", "not logged: the frame logger is not at DEBUG")
     finally:
         FRAMES.removeHandler(collect)
         FRAMES.setLevel(level)
-    assert seen == [f"out {SAMPLE}", "in b'[3,\"m1\",{}]'"]
+    assert seen == [f"out {SAMPLE}", "in b'[3,\"m1\",{}]'", 'out [2, "a1", "Authorize", {"idTag": "**********E5F6"}]']
