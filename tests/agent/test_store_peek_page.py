@@ -68,3 +68,8 @@ def test_another_connection_s_commit_drops_the_page(tmp_path: Path) -> None:
         other.close()  # commits its batched acknowledgement: the row is gone from the file
         head = sender.peek()
         assert head is not None and head.id == second  # not the page's stale first row
+
+
+def test_the_page_cache_is_bounded_to_one_mib(store: Store) -> None:
+    """A long queue must not grow the process by SQLite's default 2 MB cache (RSS with 100k queued)."""
+    assert store._connection().execute("PRAGMA cache_size").fetchone()[0] == -1024
