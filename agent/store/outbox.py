@@ -23,8 +23,10 @@ ROW_OVERHEAD_BYTES = 64  # rough on-disk cost of an outbox row beyond its payloa
 ACK_BATCH = 64  # at most this many acknowledged samples wait for their delete
 ACK_BATCH_S = 1.0  # nor longer than this (checked at the next acknowledgement, peek or write)
 # peek() reads the head of the queue a page at a time: one query per page instead of one per message (and the
-# acknowledgement of the message at the head finds its row there). Any write drops the page, as does a commit
-# of another connection (PRAGMA data_version), so the page never differs from the file.
+# acknowledgement of the message at the head finds its row there). Any write of this store drops the page. The
+# store is the only writer of its file (evsectl goes through the daemon; the byte counts and the batched
+# acknowledgements assume the same): a check for other connections' commits per peek (PRAGMA data_version)
+# cost as much as the query it saves.
 PEEK_PAGE = 32
 
 DEFAULT_PROTOCOL = "1.6"  # the protocol of messages that name none, and of every row queued before schema 3
@@ -82,7 +84,7 @@ class OutboxMixin(Db):
     _acked_through = 0  # every queued row with an id <= this one is in _acked: peek() starts after it
     _acked_since = 0.0  # time.monotonic() of the oldest entry of _acked
     _page: list[tuple[Any, ...]] | None = None  # the next queued rows (_PAGE_COLUMNS), ids > _acked_through
-    _page_key: tuple[Any, int] | None = None  # (connection, PRAGMA data_version) the page was read with
+    _page_conn: sqlite3.Connection | None = None  # the connection the page was read with
 
     def _pending_acks(self) -> list[int]:
         """The batched acknowledgements (created on first use: the mixins have no __init__)."""
@@ -334,8 +336,7 @@ class OutboxMixin(Db):
     def _head(self) -> tuple[Any, ...] | None:
         """The first queued row after the acknowledged ones (_PAGE_COLUMNS), from the page or a new one."""
         with self._read() as conn:
-            key = (conn, conn.execute("PRAGMA data_version").fetchone()[0])
-            page = self._page if self._page_key == key else None
+            page = self._page if self._page_conn is conn else None
             while page and page[0][0] <= self._acked_through:
                 page.pop(0)
             if not page:
@@ -344,7 +345,7 @@ class OutboxMixin(Db):
                     "WHERE outbox.id > ? ORDER BY outbox.id LIMIT ?",
                     (self._acked_through, PEEK_PAGE),
                 ).fetchall()
-                self._page, self._page_key = page, key
+                self._page, self._page_conn = page, conn
         return page[0] if page else None
 
     @staticmethod
@@ -400,7 +401,7 @@ class OutboxMixin(Db):
             LOGGER.warning("ack of outbox message %d that is already acked", msg_id)
             return
         page = self._page
-        if page and page[0][0] == msg_id and self._page_key is not None and self._page_key[0] is self._conn:
+        if page and page[0][0] == msg_id and self._page_conn is self._conn:
             # the head of the queue as peek() read it: nothing queued before it but acknowledged rows
             head = page[0]
             row: tuple[Any, ...] | None = (head[1], head[3], head[15], head[16], 0)
