@@ -19,6 +19,7 @@ until answered; this is a diagnostic log, not a record).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
@@ -33,13 +34,47 @@ FLUSH_S = 1.0  # the longest a written line waits in memory before it reaches th
 BUFFER_BYTES = 64 * 1024  # a fuller buffer is written at once (the io layer's own threshold)
 
 
+# A frame is noted when it passes (its time taken then) and handed to the handlers a moment later: right after
+# the next frame is sent (flush_frames(), while the back office works on it) or by the event loop within
+# HANDOFF_S. A replay's exchange then waits for no log handler; the order of the lines stays that of the frames.
+HANDOFF_S = 0.001
+MAX_PENDING = 256  # more noted frames than this are handed over at once (bounded memory)
+_pending: list[tuple[str, str | bytes, float]] = []
+
+
+def _at_exit() -> None:
+    flush_frames()  # a timer of an event loop that ended never runs: the last frames still reach the log
+
+
+atexit.register(_at_exit)  # before logging's own shutdown, which closes the handlers (atexit runs in reverse)
+
+
 def log_frame(direction: str, frame: str | bytes) -> None:
-    """One frame ("in" or "out") to the frame logger's handlers, redacted and clipped once for all of them (the
-    record says so: their RedactingFilter leaves it), without logging's search of the calling stack frame."""
-    if FRAMES.isEnabledFor(logging.DEBUG):
-        record = FRAMES.makeRecord(FRAMES.name, logging.DEBUG, __file__, 0, clean(f"{direction} {frame!s}"), (),
-                                   None, extra={REDACTED: True})
-        FRAMES.handle(record)
+    """Note one frame ("in" or "out") for the frame logger's handlers (see flush_frames)."""
+    if not FRAMES.isEnabledFor(logging.DEBUG):
+        return
+    _pending.append((direction, frame, time.time()))
+    if len(_pending) == 1:
+        try:
+            asyncio.get_running_loop().call_later(HANDOFF_S, flush_frames)
+        except RuntimeError:  # no event loop (a tool, a test): at once
+            flush_frames()
+    elif len(_pending) >= MAX_PENDING:
+        flush_frames()
+
+
+def flush_frames() -> None:
+    """Hand the noted frames to the frame logger's handlers, in order, each redacted and clipped once for all of
+    them (the record says so: their RedactingFilter leaves it), without logging's search of the calling stack
+    frame; each record keeps the time its frame passed."""
+    while _pending:
+        batch = _pending[:]
+        del _pending[:]
+        for direction, frame, at in batch:
+            record = FRAMES.makeRecord(FRAMES.name, logging.DEBUG, __file__, 0, clean(f"{direction} {frame!s}"), (),
+                                       None, extra={REDACTED: True})
+            record.created, record.msecs = at, int((at - int(at)) * 1000) + 0.0
+            FRAMES.handle(record)
 
 
 class StampFormatter(logging.Formatter):

@@ -27,7 +27,7 @@ from ocpp.exceptions import OCPPError
 from ocpp.messages import Call
 from websockets.exceptions import ConnectionClosed
 
-from agent.framelog import log_frame
+from agent.framelog import flush_frames, log_frame
 from agent.ocpp.frames import CALLRESULT, ErrorCodes, FrameCheck, Verdict, check_frame, read_head
 from agent.ocpp.library import HookedChargePoint
 
@@ -72,6 +72,7 @@ class FrameGuard(HookedChargePoint):
             self._answers += 1
         log_frame("out", message)
         await super().send_frame(message)
+        flush_frames()  # the log handlers run while the peer works on this frame
 
     def response_waited(self, unique_id: str) -> None:
         # a late answer to a call that timed out is ignored, not queued for the next call

@@ -339,7 +339,8 @@ class Session:
         try:
             started = time.monotonic()
             answer = await self.cp.call_raw(msg.action, msg.payload)
-            self._round_trip(time.monotonic() - started)
+            # counted once the next message is on its way: the replay's exchange does not wait for the ledger
+            asyncio.get_running_loop().call_soon(self._round_trip, time.monotonic() - started)
         except TimeoutError:
             LOGGER.warning("%s %d unanswered; it stays first in the queue", msg.action, msg.id)
             return  # not an attempt: retried for ever

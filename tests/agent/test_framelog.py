@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from agent.config import load_config
 from agent.daemon import setup_logging
-from agent.framelog import FRAMES, FrameLogHandler, StampFormatter, log_frame
+from agent.framelog import FRAMES, FrameLogHandler, StampFormatter, flush_frames, log_frame
 from agent.redact import LOG_MAX_CHARS
 
 CARD = "04A1B2C3D4E5F6"
@@ -154,3 +155,35 @@ def test_log_frame_reaches_every_handler_of_the_frame_logger() -> None:
         FRAMES.removeHandler(collect)
         FRAMES.setLevel(level)
     assert seen == [f"out {SAMPLE}", "in b'[3,\"m1\",{}]'", 'out [2, "a1", "Authorize", {"idTag": "**********E5F6"}]']
+
+
+async def test_in_the_event_loop_frames_reach_the_handlers_after_the_send_in_order() -> None:
+    seen: list[tuple[str, float]] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.getMessage(), record.created))
+
+    collect = Collect(logging.DEBUG)
+    FRAMES.addHandler(collect)
+    level = FRAMES.level
+    FRAMES.setLevel(logging.DEBUG)
+    try:
+        before = time.time()
+        log_frame("in", '[3,"m1",{}]')
+        log_frame("out", SAMPLE)
+        after = time.time()
+        assert seen == []  # noted, not yet handled: the exchange does not wait for the handlers
+        flush_frames()  # what FrameGuard does right after a send
+        assert [m for m, _ in seen] == ['in [3,"m1",{}]', f"out {SAMPLE}"]
+        assert all(before <= at <= after for _, at in seen)  # the time each frame passed, not the handling time
+        log_frame("in", '[3,"m2",{}]')  # no send follows: the loop hands it over by itself
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if len(seen) == 3:
+                break
+        assert seen[-1][0] == 'in [3,"m2",{}]'
+    finally:
+        flush_frames()
+        FRAMES.removeHandler(collect)
+        FRAMES.setLevel(level)
