@@ -133,7 +133,15 @@ class HookedChargePoint(ChargePoint):
                     return
         await super().route_message(raw_msg)
 
-    async def call_raw(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def wire_payload(self, action: str, payload: dict[str, Any]) -> str | None:
+        """The payload's wire text when it passes the compiled request check; None when that check refuses it
+        (then call_raw asks the library's validator, which decides and raises its own error)."""
+        if not _passes(_request_check(action, self._ocpp_version), payload):
+            return None
+        return _ENCODER.encode(payload)
+
+    async def call_raw(self, action: str, payload: dict[str, Any], *, text: str | None = None,
+                       while_waiting: Callable[[], None] | None = None) -> dict[str, Any]:
         """Send a stored wire-form payload as a CALL and return the CALLRESULT payload (camelCase).
 
         The same contract as the library's call(suppress=False) (one call in flight, schema validation both
@@ -143,17 +151,29 @@ class HookedChargePoint(ChargePoint):
         a payload the compiled check refuses goes to the library's validator, which decides and raises its
         own error. The answer comes straight from the frame check (`answered`), parsed once, instead of
         through the library's response queue and its wait task.
+
+        `text`: this payload's wire_payload(), when the caller prepared it already. `while_waiting`: run once
+        the CALL is sent, before the answer is awaited (the sender prepares its next message there: that work
+        then overlaps with the back office's instead of adding to each exchange).
         """
         version = self._ocpp_version
         unique_id = str(self._unique_id_generator())
-        if not _passes(_request_check(action, version), payload):
-            await validate_payload(Call(unique_id=unique_id, action=action, payload=payload), version)
-        text = f"[2,{_ENCODER.encode(unique_id)},{_ENCODER.encode(action)},{_ENCODER.encode(payload)}]"
+        if text is None:
+            text = self.wire_payload(action, payload)
+            if text is None:
+                await validate_payload(Call(unique_id=unique_id, action=action, payload=payload), version)
+                text = _ENCODER.encode(payload)  # the library accepted what the compiled check did not
+        frame_text = f"[2,{_ENCODER.encode(unique_id)},{_ENCODER.encode(action)},{text}]"
         async with self._call_lock:
             waiter: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
             self._answer, self._answer_id = waiter, unique_id
             try:
-                await self._send(text)
+                await self._send(frame_text)
+                if while_waiting is not None:
+                    try:
+                        while_waiting()
+                    except Exception:  # preparing ahead is an optimisation: the exchange goes on
+                        LOGGER.exception("work while waiting for the answer to %s failed", action)
                 async with asyncio.timeout(self._response_timeout):
                     frame = await waiter
             finally:

@@ -130,6 +130,7 @@ class Session:
         self._tasks: list[asyncio.Task[Any]] = []
         self._drain_stopped = False  # the outbox loop was cancelled: the drain sends no further message
         self._missing_logged = 0  # the message whose missing transaction id was logged
+        self._prepared: tuple[OutboxMessage, str] | None = None  # the next message and its checked wire text
         self.adapter = build_adapter(self)
         self.cp = self.adapter.cp
 
@@ -322,6 +323,17 @@ class Session:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.outbox_event.wait(), OUTBOX_WAIT_STEP_S)
 
+    def _prepare_after(self, msg: OutboxMessage) -> None:
+        """While `msg` is answered: check and encode the message queued after it, for the next exchange. Used
+        only if the next peek() hands out that very object (the store builds it once per read of the queue; a
+        write meanwhile, such as the transaction id a StartTransaction answer brings, makes a new one)."""
+        following = self.agent.store.peek_next(msg.id)
+        if following is None or following.tx_id_missing or following.protocol != self.agent.journal.protocol:
+            return
+        text = self.cp.wire_payload(following.action, following.payload)
+        if text is not None:
+            self._prepared = (following, text)
+
     def _keep_foreign(self, msg: OutboxMessage) -> None:
         """A message queued for another OCPP version (the charger was switched with messages still queued):
         never sent in the wrong version's words; kept as a dead letter with the reason, for evsectl and the
@@ -338,7 +350,10 @@ class Session:
         store = self.agent.store
         try:
             started = time.monotonic()
-            answer = await self.cp.call_raw(msg.action, msg.payload)
+            prepared, self._prepared = self._prepared, None
+            text = prepared[1] if prepared is not None and prepared[0] is msg else None
+            answer = await self.cp.call_raw(msg.action, msg.payload, text=text,
+                                            while_waiting=functools.partial(self._prepare_after, msg))
             # counted once the next message is on its way: the replay's exchange does not wait for the ledger
             asyncio.get_running_loop().call_soon(self._round_trip, time.monotonic() - started)
         except TimeoutError:

@@ -6,9 +6,11 @@ meter samples are thinned when the bound is hit. Failed messages become dead let
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +87,7 @@ class OutboxMixin(Db):
     _acked_since = 0.0  # time.monotonic() of the oldest entry of _acked
     _page: list[tuple[Any, ...]] | None = None  # the next queued rows (_PAGE_COLUMNS), ids > _acked_through
     _page_conn: sqlite3.Connection | None = None  # the connection the page was read with
+    _page_messages: dict[int, OutboxMessage]  # the page's rows built once: peek and peek_next hand out one object
 
     def _pending_acks(self) -> list[int]:
         """The batched acknowledgements (created on first use: the mixins have no __init__)."""
@@ -112,7 +115,7 @@ class OutboxMixin(Db):
     def _flush_acks(self) -> None:
         """Commit the batched acknowledgements now (synchronous=NORMAL: a power cut may resend a sample)."""
         if self._pending_acks():
-            with self._write(durable=False):
+            with self._page_kept(), self._write(durable=False):
                 pass  # _write_began deletes them
 
     def _unacked(self) -> tuple[str, list[int]]:
@@ -323,7 +326,38 @@ class OutboxMixin(Db):
         row = self._head()
         if row is None and acked:
             self._try_flush_acks()  # the queue drained: nothing left to batch them with
-        return None if row is None else self._outbox_row(row)
+        return None if row is None else self._page_message(row)
+
+    def peek_next(self, after_id: int) -> OutboxMessage | None:
+        """The message queued after `after_id` when the page peek() read holds both (no query), else None; the
+        same object the next peek() returns unless a write changed the queue meanwhile (the sender prepares the
+        next message while the current one is answered, and knows by the identity that it may use it)."""
+        page = self._page
+        if not page or self._page_conn is not self._conn:
+            return None
+        for n, row in enumerate(page[:-1]):
+            if row[0] == after_id:
+                return self._page_message(page[n + 1])
+        return None
+
+    @contextlib.contextmanager
+    def _page_kept(self, gone: int | None = None) -> Iterator[None]:
+        """Around a write that deletes only acknowledged rows (and `gone`, the head): the page read before it
+        still holds what the file holds, less those rows, and its messages stay the same objects."""
+        page, conn = self._page, self._page_conn
+        messages = self._page_messages if page is not None else {}
+        yield
+        if page is not None and conn is self._conn:
+            self._page, self._page_conn = [row for row in page if row[0] != gone], conn
+            if gone is not None:
+                messages.pop(gone, None)
+            self._page_messages = messages
+
+    def _page_message(self, row: tuple[Any, ...]) -> OutboxMessage:
+        msg = self._page_messages.get(row[0])
+        if msg is None:
+            msg = self._page_messages[row[0]] = self._outbox_row(row)
+        return msg
 
     # select from outbox LEFT JOIN transactions USING (tx_local_id)
     _OUTBOX_COLUMNS = (
@@ -338,8 +372,9 @@ class OutboxMixin(Db):
         with self._read() as conn:
             page = self._page if self._page_conn is conn else None
             while page and page[0][0] <= self._acked_through:
-                page.pop(0)
+                self._page_messages.pop(page.pop(0)[0], None)
             if not page:
+                self._page_messages = {}
                 page = conn.execute(
                     f"SELECT {self._PAGE_COLUMNS} FROM outbox LEFT JOIN transactions USING (tx_local_id) "
                     "WHERE outbox.id > ? ORDER BY outbox.id LIMIT ?",
@@ -428,7 +463,8 @@ class OutboxMixin(Db):
             if len(acked) >= ACK_BATCH or time.monotonic() - self._acked_since >= ACK_BATCH_S:
                 self._try_flush_acks()
             return
-        with self._write() as conn:
+        keep = self._page_kept(msg_id) if backoffice_tx_id is None else contextlib.nullcontext()
+        with keep, self._write() as conn:
             conn.execute("DELETE FROM outbox WHERE id = ?", (msg_id,))
             self._outbox_bytes -= int(size) + ROW_OVERHEAD_BYTES
             if backoffice_tx_id is not None:

@@ -57,6 +57,33 @@ def test_a_write_drops_the_page(store: Store) -> None:
     assert [m.id for m in drain(store)] == [*samples, late]
 
 
+@pytest.mark.parametrize("action", ["MeterValues", "DataTransfer"])  # acked in a batch / in a commit of its own
+def test_peek_next_is_what_the_next_peek_hands_out(store: Store, action: str) -> None:
+    payload = meter_values(1, 1) if action == "MeterValues" else {"vendorId": "v"}
+    ids = [put(store, action, payload) for _ in range(3)]
+    head = store.peek()
+    assert head is not None and head.id == ids[0]
+    following = store.peek_next(head.id)
+    assert following is not None and following.id == ids[1]
+    assert store.peek_next(ids[2]) is None  # nothing after the last
+    store.ack(head.id)
+    assert store.peek() is following  # the same object: the sender may use what it prepared for it
+
+
+def test_after_a_change_to_the_queue_peek_hands_out_a_new_message(store: Store) -> None:
+    payload = {"connectorId": 1, "meterValue": [{"timestamp": "2020-01-01T00:00:00Z", "sampledValue": [
+        {"value": "1"}]}]}
+    ids = [put(store, "MeterValues", payload, trusted=False) for _ in range(2)]
+    head = store.peek()
+    assert head is not None
+    following = store.peek_next(head.id)
+    store.correct_untrusted_times(store.boot_id, 60.0)  # a write changing the queued rows
+    store.ack(head.id)
+    fresh = store.peek()
+    assert fresh is not None and fresh.id == ids[1] and fresh is not following
+    assert fresh.payload["meterValue"][0]["timestamp"] == "2020-01-01T00:01:00.000Z"
+
+
 def test_a_reopened_store_reads_a_new_page(tmp_path: Path) -> None:
     path = tmp_path / "agent.db"
     with Store(path) as store:
