@@ -49,6 +49,27 @@ def _compiled_check(kind: int, action: str, ocpp_version: str) -> Callable[[Any]
     return _checks[key]
 
 
+# What the outbox carries in each version (the journals' transaction messages, the security events): their
+# checks are compiled when a connection opens, before the BootNotification (warm_checks): a first use would
+# stall the event loop for the compile (3 to 50 ms here per schema, ten times that on a Pi) in the middle of
+# an exchange, e.g. right after a StartTransaction answer. A thread would not help: while it compiles, every
+# wait of the loop costs up to the interpreter's switch interval (measured: worse stalls).
+QUEUED_ACTIONS = {
+    "1.6": ("StartTransaction", "MeterValues", "StopTransaction", "SecurityEventNotification"),
+    "2.0.1": ("TransactionEvent", "SecurityEventNotification"),
+}
+
+
+async def warm_checks(ocpp_version: str) -> None:
+    """Compile the request and answer checks of the version's queued actions ahead, one per event-loop step
+    (the loop waits for one compile at most, never for all of them); cached for the process."""
+    for action in QUEUED_ACTIONS.get(ocpp_version, ()):
+        for kind in (MessageType.Call, MessageType.CallResult):
+            if (kind, ocpp_version, action) not in _checks:
+                _compiled_check(kind, action, ocpp_version)
+                await asyncio.sleep(0)
+
+
 def _request_check(action: str, ocpp_version: str) -> Callable[[Any], Any] | None:
     """The compiled check of an action's request."""
     return _compiled_check(MessageType.Call, action, ocpp_version)
@@ -132,6 +153,10 @@ class HookedChargePoint(ChargePoint):
                 if isinstance(frame, list) and _is_answer(frame) and self.answered(frame[1], frame):
                     return
         await super().route_message(raw_msg)
+
+    async def warm_checks(self) -> None:
+        """Compile the checks of this version's queued actions ahead (see warm_checks())."""
+        await warm_checks(self._ocpp_version)
 
     def wire_payload(self, action: str, payload: dict[str, Any]) -> str | None:
         """The payload's wire text when it passes the compiled request check; None when that check refuses it

@@ -218,6 +218,7 @@ class Session:
                 self.agent.offline()
 
     async def _boot_then_serve(self) -> None:
+        await self.cp.warm_checks()  # the outbox's schema checks, before an exchange waits for their compile
         await self._boot()
         self.accepted = True
         if self.on_accepted is not None:

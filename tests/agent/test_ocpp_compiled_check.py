@@ -142,3 +142,12 @@ async def test_call_raw_refuses_an_answer_against_the_schema_with_the_library_er
     finally:
         receiver.cancel()
     assert checked == ["CallResult"]  # the compiled check refused it: the library decided, with its error
+
+
+@pytest.mark.parametrize("version", sorted(library.QUEUED_ACTIONS))
+async def test_the_queued_actions_checks_are_compiled_ahead(monkeypatch: pytest.MonkeyPatch, version: str) -> None:
+    monkeypatch.setattr(library, "_checks", {})
+    await library.warm_checks(version)
+    for action in library.QUEUED_ACTIONS[version]:
+        for kind in (MessageType.Call, MessageType.CallResult):
+            assert library._checks.get((kind, version, action)) is not None, (kind, action)
