@@ -14,7 +14,7 @@ import contextlib
 import importlib.metadata
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import fastjsonschema
@@ -49,21 +49,17 @@ def _compiled_check(kind: int, action: str, ocpp_version: str) -> Callable[[Any]
     return _checks[key]
 
 
-# What the outbox carries in each version (the journals' transaction messages, the security events): their
-# checks are compiled when a connection opens, before the BootNotification (warm_checks): a first use would
-# stall the event loop for the compile (3 to 50 ms here per schema, ten times that on a Pi) in the middle of
-# an exchange, e.g. right after a StartTransaction answer. A thread would not help: while it compiles, every
-# wait of the loop costs up to the interpreter's switch interval (measured: worse stalls).
-QUEUED_ACTIONS = {
-    "1.6": ("StartTransaction", "MeterValues", "StopTransaction", "SecurityEventNotification"),
-    "2.0.1": ("TransactionEvent", "SecurityEventNotification"),
-}
+async def warm_checks(ocpp_version: str, actions: Iterable[str]) -> None:
+    """Compile the request and answer checks of these actions ahead, one per event-loop step (the loop waits
+    for one compile at most, never for all of them); cached for the process.
 
-
-async def warm_checks(ocpp_version: str) -> None:
-    """Compile the request and answer checks of the version's queued actions ahead, one per event-loop step
-    (the loop waits for one compile at most, never for all of them); cached for the process."""
-    for action in QUEUED_ACTIONS.get(ocpp_version, ()):
+    The session calls it when a connection opens with messages queued, for the actions at the head of the
+    queue: a first use would stall the loop for the compile (3 to 50 ms here per schema, ten times that on a
+    Pi) in the middle of an exchange, e.g. right after a StartTransaction answer. Only those: a compile's
+    peak memory stays in the process (about 4 MB for 1.6 MeterValues). A thread does not help: while it
+    compiles, every wait of the loop costs up to the interpreter's switch interval (measured: worse stalls).
+    """
+    for action in sorted(set(actions)):
         for kind in (MessageType.Call, MessageType.CallResult):
             if (kind, ocpp_version, action) not in _checks:
                 _compiled_check(kind, action, ocpp_version)
@@ -154,9 +150,9 @@ class HookedChargePoint(ChargePoint):
                     return
         await super().route_message(raw_msg)
 
-    async def warm_checks(self) -> None:
-        """Compile the checks of this version's queued actions ahead (see warm_checks())."""
-        await warm_checks(self._ocpp_version)
+    async def warm_checks(self, actions: Iterable[str]) -> None:
+        """Compile the checks of these actions in this version ahead (see warm_checks())."""
+        await warm_checks(self._ocpp_version, actions)
 
     def wire_payload(self, action: str, payload: dict[str, Any]) -> str | None:
         """The payload's wire text when it passes the compiled request check; None when that check refuses it

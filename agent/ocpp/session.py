@@ -36,6 +36,7 @@ LOGGER = logging.getLogger(__name__)
 
 BOOT_RETRY_DEFAULT_S = 10
 ACK_GRACE_S = 0.5  # after the socket closed, how long an answered exchange may still commit its ack
+WARM_LOOKAHEAD = 32  # queued messages looked at for the schema checks to compile before a replay
 OUTBOX_WAIT_STEP_S = 5.0  # a retry wait is slept in steps: the outbox may change under it
 
 
@@ -218,7 +219,8 @@ class Session:
                 self.agent.offline()
 
     async def _boot_then_serve(self) -> None:
-        await self.cp.warm_checks()  # the outbox's schema checks, before an exchange waits for their compile
+        # a replay follows: the schema checks of what it starts with are compiled now, not in an exchange
+        await self.cp.warm_checks(self._head_actions())
         await self._boot()
         self.accepted = True
         if self.on_accepted is not None:
@@ -250,6 +252,15 @@ class Session:
             wait = interval if interval > 0 else BOOT_RETRY_DEFAULT_S
             LOGGER.warning("BootNotification %s; retrying in %d s", answer.status, wait)
             await asyncio.sleep(wait)
+
+    def _head_actions(self, limit: int = WARM_LOOKAHEAD) -> set[str]:
+        """The actions of the first queued messages (from the store's page: no query per message)."""
+        store, actions = self.agent.store, set()
+        msg = store.peek()
+        while msg is not None and limit > 0:
+            actions.add(msg.action)
+            msg, limit = store.peek_next(msg.id), limit - 1
+        return actions
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -79,3 +79,16 @@ async def test_a_change_while_waiting_is_sent_not_the_prepared_text(store: Store
 
 def accept_sample(frame: list[Any]) -> list[Any]:
     return [3, frame[1], {}]
+
+
+async def test_the_actions_at_the_head_of_the_queue_are_found_for_the_checks_compiled_ahead(store: Store) -> None:
+    rig = Rig(store, accept_sample)
+    assert rig.session._head_actions() == set()  # nothing queued: nothing to compile at connect
+    put_sample(rig, 0, trusted=True)
+    store.enqueue("SecurityEventNotification", {"type": "x", "timestamp": UNTRUSTED}, wall_time=time.time(),
+                  monotonic=time.monotonic(), clock_trusted=True)
+    for n in range(40):
+        rig.put(f"d{n}")
+    store.enqueue("Heartbeat", {}, wall_time=time.time(), monotonic=time.monotonic(), clock_trusted=True)
+    # the first page of the queue (32 messages): what a replay starts with
+    assert rig.session._head_actions() == {"MeterValues", "SecurityEventNotification", "DataTransfer"}
