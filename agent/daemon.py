@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import logging.handlers
 import os
 import signal
 import sys
@@ -23,6 +22,7 @@ from agent.config import DEFAULT_CONFIG_PATH as DEFAULT_CONFIG
 from agent.config import AgentConfig, ConfigError, OcppVersion, load_config
 from agent.diag.bundle import write_bundle
 from agent.errors import AgentError
+from agent.framelog import FrameLogHandler
 from agent.hardware import ConnectorDevices, Hardware
 from agent.link import SUBPROTOCOLS, Link, LinkHooks, LinkSettings
 from agent.ocpp.v16.journal import V16Journal
@@ -81,11 +81,9 @@ def setup_logging(cfg: AgentConfig | None, verbose: bool) -> None:
     if cfg is not None:
         try:
             Path(cfg.state.directory).mkdir(parents=True, exist_ok=True)
-            fh = logging.handlers.RotatingFileHandler(Path(cfg.state.directory) / "ocpp-frames.log",
-                                                      maxBytes=FRAME_LOG_BYTES, backupCount=3)
-            fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-            fh.addFilter(RedactingFilter())
-            frames.addHandler(fh)
+            # redacts, bounds and buffers by itself (agent/framelog.py): every frame of a replay passes here
+            frames.addHandler(FrameLogHandler(Path(cfg.state.directory) / "ocpp-frames.log",
+                                              max_bytes=FRAME_LOG_BYTES, backups=3))
             frames.setLevel(logging.DEBUG)
         except OSError as err:
             LOGGER.warning("no OCPP frame log: %s", err)

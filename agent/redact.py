@@ -31,10 +31,24 @@ _BASIC = re.compile(r"(?P<head>Authorization['\"]?\s*[:=]\s*['\"]?Basic\s+)[A-Za
 # only its last four characters stay. Ids are at most 36 characters: each match looks no further than that.
 _CARD_ID = re.compile(r"(?P<head>id_?(?:tag|token)['\"]?[ ]?[:=][ ]?['\"])(?P<id>[^'\"\s]{5,36})(?=['\"])",
                       re.IGNORECASE)
+# Every pattern above needs one of these words (in any case): a text without any (a meter sample, most answers)
+# has nothing to mask. The card id's words leave out the "i": IGNORECASE matches U+0130 and U+0131 there, which
+# lower() does not turn into "i". Plain substring searches of the lowered text take a few microseconds per KB;
+# five regex scans (or one with IGNORECASE alternatives) take several times longer, and the frame log redacts
+# every frame (docs/bench.md).
+_SECRET_WORDS = ("://", "authorization", "dtag", "d_tag", "dtoken", "d_token")
+
+
+def may_hold_secret(text: str) -> bool:
+    """Whether any masking pattern of redact() can match in the text (linear: substring searches)."""
+    lowered = text.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
 
 
 def redact(text: str) -> str:
     """The text with credentials masked."""
+    if not may_hold_secret(text):
+        return text
     text = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{MASK}@", text)
     text = _AUTH_KEY.sub(lambda m: f"{m['head']}{MASK}{m['tail']}", text)
     text = _AUTH_KEY_KW.sub(lambda m: f"{m['head']}{MASK}", text)
@@ -50,10 +64,20 @@ def clip(text: str, head_chars: int = LOG_HEAD_CHARS) -> str:
     return f"{head}... [clipped: {len(text)} chars in all]"
 
 
+REDACTED = "redacted"  # a LogRecord attribute: its message is redacted and clipped already (agent/framelog.py)
+
+
+def clean(message: str) -> str:
+    """A log message redacted, and clipped when longer than LOG_MAX_CHARS."""
+    return clip(message) if len(message) > LOG_MAX_CHARS else redact(message)
+
+
 class RedactingFilter(logging.Filter):
     """A handler filter that masks secrets in the final message (arguments included) and clips huge ones."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, REDACTED, False):
+            return True
         message = record.getMessage()
         cleaned = clip(message) if len(message) > LOG_MAX_CHARS else redact(message)
         if cleaned != message:

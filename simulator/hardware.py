@@ -451,10 +451,12 @@ class SimHardware:
 
     async def _h_plug(self, body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
         self._conn(body).ev.plug()
+        self.step(0.0, time.monotonic())  # into the device registers now, as a real plug; not at the next tick
         return self.state()
 
     async def _h_unplug(self, body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:
         self._conn(body).ev.unplug()
+        self.step(0.0, time.monotonic())
         return self.state()
 
     async def _h_card(self, body: dict[str, Any], query: dict[str, str]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from agent.cardid import masked_cards
 from agent.config import AgentConfig
+from agent.framelog import FRAMES, flush_frames
 from agent.ports import ConfigVocabulary
 from agent.store import Store
 
@@ -115,6 +116,9 @@ def write_bundle(source: BundleSource, dest_dir: Path, log_lines: list[str], *, 
         text = "\n".join(line for line in log_lines if _in_window(line, start, stop))
         _add(tar, "agent.log", text.encode()[-MAX_LOG_BYTES:])
         frames = Path(source.config.state.directory) / "ocpp-frames.log"
+        flush_frames()  # the frame log notes frames and buffers lines for up to a second (agent/framelog.py)
+        for handler in FRAMES.handlers:
+            handler.flush()
         for candidate in sorted(frames.parent.glob(frames.name + "*")):
             data = candidate.read_bytes()[-MAX_LOG_BYTES:]
             lines = [ln for ln in data.decode(errors="replace").splitlines() if _in_window(ln, start, stop)]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.core import events as ev
+from agent.framelog import StampFormatter
 from agent.redact import RedactingFilter
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class RingHandler(logging.Handler):
         super().__init__()
         self.lines: collections.deque[str] = collections.deque(maxlen=capacity)
         self.total = 0  # lines ever emitted: `log --follow` asks for what came after its last count
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.setFormatter(StampFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))  # a stamp per second
         self.addFilter(RedactingFilter())
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -89,6 +89,7 @@ class FrameCheck:
     description: str = ""
     action: str = ""
     payload: dict[str, Any] | None = None
+    frame: list[Any] | None = None  # a RESPONSE's parsed frame (its reader need not parse it again)
 
 
 def _drop(description: str, unique_id: str | None = None) -> FrameCheck:
@@ -175,11 +176,11 @@ def check_frame(raw: str | bytes, codes: ErrorCodes = V16_CODES) -> FrameCheck:
     if type_id == CALLRESULT:
         if len(frame) != 3:
             return _drop(f"CALLRESULT with {len(frame)} elements instead of 3", unique_id)
-        return FrameCheck(Verdict.RESPONSE, unique_id)
+        return FrameCheck(Verdict.RESPONSE, unique_id, frame=frame)
     if type_id == CALLERROR:
         if len(frame) not in (4, 5):
             return _drop(f"CALLERROR with {len(frame)} elements instead of 5", unique_id)
-        return FrameCheck(Verdict.RESPONSE, unique_id)
+        return FrameCheck(Verdict.RESPONSE, unique_id, frame=frame)
     return _check_call(frame, unique_id, codes)
 
 

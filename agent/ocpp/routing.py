@@ -27,11 +27,11 @@ from ocpp.exceptions import OCPPError
 from ocpp.messages import Call
 from websockets.exceptions import ConnectionClosed
 
+from agent.framelog import flush_frames, log_frame
 from agent.ocpp.frames import CALLRESULT, ErrorCodes, FrameCheck, Verdict, check_frame, read_head
 from agent.ocpp.library import HookedChargePoint
 
 LOGGER = logging.getLogger(__name__)
-FRAMES = logging.getLogger("agent.ocpp.frames")  # every frame, for `evsectl log` and the diagnostics bundle
 LIBRARY_SCHEMA_CODE = '"FormatViolation"'  # what the library answers a payload against its schema with
 
 
@@ -70,8 +70,9 @@ class FrameGuard(HookedChargePoint):
                 self._boot_call = self._awaited
         elif message.startswith(("[3,", "[4,")):
             self._answers += 1
-        FRAMES.debug("out %s", message)
+        log_frame("out", message)
         await super().send_frame(message)
+        flush_frames()  # the log handlers run while the peer works on this frame
 
     def response_waited(self, unique_id: str) -> None:
         # a late answer to a call that timed out is ignored, not queued for the next call
@@ -80,7 +81,7 @@ class FrameGuard(HookedChargePoint):
 
     async def route_message(self, raw_msg: str | bytes) -> None:
         """Check the frame (agent/ocpp/frames.py), then answer, drop, or hand it to the library."""
-        FRAMES.debug("in %s", raw_msg)
+        log_frame("in", raw_msg)
         try:
             check = check_frame(raw_msg, self.FRAME_CODES)
             if self.boot_rejected and check.verdict in (Verdict.ANSWER, Verdict.CALL):
@@ -102,7 +103,9 @@ class FrameGuard(HookedChargePoint):
                     # decided here, before any next frame is routed: a call right behind a Rejected answer
                     # must already go unanswered
                     self.boot_rejected = _boot_status(raw_msg) == "Rejected"
-                await super().route_message(raw_msg)
+                assert check.frame is not None and check.unique_id is not None
+                if not self.answered(check.unique_id, check.frame):  # call_raw's, parsed once; else call()'s
+                    await super().route_message(raw_msg)
             else:
                 await self._answer_call(check)
         except ConnectionClosed:

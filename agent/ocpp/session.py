@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,6 +36,7 @@ LOGGER = logging.getLogger(__name__)
 
 BOOT_RETRY_DEFAULT_S = 10
 ACK_GRACE_S = 0.5  # after the socket closed, how long an answered exchange may still commit its ack
+WARM_LOOKAHEAD = 32  # queued messages looked at for the schema checks to compile before a replay
 OUTBOX_WAIT_STEP_S = 5.0  # a retry wait is slept in steps: the outbox may change under it
 
 
@@ -127,6 +129,9 @@ class Session:
         self.statuses: asyncio.Queue[ev.StatusChanged] = asyncio.Queue()
         self.heartbeat_interval_s = agent.settings.heartbeat_interval_s
         self._tasks: list[asyncio.Task[Any]] = []
+        self._drain_stopped = False  # the outbox loop was cancelled: the drain sends no further message
+        self._missing_logged = 0  # the message whose missing transaction id was logged
+        self._prepared: tuple[OutboxMessage, str] | None = None  # the next message and its checked wire text
         self.adapter = build_adapter(self)
         self.cp = self.adapter.cp
 
@@ -214,6 +219,8 @@ class Session:
                 self.agent.offline()
 
     async def _boot_then_serve(self) -> None:
+        # a replay follows: the schema checks of what it starts with are compiled now, not in an exchange
+        await self.cp.warm_checks(self._head_actions())
         await self._boot()
         self.accepted = True
         if self.on_accepted is not None:
@@ -246,6 +253,15 @@ class Session:
             LOGGER.warning("BootNotification %s; retrying in %d s", answer.status, wait)
             await asyncio.sleep(wait)
 
+    def _head_actions(self, limit: int = WARM_LOOKAHEAD) -> set[str]:
+        """The actions of the first queued messages (from the store's page: no query per message)."""
+        store, actions = self.agent.store, set()
+        msg = store.peek()
+        while msg is not None and limit > 0:
+            actions.add(msg.action)
+            msg, limit = store.peek_next(msg.id), limit - 1
+        return actions
+
     async def _heartbeat_loop(self) -> None:
         while True:
             interval = self.agent.settings.heartbeat_interval_s or 300.0
@@ -266,44 +282,69 @@ class Session:
 
     async def _outbox_loop(self) -> None:
         """Drain the outbox strictly in order, one call in flight."""
-        store = self.agent.store
-        missing_logged = 0  # the message whose missing transaction id was logged (once, not every step)
         while True:
+            # The exchanges run in a task of their own that sends message after message while there are any
+            # to send now (one task per drain, not per message): if this loop is cancelled (the socket
+            # closed) right after an answer arrived, the answer is still committed instead of the message
+            # being sent twice, and no new message is sent.
+            self._drain_stopped = False
+            drainer = asyncio.ensure_future(self._drain())
+            try:
+                wait = await asyncio.shield(drainer)
+            except asyncio.CancelledError:
+                self._drain_stopped = True
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(asyncio.shield(drainer), ACK_GRACE_S)
+                if not drainer.done():
+                    drainer.cancel()
+                raise
+            await wait()
+
+    async def _drain(self) -> Callable[[], Awaitable[None]]:
+        """Send queued messages until one must wait; returns that wait (run by the caller, cancellable)."""
+        store = self.agent.store
+        while not self._drain_stopped:
             msg = store.peek()
             if msg is None:
-                self.outbox_event.clear()
-                if store.peek() is None:
-                    await self.outbox_event.wait()
-                continue
+                return self._wait_for_messages
             if msg.protocol != self.agent.journal.protocol:
                 self._keep_foreign(msg)
                 continue
             if msg.tx_id_missing:
-                # never sent with the placeholder: the id comes with the answer to the transaction's start,
-                # which is queued before it (or -1 once that start became a dead letter)
-                if msg.id != missing_logged:
-                    missing_logged = msg.id
-                    LOGGER.error("%s %d waits: the back office's id of transaction %s is not known yet",
-                                 msg.action, msg.id, msg.tx_local_id)
-                self.outbox_event.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.outbox_event.wait(), OUTBOX_WAIT_STEP_S)
-                continue
+                return functools.partial(self._wait_for_tx_id, msg)
             wait = msg.next_attempt_at - time.monotonic()
             if wait > 0:
-                await asyncio.sleep(min(wait, OUTBOX_WAIT_STEP_S))
-                continue
-            # The exchange runs as its own task: if this loop is cancelled (the socket closed) right after
-            # the answer arrived, the answer is still committed instead of the message being sent twice.
-            exchange = asyncio.ensure_future(self._deliver(msg))
-            try:
-                await asyncio.shield(exchange)
-            except asyncio.CancelledError:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(asyncio.shield(exchange), ACK_GRACE_S)
-                if not exchange.done():
-                    exchange.cancel()
-                raise
+                return functools.partial(asyncio.sleep, min(wait, OUTBOX_WAIT_STEP_S))
+            await self._deliver(msg)
+        return functools.partial(asyncio.sleep, 0)
+
+    async def _wait_for_messages(self) -> None:
+        """The outbox is empty: wait until something is queued."""
+        self.outbox_event.clear()
+        if self.agent.store.peek() is None:
+            await self.outbox_event.wait()
+
+    async def _wait_for_tx_id(self, msg: OutboxMessage) -> None:
+        """Never sent with the placeholder: the id comes with the answer to the transaction's start, which is
+        queued before it (or -1 once that start became a dead letter)."""
+        if msg.id != self._missing_logged:  # logged once, not at every step
+            self._missing_logged = msg.id
+            LOGGER.error("%s %d waits: the back office's id of transaction %s is not known yet",
+                         msg.action, msg.id, msg.tx_local_id)
+        self.outbox_event.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.outbox_event.wait(), OUTBOX_WAIT_STEP_S)
+
+    def _prepare_after(self, msg: OutboxMessage) -> None:
+        """While `msg` is answered: check and encode the message queued after it, for the next exchange. Used
+        only if the next peek() hands out that very object (the store builds it once per read of the queue; a
+        write meanwhile, such as the transaction id a StartTransaction answer brings, makes a new one)."""
+        following = self.agent.store.peek_next(msg.id)
+        if following is None or following.tx_id_missing or following.protocol != self.agent.journal.protocol:
+            return
+        text = self.cp.wire_payload(following.action, following.payload)
+        if text is not None:
+            self._prepared = (following, text)
 
     def _keep_foreign(self, msg: OutboxMessage) -> None:
         """A message queued for another OCPP version (the charger was switched with messages still queued):
@@ -321,8 +362,12 @@ class Session:
         store = self.agent.store
         try:
             started = time.monotonic()
-            answer = await self.cp.call_raw(msg.action, msg.payload)
-            self._round_trip(time.monotonic() - started)
+            prepared, self._prepared = self._prepared, None
+            text = prepared[1] if prepared is not None and prepared[0] is msg else None
+            answer = await self.cp.call_raw(msg.action, msg.payload, text=text,
+                                            while_waiting=functools.partial(self._prepare_after, msg))
+            # counted once the next message is on its way: the replay's exchange does not wait for the ledger
+            asyncio.get_running_loop().call_soon(self._round_trip, time.monotonic() - started)
         except TimeoutError:
             LOGGER.warning("%s %d unanswered; it stays first in the queue", msg.action, msg.id)
             return  # not an attempt: retried for ever

@@ -293,6 +293,9 @@ class Db:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            # 1 MiB of page cache (SQLite's default is 2 MB): the agent reads the queue's head and a few rows,
+            # a larger cache only fills up with pages of a long queue (RSS with 100k queued, docs/bench.md)
+            conn.execute("PRAGMA cache_size=-1024")
             conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         except sqlite3.Error as err:
             raise self._translate(err) from err

@@ -6,9 +6,11 @@ meter samples are thinned when the bound is hit. Failed messages become dead let
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,12 @@ ROW_OVERHEAD_BYTES = 64  # rough on-disk cost of an outbox row beyond its payloa
 # (4 KB) and, with synchronous=FULL, one fsync; on an SD card both matter (docs/bench.md).
 ACK_BATCH = 64  # at most this many acknowledged samples wait for their delete
 ACK_BATCH_S = 1.0  # nor longer than this (checked at the next acknowledgement, peek or write)
+# peek() reads the head of the queue a page at a time: one query per page instead of one per message (and the
+# acknowledgement of the message at the head finds its row there). Any write of this store drops the page. The
+# store is the only writer of its file (evsectl goes through the daemon; the byte counts and the batched
+# acknowledgements assume the same): a check for other connections' commits per peek (PRAGMA data_version)
+# cost as much as the query it saves.
+PEEK_PAGE = 32
 
 DEFAULT_PROTOCOL = "1.6"  # the protocol of messages that name none, and of every row queued before schema 3
 
@@ -77,6 +85,9 @@ class OutboxMixin(Db):
     _acked_bytes = 0
     _acked_through = 0  # every queued row with an id <= this one is in _acked: peek() starts after it
     _acked_since = 0.0  # time.monotonic() of the oldest entry of _acked
+    _page: list[tuple[Any, ...]] | None = None  # the next queued rows (_PAGE_COLUMNS), ids > _acked_through
+    _page_conn: sqlite3.Connection | None = None  # the connection the page was read with
+    _page_messages: dict[int, OutboxMessage]  # the page's rows built once: peek and peek_next hand out one object
 
     def _pending_acks(self) -> list[int]:
         """The batched acknowledgements (created on first use: the mixins have no __init__)."""
@@ -89,6 +100,7 @@ class OutboxMixin(Db):
     def _write_began(self, conn: sqlite3.Connection) -> None:
         """Every write transaction first commits the batched acknowledgements (they never wait behind one)."""
         super()._write_began(conn)
+        self._page = None  # the write may change any row of it
         acked = self._pending_acks()
         if acked:
             conn.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(acked))})", acked)
@@ -103,7 +115,7 @@ class OutboxMixin(Db):
     def _flush_acks(self) -> None:
         """Commit the batched acknowledgements now (synchronous=NORMAL: a power cut may resend a sample)."""
         if self._pending_acks():
-            with self._write(durable=False):
+            with self._page_kept(), self._write(durable=False):
                 pass  # _write_began deletes them
 
     def _unacked(self) -> tuple[str, list[int]]:
@@ -311,15 +323,41 @@ class OutboxMixin(Db):
         acked = self._pending_acks()
         if acked and time.monotonic() - self._acked_since >= ACK_BATCH_S:
             self._try_flush_acks()
-        with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {self._OUTBOX_COLUMNS} FROM outbox LEFT JOIN transactions USING (tx_local_id) "
-                "WHERE outbox.id > ? ORDER BY outbox.id LIMIT 1",
-                (self._acked_through,),
-            ).fetchone()
+        row = self._head()
         if row is None and acked:
             self._try_flush_acks()  # the queue drained: nothing left to batch them with
-        return None if row is None else self._outbox_row(row)
+        return None if row is None else self._page_message(row)
+
+    def peek_next(self, after_id: int) -> OutboxMessage | None:
+        """The message queued after `after_id` when the page peek() read holds both (no query), else None; the
+        same object the next peek() returns unless a write changed the queue meanwhile (the sender prepares the
+        next message while the current one is answered, and knows by the identity that it may use it)."""
+        page = self._page
+        if not page or self._page_conn is not self._conn:
+            return None
+        for n, row in enumerate(page[:-1]):
+            if row[0] == after_id:
+                return self._page_message(page[n + 1])
+        return None
+
+    @contextlib.contextmanager
+    def _page_kept(self, gone: int | None = None) -> Iterator[None]:
+        """Around a write that deletes only acknowledged rows (and `gone`, the head): the page read before it
+        still holds what the file holds, less those rows, and its messages stay the same objects."""
+        page, conn = self._page, self._page_conn
+        messages = self._page_messages if page is not None else {}
+        yield
+        if page is not None and conn is self._conn:
+            self._page, self._page_conn = [row for row in page if row[0] != gone], conn
+            if gone is not None:
+                messages.pop(gone, None)
+            self._page_messages = messages
+
+    def _page_message(self, row: tuple[Any, ...]) -> OutboxMessage:
+        msg = self._page_messages.get(row[0])
+        if msg is None:
+            msg = self._page_messages[row[0]] = self._outbox_row(row)
+        return msg
 
     # select from outbox LEFT JOIN transactions USING (tx_local_id)
     _OUTBOX_COLUMNS = (
@@ -327,6 +365,23 @@ class OutboxMixin(Db):
         "outbox.monotonic, outbox.clock_trusted, outbox.attempts, outbox.next_attempt_at, outbox.last_error, "
         "outbox.timestamp_shift_s, outbox.protocol, outbox.tx_id_field, transactions.transaction_id"
     )
+    _PAGE_COLUMNS = _OUTBOX_COLUMNS + ", length(CAST(outbox.payload AS BLOB)), outbox.thinnable"  # + what ack() needs
+
+    def _head(self) -> tuple[Any, ...] | None:
+        """The first queued row after the acknowledged ones (_PAGE_COLUMNS), from the page or a new one."""
+        with self._read() as conn:
+            page = self._page if self._page_conn is conn else None
+            while page and page[0][0] <= self._acked_through:
+                self._page_messages.pop(page.pop(0)[0], None)
+            if not page:
+                self._page_messages = {}
+                page = conn.execute(
+                    f"SELECT {self._PAGE_COLUMNS} FROM outbox LEFT JOIN transactions USING (tx_local_id) "
+                    "WHERE outbox.id > ? ORDER BY outbox.id LIMIT ?",
+                    (self._acked_through, PEEK_PAGE),
+                ).fetchall()
+                self._page, self._page_conn = page, conn
+        return page[0] if page else None
 
     @staticmethod
     def _outbox_row(row: tuple[Any, ...]) -> OutboxMessage:
@@ -380,12 +435,18 @@ class OutboxMixin(Db):
         if msg_id in acked:
             LOGGER.warning("ack of outbox message %d that is already acked", msg_id)
             return
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT action, tx_local_id, length(CAST(payload AS BLOB)), thinnable, "
-                "EXISTS (SELECT 1 FROM outbox WHERE id > ? AND id < ?) FROM outbox WHERE id = ?",
-                (self._acked_through, msg_id, msg_id),
-            ).fetchone()
+        page = self._page
+        if page and page[0][0] == msg_id and self._page_conn is self._conn:
+            # the head of the queue as peek() read it: nothing queued before it but acknowledged rows
+            head = page[0]
+            row: tuple[Any, ...] | None = (head[1], head[3], head[15], head[16], 0)
+        else:
+            with self._read() as conn:
+                row = conn.execute(
+                    "SELECT action, tx_local_id, length(CAST(payload AS BLOB)), thinnable, "
+                    "EXISTS (SELECT 1 FROM outbox WHERE id > ? AND id < ?) FROM outbox WHERE id = ?",
+                    (self._acked_through, msg_id, msg_id),
+                ).fetchone()
         if row is None:
             LOGGER.warning("ack of outbox message %d that is not queued (already acked or thinned)", msg_id)
             return
@@ -402,7 +463,8 @@ class OutboxMixin(Db):
             if len(acked) >= ACK_BATCH or time.monotonic() - self._acked_since >= ACK_BATCH_S:
                 self._try_flush_acks()
             return
-        with self._write() as conn:
+        keep = self._page_kept(msg_id) if backoffice_tx_id is None else contextlib.nullcontext()
+        with keep, self._write() as conn:
             conn.execute("DELETE FROM outbox WHERE id = ?", (msg_id,))
             self._outbox_bytes -= int(size) + ROW_OVERHEAD_BYTES
             if backoffice_tx_id is not None:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, validate_payload
+from ocpp.messages import Call, CallResult, MessageType, validate_payload
 
 import agent.ocpp.library as library
-from agent.ocpp.library import _passes, _request_check
+from agent.ocpp.library import _compiled_check, _passes, _request_check
 from tests.agent.ocpp_peer import Peer, PeerChargePoint
 
 SAMPLED = [{"value": "1234.5", "measurand": "Energy.Active.Import.Register", "unit": "Wh",
@@ -83,10 +83,73 @@ async def test_call_raw_sends_a_valid_payload_without_the_library_check_and_refu
     _, action, payload = VALID[1]
     try:
         assert await cp.call_raw(action, payload) == {}
-        assert checked == ["CallResult"]  # the request passed the compiled check; the answer, the library's
+        assert checked == []  # the request and the answer passed the compiled checks
         with pytest.raises(OCPPError):
             await cp.call_raw(action, {**payload, "connectorId": "one"})
     finally:
         receiver.cancel()
-    assert checked == ["CallResult", "Call"]  # the refused request got the library's verdict and error
+    assert checked == ["Call"]  # the refused request got the library's verdict and error
     assert len(peer.calls) == 1  # and was never sent
+
+
+ANSWERS: list[tuple[str, str, dict[str, Any]]] = [
+    ("1.6", "StartTransaction", {"transactionId": 7, "idTagInfo": {"status": "Accepted"}}),
+    ("1.6", "MeterValues", {}),
+    ("1.6", "StopTransaction", {"idTagInfo": {"status": "Accepted", "parentIdTag": "P1"}}),
+    ("2.0.1", "TransactionEvent", {"totalCost": 1.5, "idTokenInfo": {"status": "Accepted"}}),
+    ("2.0.1", "SecurityEventNotification", {}),
+]
+
+
+def library_accepts_answer(version: str, action: str, payload: dict[str, Any]) -> bool:
+    try:
+        asyncio.run(validate_payload(CallResult("1", copy.deepcopy(payload), action), version))
+    except OCPPError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("version, action, payload", ANSWERS, ids=[f"{v}-{a}" for v, a, _ in ANSWERS])
+def test_the_compiled_answer_check_agrees_with_the_library(version: str, action: str,
+                                                           payload: dict[str, Any]) -> None:
+    check = _compiled_check(MessageType.CallResult, action, version)
+    assert check is not None
+    assert _passes(check, payload) and library_accepts_answer(version, action, payload)
+    variants = broken(payload) if payload else [{"notInTheSchema": 1}]
+    verdicts = [(library_accepts_answer(version, action, v), _passes(check, v)) for v in variants]
+    assert [lib for lib, _ in verdicts] == [compiled for _, compiled in verdicts], variants  # the same verdicts
+    assert not all(lib for lib, _ in verdicts)  # and some of them refusals
+
+
+@pytest.mark.parametrize("answer", [{"transactionId": "seven", "idTagInfo": {"status": "Accepted"}},
+                                    {"transactionId": 7}, ["not", "an", "object"]])
+async def test_call_raw_refuses_an_answer_against_the_schema_with_the_library_error(
+        monkeypatch: pytest.MonkeyPatch, answer: Any) -> None:
+    checked: list[str] = []
+    real = library.validate_payload
+
+    async def counting(message: Any, version: str) -> None:
+        checked.append(type(message).__name__)
+        await real(message, version)
+
+    monkeypatch.setattr(library, "validate_payload", counting)
+    peer = Peer(lambda frame: [3, frame[1], answer])
+    cp = PeerChargePoint("CP1", peer, response_timeout=0.5)
+    receiver = asyncio.create_task(cp.start())
+    try:
+        with pytest.raises(OCPPError):
+            await cp.call_raw(*VALID[0][1:])
+    finally:
+        receiver.cancel()
+    assert checked == ["CallResult"]  # the compiled check refused it: the library decided, with its error
+
+
+@pytest.mark.parametrize("version, actions", [("1.6", ["StartTransaction", "MeterValues", "StartTransaction"]),
+                                              ("2.0.1", ["TransactionEvent", "SecurityEventNotification"])])
+async def test_the_checks_of_the_queued_actions_are_compiled_ahead(monkeypatch: pytest.MonkeyPatch, version: str,
+                                                                  actions: list[str]) -> None:
+    monkeypatch.setattr(library, "_checks", {})
+    await library.warm_checks(version, actions)
+    assert set(library._checks) == {(kind, version, action) for action in actions
+                                    for kind in (MessageType.Call, MessageType.CallResult)}
+    assert all(check is not None for check in library._checks.values())

@@ -50,3 +50,29 @@ def test_clip_masks_a_secret_across_the_cut() -> None:
     text = "x" * 4090 + "AuthorizationKey=0123456789abcdef" + "y" * 10_000
     clipped = clip(text, head_chars=4100)
     assert "0123" not in clipped
+
+
+def test_a_text_is_left_alone_only_when_no_pattern_can_match() -> None:
+    """redact() skips the masking patterns for a text without their words: never for one they would change.
+    Texts built from the patterns' own pieces, in mixed case and with the characters IGNORECASE takes for
+    letters (Kelvin sign, dotted and dotless i), must all be seen as possibly holding a secret when a
+    pattern matches them."""
+    import random
+    import re
+
+    import agent.redact as redact_module
+
+    patterns = [v for v in vars(redact_module).values() if isinstance(v, re.Pattern)]
+    assert len(patterns) >= 5
+    pieces = ["id", "\u0130d", "\u0131D", "ID", "_", "tag", "TAG", "toKen", "to\u212aen", "Token", "'", '"', ":",
+              "=", " ", "://", "u:p@", "Authorization", "Key", "Basic QUJD", ",", "value", "0123456789", "x", "\u00e9"]
+    rng = random.Random(16)
+    matched = 0
+    for _ in range(20_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
+        if any(p.search(text) for p in patterns):
+            matched += 1
+            assert redact_module.may_hold_secret(text), text
+    assert matched > 200  # the generator does reach the patterns
+    assert not redact_module.may_hold_secret('[3,"1",{"currentTime":"2024-01-01T00:00:00Z"}]')
+    assert redact('[2,"1","Authorize",{"İdTag":"04A1B2C3D4"}]') == '[2,"1","Authorize",{"İdTag":"******C3D4"}]'

@@ -86,6 +86,8 @@ async def test_frame_size_limit_1009_and_reconnect(rig: Rig) -> None:
     # The frame log keeps the head and the length of the big frame, not the megabyte.
     frame_logs = list(Path(rig.workdir).rglob("ocpp-frames.log"))
     assert frame_logs, "no OCPP frame log"
+    # the frame log reaches its file within a second (agent/framelog.py): wait for the answer to be there
+    await rig.office.wait_for(lambda: '[3,"big-ok"' in frame_logs[0].read_text(), timeout=10)
     lines = frame_logs[0].read_text().splitlines()
     assert max(len(line) for line in lines) < LOG_MAX_CHARS
     assert any('"big-ok","DataTransfer"' in line and f"[clipped: {MAX_FRAME_BYTES + 3} chars in all]" in line

@@ -145,7 +145,10 @@ async def test_tc_073_079_080_085_basic_auth_certificates_log_and_signed_firmwar
         assert event in uploaded, event
 
     # The key never reaches a log: neither the agent's nor its OCPP frame log.
-    frames = (rig.state_dir / "ocpp-frames.log").read_text()
+    frame_log = rig.state_dir / "ocpp-frames.log"
+    # the frame log reaches its file within a second (agent/framelog.py): wait for the frames to be there
+    frames = await rig.office.wait_for(
+        lambda: frame_log.exists() and "GetLog" in frame_log.read_text() and frame_log.read_text(), timeout=10)
     assert "AuthorizationKey" in frames
     for text in (rig.agent_log(), frames):
         assert KEY not in text and NEW_KEY not in text
