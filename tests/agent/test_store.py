@@ -672,8 +672,9 @@ def test_a_schema_2_queue_migrates_and_its_messages_read_back_as_1_6(db_path: Pa
     conn.close()
 
     with Store(db_path) as store:
-        assert SCHEMA_VERSION == 10  # 6: next_seq_no (2.0.1 seqNo); 7: operations ledger; 8: signed_values; 9: ops_power;
-        # 10: the index of the retry waits a start clears
+        # 6: next_seq_no (2.0.1 seqNo); 7: operations ledger; 8: signed_values; 9: ops_power; 10: the index of
+        # the retry waits a start clears
+        assert SCHEMA_VERSION == 10
         with store._read() as rconn:
             assert rconn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
         head = store.peek()
