@@ -39,7 +39,7 @@ from simulator.backoffice import BackOffice
 LOGGER = logging.getLogger(__name__)
 
 WARMUP_S = 8.0  # after both connectors reported Available: imports done, caches warm, pools connected
-IDLE_WINDOW_S = 10.0
+IDLE_WINDOW_S = 65.0  # longer than the operations ledger's commit interval (60 s): its idle commit is counted
 RSS_TARGET_RATIO = 1.15
 CPU_TARGET_PCT = 1.0
 CONNECTORS = 2

@@ -107,6 +107,8 @@ class MeteringMixin(DurableWritesMixin):
         # share one fsync, taken before this returns: before anything can be sent (docs/bench.md).
         with self.store.one_sync():
             self._sample_meters_once()
+            # the operations ledger's minute commit rides on the same fsync (the Tick after the poll finds it done)
+            self.operations.maybe_commit()
 
     def _sample_meters_once(self) -> None:
         # One instant for the whole pass, aligned first: a periodic sample stamped after an aligned instant is
