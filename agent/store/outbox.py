@@ -261,6 +261,7 @@ class OutboxMixin(Db):
         assert self.max_bytes is not None
         head = int(conn.execute("SELECT MIN(id) FROM outbox").fetchone()[0])
         deleted = 0
+        before = self._outbox_bytes
         while self._outbox_bytes > self.max_bytes:
             groups = conn.execute(
                 "SELECT tx_local_id FROM outbox WHERE thinnable = 1 AND id > ? AND id < ? "
@@ -290,10 +291,11 @@ class OutboxMixin(Db):
             self._thinned_total += deleted
             self._thinned_unreported += deleted
             LOGGER.warning(
-                "outbox over its bound (%d > %d bytes): thinned %d intermediate meter samples",
-                self._outbox_bytes,
+                "outbox over its bound (%d > %d bytes): thinned %d intermediate meter samples, %d bytes left",
+                before,
                 self.max_bytes,
                 deleted,
+                self._outbox_bytes,
             )
         if over and not self._over_limit_logged:
             LOGGER.error(

@@ -450,7 +450,8 @@ def test_profiles_and_availability_persist(db_path: Path) -> None:
 # ---------------------------------------------------------------- disk bound
 
 
-def test_thinning_keeps_start_stop_and_drops_every_other_sample(db_path: Path) -> None:
+def test_thinning_keeps_start_stop_and_drops_every_other_sample(db_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
     with Store(db_path) as filler:
         tx1, tx2 = open_tx(filler), open_tx(filler, connector_id=2)
         start1 = put(filler, "StartTransaction", {"connectorId": 1, "idTag": "A", "meterStart": 0}, tx1)
@@ -468,6 +469,10 @@ def test_thinning_keeps_start_stop_and_drops_every_other_sample(db_path: Path) -
         assert remaining == [start1, *samples1[0::2], stop1, start2, *samples2, newest]
         stats = store.outbox_stats()
         assert stats["thinned"] == 5 and stats["bytes"] <= size and stats["over_limit"] is False
+        # the log says how far over the bound it was, then what is left (not the size after as if it were over)
+        (line,) = [r.getMessage() for r in caplog.records if "thinned" in r.getMessage()]
+        over = int(line.split("(")[1].split(" ")[0])
+        assert over > size and line.endswith(f"{stats['bytes']} bytes left"), line
         assert store.take_thinned() == 5
         assert store.take_thinned() == 0
 
