@@ -26,7 +26,7 @@ import serial_asyncio_fast
 
 from drivers.base import CardRead
 from drivers.errors import CommunicationFault, ConfigError, DeviceTimeout
-from drivers.rfid import SerialCardReader
+from drivers.rfid import SerialCardReader, StreamDecoder
 
 LOGGER = logging.getLogger(__name__)
 
@@ -126,27 +126,11 @@ def encode_frame(tfi: int, data: bytes, *, corrupt_checksum: bool = False) -> by
     return b"\x00" + START_CODE + bytes([length, (-length) & 0xFF]) + body + bytes([dcs, 0x00])
 
 
-class Pn532Decoder:
+class Pn532Decoder(StreamDecoder):
     """Byte stream to frames; resynchronises on garbage by dropping bytes until the next start code.
 
     Linear in its input and bounded: garbage is dropped at once, and at most one frame (262 bytes) waits.
     """
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self.frames = 0
-        self.checksum_errors = 0
-        self.frame_errors = 0
-        self.dropped_bytes = 0
-
-    def error_counts(self) -> dict[str, int]:
-        """Frames refused since start: malformed, bad checksum, and garbage bytes dropped resyncing."""
-        return {"frame_errors": self.frame_errors, "checksum_errors": self.checksum_errors,
-                "dropped_bytes": self.dropped_bytes}
-
-    def reset(self) -> None:
-        """Forget a partial frame (after a timeout or a reconnect)."""
-        self._buffer.clear()
 
     def _drop(self, count: int) -> None:
         chunk = self._buffer[:count]

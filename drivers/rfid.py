@@ -64,24 +64,28 @@ def id_tag(uid: bytes) -> str:
     return uid.hex().upper()[:ID_TAG_MAX]
 
 
-class FrameDecoder:
-    """Byte stream to UIDs; resynchronises on garbage by dropping bytes until the next STX."""
+class StreamDecoder:
+    """What every card reader's byte-stream decoder keeps: the partial frame and the counts of what it refused."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
         self.frames = 0
-        self.bad_checksums = 0
+        self.checksum_errors = 0
         self.frame_errors = 0
         self.dropped_bytes = 0
 
     def error_counts(self) -> dict[str, int]:
         """Frames refused since start: malformed ("frame_errors"), bad checksum, and bytes dropped resyncing."""
-        return {"frame_errors": self.frame_errors, "checksum_errors": self.bad_checksums,
+        return {"frame_errors": self.frame_errors, "checksum_errors": self.checksum_errors,
                 "dropped_bytes": self.dropped_bytes}
 
     def reset(self) -> None:
-        """Forget a partial frame (after a reconnect)."""
+        """Forget a partial frame (after a timeout or a reconnect)."""
         self._buffer.clear()
+
+
+class FrameDecoder(StreamDecoder):
+    """Byte stream to UIDs; resynchronises on garbage by dropping bytes until the next STX."""
 
     def _drop(self, count: int) -> None:
         self.dropped_bytes += count
@@ -134,7 +138,7 @@ class FrameDecoder:
         raw = bytes.fromhex(body.decode("ascii"))
         uid, check = raw[:-1], raw[-1]
         if checksum(uid) != check:
-            self.bad_checksums += 1
+            self.checksum_errors += 1
             LOGGER.debug("rfid: bad checksum %02X for %s", check, mask_id(uid.hex().upper()))
             return None
         return uid

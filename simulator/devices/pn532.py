@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import random
-import tty
 
 from drivers.pn532 import (
     ACK_FRAME,
@@ -37,6 +36,7 @@ from drivers.pn532 import (
     encode_frame,
     encode_target,
 )
+from simulator.devices.rfid import PtyPort
 
 LOGGER = logging.getLogger(__name__)
 
@@ -65,12 +65,11 @@ def make_target(uid_hex: str, sak: int | None = None, atqa: int | None = None) -
     return Target(uid, sak, atqa, ats if sak & 0x20 else b"")
 
 
-class SimPn532:
+class SimPn532(PtyPort):
     """A PN532 on a pty: `present()` a card, `set_fault()`, `stop()` unplugs it."""
 
     def __init__(self, link: str | None = None, seed: int = 532) -> None:
-        self.link = link
-        self.path = ""
+        super().__init__(link)
         self.decoder = Pn532Decoder()
         self.awake = False
         self.sam_configured = False
@@ -83,33 +82,16 @@ class SimPn532:
         self._card_polls = 0  # polls the card stays for; 0: until taken away
         self._last_response: bytes | None = None  # the last response's data (b"": the error frame)
         self._random = random.Random(seed)  # garbage is reproducible from test to test
-        self._master: int | None = None
-        self._slave: int | None = None
 
     async def start(self) -> str:
         """Create the pty and listen; returns the path the driver opens (the symlink when one was asked for)."""
-        master, slave = os.openpty()
-        tty.setraw(master)
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave  # holding the slave open keeps the master writable
-        self.path = os.ttyname(slave)
+        path = self.open_pty()
         self.awake = self.sam_configured = False  # a power cycle: asleep, unconfigured
         self.decoder.reset()
-        asyncio.get_running_loop().add_reader(master, self._readable)
-        if self.link:
-            tmp = f"{self.link}.tmp{os.getpid()}"
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            os.symlink(self.path, tmp)
-            os.replace(tmp, self.link)  # atomic: the driver never sees a half-made link
-        LOGGER.info("pn532 sim: reader on %s", self.link or self.path)
-        return self.link or self.path
-
-    @property
-    def running(self) -> bool:
-        """Whether the pty exists."""
-        return self._master is not None
+        assert self._master is not None
+        asyncio.get_running_loop().add_reader(self._master, self._readable)
+        LOGGER.info("pn532 sim: reader on %s", path)
+        return path
 
     # -- the test's hands
 
@@ -220,10 +202,4 @@ class SimPn532:
         if self._master is not None:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(self._master)
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                os.close(fd)
-        self._master = self._slave = None
-        if self.link:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.link)
+        self.close_pty()

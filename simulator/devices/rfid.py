@@ -18,18 +18,16 @@ from drivers.rfid import STX, encode_frame
 LOGGER = logging.getLogger(__name__)
 
 
-class SimRfidReader:
-    """A card reader on a pty: `present()` a card, `send_garbage()`, `stop()` unplugs it."""
+class PtyPort:
+    """A serial device's end of a pseudo-terminal, raw, with an optional stable symlink (socat's `link=`)."""
 
-    def __init__(self, link: str | None = None, seed: int = 6300) -> None:
+    def __init__(self, link: str | None) -> None:
         self.link = link
         self._master: int | None = None
         self._slave: int | None = None
-        self._random = random.Random(seed)  # garbage is reproducible from test to test
         self.path = ""
-        self.dropped_writes = 0
 
-    async def start(self) -> str:
+    def open_pty(self) -> str:
         """Create the pty; returns the path the driver opens (the symlink when one was asked for)."""
         master, slave = os.openpty()
         # Raw mode at once: 0x03 (ETX) is ^C to a cooked tty, and the driver may open the port later.
@@ -44,13 +42,37 @@ class SimRfidReader:
                 os.unlink(tmp)
             os.symlink(self.path, tmp)
             os.replace(tmp, self.link)  # atomic: the driver never sees a half-made link
-        LOGGER.info("rfid sim: reader on %s", self.link or self.path)
         return self.link or self.path
+
+    def close_pty(self) -> None:
+        """Unplug: the driver's reads fail and its port path goes away."""
+        for fd in (self._master, self._slave):
+            if fd is not None:
+                os.close(fd)
+        self._master = self._slave = None
+        if self.link:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.link)
 
     @property
     def running(self) -> bool:
         """Whether the pty exists."""
         return self._master is not None
+
+
+class SimRfidReader(PtyPort):
+    """A card reader on a pty: `present()` a card, `send_garbage()`, `stop()` unplugs it."""
+
+    def __init__(self, link: str | None = None, seed: int = 6300) -> None:
+        super().__init__(link)
+        self._random = random.Random(seed)  # garbage is reproducible from test to test
+        self.dropped_writes = 0
+
+    async def start(self) -> str:
+        """Create the pty; returns the path the driver opens (the symlink when one was asked for)."""
+        path = self.open_pty()
+        LOGGER.info("rfid sim: reader on %s", path)
+        return path
 
     def send_raw(self, data: bytes) -> None:
         """Write bytes as they would come down the reader's TX line."""
@@ -77,10 +99,4 @@ class SimRfidReader:
 
     def stop(self) -> None:
         """Unplug the reader: the driver's reads fail and its port path goes away."""
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                os.close(fd)
-        self._master = self._slave = None
-        if self.link:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.link)
+        self.close_pty()

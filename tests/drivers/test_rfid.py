@@ -75,7 +75,7 @@ def test_decoder_rejects_bad_checksum_and_wrong_length() -> None:
     good = encode_frame(bytes.fromhex(CARD_A))
     bad = good[:-3] + b"00" + bytes([ETX])
     assert decoder.feed(bad) == []
-    assert decoder.bad_checksums == 1
+    assert decoder.checksum_errors == 1
     eleven = bytes(range(1, 12))
     raw = bytes([STX]) + eleven.hex().upper().encode() + f"{checksum(eleven):02X}".encode() + bytes([ETX])
     assert decoder.feed(raw) == []
@@ -132,7 +132,7 @@ async def test_bad_checksum_ignored_and_counted(sim: SimRfidReader, driver: Seri
     sim.send_raw(frame[:-3] + f"{wrong:02X}".encode() + bytes([ETX]))
     sim.present(CARD_B, repeats=1)
     assert await read(driver) == CARD_B
-    assert driver.decoder.bad_checksums == 1
+    assert driver.decoder.checksum_errors == 1
     assert driver.error_counts() == {"frame_errors": 0, "checksum_errors": 1, "dropped_bytes": 0}
 
 
