@@ -41,7 +41,8 @@ def _compiled_check(kind: int, action: str, ocpp_version: str) -> Callable[[Any]
     if key not in _checks:
         try:
             schema = get_validator(kind, action, ocpp_version).schema
-            _checks[key] = fastjsonschema.compile(schema, formats=_NO_FORMATS)
+            # use_default=False: the check must not write the schema's defaults into the stored payload it checks
+            _checks[key] = fastjsonschema.compile(schema, formats=_NO_FORMATS, use_default=False)
         except Exception as err:  # the library's own check stays in force for this action
             LOGGER.warning("schema of %s %s not compiled (%s): the library's validator checks it", ocpp_version,
                            action, err)

@@ -153,3 +153,11 @@ async def test_the_checks_of_the_queued_actions_are_compiled_ahead(monkeypatch: 
     assert set(library._checks) == {(kind, version, action) for action in actions
                                     for kind in (MessageType.Call, MessageType.CallResult)}
     assert all(check is not None for check in library._checks.values())
+
+
+@pytest.mark.parametrize("version, action, payload", VALID, ids=[f"{v}-{a}" for v, a, _ in VALID])
+def test_the_compiled_check_leaves_the_payload_as_it_is(version: str, action: str, payload: dict[str, Any]) -> None:
+    """The stored text is what goes out: the check adds no schema defaults (2.0.1 declares some: location)."""
+    checked = copy.deepcopy(payload)
+    assert _passes(_request_check(action, version), checked)
+    assert checked == payload
