@@ -340,9 +340,13 @@ class Operations:
     # ---- commits
 
     def maybe_commit(self) -> None:
-        """Commit if the last commit is COMMIT_INTERVAL_S old."""
+        """Commit if the last commit is COMMIT_INTERVAL_S old; a failure is logged, never raised: its callers
+        are the meter pass and the poll's Tick, which the ledger must never stop."""
         if time.monotonic() - self._last_commit_mono >= COMMIT_INTERVAL_S:
-            self.commit()
+            try:
+                self.commit()
+            except Exception:
+                LOGGER.exception("operations ledger commit failed (kept for the next try)")
 
     def commit(self) -> bool:
         """Write what was accounted since the last commit (once a minute, and at shutdown)."""
