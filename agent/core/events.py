@@ -19,6 +19,7 @@ __all__ = [
     "FAULT_EMERGENCY_STOP",
     "FAULT_LOCAL_LIST_CONFLICT",
     "ISOLATION_FAULT_CODES",
+    "VEHICLE_FAULT_CODES",
     "AuthResult",
     "AuthSource",
     "AuthStatus",
@@ -434,6 +435,25 @@ class ClearChargingProfile:
 
 FAULT_EMERGENCY_STOP = "emergency_stop"  # the e-stop is pressed (not a device fault: no source)
 FAULT_LOCAL_LIST_CONFLICT = "local_list_conflict"  # the back office contradicts the local authorization list
+# the faults a vehicle reports: CHAdeMO H'102.4 fault flags and H'102.5.2, DIN 70121 / ISO 15118-2
+# DC_EVErrorCodeType, and "the EV reports an error" of a version 1 controller
+VEHICLE_FAULT_CODES = frozenset({
+    "chademo_battery_over_voltage",
+    "chademo_battery_under_voltage",
+    "chademo_current_deviation",
+    "chademo_high_battery_temperature",
+    "chademo_voltage_deviation",
+    "chademo_charging_system_fault",
+    "ccs_ress_temperature_inhibit",
+    "ccs_ev_shift_position",
+    "ccs_connector_lock_fault",
+    "ccs_ress_malfunction",
+    "ccs_current_differential",
+    "ccs_voltage_out_of_range",
+    "ccs_reserved_error",
+    "ccs_system_incompatibility",
+    "ev_error",
+})
 # A stopping fault with one of these codes is an insulation fault: the transaction ends with GROUND_FAULT.
 ISOLATION_FAULT_CODES = frozenset({"isolation_fault"})
 

@@ -9,27 +9,7 @@ like the protocol adapters' tables, and a test keeps this table in step with the
 
 from __future__ import annotations
 
-from agent.core.events import ISOLATION_FAULT_CODES, StopReason
-
-# the faults a vehicle reports: CHAdeMO H'102.4 fault flags and H'102.5.2, DIN 70121 / ISO 15118-2
-# DC_EVErrorCodeType, and "the EV reports an error" of a version 1 controller
-VEHICLE_FAULT_CODES = frozenset({
-    "chademo_battery_over_voltage",
-    "chademo_battery_under_voltage",
-    "chademo_current_deviation",
-    "chademo_high_battery_temperature",
-    "chademo_voltage_deviation",
-    "chademo_charging_system_fault",
-    "ccs_ress_temperature_inhibit",
-    "ccs_ev_shift_position",
-    "ccs_connector_lock_fault",
-    "ccs_ress_malfunction",
-    "ccs_current_differential",
-    "ccs_voltage_out_of_range",
-    "ccs_reserved_error",
-    "ccs_system_incompatibility",
-    "ev_error",
-})
+from agent.core.events import ISOLATION_FAULT_CODES, VEHICLE_FAULT_CODES, StopReason
 
 STOP_REASONS: dict[str, StopReason] = {
     **dict.fromkeys(VEHICLE_FAULT_CODES, StopReason.STOPPED_BY_EV),

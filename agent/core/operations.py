@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.core.events import ConnectorStatus, Fault
+from agent.core.events import VEHICLE_FAULT_CODES, ConnectorStatus, Fault
 
 HOUR_S = 3600
 DAY_S = 86400
@@ -35,7 +35,6 @@ CAUSE_POWER_LOSS = "power_loss"  # the system booted without a clean shutdown: t
 CAUSE_MAINTENANCE = "maintenance"  # a technician's maintenance window or self-test
 CAUSE_EV = "ev"  # a fault the vehicle caused (an EV error reported by the charge controller)
 DEFAULT_EXCLUDED = frozenset({CAUSE_POWER_LOSS, CAUSE_MAINTENANCE, CAUSE_EV})
-EV_FAULT_CODES = frozenset({"ev_error", "ev_fault", "ev"})  # DC controller codes naming the vehicle
 
 _PLAIN = {
     ConnectorStatus.AVAILABLE: "available",
@@ -63,7 +62,7 @@ def fault_cause(fault: Fault | None) -> str:
     """A fault's cause as the ledger names it: the device role and the code (``meter.communication``)."""
     if fault is None:
         return "unknown"
-    if fault.code in EV_FAULT_CODES:
+    if fault.code in VEHICLE_FAULT_CODES:  # the DC controller's codes naming the vehicle (CHAdeMO, CCS)
         return CAUSE_EV
     code = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in fault.code[:40]) or "unknown"
     return f"{fault.role.value}.{code}"

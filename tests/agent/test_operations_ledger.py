@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 
 from agent.core.events import ConnectorStatus, DeviceRole, Fault
+from agent.core.faults import VEHICLE_FAULT_CODES
 from agent.core.operations import (
+    CAUSE_EV,
     HOUR_S,
     OperationsLedger,
+    fault_cause,
     percentile_ms,
     port_figures,
 )
@@ -113,3 +116,9 @@ def test_a_commit_adds_counters_keeps_peaks_and_bounds_the_rows(tmp_path: Path) 
         assert store.ops_rows("daily", T0, T0 + 86_400) == []
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("code", sorted(VEHICLE_FAULT_CODES))
+def test_every_vehicle_fault_of_the_dc_controller_is_the_vehicles_cause(code: str) -> None:
+    """NEVI uptime excludes what the vehicle caused: every code the DC controller names the vehicle with counts."""
+    assert fault_cause(Fault(code, DeviceRole.DC_CONTROLLER, "dc1", code)) == CAUSE_EV
