@@ -64,7 +64,11 @@ class RecoveryMixin(SigningMixin):
             legal = self.store.signed_legal(row.tx_local_id)
             signed = None
             if legal is not None:
-                signed = self.store.signed_get(row.tx_local_id, "end") or await self._recover_legal(legal)
+                try:
+                    signed = self.store.signed_get(row.tx_local_id, "end") or await self._recover_legal(legal)
+                except DriverError as err:
+                    LOGGER.warning("transaction %d: the meter's signed record not fetched at boot: %s",
+                                   row.tx_local_id, err)
                 if signed is None:
                     self._report_unsigned(row.tx_local_id, row.connector_id, "no signed end from the meter at boot")
                 elif signed.end_wh is not None:

@@ -17,19 +17,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from agent.core import events as ev
 from agent.metering import SignedValue
+from agent.runtime.base import STOP_HOLD_TIMEOUT_S, _Barrier
+from agent.runtime.metering import MeteringMixin
 from agent.store import LegalRecord
 from drivers.base import LegalTransaction, SignedMeter, SignedMeterValue
 from drivers.errors import DriverError
-
-if TYPE_CHECKING:
-    pass
-
-from agent.runtime.base import STOP_HOLD_TIMEOUT_S, _Barrier
-from agent.runtime.metering import MeteringMixin
 
 LOGGER = logging.getLogger(__name__)
 
@@ -197,13 +193,15 @@ class SigningMixin(MeteringMixin):
 
         The meter may have closed it by itself (a power cut: end reason "P") or still hold it open (the
         agent alone died); the contactor cannot have closed since, so ending it now ends it at the right
-        reading. None when the meter has no such transaction (it never began it) or does not answer.
+        reading. None when the meter has no such transaction (it never began it); the last DriverError when it
+        does not answer in BOOT_SIGNED_ATTEMPTS (the record is kept: the next boot asks again).
         """
         meter = self.signer(legal.connector_id)
         if meter is None:
             LOGGER.error("transaction %d: connector %d has no signing meter any more; its signed end is lost",
                          legal.tx_local_id, legal.connector_id)
             return None
+        error: DriverError | None = None
         for attempt in range(BOOT_SIGNED_ATTEMPTS):
             try:
                 record = await meter.transaction_record(legal.meter_tx_id)
@@ -215,10 +213,12 @@ class SigningMixin(MeteringMixin):
                 self.store.signed_put(legal.tx_local_id, "end", signed, self.now())
                 return signed
             except DriverError as err:
+                error = err
                 LOGGER.warning("boot: signed record %d of transaction %d not fetched: %s", attempt + 1,
                                legal.tx_local_id, err)
                 await asyncio.sleep(0.5)
-        return None
+        assert error is not None
+        raise error
 
     async def recover_legal_orphans(self, unfinished: set[int]) -> None:
         """At boot: end legal transactions whose local transaction never started (the process died between the
@@ -226,7 +226,13 @@ class SigningMixin(MeteringMixin):
         for legal in self.store.signed_legal_open():
             if legal.tx_local_id in unfinished:
                 continue
-            signed = await self._recover_legal(legal)
+            try:
+                signed = await self._recover_legal(legal)
+            except DriverError as err:
+                # kept: forgetting it would leave the meter's legal transaction open with nothing to end it
+                LOGGER.error("boot: the meter did not answer for legal transaction %s (%s); asked again at the "
+                             "next boot", legal.meter_tx_id, err)
+                continue
             if not legal.begun:
                 self.store.signed_forget(legal.tx_local_id)
                 LOGGER.warning("boot: legal transaction %s of a start never recorded was ended on the meter",
