@@ -89,21 +89,29 @@ class TransactionsMixin(SigningMixin, AuthorizationMixin):
         self.feed(ev.FaultRaised(out.connector_id, "state_database", "storage_failure", True, ev.DeviceRole.OTHER,
                                  "transaction could not be recorded"))
 
-    def _on_tx_stopped(self, out: ev.TransactionStopped) -> None:
-        if out.local_tx_id in self._unrecorded_tx:
-            # its start was never recorded (nor sent): a StopTransaction would name a transaction that does not
-            # exist for the back office; the contactor was opened by the core's own outputs
-            self._unrecorded_tx.discard(out.local_tx_id)
-            LOGGER.warning("transaction %d was never recorded: no stop is sent for it", out.local_tx_id)
-            return
-        # The decision (reason, time) is on disk before anything else: a power cut in the seconds until
-        # meterStop is read must not turn this stop into a PowerLoss at boot.
+    def _never_recorded(self, out: ev.TransactionStopped) -> bool:
+        """True (and forgotten) for a transaction whose start was never recorded (nor sent): a stop would name a
+        transaction that does not exist for the back office; the contactor was opened by the core's own outputs."""
+        if out.local_tx_id not in self._unrecorded_tx:
+            return False
+        self._unrecorded_tx.discard(out.local_tx_id)
+        LOGGER.warning("transaction %d was never recorded: no stop is sent for it", out.local_tx_id)
+        return True
+
+    def _decide_stop(self, out: ev.TransactionStopped) -> None:
+        """The decision (reason, time) on disk before anything else: a power cut in the seconds until meterStop is
+        read must not turn this stop into a PowerLoss at boot. A failure is logged; the stop still goes on."""
         try:
             self._durable(f"stop decision of transaction {out.local_tx_id}",
                           functools.partial(self.store.decide_stop, out.local_tx_id, out.reason.value,
                                             out.timestamp))
         except Exception as err:
             LOGGER.error("transaction %d: stop decision not persisted: %s", out.local_tx_id, err)
+
+    def _on_tx_stopped(self, out: ev.TransactionStopped) -> None:
+        if self._never_recorded(out):
+            return
+        self._decide_stop(out)
         # meterStop must be the register once the power path is open (a DC controller ramps down first):
         # wait for the connector's actuator to finish opening, then read the meter once more.
         loop = asyncio.get_running_loop()
@@ -125,14 +133,9 @@ class TransactionsMixin(SigningMixin, AuthorizationMixin):
     async def _finish_stop(self, out: ev.TransactionStopped, opened: asyncio.Future[None]) -> None:
         if out.local_tx_id in self._signed_starts:
             await self._wait_signed_start(out.local_tx_id)
-            if out.local_tx_id in self._unrecorded_tx:
-                self._unrecorded_tx.discard(out.local_tx_id)
-                LOGGER.warning("transaction %d was never recorded: no stop is sent for it", out.local_tx_id)
+            if self._never_recorded(out):
                 return
-            # its start was recorded only now: the stop decision could not be before
-            self._durable(f"stop decision of transaction {out.local_tx_id}",
-                          functools.partial(self.store.decide_stop, out.local_tx_id, out.reason.value,
-                                            out.timestamp))
+            self._decide_stop(out)  # its start was recorded only now: the stop decision could not be before
         meter_stop = out.meter_stop_wh
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(opened, OPEN_RAMP_TIMEOUT_S + 3.0)
