@@ -406,7 +406,7 @@ class GpioEmergencyStop:
         self._edge(self._pressed_from(False))
 
     def _edge(self, pressed: bool) -> None:
-        """Runs in the GPIO thread: open the contactors first, then log and tell the listeners.
+        """Runs in the GPIO thread: open the contactors first, then tell the listeners, then log.
 
         Nothing runs before the coils drop: no log line, no DC controller shutdown (a listener sends it right
         after), no hop through the event loop. Each step here holds the interpreter lock, which a busy
@@ -427,15 +427,16 @@ class GpioEmergencyStop:
                     contactor._interlock(reason, pressed)
                 except Exception as err:  # one broken contactor must not keep the others closed
                     failed.append((contactor.name, err))
-        for name, error in failed:
-            LOGGER.error("%s: could not open %s", self.name, name, exc_info=error)
-        LOGGER.warning("%s: %s%s", self.name, "pressed" if pressed else "released",
-                       f", opened {', '.join(c.name for c in contactors)}" if pressed and contactors else "")
+        # the listeners before the log lines: one of them hands the DC controllers' emergency shutdown to the loop
         for callback in callbacks:
             try:
                 callback(pressed)
             except Exception:
                 LOGGER.exception("%s: e-stop callback failed", self.name)
+        for name, error in failed:
+            LOGGER.error("%s: could not open %s", self.name, name, exc_info=error)
+        LOGGER.warning("%s: %s%s", self.name, "pressed" if pressed else "released",
+                       f", opened {', '.join(c.name for c in contactors)}" if pressed and contactors else "")
 
     @property
     def pressed(self) -> bool:

@@ -418,10 +418,12 @@ class Pn532Reader(SerialCardReader):
         name = f"command {code:02X}"
         for attempt in range(1, COMMAND_ATTEMPTS + 1):
             self._write(frame)
-            # the ACK; late answers to an earlier command are skipped on the way
+            # the ACK; late answers to an earlier command are skipped on the way, all within one deadline (a
+            # line that keeps sending other frames must not keep the command waiting)
+            ack_deadline = loop.time() + ACK_TIMEOUT_S
             try:
                 while True:
-                    item = await self._next_item(loop.time() + ACK_TIMEOUT_S, f"ACK to {name}")
+                    item = await self._next_item(ack_deadline, f"ACK to {name}")
                     if isinstance(item, Ack | Nack | ErrorFrame):
                         break
             except DeviceTimeout:

@@ -16,6 +16,7 @@ from drivers.errors import CommunicationFault, ConfigError
 from drivers.pn532 import (
     ACK_FRAME,
     ERROR_FRAME,
+    GET_FIRMWARE_VERSION,
     IN_LIST_PASSIVE_TARGET,
     NACK_FRAME,
     SAM_CONFIGURATION,
@@ -321,3 +322,25 @@ def test_decoder_finds_a_frame_after_any_noise_in_any_chunking(garbage: bytes, d
     whole = _decode(stream, [])
     assert whole == _decode(stream, cuts)
     assert whole[0] == Frame(TFI_PN532, data)
+
+
+async def test_frames_other_than_the_ack_never_extend_the_ack_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Late answers to earlier commands are skipped while waiting for the ACK, all within one deadline: a line
+    that keeps sending them must time the command out, not keep it waiting."""
+    reader = Pn532Reader("rfid", "/dev/null")
+    deadlines: list[float] = []
+    stale = [Frame(TFI_PN532, bytes([0x4B, 0x00]))] * 5
+
+    async def next_item(deadline: float, _waiting_for: str) -> Any:
+        deadlines.append(deadline)
+        await asyncio.sleep(0.01)
+        return stale.pop() if stale else Ack()
+
+    async def response(_code: int, _deadline: float) -> bytes:
+        return b""
+
+    monkeypatch.setattr(reader, "_write", lambda _frame: None)
+    monkeypatch.setattr(reader, "_next_item", next_item)
+    monkeypatch.setattr(reader, "_response", response)
+    await reader.command(GET_FIRMWARE_VERSION, b"")
+    assert len(deadlines) == 6 and len(set(deadlines)) == 1, deadlines
