@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import TextIO
@@ -161,14 +162,21 @@ class FrameLogHandler(logging.Handler):
             with contextlib.suppress(OSError, ValueError):
                 self._file.close()
             self._file = None
-        for n in range(self.backups - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{n}")
-            if older.exists():
-                os.replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
-        if self.backups > 0:
-            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        else:
-            self.path.unlink(missing_ok=True)
+        try:
+            for n in range(self.backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{n}")
+                if older.exists():
+                    os.replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
+            if self.backups > 0:
+                # a technician may have deleted the log: nothing to keep then
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+            else:
+                self.path.unlink(missing_ok=True)
+        except OSError as err:
+            # the file is reopened (and appended to) anyway: one failed rotation must not stop the frame log
+            # or print a traceback for every frame after it
+            sys.stderr.write(f"frame log {self.path}: rotation failed ({err}); appending\n")
         self._open()
 
     def close(self) -> None:

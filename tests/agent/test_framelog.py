@@ -187,3 +187,15 @@ async def test_in_the_event_loop_frames_reach_the_handlers_after_the_send_in_ord
         flush_frames()
         FRAMES.removeHandler(collect)
         FRAMES.setLevel(level)
+
+
+def test_a_deleted_log_file_is_started_again_at_rotation(tmp_path: Path, frames: logging.Logger) -> None:
+    """A technician deleted ocpp-frames.log while the agent wrote it: the next rotation starts a new file."""
+    path = tmp_path / "ocpp-frames.log"
+    frames.addHandler(FrameLogHandler(path, max_bytes=2_000, backups=2))
+    for n in range(30):
+        frames.debug("out [2,\"%05d\",\"Heartbeat\",{}]", n)
+    path.unlink()
+    for n in range(30, 200):
+        frames.debug("out [2,\"%05d\",\"Heartbeat\",{}]", n)
+    assert '"00199"' in path.read_text()  # still logging, to the file where a technician looks
