@@ -438,11 +438,15 @@ async def serve(cfg: AgentConfig) -> int:
                 await asyncio.wait_for(hw.reader.close(), 2.0)
         release_hardware(hw)
         if problem_button is not None:
-            with contextlib.suppress(Exception):
+            try:
                 problem_button.release()
+            except Exception:
+                LOGGER.exception("problem button not released")
         await pool.close()
-        with contextlib.suppress(Exception):
+        try:
             agent.operations.close()  # the last minute of the ledger; the next start's gap begins here
+        except Exception:
+            LOGGER.exception("operations ledger not closed: its last minute is lost")
         store.close()
         LOGGER.info("stopped")
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import re
 
+from drivers.base import mask_id
+
 MASK = "***"
 LOG_HEAD_CHARS = 4096  # a clipped record keeps this much of its head, enough to read any OCPP frame's action
 LOG_MAX_CHARS = 8192  # longer records are clipped (the frame log, the diagnostics ring, journald)
@@ -53,7 +55,7 @@ def redact(text: str) -> str:
     text = _AUTH_KEY.sub(lambda m: f"{m['head']}{MASK}{m['tail']}", text)
     text = _AUTH_KEY_KW.sub(lambda m: f"{m['head']}{MASK}", text)
     text = _BASIC.sub(lambda m: f"{m['head']}{MASK}", text)
-    return _CARD_ID.sub(lambda m: f"{m['head']}{'*' * (len(m['id']) - 4)}{m['id'][-4:]}", text)
+    return _CARD_ID.sub(lambda m: f"{m['head']}{mask_id(m['id'])}", text)
 
 
 def clip(text: str, head_chars: int = LOG_HEAD_CHARS) -> str:
@@ -79,7 +81,7 @@ class RedactingFilter(logging.Filter):
         if getattr(record, REDACTED, False):
             return True
         message = record.getMessage()
-        cleaned = clip(message) if len(message) > LOG_MAX_CHARS else redact(message)
+        cleaned = clean(message)
         if cleaned != message:
             record.msg, record.args = cleaned, ()
         if record.exc_info and record.exc_text is None and record.exc_info[1] is not None:
