@@ -20,6 +20,7 @@ from typing import Any
 import fastjsonschema
 import ocpp.messages
 from ocpp.charge_point import ChargePoint
+from ocpp.exceptions import GenericError, UnknownCallErrorCodeError
 from ocpp.messages import Call, CallError, CallResult, MessageType, get_validator, validate_payload
 
 LIBRARY_VERSION = importlib.metadata.version("ocpp")
@@ -202,7 +203,13 @@ class HookedChargePoint(ChargePoint):
                 self._answer = self._answer_id = None
                 self.response_waited(unique_id)
         if frame[0] == MessageType.CallError:
-            raise CallError(*frame[1:]).to_exception()
+            try:
+                error = CallError(*frame[1:]).to_exception()
+            except UnknownCallErrorCodeError:
+                # a code OCPP does not name is still the back office refusing the call: a failed attempt
+                error = GenericError(description=f"unknown CALLERROR code {str(frame[2])[:40]!r}: "
+                                                 f"{str(frame[3])[:200]}")
+            raise error
         answer = frame[2]
         if not (isinstance(answer, dict) and _passes(_compiled_check(MessageType.CallResult, action, version),
                                                      answer)):

@@ -161,3 +161,18 @@ def test_the_compiled_check_leaves_the_payload_as_it_is(version: str, action: st
     checked = copy.deepcopy(payload)
     assert _passes(_request_check(action, version), checked)
     assert checked == payload
+
+
+@pytest.mark.parametrize("code", ["NoSuchErrorCode", 7])
+async def test_a_callerror_with_an_unknown_code_is_an_ocpp_error(code: Any) -> None:
+    """A back office's CALLERROR with a code OCPP does not name is a failed attempt like any other (an OCPPError
+    the sender counts towards the dead letters), not an exception that ends the session and resends for ever."""
+    peer = Peer(lambda frame: [4, frame[1], code, "what happened", {}])
+    cp = PeerChargePoint("CP1", peer, response_timeout=0.5)
+    receiver = asyncio.create_task(cp.start())
+    try:
+        with pytest.raises(OCPPError) as err:
+            await cp.call_raw(*VALID[0][1:])
+    finally:
+        receiver.cancel()
+    assert str(code) in str(err.value)
