@@ -21,6 +21,7 @@ from agent.store.db import Db, _dumps
 HOURLY_KEEP_S = 15 * 86400  # at least 14 days of hourly rows (the day being written counts as one)
 DAILY_KEEP_S = 450 * 86400  # at least 400 days of daily rows
 OPS_EVENTS_CAPACITY = 10_000  # gaps, replacements, maintenance, problem reports; the oldest are dropped
+SNAPSHOT_LOGS_KEPT = 50  # events of a kind keep their "log" snapshot (up to ~60 KB) only for the newest 50
 POWER_MAX_POINTS = 300  # a session's curve keeps at most this many evenly spaced points (and its newest one)
 POWER_KEEP_SESSIONS = 500  # curves of the latest transaction ids kept: at most 500 x 301 rows, about 10 MB
 POWER_KEEP_S = 90 * 86400  # and none older than this (pruned when a session's first point is written)
@@ -163,6 +164,13 @@ class OperationsMixin(Db):
                 (kind, connector_id, wall_time, self.boot_id, int(clock_trusted), _dumps(detail)))
             row_id = int(cursor.lastrowid or 0)
             conn.execute("DELETE FROM ops_events WHERE id <= ?", (row_id - OPS_EVENTS_CAPACITY,))
+            if "log" in detail:
+                # the count cap alone would let 10,000 snapshots fill an SD card (a button pressed every 10 s)
+                cutoff = conn.execute("SELECT id FROM ops_events WHERE kind = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+                                      (kind, SNAPSHOT_LOGS_KEPT)).fetchone()
+                if cutoff is not None:
+                    conn.execute("UPDATE ops_events SET detail = json_remove(detail, '$.log') WHERE kind = ? AND "
+                                 "id <= ? AND json_type(detail, '$.log') IS NOT NULL", (kind, cutoff[0]))
         return row_id
 
     def ops_events(self, limit: int = 100, kind: str | None = None) -> list[OpsEvent]:

@@ -17,7 +17,7 @@ from agent.core.operations import (
     port_figures,
 )
 from agent.store import Store
-from agent.store.operations import DAILY_KEEP_S, HOURLY_KEEP_S
+from agent.store.operations import DAILY_KEEP_S, HOURLY_KEEP_S, SNAPSHOT_LOGS_KEPT
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 METER_SILENT = Fault("communication", DeviceRole.METER, "meter1", "silent")
@@ -122,3 +122,18 @@ def test_a_commit_adds_counters_keeps_peaks_and_bounds_the_rows(tmp_path: Path) 
 def test_every_vehicle_fault_of_the_dc_controller_is_the_vehicles_cause(code: str) -> None:
     """NEVI uptime excludes what the vehicle caused: every code the DC controller names the vehicle with counts."""
     assert fault_cause(Fault(code, DeviceRole.DC_CONTROLLER, "dc1", code)) == CAUSE_EV
+
+
+def test_problem_snapshots_are_kept_for_the_newest_reports_only(tmp_path: Path) -> None:
+    """Every report stays, but only the newest SNAPSHOT_LOGS_KEPT carry their log lines: a bounded file."""
+    store = Store(tmp_path / "agent.db")
+    log = ["x" * 300] * 200  # a full snapshot, about 60 KB
+    for n in range(SNAPSHOT_LOGS_KEPT + 10):
+        store.ops_event("problem", 0, {"note": f"report {n}", "log": log}, wall_time=float(n), clock_trusted=True)
+    store.ops_event("replacement", 1, {"part": "meter"}, wall_time=99.0, clock_trusted=True)
+    problems = store.ops_events(limit=1000, kind="problem")
+    assert len(problems) == SNAPSHOT_LOGS_KEPT + 10
+    with_log = [e.detail["note"] for e in problems if "log" in e.detail]
+    assert with_log == [f"report {n}" for n in range(SNAPSHOT_LOGS_KEPT + 9, 9, -1)]  # newest first
+    assert all(e.detail["note"] for e in problems)  # the reports themselves stay whole
+    store.close()
