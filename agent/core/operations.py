@@ -25,6 +25,7 @@ from agent.core.events import VEHICLE_FAULT_CODES, ConnectorStatus, Fault
 
 HOUR_S = 3600
 DAY_S = 86400
+MAX_GAP_S = 450 * DAY_S  # a gap longer than the daily rows are kept is booked for what is kept
 UNDER_LOAD_W = 100.0  # a contactor opened above this power breaks a current: it wears the contacts
 RTT_BUCKETS_MS = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000)  # upper bounds
 
@@ -162,6 +163,13 @@ class OperationsLedger:
             self._span(self.online_since, now, STATION, ["t.online" if self.online else "t.offline"])
             self.online_since = now
 
+    def clock_stepped(self, step_s: float) -> None:
+        """The wall clock was set by step_s (NTP, the back office): the step is no time spent in any state, so
+        every running span moves with it."""
+        for port in self.ports.values():
+            port.since += step_s
+        self.online_since += step_s
+
     # ---- observations
 
     def status(self, connector_id: int, status: ConnectorStatus, fault: Fault | None, unavailable_cause: str,
@@ -254,6 +262,7 @@ class OperationsLedger:
         """The agent was not running from start to end: every port and the station were off, for that cause."""
         if end <= start:
             return
+        start = max(start, end - MAX_GAP_S)  # a clock set years forward must not split decades into hours
         for cid in self.ports:
             self._span(start, end, cid, [f"t.off.{cause}"])
         self._span(start, end, STATION, [f"t.off.{cause}"])

@@ -24,6 +24,7 @@ from agent.core.connector import indicator_for
 from agent.core.operations import (
     DAY_S,
     DEFAULT_EXCLUDED,
+    MAX_GAP_S,
     PARTS,
     STATION,
     OperationsLedger,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 
+CLOCK_STEP_S = 30.0  # wall time that ran this much apart from monotonic time since the last look: the clock was set
 COMMIT_INTERVAL_S = 60.0  # a power cut loses at most this much accounting; one small commit a minute
 ACK_BLINK_S = 1.5  # the indicator shows "off" this long to acknowledge a problem report
 SNAPSHOT_LOG_LINES = 200  # log lines kept with a problem report
@@ -194,6 +196,7 @@ class Operations:
         self._last_commit_mono = time.monotonic()
         self._tx_start: dict[int, float] = {}
         self._errors_seen: dict[str, int] = {}
+        self._clock_seen: tuple[float, float] | None = None  # (wall, monotonic) at the last look (_watch_clock)
         state = self.store.ops_state()
         self._registers = {int(k.removeprefix("reg.")): float(v) for k, v in state.items() if k.startswith("reg.")}
         self._day = int(float(state.get("day", now // DAY_S * DAY_S)))
@@ -246,9 +249,22 @@ class Operations:
 
     # ---- observations (from Agent.feed)
 
+    def _watch_clock(self, now: float) -> None:
+        """A wall clock set since the last look (NTP, the back office; a Pi without an RTC boots in 1970) moves
+        the ledger's running spans instead of being booked as time in a state."""
+        mono = time.monotonic()
+        if self._clock_seen is not None:
+            wall, seen_mono = self._clock_seen
+            step = now - (wall + (mono - seen_mono))
+            if abs(step) > CLOCK_STEP_S:
+                self.ledger.clock_stepped(step)
+                LOGGER.info("operations ledger: the clock was set by %+.0f s; not booked as time", step)
+        self._clock_seen = (now, mono)
+
     def observe_input(self, event: ev.Input) -> None:
         """An input the core is fed (from Agent.feed, before its outputs are executed)."""
         now = self.agent.now()
+        self._watch_clock(now)
         ledger = self.ledger
         match event:
             case ev.PlugChanged():
@@ -351,6 +367,7 @@ class Operations:
     def commit(self) -> bool:
         """Write what was accounted since the last commit (once a minute, and at shutdown)."""
         now = self.agent.now()
+        self._watch_clock(now)
         self._last_commit_mono = time.monotonic()
         try:
             self.ledger.queue_depth(self.store.pending_count(), now)
@@ -394,7 +411,7 @@ class Operations:
         day = int(now // DAY_S) * DAY_S
         if day == self._day:
             return
-        for ended in range(self._day, day, DAY_S):
+        for ended in range(max(self._day, day - MAX_GAP_S), day, DAY_S):  # a clock set years forward: kept days
             rows = self.store.ops_rows("daily", ended, ended + DAY_S)
             if rows:
                 self._report("DailyUsageReport", daily_usage_payload(ended, figures(rows, self.connector_ids)))

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.core.events import ConnectorStatus, DeviceRole, Fault
+from agent.core.events import ConnectorStatus, DeviceRole, Fault, Tick
 from agent.core.faults import VEHICLE_FAULT_CODES
 from agent.core.operations import (
     CAUSE_EV,
     HOUR_S,
+    MAX_GAP_S,
     OperationsLedger,
     fault_cause,
     percentile_ms,
@@ -18,6 +19,7 @@ from agent.core.operations import (
 )
 from agent.store import Store
 from agent.store.operations import DAILY_KEEP_S, HOURLY_KEEP_S, SNAPSHOT_LOGS_KEPT
+from tests.agent.wiring import charging_agent
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 METER_SILENT = Fault("communication", DeviceRole.METER, "meter1", "silent")
@@ -137,3 +139,38 @@ def test_problem_snapshots_are_kept_for_the_newest_reports_only(tmp_path: Path) 
     assert with_log == [f"report {n}" for n in range(SNAPSHOT_LOGS_KEPT + 9, 9, -1)]  # newest first
     assert all(e.detail["note"] for e in problems)  # the reports themselves stay whole
     store.close()
+
+
+def test_a_clock_set_forward_or_back_books_no_time() -> None:
+    """A Pi without a real-time clock boots in 1970 and NTP sets it: the step is not time in a state, and the
+    ledger does not split decades into hours."""
+    ledger = OperationsLedger([1], 0.0, can_start_offline=True)
+    ledger.status(1, ConnectorStatus.AVAILABLE, None, "", 60.0)  # a minute in 1970
+    ledger.clock_stepped(T0 - 60.0)  # the clock set to 2026
+    ledger.status(1, ConnectorStatus.CHARGING, None, "", T0 + 600)
+    ledger.clock_stepped(-86_400.0)  # and a day back
+    pending = ledger.take(T0 - 86_400 + 900)
+    booked = sum(v for (_p, c, k), v in pending.hourly.items() if c == 1 and k.startswith("t."))
+    assert booked == 60 + 600 + 300
+    assert len(pending.hourly) < 20
+
+
+def test_a_gap_longer_than_the_daily_rows_are_kept_is_booked_for_what_is_kept() -> None:
+    ledger = OperationsLedger([1], T0, can_start_offline=True)
+    ledger.gap(0.0, T0, "power_loss")
+    pending = ledger.take(T0)
+    days = {p for (p, c, k) in pending.daily if k == "t.off.power_loss"}
+    assert len(days) <= MAX_GAP_S // 86_400 + 1
+
+
+async def test_the_runtime_moves_the_ledger_with_a_clock_set_by_the_back_office(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with charging_agent(tmp_path, monkeypatch, "1.6") as run:
+        ledger = run.agent.operations.ledger
+        run.agent.feed(Tick())
+        ledger.take(run.agent.now())
+        run.agent.clock_offset_s += 20 * 365 * 86_400.0  # the back office's time: twenty years on
+        run.agent.feed(Tick())
+        pending = ledger.take(run.agent.now())
+        booked = sum(v for (_p, c, k), v in pending.hourly.items() if c == 1 and k.startswith("t."))
+        assert booked < 60 and len(pending.hourly) < 20
