@@ -11,6 +11,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+from agent.diag.text import table as _table
+
 DEFAULT_SOCKET = os.environ.get("EVSECTL_SOCKET", "/run/evse-agent/evsectl.sock")
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_PERMISSION = 0, 1, 2, 3, 4
 
@@ -47,11 +49,6 @@ def request(path: str, command: str, args: dict[str, Any] | None = None, timeout
     if not answer.get("ok"):
         raise CtlError(str(answer.get("error")), EXIT_PERMISSION if answer.get("permission") else EXIT_ERROR)
     return answer["result"]
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def _when(ts: float | None) -> str:

@@ -8,6 +8,8 @@ import io
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from agent.diag.text import table as _table
+
 if TYPE_CHECKING:
     from agent.runtime.operations import Operations
 
@@ -39,11 +41,6 @@ def handle(ops: Operations, command: str, args: dict[str, Any]) -> Any:
 
 def _f(value: float | None, digits: int = 1, unit: str = "") -> str:
     return "-" if value is None else f"{value:.{digits}f}{unit}"
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def render(result: dict[str, Any], chart: tuple[int, bool] | None = None) -> str:
