@@ -302,7 +302,8 @@ async def queue_memory(sim: Sim, workdir: Path, responder: ResponderProc, templa
             else:
                 await asyncio.sleep(QUEUE_SETTLE_S)
             samples = []
-            for _ in range(25):
+            # 20 s: draining, tens of thousands of the 100k answered meanwhile (not only the first hundred)
+            for _ in range(100 if name == "rss-draining" else 25):
                 samples.append(rss_kb(agent.pid) / 1024)
                 await asyncio.sleep(0.2)
             rss[name] = max(samples)

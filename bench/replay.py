@@ -167,7 +167,7 @@ async def stalls(sim: Sim, responder: ResponderProc, big: Path) -> list[Figure]:
     if stats["start_answer"] is None or stats["after_start"] is None or not pings:
         raise RuntimeError("no StartTransaction answer or no pings in the stall run")
     ack_ms, ack_n = _max_rtt(pings, stats["start_answer"] - 0.05, stats["after_start"])
-    steady_from = stats["after_start"] + 0.5
+    steady_from = stats["after_start"]  # from the first message after the answer: no unmeasured half second
     replay_ms, replay_n = _max_rtt(pings, steady_from, stats["last_tx_answer"])
     median = percentile([rtt for _, rtt in pings], 50) * 1000
     gap = (stats["after_start"] - stats["start_answer"]) * 1000
