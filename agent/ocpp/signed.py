@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from typing import Any
 
 from agent.metering import SignedValue
 
 KEY_PREFIX = "oca:base16:asn1:"  # the key as a hex (base16) DER (ASN.1) SubjectPublicKeyInfo
+LOGGER = logging.getLogger(__name__)
 MAX_DATA_CHARS = 2500  # 2.0.1 SignedMeterValueType.signedMeterData and publicKey maxLength
 
 
@@ -24,20 +26,22 @@ def public_key_field(hex_der: str) -> str:
     return base64.b64encode((KEY_PREFIX + hex_der).encode("ascii")).decode("ascii")
 
 
-def signed_meter_value(value: SignedValue) -> dict[str, str] | None:
-    """The SignedMeterValueType object; None when the data set exceeds what the 2.0.1 schema allows."""
+def signed_meter_value(value: SignedValue, local_tx_id: int = 0) -> dict[str, str] | None:
+    """The SignedMeterValueType object; None (logged) when the data set exceeds what the 2.0.1 schema allows."""
     data = base64.b64encode(value.data.encode("utf-8")).decode("ascii")
     key = public_key_field(value.public_key)
     if len(data) > MAX_DATA_CHARS or len(key) > MAX_DATA_CHARS:
+        LOGGER.error("transaction %d: a signed data set of %d characters exceeds what OCPP carries; not sent",
+                     local_tx_id, len(value.data))
         return None
     # OCMF names its signature algorithm (SA) inside the data set: the note asks for an empty signingMethod then
     method = "" if value.encoding == "OCMF" else value.signing_method
     return {"signedMeterData": data, "signingMethod": method, "encodingMethod": value.encoding, "publicKey": key}
 
 
-def signed_data_text(value: SignedValue) -> str | None:
+def signed_data_text(value: SignedValue, local_tx_id: int = 0) -> str | None:
     """OCPP 1.6: the sampledValue `value` of format SignedData (the object above as compact JSON)."""
-    obj = signed_meter_value(value)
+    obj = signed_meter_value(value, local_tx_id)
     return None if obj is None else json.dumps(obj, separators=(",", ":"))
 
 

@@ -55,6 +55,9 @@ class SigningMixin(MeteringMixin):
     def _start_failed(self, out: ev.TransactionStarted) -> None:
         raise NotImplementedError  # TransactionsMixin
 
+    async def _meter_start_after(self, out: ev.TransactionStarted, pending: asyncio.Future[None]) -> float:
+        raise NotImplementedError  # TransactionsMixin
+
     def signer(self, connector_id: int) -> SignedMeter | None:
         """The connector's meter if it signs legal transactions."""
         devices = self.hw.connectors.get(connector_id)
@@ -101,11 +104,7 @@ class SigningMixin(MeteringMixin):
     async def _signed_start(self, out: ev.TransactionStarted, pending: asyncio.Future[None] | None) -> None:
         meter_start, at = out.meter_start_wh, out.timestamp
         if pending is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(pending), STOP_HOLD_TIMEOUT_S)
-            reading = self.connectors[out.connector_id].reading
-            if reading is not None:  # the contactor stayed open since the previous stop: the register held
-                meter_start = reading.energy_import_wh
+            meter_start = await self._meter_start_after(out, pending)
         try:
             signed = await self._begin_legal(out)
             if signed is not None and signed.begin_wh is not None:

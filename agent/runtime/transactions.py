@@ -53,12 +53,16 @@ class TransactionsMixin(SigningMixin, AuthorizationMixin):
             return
         self._record_start(out, out.meter_start_wh)
 
-    async def _start_after_stop(self, out: ev.TransactionStarted, pending: asyncio.Future[None]) -> None:
+    async def _meter_start_after(self, out: ev.TransactionStarted, pending: asyncio.Future[None]) -> float:
+        """meterStart of a start that waited for the previous session's stop to be recorded (bounded)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(pending), STOP_HOLD_TIMEOUT_S)
         reading = self.connectors[out.connector_id].reading
         # the contactor stayed open between the two (the actuator held it): the register did not move
-        meter_start = reading.energy_import_wh if reading is not None else out.meter_start_wh
+        return reading.energy_import_wh if reading is not None else out.meter_start_wh
+
+    async def _start_after_stop(self, out: ev.TransactionStarted, pending: asyncio.Future[None]) -> None:
+        meter_start = await self._meter_start_after(out, pending)
         try:
             self._record_start(out, meter_start)
         except Exception:

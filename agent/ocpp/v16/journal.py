@@ -58,10 +58,8 @@ def ended_measurands_for(settings: Settings, trigger: SampleTrigger) -> Sequence
 
 def signed_values(value: SignedValue, context: str, local_tx_id: int) -> list[dict[str, str]]:
     """The sampledValue of format SignedData that carries a signed data set (none if it cannot be carried)."""
-    text = signed_data_text(value)
+    text = signed_data_text(value, local_tx_id)
     if text is None:
-        LOGGER.error("transaction %d: a signed data set of %d characters exceeds what OCPP carries; not sent",
-                     local_tx_id, len(value.data))
         return []
     return [{"value": text, "context": context, "format": "SignedData", "measurand": "Energy.Active.Import.Register",
              "location": "Outlet", "unit": "Wh"}]

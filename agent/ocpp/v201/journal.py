@@ -92,10 +92,8 @@ def _sign(value: dict[str, Any], signed: SignedValue | None, local_tx_id: int) -
     """Put a signed data set on the energy register of a Begin or End meterValue (its first sampledValue)."""
     if signed is None:
         return
-    obj = signed_meter_value(signed)
+    obj = signed_meter_value(signed, local_tx_id)
     if obj is None:
-        LOGGER.error("transaction %d: a signed data set of %d characters exceeds signedMeterData; not sent",
-                     local_tx_id, len(signed.data))
         return
     value["sampledValue"][0]["signedMeterValue"] = obj
 

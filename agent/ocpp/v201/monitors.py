@@ -133,11 +133,16 @@ def _fmt(value: float | None) -> str | None:
     return None if value is None else f"{round(value, 3):g}"
 
 
+def next_counter(store: Any, name: str, first: int) -> int:
+    """Take the next value of a stored monitoring counter (from `first`)."""
+    value = max(first, int(store.config_get(ROW + name) or first))
+    store.config_set(ROW + name, str(value + 1))
+    return value
+
+
 def next_event_id(store: Any) -> int:
     """The next NotifyEvent eventId of the station (the counter the monitors number their events with)."""
-    value = max(1, int(store.config_get(ROW + "event_id") or 1))
-    store.config_set(ROW + "event_id", str(value + 1))
-    return value
+    return next_counter(store, "event_id", 1)
 
 
 class MonitorEngine:
@@ -289,10 +294,7 @@ class MonitorEngine:
                 LOGGER.warning("ignoring stored monitoring row %s: %s", key, err)
 
     def _next(self, name: str, first: int) -> int:
-        store = self.agent.store
-        value = max(first, int(store.config_get(ROW + name) or first))
-        store.config_set(ROW + name, str(value + 1))
-        return value
+        return next_counter(self.agent.store, name, first)
 
     # ---- N04 SetVariableMonitoring -------------------------------------------------------------------
 
